@@ -1,0 +1,585 @@
+//! The archive container: a tar stream, optionally compressed, holding `manifest.json`,
+//! `database.sqlite` and `SHA256SUMS`, in that order.
+//!
+//! [`ArchiveWriter`] streams entries through tar, the compressor and a hasher of the compressed
+//! bytes, so memory stays flat whatever the database size. [`read_manifest`] reads only an
+//! archive's head. [`read_archive`] streams a whole archive once, hashing every entry and
+//! passing the database bytes to a caller's writer.
+//!
+//! Archives are untrusted input: the reader accepts only regular-file entries with the three
+//! expected names in the expected order (no links, devices, paths or long-name extensions),
+//! caps every entry at a size it knows in advance (the database at the size the manifest
+//! records), and never unpacks anything by name. A decompression bomb therefore costs at most
+//! the declared database size.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::db::{hex, Check};
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::progress::Progress;
+
+/// Name of the manifest entry.
+pub const MANIFEST_ENTRY: &str = "manifest.json";
+/// Name of the database entry.
+pub const DATABASE_ENTRY: &str = "database.sqlite";
+/// Name of the checksum entry (`sha256sum -c` format).
+pub const SUMS_ENTRY: &str = "SHA256SUMS";
+
+const MAX_MANIFEST: u64 = 16 << 20;
+const MAX_SUMS: u64 = 64 << 10;
+
+/// How an archive is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// zstd (multi-threaded), `.tar.zst`.
+    #[default]
+    Zstd,
+    /// gzip, `.tar.gz`.
+    Gzip,
+    /// No compression, `.tar`.
+    None,
+}
+
+impl Compression {
+    /// The file extension, with its leading dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::Zstd => ".tar.zst",
+            Compression::Gzip => ".tar.gz",
+            Compression::None => ".tar",
+        }
+    }
+
+    /// The default level (zstd 3, gzip 6).
+    pub fn default_level(self) -> Option<i32> {
+        match self {
+            Compression::Zstd => Some(3),
+            Compression::Gzip => Some(6),
+            Compression::None => None,
+        }
+    }
+
+    /// Checks a level against what the codec accepts.
+    pub fn check_level(self, level: i32) -> Result<()> {
+        let ok = match self {
+            Compression::Zstd => (1..=22).contains(&level),
+            Compression::Gzip => (0..=9).contains(&level),
+            Compression::None => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::InvalidOption(match self {
+                Compression::Zstd => format!("zstd level {level} is outside 1..=22"),
+                Compression::Gzip => format!("gzip level {level} is outside 0..=9"),
+                Compression::None => "--level needs a compression (zstd or gzip)".into(),
+            }))
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Compression::Zstd => "zstd",
+            Compression::Gzip => "gzip",
+            Compression::None => "none",
+        })
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "zstd" => Ok(Compression::Zstd),
+            "gzip" => Ok(Compression::Gzip),
+            "none" => Ok(Compression::None),
+            _ => Err(Error::InvalidOption(format!("unknown compression {s:?} (zstd, gzip, none)"))),
+        }
+    }
+}
+
+/// Whether a file name looks like a litevault archive (by extension).
+pub fn is_archive_name(name: &str) -> bool {
+    !name.starts_with(crate::fsutil::TEMP_PREFIX)
+        && [".tar.zst", ".tar.gz", ".tgz", ".tar"].iter().any(|e| name.ends_with(e))
+}
+
+/// A writer that hashes and counts what passes through it.
+struct HashWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that hashes what passes through it and reports progress.
+struct HashReader<'a, R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+    progress: &'a dyn Progress,
+}
+
+impl<R: Read> Read for HashReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}
+
+enum Encoder<W: Write> {
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Gzip(flate2::write::GzEncoder<W>),
+    Plain(W),
+}
+
+impl<W: Write> Encoder<W> {
+    fn new(out: W, compression: Compression, level: Option<i32>) -> io::Result<Self> {
+        let level = level.or(compression.default_level());
+        Ok(match compression {
+            Compression::Zstd => {
+                let mut enc = zstd::stream::write::Encoder::new(out, level.unwrap_or(3))?;
+                let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+                if threads > 1 {
+                    enc.multithread(threads as u32)?;
+                }
+                enc.include_checksum(true)?;
+                Encoder::Zstd(enc)
+            }
+            Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+                out,
+                flate2::Compression::new(level.unwrap_or(6) as u32),
+            )),
+            Compression::None => Encoder::Plain(out),
+        })
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Zstd(e) => e.finish(),
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Plain(w) => Ok(w),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Zstd(e) => e.write(buf),
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::Plain(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Zstd(e) => e.flush(),
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::Plain(w) => w.flush(),
+        }
+    }
+}
+
+/// What [`ArchiveWriter::finish`] returns.
+#[derive(Debug)]
+pub struct WrittenArchive<W> {
+    /// The underlying writer, flushed.
+    pub inner: W,
+    /// SHA-256 of the archive bytes as written (compressed).
+    pub sha256: String,
+    /// Bytes written.
+    pub size: u64,
+    /// SHA-256 of each entry's content, by entry name.
+    pub entries: Vec<(String, String)>,
+}
+
+/// Streams entries into a (compressed) tar archive and appends `SHA256SUMS` on finish.
+pub struct ArchiveWriter<W: Write> {
+    tar: tar::Builder<Encoder<HashWriter<W>>>,
+    sums: Vec<(String, String)>,
+    mtime: u64,
+}
+
+impl<W: Write> ArchiveWriter<W> {
+    /// Starts an archive on `out`. `mtime` (seconds since the epoch) stamps every entry, so
+    /// the same content gives the same tar bytes.
+    pub fn new(out: W, compression: Compression, level: Option<i32>, mtime: u64) -> io::Result<Self> {
+        let hashed = HashWriter { inner: out, hasher: Sha256::new(), bytes: 0 };
+        let mut tar = tar::Builder::new(Encoder::new(hashed, compression, level)?);
+        tar.mode(tar::HeaderMode::Deterministic);
+        Ok(ArchiveWriter { tar, sums: Vec::new(), mtime })
+    }
+
+    fn header(&self, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_mtime(self.mtime);
+        h.set_entry_type(tar::EntryType::Regular);
+        h
+    }
+
+    /// Appends an entry held in memory.
+    pub fn append_bytes(&mut self, name: &str, data: &[u8]) -> io::Result<()> {
+        let mut h = self.header(data.len() as u64);
+        self.tar.append_data(&mut h, name, data)?;
+        self.sums.push((name.to_string(), hex(&Sha256::digest(data))));
+        Ok(())
+    }
+
+    /// Streams an entry of exactly `size` bytes from `reader`; returns its SHA-256.
+    pub fn append_stream(
+        &mut self,
+        name: &str,
+        size: u64,
+        reader: impl Read,
+        progress: &dyn Progress,
+    ) -> io::Result<String> {
+        let mut h = self.header(size);
+        let mut hr = HashReader { inner: reader.take(size), hasher: Sha256::new(), bytes: 0, progress };
+        self.tar.append_data(&mut h, name, &mut hr)?;
+        if hr.bytes != size {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{name}: expected {size} bytes, read {}", hr.bytes),
+            ));
+        }
+        let sum = hex(&hr.hasher.finalize());
+        self.sums.push((name.to_string(), sum.clone()));
+        Ok(sum)
+    }
+
+    /// Appends `SHA256SUMS`, ends the tar stream and the compressed stream, flushes.
+    pub fn finish(mut self) -> io::Result<WrittenArchive<W>> {
+        let sums_text = format_sums(&self.sums);
+        let mut h = self.header(sums_text.len() as u64);
+        self.tar.append_data(&mut h, SUMS_ENTRY, sums_text.as_bytes())?;
+        let entries = std::mem::take(&mut self.sums);
+        let encoder = self.tar.into_inner()?;
+        let mut hashed = encoder.finish()?;
+        hashed.flush()?;
+        Ok(WrittenArchive {
+            sha256: hex(&hashed.hasher.finalize()),
+            size: hashed.bytes,
+            inner: hashed.inner,
+            entries,
+        })
+    }
+}
+
+/// `SHA256SUMS` text: one `<hex>  <name>` line per entry, as `sha256sum` prints.
+pub fn format_sums(sums: &[(String, String)]) -> String {
+    sums.iter().map(|(name, sum)| format!("{sum}  {name}\n")).collect()
+}
+
+/// Parses `SHA256SUMS` text; entries must be known names, each at most once.
+fn parse_sums(text: &str) -> std::result::Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (sum, name) = line
+            .split_once("  ")
+            .or_else(|| line.split_once(" *"))
+            .ok_or_else(|| format!("malformed line {line:?}"))?;
+        if sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("malformed checksum in line {line:?}"));
+        }
+        if name != MANIFEST_ENTRY && name != DATABASE_ENTRY {
+            return Err(format!("unexpected name {name:?}"));
+        }
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(format!("{name} listed twice"));
+        }
+        out.push((name.to_string(), sum.to_ascii_lowercase()));
+    }
+    Ok(out)
+}
+
+/// Opens an archive file and returns its decompressing reader, detecting the codec from the
+/// first bytes (not the file name).
+pub fn open_reader(path: &Path) -> Result<(Compression, Box<dyn Read>)> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Error::NotFound { path: path.to_path_buf() })
+        }
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let mut buf = BufReader::with_capacity(1 << 20, file);
+    let head = buf.fill_buf().map_err(|e| Error::io("read", path, e))?;
+    let kind = sniff(head);
+    let reader: Box<dyn Read> = match kind {
+        Some(Compression::Zstd) => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(buf)
+                .map_err(|e| Error::io("start zstd decoder for", path, e))?;
+            // Refuse frames that ask for more than 128 MiB of window (memory stays bounded).
+            d.window_log_max(27).map_err(|e| Error::io("configure zstd decoder for", path, e))?;
+            Box::new(d)
+        }
+        Some(Compression::Gzip) => Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
+        Some(Compression::None) => Box::new(buf),
+        None => {
+            return Err(Error::bad_archive(
+                path,
+                "not a litevault archive (neither zstd, gzip nor tar)",
+            ))
+        }
+    };
+    Ok((kind.unwrap_or_default(), reader))
+}
+
+/// Detects the codec of an archive from its first bytes.
+pub fn sniff(head: &[u8]) -> Option<Compression> {
+    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some(Compression::Zstd)
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        Some(Compression::Gzip)
+    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
+        Some(Compression::None)
+    } else {
+        None
+    }
+}
+
+/// Reads only the manifest at the head of an archive.
+pub fn read_manifest(path: &Path) -> Result<Manifest> {
+    let (_, reader) = open_reader(path)?;
+    let mut tar = tar::Archive::new(reader);
+    let mut entries = tar.entries().map_err(|e| bad_read(path, e))?.raw(true);
+    let entry = entries
+        .next()
+        .ok_or_else(|| Error::bad_archive(path, "archive is empty"))?
+        .map_err(|e| bad_read(path, e))?;
+    let (manifest, _) = read_manifest_entry(path, entry)?;
+    Ok(manifest)
+}
+
+fn bad_read(path: &Path, e: io::Error) -> Error {
+    Error::bad_archive(path, format!("cannot read archive (truncated or damaged?): {e}"))
+}
+
+fn expect_entry<R: Read>(path: &Path, entry: &tar::Entry<'_, R>, name: &str, max: u64) -> Result<u64> {
+    let kind = entry.header().entry_type();
+    let raw_name = entry.path_bytes();
+    if raw_name.as_ref() != name.as_bytes() {
+        return Err(Error::bad_archive(
+            path,
+            format!(
+                "expected entry {name:?}, found {:?}",
+                String::from_utf8_lossy(raw_name.as_ref())
+            ),
+        ));
+    }
+    if kind != tar::EntryType::Regular {
+        return Err(Error::bad_archive(path, format!("entry {name} is not a regular file ({kind:?})")));
+    }
+    let size = entry.header().size().map_err(|e| bad_read(path, e))?;
+    if size > max {
+        return Err(Error::bad_archive(path, format!("entry {name} is {size} bytes, more than the {max} allowed")));
+    }
+    Ok(size)
+}
+
+fn read_small<R: Read>(path: &Path, entry: tar::Entry<'_, R>, size: u64) -> Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(size as usize);
+    entry.take(size).read_to_end(&mut data).map_err(|e| bad_read(path, e))?;
+    if data.len() as u64 != size {
+        return Err(Error::bad_archive(path, "archive is truncated"));
+    }
+    Ok(data)
+}
+
+fn read_manifest_entry<R: Read>(path: &Path, entry: tar::Entry<'_, R>) -> Result<(Manifest, String)> {
+    let size = expect_entry(path, &entry, MANIFEST_ENTRY, MAX_MANIFEST)?;
+    let data = read_small(path, entry, size)?;
+    let manifest: Manifest = serde_json::from_slice(&data)
+        .map_err(|e| Error::bad_archive(path, format!("manifest.json is not a valid manifest: {e}")))?;
+    manifest.validate().map_err(|r| Error::bad_archive(path, format!("manifest.json: {r}")))?;
+    Ok((manifest, hex(&Sha256::digest(&data))))
+}
+
+/// What [`read_archive`] found: the manifest, the checksums computed while reading and those
+/// the archive records.
+#[derive(Debug, Clone)]
+pub struct ArchiveContents {
+    /// The archive's manifest.
+    pub manifest: Manifest,
+    /// Codec detected.
+    pub compression: Compression,
+    /// SHA-256 computed of each entry read, by name.
+    pub computed: Vec<(String, String)>,
+    /// SHA-256 recorded in `SHA256SUMS`, by name.
+    pub recorded: Vec<(String, String)>,
+}
+
+impl ArchiveContents {
+    /// One check per entry: does the content read match the recorded checksum?
+    pub fn checksum_checks(&self) -> Vec<Check> {
+        let mut checks = Vec::new();
+        for (name, actual) in &self.computed {
+            let check_name = format!("checksum {name}");
+            match self.recorded.iter().find(|(n, _)| n == name) {
+                Some((_, expected)) if expected == actual => checks.push(Check::pass(check_name, actual.clone())),
+                Some((_, expected)) => checks.push(Check::fail(
+                    check_name,
+                    format!("expected {expected}, found {actual}"),
+                )),
+                None => checks.push(Check::fail(check_name, "not listed in SHA256SUMS")),
+            }
+        }
+        checks
+    }
+
+    /// The first checksum mismatch as an error, if any.
+    pub fn ensure_checksums(&self, path: &Path) -> Result<()> {
+        for (name, actual) in &self.computed {
+            let expected = self
+                .recorded
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| s.clone())
+                .unwrap_or_else(|| "(not listed)".into());
+            if &expected != actual {
+                return Err(Error::ChecksumMismatch {
+                    path: path.to_path_buf(),
+                    entry: name.clone(),
+                    expected,
+                    actual: actual.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Streams a whole archive once: parses the manifest, copies `database.sqlite` into `db_out`
+/// (at most the manifest's `db_size` bytes) while hashing it, reads `SHA256SUMS`, and checks
+/// that nothing follows. Structural problems (wrong names or types, truncation, sizes that
+/// disagree with the manifest) are errors; checksum comparison is left to the caller through
+/// [`ArchiveContents`].
+pub fn read_archive(path: &Path, db_out: &mut dyn Write, progress: &dyn Progress) -> Result<ArchiveContents> {
+    let (compression, reader) = open_reader(path)?;
+    let mut tar = tar::Archive::new(reader);
+    let mut entries = tar.entries().map_err(|e| bad_read(path, e))?.raw(true);
+    let mut next = |what: &str| -> Result<tar::Entry<'_, Box<dyn Read>>> {
+        entries
+            .next()
+            .ok_or_else(|| Error::bad_archive(path, format!("archive ends before {what} (truncated?)")))?
+            .map_err(|e| bad_read(path, e))
+    };
+
+    let (manifest, manifest_sum) = read_manifest_entry(path, next(MANIFEST_ENTRY)?)?;
+
+    let db_entry = next(DATABASE_ENTRY)?;
+    let size = expect_entry(path, &db_entry, DATABASE_ENTRY, manifest.db_size)?;
+    if size != manifest.db_size {
+        return Err(Error::bad_archive(
+            path,
+            format!("database.sqlite is {size} bytes but the manifest says {}", manifest.db_size),
+        ));
+    }
+    progress.begin("read archive", Some(size));
+    let mut hr = HashReader { inner: db_entry.take(size), hasher: Sha256::new(), bytes: 0, progress };
+    let copied = io::copy(&mut hr, db_out);
+    progress.end();
+    match copied {
+        Ok(n) if n == size => {}
+        Ok(_) => return Err(Error::bad_archive(path, "archive is truncated inside database.sqlite")),
+        // Errors of the reader side are damage; of the writer side (e.g. disk full) they are I/O.
+        Err(e) if e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(Error::io("write extracted database from", path, e))
+        }
+        Err(e) => return Err(bad_read(path, e)),
+    }
+    let db_sum = hex(&hr.hasher.finalize());
+
+    let sums_entry = next(SUMS_ENTRY)?;
+    let sums_size = expect_entry(path, &sums_entry, SUMS_ENTRY, MAX_SUMS)?;
+    let sums_data = read_small(path, sums_entry, sums_size)?;
+    let text = String::from_utf8(sums_data).map_err(|_| Error::bad_archive(path, "SHA256SUMS is not text"))?;
+    let recorded = parse_sums(&text).map_err(|r| Error::bad_archive(path, format!("SHA256SUMS: {r}")))?;
+
+    if let Some(extra) = entries.next() {
+        let extra = extra.map_err(|e| bad_read(path, e))?;
+        return Err(Error::bad_archive(
+            path,
+            format!("unexpected entry {:?} after SHA256SUMS", String::from_utf8_lossy(extra.path_bytes().as_ref())),
+        ));
+    }
+    Ok(ArchiveContents {
+        manifest,
+        compression,
+        computed: vec![(MANIFEST_ENTRY.into(), manifest_sum), (DATABASE_ENTRY.into(), db_sum)],
+        recorded,
+    })
+}
+
+/// The default file name of an archive: `<stem>[-tag]-<YYYYMMDDTHHMMSSZ><ext>`.
+pub fn default_file_name(source: &Path, tag: Option<&str>, stamp: &str, compression: Compression) -> PathBuf {
+    let stem = source
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "database".into());
+    let tag = tag.map(|t| format!("-{t}")).unwrap_or_default();
+    PathBuf::from(format!("{stem}{tag}-{stamp}{}", compression.extension()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_round_trip_and_reject_unknown_names() {
+        let sums = vec![(MANIFEST_ENTRY.to_string(), "a".repeat(64)), (DATABASE_ENTRY.to_string(), "b".repeat(64))];
+        assert_eq!(parse_sums(&format_sums(&sums)).unwrap(), sums);
+        assert!(parse_sums(&format!("{}  ../etc/passwd\n", "a".repeat(64))).is_err());
+        assert!(parse_sums("xyz  manifest.json\n").is_err());
+        assert!(parse_sums(&format!("{0}  manifest.json\n{0}  manifest.json\n", "a".repeat(64))).is_err());
+    }
+
+    #[test]
+    fn sniff_detects_codecs() {
+        assert_eq!(sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Some(Compression::Zstd));
+        assert_eq!(sniff(&[0x1f, 0x8b, 8]), Some(Compression::Gzip));
+        let mut tar = vec![0u8; 512];
+        tar[257..262].copy_from_slice(b"ustar");
+        assert_eq!(sniff(&tar), Some(Compression::None));
+        assert_eq!(sniff(b"SQLite format 3\0"), None);
+    }
+
+    #[test]
+    fn levels_are_checked() {
+        assert!(Compression::Zstd.check_level(19).is_ok());
+        assert!(Compression::Zstd.check_level(0).is_err());
+        assert!(Compression::Gzip.check_level(10).is_err());
+        assert!(Compression::None.check_level(1).is_err());
+    }
+
+    #[test]
+    fn default_names_carry_stem_tag_and_stamp() {
+        let n = default_file_name(Path::new("/x/app.db"), Some("pre-restore"), "20261121T101500Z", Compression::Zstd);
+        assert_eq!(n, PathBuf::from("app-pre-restore-20261121T101500Z.tar.zst"));
+    }
+}

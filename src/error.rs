@@ -1,0 +1,198 @@
+//! The library's one error type.
+//!
+//! Every variant names the path it concerns and the operation that failed, so the binary can print
+//! `error: <what>: <why>` once and pick an exit code from [`Error::class`] without parsing text.
+//! Nothing here prints; rendering and exit codes belong to the binary.
+
+use std::path::{Path, PathBuf};
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of failure an [`Error`] is, for callers that map errors to exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Bad input, I/O failure, a missing file: the operation could not be done.
+    Failed,
+    /// Corruption or a checksum mismatch was found: the data cannot be trusted.
+    Corrupt,
+    /// The operation was refused to protect data (would overwrite, in use, newer schema).
+    Refused,
+}
+
+/// Everything that can go wrong in litevault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O call failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done, e.g. "create temp file in".
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// SQLite returned an error.
+    #[error("{op} {}: {source}", path.display())]
+    Sqlite {
+        /// What was being done, e.g. "open database".
+        op: &'static str,
+        /// The database concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: rusqlite::Error,
+    },
+    /// The file is not an SQLite database (or not one litevault can use).
+    #[error("{}: not an SQLite database: {reason}", path.display())]
+    NotADatabase {
+        /// The file concerned.
+        path: PathBuf,
+        /// Why, e.g. "file is 10 bytes long".
+        reason: String,
+    },
+    /// A file that must exist does not.
+    #[error("{}: no such file", path.display())]
+    NotFound {
+        /// The missing path.
+        path: PathBuf,
+    },
+    /// The database failed SQLite's own consistency checks.
+    #[error("{}: database is corrupt: {detail}", path.display())]
+    CorruptDatabase {
+        /// The database concerned.
+        path: PathBuf,
+        /// The first problems SQLite reported.
+        detail: String,
+    },
+    /// An archive is malformed, truncated, unsafe or of an unknown format.
+    #[error("{}: bad archive: {reason}", path.display())]
+    BadArchive {
+        /// The archive concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An archive entry does not match its recorded checksum.
+    #[error("{}: checksum mismatch for {entry}: expected {expected}, found {actual}", path.display())]
+    ChecksumMismatch {
+        /// The archive concerned.
+        path: PathBuf,
+        /// The entry whose content changed.
+        entry: String,
+        /// The checksum recorded in the archive.
+        expected: String,
+        /// The checksum of the content read.
+        actual: String,
+    },
+    /// Verification of restored content failed; nothing was swapped in.
+    #[error("{}: verification failed: {failed}", path.display())]
+    VerificationFailed {
+        /// The archive whose content failed.
+        path: PathBuf,
+        /// The failed checks, by name and detail.
+        failed: String,
+    },
+    /// Restore refused to replace an existing database without `overwrite`.
+    #[error("{}: already exists; restore would replace it", path.display())]
+    WouldOverwrite {
+        /// The existing target.
+        path: PathBuf,
+    },
+    /// The target is in use by another process in a way that makes the operation unsafe.
+    #[error("{}: in use by another process: {detail}", path.display())]
+    InUse {
+        /// The database concerned.
+        path: PathBuf,
+        /// What was seen.
+        detail: String,
+    },
+    /// The archive's schema version is newer than the database it would replace.
+    #[error("{}: archive has schema version (user_version) {archive}, newer than the database's {target}", path.display())]
+    NewerSchema {
+        /// The target database.
+        path: PathBuf,
+        /// user_version recorded in the archive.
+        archive: i64,
+        /// user_version of the existing database.
+        target: i64,
+    },
+    /// Not enough free space for the operation.
+    #[error("{}: not enough free space: {needed} bytes needed, {available} available", path.display())]
+    NoSpace {
+        /// The directory that lacks space.
+        path: PathBuf,
+        /// Bytes the operation needs.
+        needed: u64,
+        /// Bytes free for this user.
+        available: u64,
+    },
+    /// The caller passed options that do not fit together.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+}
+
+impl Error {
+    /// Builds an [`Error::Io`].
+    pub fn io(op: &'static str, path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io { op, path: path.as_ref().to_path_buf(), source }
+    }
+
+    /// Builds an [`Error::Sqlite`].
+    pub fn sqlite(op: &'static str, path: impl AsRef<Path>, source: rusqlite::Error) -> Self {
+        Error::Sqlite { op, path: path.as_ref().to_path_buf(), source }
+    }
+
+    /// Builds an [`Error::BadArchive`].
+    pub fn bad_archive(path: impl AsRef<Path>, reason: impl Into<String>) -> Self {
+        Error::BadArchive { path: path.as_ref().to_path_buf(), reason: reason.into() }
+    }
+
+    /// Which class of failure this is.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::CorruptDatabase { .. }
+            | Error::BadArchive { .. }
+            | Error::ChecksumMismatch { .. }
+            | Error::VerificationFailed { .. } => ErrorClass::Corrupt,
+            Error::WouldOverwrite { .. } | Error::InUse { .. } | Error::NewerSchema { .. } => {
+                ErrorClass::Refused
+            }
+            Error::Sqlite { source, .. } if is_corruption(source) => ErrorClass::Corrupt,
+            _ => ErrorClass::Failed,
+        }
+    }
+
+    /// A short suggestion of what to try, where one helps.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Error::WouldOverwrite { .. } => Some(
+                "pass --overwrite to replace it (a safety archive of the current database is kept first)",
+            ),
+            Error::NewerSchema { .. } => Some(
+                "the archive comes from a newer version of the application; pass --allow-newer-schema if that is intended",
+            ),
+            Error::InUse { .. } => Some("stop the application that uses the database, then retry"),
+            Error::CorruptDatabase { .. } => Some(
+                "pass --allow-corrupt to archive it anyway (marked corrupt in the manifest), or recover it first with `sqlite3 DB .recover`",
+            ),
+            Error::NoSpace { .. } => Some("free some space or choose another directory"),
+            Error::BadArchive { .. } | Error::ChecksumMismatch { .. } => {
+                Some("the archive is damaged or was modified; use another copy")
+            }
+            Error::NotADatabase { .. } => {
+                Some("point litevault at the main database file (not its -wal or -shm)")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Whether an SQLite error means the file is corrupt or not a database.
+pub(crate) fn is_corruption(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) | Some(rusqlite::ErrorCode::NotADatabase)
+    )
+}

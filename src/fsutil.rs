@@ -1,0 +1,269 @@
+//! File-system helpers that every writer in litevault goes through.
+//!
+//! [`AtomicFile`] is the only way litevault creates a file under a final name: it writes a hidden
+//! temp file in the destination directory, and on [`AtomicFile::commit`] fsyncs it, renames it into
+//! place (never over an existing file) and fsyncs the directory, so a crash at any instant leaves
+//! either no file or the whole file under the final name. This module also answers "how much space
+//! is free" and "does another process hold SQLite locks on this database".
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Prefix of every temp file and directory litevault creates, so leftovers are recognisable.
+pub const TEMP_PREFIX: &str = ".litevault-";
+
+/// A file being written under a temp name, moved to its final name only by [`AtomicFile::commit`].
+/// Dropping it without committing removes the temp file.
+#[derive(Debug)]
+pub struct AtomicFile {
+    tmp: tempfile::NamedTempFile,
+    final_path: PathBuf,
+}
+
+impl AtomicFile {
+    /// Starts a file that will become `final_path`, created with permission bits `mode` (less
+    /// the umask). The temp file lives in the same directory so the final rename is atomic.
+    pub fn create(final_path: &Path, mode: u32) -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = parent_dir(final_path);
+        let tmp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .suffix(".partial")
+            .permissions(std::fs::Permissions::from_mode(mode))
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io("create temp file in", &dir, e))?;
+        Ok(AtomicFile { tmp, final_path: final_path.to_path_buf() })
+    }
+
+    /// The open temp file, for writing.
+    pub fn file(&mut self) -> &mut File {
+        self.tmp.as_file_mut()
+    }
+
+    /// The temp file's current path.
+    pub fn temp_path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// The path the file will have once committed.
+    pub fn final_path(&self) -> &Path {
+        &self.final_path
+    }
+
+    /// Like [`AtomicFile::commit`] but atomically replaces an existing file of that name.
+    pub fn commit_replace(self) -> Result<PathBuf> {
+        self.tmp
+            .as_file()
+            .sync_all()
+            .map_err(|e| Error::io("fsync", self.tmp.path(), e))?;
+        let final_path = self.final_path;
+        self.tmp
+            .persist(&final_path)
+            .map_err(|e| Error::io("rename temp file to", &final_path, e.error))?;
+        sync_dir(&parent_dir(&final_path))?;
+        Ok(final_path)
+    }
+
+    /// fsyncs the content, renames it to the final name (failing with
+    /// [`Error::WouldOverwrite`] if that name exists) and fsyncs the directory.
+    pub fn commit(self) -> Result<PathBuf> {
+        self.tmp
+            .as_file()
+            .sync_all()
+            .map_err(|e| Error::io("fsync", self.tmp.path(), e))?;
+        let final_path = self.final_path;
+        match self.tmp.persist_noclobber(&final_path) {
+            Ok(_) => {}
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(Error::WouldOverwrite { path: final_path });
+            }
+            Err(e) => return Err(Error::io("rename temp file to", &final_path, e.error)),
+        }
+        sync_dir(&parent_dir(&final_path))?;
+        Ok(final_path)
+    }
+}
+
+/// The directory a path lives in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// fsyncs a directory so that a rename or unlink in it is durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    let d = File::open(dir).map_err(|e| Error::io("open directory", dir, e))?;
+    d.sync_all().map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Bytes available to an unprivileged user on the file system holding `dir`.
+pub fn free_space(dir: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| Error::InvalidOption(format!("path contains a NUL byte: {}", dir.display())))?;
+    // SAFETY: `c` is a valid NUL-terminated path and `st` is a plain C struct that statvfs fills.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(Error::io("statvfs", dir, io::Error::last_os_error()));
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Fails with [`Error::NoSpace`] unless `dir` has at least `needed` bytes free.
+pub fn ensure_space(dir: &Path, needed: u64) -> Result<()> {
+    let available = free_space(dir)?;
+    if available < needed {
+        return Err(Error::NoSpace { path: dir.to_path_buf(), needed, available });
+    }
+    Ok(())
+}
+
+// SQLite's lock bytes (os_unix.c): PENDING_BYTE at 1 GiB, then RESERVED, then a 510-byte SHARED range.
+const PENDING_BYTE: i64 = 0x4000_0000;
+const LOCK_RANGE_LEN: i64 = 2 + 510;
+// In `-shm`, the "dead-man switch" byte that every WAL connection holds a read lock on.
+const SHM_DMS_BYTE: i64 = 128;
+
+/// Describes the SQLite locks that other processes (or other open files of this process) hold on
+/// a database, or `None` when none are seen.
+///
+/// Advisory only: an idle rollback-journal connection holds no lock and cannot be seen. The probe
+/// opens and closes the files, which drops this process's own POSIX locks on them, so an
+/// application must not call it on a database it has open itself.
+pub fn lock_holders(db: &Path) -> Option<String> {
+    let mut seen = Vec::new();
+    if let Some(pid) = probe_lock(db, PENDING_BYTE, LOCK_RANGE_LEN) {
+        seen.push(format!("a lock on the database file{}", pid_note(pid)));
+    }
+    let shm = sidecar(db, "-shm");
+    if shm.exists() {
+        if let Some(pid) = probe_lock(&shm, SHM_DMS_BYTE, 1) {
+            seen.push(format!("an open WAL connection{}", pid_note(pid)));
+        }
+    }
+    if seen.is_empty() {
+        None
+    } else {
+        Some(seen.join(", "))
+    }
+}
+
+fn pid_note(pid: i32) -> String {
+    if pid > 0 {
+        format!(" (pid {pid})")
+    } else {
+        String::new()
+    }
+}
+
+/// Returns the pid of a conflicting lock holder (or -1 when the kernel does not say), if any lock
+/// overlaps `[start, start+len)` in `path`.
+fn probe_lock(path: &Path, start: i64, len: i64) -> Option<i32> {
+    use std::os::unix::io::AsRawFd;
+    let f = File::open(path).ok()?;
+    // SAFETY: flock is a plain C struct; zeroed is a valid value (l_pid must be 0 for OFD locks).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    fl.l_start = start as _;
+    fl.l_len = len as _;
+    // OFD locks see POSIX locks held by every other open file description, including other
+    // connections inside this process; plain F_GETLK would not see this process's own locks.
+    #[cfg(target_os = "linux")]
+    let cmd = libc::F_OFD_GETLK;
+    #[cfg(not(target_os = "linux"))]
+    let cmd = libc::F_GETLK;
+    // SAFETY: valid fd and a pointer to an initialised flock.
+    let rc = unsafe { libc::fcntl(f.as_raw_fd(), cmd, &mut fl) };
+    if rc != 0 {
+        return None;
+    }
+    if fl.l_type as i32 == libc::F_UNLCK {
+        None
+    } else {
+        Some(fl.l_pid as i32)
+    }
+}
+
+/// `db` with a suffix appended to its file name, e.g. `app.db-wal`.
+pub fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+    let mut s = db.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// The SQLite side files that may accompany a database: `-wal`, `-shm`, `-journal`.
+pub fn existing_sidecars(db: &Path) -> Vec<PathBuf> {
+    ["-wal", "-shm", "-journal"]
+        .iter()
+        .map(|s| sidecar(db, s))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn atomic_file_appears_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.bin");
+        let mut f = AtomicFile::create(&target, 0o600).unwrap();
+        f.file().write_all(b"hello").unwrap();
+        assert!(!target.exists(), "nothing under the final name before commit");
+        let tmp = f.temp_path().to_path_buf();
+        assert!(tmp.file_name().unwrap().to_string_lossy().starts_with(TEMP_PREFIX));
+        f.commit().unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"hello");
+        assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn atomic_file_never_replaces_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.bin");
+        std::fs::write(&target, b"old").unwrap();
+        let mut f = AtomicFile::create(&target, 0o600).unwrap();
+        f.file().write_all(b"new").unwrap();
+        assert!(matches!(f.commit(), Err(Error::WouldOverwrite { .. })));
+        assert_eq!(std::fs::read(&target).unwrap(), b"old");
+    }
+
+    #[test]
+    fn dropped_atomic_file_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.bin");
+        {
+            let mut f = AtomicFile::create(&target, 0o600).unwrap();
+            f.file().write_all(b"partial").unwrap();
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn lock_probe_sees_a_wal_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.db");
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.pragma_update(None, "journal_mode", "wal").unwrap();
+        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES(1);").unwrap();
+        assert!(lock_holders(&db).is_some(), "open WAL connection must be seen");
+        drop(conn);
+        assert!(lock_holders(&db).is_none(), "closed connection leaves no lock");
+    }
+
+    #[test]
+    fn free_space_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(free_space(dir.path()).unwrap() > 0);
+        assert!(matches!(ensure_space(dir.path(), u64::MAX), Err(Error::NoSpace { .. })));
+    }
+}

@@ -1,0 +1,520 @@
+//! The `litevault` command: parses arguments, calls one library function, renders its report
+//! (human text or `--json`) and maps errors to documented exit codes. All the work is in the
+//! library; nothing here touches a database.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use litevault::{
+    BackupOptions, Check, CheckStatus, Compression, Error, ErrorClass, Method, Progress, RestoreOptions,
+    VerifyOptions,
+};
+
+/// Exit codes, as documented in the README.
+mod exit {
+    pub(crate) const OK: u8 = 0;
+    pub(crate) const ERROR: u8 = 1;
+    pub(crate) const CORRUPT: u8 = 3;
+    pub(crate) const REFUSED: u8 = 4;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "litevault",
+    version,
+    about = "Safe, fast, verifiable backups of SQLite databases, and restores that cannot lose data",
+    after_help = "Examples:\n  litevault backup app.db\n  litevault list\n  litevault verify ~/.local/share/litevault/backups/app-20261121T101500Z.tar.zst\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite\n\nExit codes: 0 ok, 1 error, 2 usage, 3 corruption or failed verification, 4 refused (would overwrite, in use, newer schema)."
+)]
+struct Cli {
+    /// Print the report as JSON on stdout (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print nothing but errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Print more detail (every table, every check).
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MethodArg {
+    /// Page-for-page copy through SQLite's backup API (pages byte-identical).
+    Pages,
+    /// VACUUM INTO: a compacted copy.
+    Vacuum,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CompressionArg {
+    Zstd,
+    Gzip,
+    None,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Take a consistent snapshot of a (live) database into a compressed, checksummed archive.
+    #[command(after_help = "Examples:\n  litevault backup app.db\n  litevault backup app.db -o /backups/app.tar.zst\n  litevault backup app.db --dir /backups --method vacuum --compression gzip\n\nDefault location: --dir, else $LITEVAULT_DIR, else ~/.local/share/litevault/backups,\nas <db stem>-<YYYYMMDDTHHMMSSZ>.tar.zst.")]
+    Backup {
+        /// The database file to back up.
+        db: PathBuf,
+        /// Write the archive to this file.
+        #[arg(short, long, conflicts_with = "dir")]
+        output: Option<PathBuf>,
+        /// Write the archive into this directory under its default name.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// How to take the snapshot.
+        #[arg(long, value_enum, default_value = "pages")]
+        method: MethodArg,
+        /// Archive compression.
+        #[arg(long, value_enum, default_value = "zstd")]
+        compression: CompressionArg,
+        /// Compression level (zstd 1-22, default 3; gzip 0-9, default 6).
+        #[arg(long)]
+        level: Option<i32>,
+        /// Archive a database that fails quick_check anyway, marked corrupt in the manifest.
+        #[arg(long)]
+        allow_corrupt: bool,
+        /// Replace the file given with -o if it exists (atomically).
+        #[arg(long, requires = "output")]
+        overwrite: bool,
+    },
+    /// List the archives in the backup directory (reads only each archive's manifest).
+    #[command(after_help = "Examples:\n  litevault list\n  litevault list --dir /backups --json")]
+    List {
+        /// Directory to list (default: $LITEVAULT_DIR, else ~/.local/share/litevault/backups).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Print an archive's manifest.
+    #[command(after_help = "Example:\n  litevault show app-20261121T101500Z.tar.zst --json")]
+    Show {
+        /// The archive.
+        archive: PathBuf,
+    },
+    /// Check an archive (checksums, manifest, SQLite integrity) or a database file.
+    #[command(after_help = "Examples:\n  litevault verify app-20261121T101500Z.tar.zst\n  litevault verify app.db --quick\n\nExit code 3 when any check fails.")]
+    Verify {
+        /// An archive or a database file.
+        path: PathBuf,
+        /// Run quick_check instead of the slower integrity_check.
+        #[arg(long)]
+        quick: bool,
+        /// Where to extract an archive's database while checking it (default: system temp dir).
+        #[arg(long)]
+        temp_dir: Option<PathBuf>,
+    },
+    /// Restore an archive to a database file: guarded, verified before the swap, atomic.
+    #[command(after_help = "Examples:\n  litevault restore app-20261121T101500Z.tar.zst restored.db\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite --dry-run\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite\n\nAn existing database is replaced only with --overwrite, after a safety archive of it is\nwritten to the backup directory. A database open in other processes is restored through\nSQLite, so they see the new content on their next transaction; it is never swapped from\nunder them.")]
+    Restore {
+        /// The archive to restore.
+        archive: PathBuf,
+        /// The database file to create or replace.
+        db: PathBuf,
+        /// Replace an existing database (a safety archive of it is kept first).
+        #[arg(long)]
+        overwrite: bool,
+        /// Print what would be done, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow an archive whose schema version (user_version) is newer than the database's.
+        #[arg(long)]
+        allow_newer_schema: bool,
+        /// Run quick_check instead of integrity_check before the swap.
+        #[arg(long)]
+        quick: bool,
+        /// Where to keep the safety archive (default: the backup directory).
+        #[arg(long)]
+        safety_dir: Option<PathBuf>,
+        /// Seconds to wait for other connections' locks on a live database.
+        #[arg(long, default_value_t = 30)]
+        busy_timeout: u64,
+    },
+}
+
+/// Progress bars on a terminal; nothing otherwise.
+struct BarProgress {
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Progress for BarProgress {
+    fn begin(&self, phase: &str, total: Option<u64>) {
+        let bar = match total {
+            Some(t) => {
+                let b = ProgressBar::new(t);
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                b
+            }
+            None => {
+                let b = ProgressBar::new_spinner();
+                b.enable_steady_tick(Duration::from_millis(120));
+                b
+            }
+        };
+        bar.set_message(phase.to_string());
+        if let Ok(mut slot) = self.bar.lock() {
+            if let Some(old) = slot.replace(bar) {
+                old.finish_and_clear();
+            }
+        }
+    }
+    fn advance(&self, bytes: u64) {
+        if let Ok(slot) = self.bar.lock() {
+            if let Some(b) = slot.as_ref() {
+                b.inc(bytes);
+            }
+        }
+    }
+    fn end(&self) {
+        if let Ok(mut slot) = self.bar.lock() {
+            if let Some(b) = slot.take() {
+                b.finish_and_clear();
+            }
+        }
+    }
+}
+
+/// Writes to stdout; a closed pipe (e.g. `| head`) ends the program quietly with success.
+fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")) + "\n"
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let progress: Box<dyn Progress> = if !cli.quiet && !cli.json && std::io::stderr().is_terminal() {
+        Box::new(BarProgress { bar: Mutex::new(None) })
+    } else {
+        Box::new(litevault::NoProgress)
+    };
+    match run(&cli, progress.as_ref()) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            let code = match err.class() {
+                ErrorClass::Failed => exit::ERROR,
+                ErrorClass::Corrupt => exit::CORRUPT,
+                ErrorClass::Refused => exit::REFUSED,
+            };
+            if cli.json {
+                let class = match err.class() {
+                    ErrorClass::Failed => "error",
+                    ErrorClass::Corrupt => "corrupt",
+                    ErrorClass::Refused => "refused",
+                };
+                out(&json(&serde_json::json!({
+                    "error": err.to_string(),
+                    "class": class,
+                    "hint": err.hint(),
+                    "exit_code": code,
+                })));
+            }
+            eprintln!("error: {err}");
+            if let Some(hint) = err.hint() {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
+    match &cli.command {
+        Command::Backup { db, output, dir, method, compression, level, allow_corrupt, overwrite } => {
+            let opts = BackupOptions {
+                output: output.clone(),
+                dir: dir.clone(),
+                method: match method {
+                    MethodArg::Pages => Method::Pages,
+                    MethodArg::Vacuum => Method::Vacuum,
+                },
+                compression: match compression {
+                    CompressionArg::Zstd => Compression::Zstd,
+                    CompressionArg::Gzip => Compression::Gzip,
+                    CompressionArg::None => Compression::None,
+                },
+                level: *level,
+                allow_corrupt: *allow_corrupt,
+                overwrite: *overwrite,
+                ..Default::default()
+            };
+            let r = litevault::backup(db, &opts, progress)?;
+            if cli.json {
+                out(&json(&r));
+            } else if !cli.quiet {
+                let mut s = format!(
+                    "backed up {} -> {}\n  {} database, {} archive ({}), {} tables, {} rows, {:.1} s\n",
+                    r.source.display(),
+                    r.archive.display(),
+                    HumanBytes(r.db_size),
+                    HumanBytes(r.archive_size),
+                    r.compression,
+                    r.tables,
+                    r.rows,
+                    r.duration_ms as f64 / 1000.0
+                );
+                if r.restarts > 0 {
+                    s += &format!("  snapshot restarted {} times because of concurrent writes\n", r.restarts);
+                }
+                if r.corrupt {
+                    s += "  warning: the database failed quick_check; archived anyway and marked corrupt\n";
+                }
+                if cli.verbose {
+                    s += &format!("  sha256 {} (archive)\n  sha256 {} (database)\n", r.archive_sha256, r.database_sha256);
+                }
+                out(&s);
+            }
+            Ok(exit::OK)
+        }
+        Command::List { dir } => {
+            let dir = dir.clone().unwrap_or_else(litevault::default_backup_dir);
+            let items = litevault::list(&dir)?;
+            if cli.json {
+                out(&json(&items));
+            } else if !cli.quiet {
+                out(&render_list(&dir, &items, cli.verbose));
+            }
+            Ok(exit::OK)
+        }
+        Command::Show { archive } => {
+            let m = litevault::read_manifest(archive)?;
+            if cli.json {
+                out(&json(&m));
+            } else if !cli.quiet {
+                out(&render_manifest(&m));
+            }
+            Ok(exit::OK)
+        }
+        Command::Verify { path, quick, temp_dir } => {
+            let opts = VerifyOptions { quick: *quick, temp_dir: temp_dir.clone() };
+            let r = litevault::verify(path, &opts, progress)?;
+            if cli.json {
+                out(&json(&r));
+            } else if !cli.quiet || !r.ok {
+                let mut s = format!("verify {} ({})\n", r.path.display(), r.kind);
+                s += &render_checks(&r.checks, cli.verbose || !r.ok);
+                let failed = r.checks.iter().filter(|c| c.failed()).count();
+                s += &if r.ok {
+                    format!("ok: {} checks passed\n", r.checks.len())
+                } else {
+                    format!("FAILED: {failed} of {} checks failed\n", r.checks.len())
+                };
+                out(&s);
+            }
+            Ok(if r.ok { exit::OK } else { exit::CORRUPT })
+        }
+        Command::Restore {
+            archive,
+            db,
+            overwrite,
+            dry_run,
+            allow_newer_schema,
+            quick,
+            safety_dir,
+            busy_timeout,
+        } => {
+            let opts = RestoreOptions {
+                overwrite: *overwrite,
+                allow_newer_schema: *allow_newer_schema,
+                quick: *quick,
+                safety_dir: safety_dir.clone(),
+                busy_timeout: Duration::from_secs(*busy_timeout),
+            };
+            if *dry_run {
+                let plan = litevault::plan_restore(archive, db, &opts)?;
+                if cli.json {
+                    out(&json(&plan));
+                } else if !cli.quiet {
+                    out(&render_plan(&plan));
+                }
+                return Ok(exit::OK);
+            }
+            let r = litevault::restore(archive, db, &opts, progress)?;
+            if cli.json {
+                out(&json(&r));
+            } else if !cli.quiet {
+                let mut s = format!(
+                    "restored {} -> {} ({}, {:.1} s)\n",
+                    r.plan.archive.display(),
+                    r.plan.target.display(),
+                    strategy_text(r.plan.strategy),
+                    r.duration_ms as f64 / 1000.0
+                );
+                if let Some(p) = &r.safety_archive {
+                    s += &format!("  previous database kept in {}\n", p.display());
+                }
+                for p in &r.moved_aside {
+                    s += &format!("  moved aside: {}\n", p.display());
+                }
+                for w in &r.plan.warnings {
+                    s += &format!("  warning: {w}\n");
+                }
+                s += &format!("  {} checks passed before the swap\n", r.checks.iter().filter(|c| !c.failed()).count());
+                if cli.verbose {
+                    s += &render_checks(&r.checks, true);
+                }
+                out(&s);
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn strategy_text(s: litevault::Strategy) -> &'static str {
+    match s {
+        litevault::Strategy::Create => "new file, atomic rename",
+        litevault::Strategy::Live => "copied into the existing database through SQLite",
+        litevault::Strategy::Swap => "old file kept aside, atomic rename",
+    }
+}
+
+fn render_checks(checks: &[Check], all: bool) -> String {
+    let mut s = String::new();
+    for c in checks {
+        if !all && c.status == CheckStatus::Pass {
+            continue;
+        }
+        let tag = match c.status {
+            CheckStatus::Pass => "ok  ",
+            CheckStatus::Fail => "FAIL",
+            CheckStatus::Skipped => "skip",
+        };
+        s += &format!("  {tag} {}: {}\n", c.name, c.detail);
+    }
+    s
+}
+
+fn render_list(dir: &std::path::Path, items: &[litevault::ArchiveSummary], verbose: bool) -> String {
+    if items.is_empty() {
+        return format!("no archives in {}\n", dir.display());
+    }
+    let mut rows = vec![["NAME".to_string(), "CREATED".into(), "SOURCE".into(), "DB SIZE".into(), "ARCHIVE".into(), "METHOD".into()]];
+    for it in items {
+        let name = it.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        match &it.manifest {
+            Some(m) => rows.push([
+                name,
+                m.created_at.clone(),
+                m.source.clone(),
+                HumanBytes(m.db_size).to_string(),
+                HumanBytes(it.archive_size).to_string(),
+                format!("{}{}", m.method, if m.corrupt { " (corrupt)" } else { "" }),
+            ]),
+            None => rows.push([
+                name,
+                "-".into(),
+                format!("unreadable: {}", it.error.clone().unwrap_or_default()),
+                "-".into(),
+                HumanBytes(it.archive_size).to_string(),
+                "-".into(),
+            ]),
+        }
+    }
+    let widths: Vec<usize> = (0..6).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut s = String::new();
+    for r in &rows {
+        let line: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        s += line.join("  ").trim_end();
+        s.push('\n');
+    }
+    if verbose {
+        s += &format!("{} archives in {}\n", items.len(), dir.display());
+    }
+    s
+}
+
+fn render_manifest(m: &litevault::Manifest) -> String {
+    let mut s = String::new();
+    let mut kv = |k: &str, v: String| s += &format!("{k:<24}{v}\n");
+    kv("format", m.format.clone());
+    kv("created_at", m.created_at.clone());
+    kv("source", m.source.clone());
+    kv("host", m.host.clone());
+    kv("tool_version", m.tool_version.clone());
+    kv("sqlite_version", m.sqlite_version.clone());
+    kv("method", m.method.to_string());
+    kv("compression", format!("{}{}", m.compression, m.compression_level.map(|l| format!(" (level {l})")).unwrap_or_default()));
+    kv("db_size", format!("{} ({} bytes)", HumanBytes(m.db_size), m.db_size));
+    kv("page_size", m.db.page_size.to_string());
+    kv("page_count", m.db.page_count.to_string());
+    kv("freelist_count", m.db.freelist_count.to_string());
+    kv("journal_mode", format!("{} (source: {})", m.db.journal_mode, m.source_journal_mode));
+    kv("encoding", m.db.encoding.clone());
+    kv("user_version", m.db.user_version.to_string());
+    kv("application_id", m.db.application_id.to_string());
+    kv("auto_vacuum", m.db.auto_vacuum.clone());
+    kv("quick_check", m.quick_check.clone());
+    kv("foreign_key_violations", m.foreign_key_violations.to_string());
+    kv("snapshot_restarts", m.snapshot_restarts.to_string());
+    s += &format!("tables ({}):\n", m.db.tables.len());
+    for t in &m.db.tables {
+        let rows = t.rows.map(|n| format!("{n} rows")).unwrap_or_else(|| "-".into());
+        s += &format!("  {:<40} {:<8} {rows}\n", t.name, t.kind);
+    }
+    s
+}
+
+fn render_plan(p: &litevault::RestorePlan) -> String {
+    let mut s = format!("dry run: restore {} -> {}\n", p.archive.display(), p.target.display());
+    s += &format!(
+        "  archive: created {} from {} ({}, user_version {})\n",
+        p.manifest.created_at,
+        p.manifest.source,
+        HumanBytes(p.manifest.db_size),
+        p.manifest.db.user_version
+    );
+    match &p.replaces {
+        Some(t) => {
+            s += &format!(
+                "  replaces: existing {} ({}{})\n",
+                if t.is_database { "database" } else { "file (not a readable database)" },
+                HumanBytes(t.size),
+                t.user_version.map(|v| format!(", user_version {v}")).unwrap_or_default()
+            );
+            if let Some(u) = &t.in_use {
+                s += &format!("  in use: {u}\n");
+            }
+        }
+        None => s += "  replaces: nothing (new file)\n",
+    }
+    s += &format!("  strategy: {}\n", strategy_text(p.strategy));
+    if let Some(d) = &p.safety_dir {
+        s += &format!("  safety archive of the current database into: {}\n", d.display());
+    }
+    for f in &p.stale_files {
+        s += &format!("  would move aside: {}\n", f.display());
+    }
+    s += &format!("  checks before the swap: {}\n", p.checks.join(", "));
+    s += &format!(
+        "  space: {} needed, {} free\n",
+        HumanBytes(p.space_needed),
+        HumanBytes(p.space_available)
+    );
+    for w in &p.warnings {
+        s += &format!("  warning: {w}\n");
+    }
+    s += "nothing was changed\n";
+    s
+}

@@ -1,0 +1,86 @@
+//! The archive manifest: what a backup holds and how it was made.
+//!
+//! `manifest.json` is the first entry of every archive so that listing reads only an archive's
+//! head. This module owns its fields, their JSON form and the checks applied when one is read
+//! from an untrusted archive (format tag, kind, sane sizes). It never touches files.
+
+use serde::{Deserialize, Serialize};
+
+use crate::archive::Compression;
+use crate::db::DbInfo;
+use crate::snapshot::Method;
+
+/// The format tag of archives this version writes and reads.
+pub const FORMAT: &str = "litevault/1";
+
+/// Everything an archive records about its database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// What the archive holds: "full" (a whole database).
+    pub kind: String,
+    /// litevault version that wrote it.
+    pub tool_version: String,
+    /// When the snapshot was taken, UTC, RFC 3339.
+    pub created_at: String,
+    /// Absolute path of the source database.
+    pub source: String,
+    /// Host name of the machine that made it.
+    pub host: String,
+    /// SQLite library version used.
+    pub sqlite_version: String,
+    /// How the snapshot was taken.
+    pub method: Method,
+    /// Compression of the archive.
+    pub compression: Compression,
+    /// Compression level used (none for uncompressed archives).
+    pub compression_level: Option<i32>,
+    /// Size in bytes of `database.sqlite`.
+    pub db_size: u64,
+    /// The source's journal mode when the snapshot was taken.
+    pub source_journal_mode: String,
+    /// How many times the snapshot restarted because of concurrent writes.
+    pub snapshot_restarts: u32,
+    /// Result of SQLite's `quick_check` on the snapshot: "ok" or the problems found.
+    pub quick_check: String,
+    /// True when the snapshot failed `quick_check` and was archived anyway (`--allow-corrupt`).
+    pub corrupt: bool,
+    /// Rows `PRAGMA foreign_key_check` reported in the snapshot (data as the application left it).
+    pub foreign_key_violations: u64,
+    /// Header state and tables of the database.
+    #[serde(flatten)]
+    pub db: DbInfo,
+}
+
+impl Manifest {
+    /// Checks what a reader relies on: the format tag, the kind and a size consistent with the
+    /// page size and count. Returns the reason when the manifest cannot be used.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format != FORMAT {
+            return Err(format!(
+                "unsupported format {:?} (this litevault reads {FORMAT})",
+                self.format
+            ));
+        }
+        if self.kind != "full" {
+            return Err(format!("unsupported archive kind {:?}", self.kind));
+        }
+        let ps = self.db.page_size as u64;
+        if !(512..=65536).contains(&ps) || !ps.is_power_of_two() {
+            return Err(format!("invalid page size {ps}"));
+        }
+        if self.db_size != self.db.page_count.saturating_mul(ps) {
+            return Err(format!(
+                "database size {} does not match {} pages of {} bytes",
+                self.db_size, self.db.page_count, ps
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sum of the recorded row counts of ordinary tables.
+    pub fn total_rows(&self) -> u64 {
+        self.db.tables.iter().filter(|t| t.kind == "table").filter_map(|t| t.rows).sum()
+    }
+}
