@@ -32,6 +32,8 @@ pub const SUMS_ENTRY: &str = "SHA256SUMS";
 
 const MAX_MANIFEST: u64 = 16 << 20;
 const MAX_SUMS: u64 = 64 << 10;
+// tar end-of-archive blocks and record padding after the last entry.
+const MAX_TRAILER: u64 = 1 << 20;
 
 /// How an archive is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -101,7 +103,9 @@ impl std::str::FromStr for Compression {
             "zstd" => Ok(Compression::Zstd),
             "gzip" => Ok(Compression::Gzip),
             "none" => Ok(Compression::None),
-            _ => Err(Error::InvalidOption(format!("unknown compression {s:?} (zstd, gzip, none)"))),
+            _ => Err(Error::InvalidOption(format!(
+                "unknown compression {s:?} (zstd, gzip, none)"
+            ))),
         }
     }
 }
@@ -109,7 +113,9 @@ impl std::str::FromStr for Compression {
 /// Whether a file name looks like a litevault archive (by extension).
 pub fn is_archive_name(name: &str) -> bool {
     !name.starts_with(crate::fsutil::TEMP_PREFIX)
-        && [".tar.zst", ".tar.gz", ".tgz", ".tar"].iter().any(|e| name.ends_with(e))
+        && [".tar.zst", ".tar.gz", ".tgz", ".tar"]
+            .iter()
+            .any(|e| name.ends_with(e))
 }
 
 /// A writer that hashes and counts what passes through it.
@@ -146,6 +152,26 @@ impl<R: Read> Read for HashReader<'_, R> {
         self.bytes += n as u64;
         self.progress.advance(n as u64);
         Ok(n)
+    }
+}
+
+/// Passes writes through and remembers a write error, so that the caller can tell a failing
+/// destination from a damaged source after `io::copy`.
+struct SinkWriter<'a> {
+    inner: &'a mut dyn Write,
+    error: Option<io::Error>,
+}
+
+impl Write for SinkWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner
+            .write(buf)
+            .inspect_err(|e| self.error = Some(io::Error::new(e.kind(), e.to_string())))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner
+            .flush()
+            .inspect_err(|e| self.error = Some(io::Error::new(e.kind(), e.to_string())))
     }
 }
 
@@ -226,10 +252,18 @@ impl<W: Write> ArchiveWriter<W> {
     /// Starts an archive on `out`. `mtime` (seconds since the epoch) stamps every entry, so
     /// the same content gives the same tar bytes.
     pub fn new(out: W, compression: Compression, level: Option<i32>, mtime: u64) -> io::Result<Self> {
-        let hashed = HashWriter { inner: out, hasher: Sha256::new(), bytes: 0 };
+        let hashed = HashWriter {
+            inner: out,
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
         let mut tar = tar::Builder::new(Encoder::new(hashed, compression, level)?);
         tar.mode(tar::HeaderMode::Deterministic);
-        Ok(ArchiveWriter { tar, sums: Vec::new(), mtime })
+        Ok(ArchiveWriter {
+            tar,
+            sums: Vec::new(),
+            mtime,
+        })
     }
 
     fn header(&self, size: u64) -> tar::Header {
@@ -258,7 +292,12 @@ impl<W: Write> ArchiveWriter<W> {
         progress: &dyn Progress,
     ) -> io::Result<String> {
         let mut h = self.header(size);
-        let mut hr = HashReader { inner: reader.take(size), hasher: Sha256::new(), bytes: 0, progress };
+        let mut hr = HashReader {
+            inner: reader.take(size),
+            hasher: Sha256::new(),
+            bytes: 0,
+            progress,
+        };
         self.tar.append_data(&mut h, name, &mut hr)?;
         if hr.bytes != size {
             return Err(io::Error::new(
@@ -291,7 +330,9 @@ impl<W: Write> ArchiveWriter<W> {
 
 /// `SHA256SUMS` text: one `<hex>  <name>` line per entry, as `sha256sum` prints.
 pub fn format_sums(sums: &[(String, String)]) -> String {
-    sums.iter().map(|(name, sum)| format!("{sum}  {name}\n")).collect()
+    sums.iter()
+        .map(|(name, sum)| format!("{sum}  {name}\n"))
+        .collect()
 }
 
 /// Parses `SHA256SUMS` text; entries must be known names, each at most once.
@@ -322,7 +363,9 @@ pub fn open_reader(path: &Path) -> Result<(Compression, Box<dyn Read>)> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(Error::NotFound { path: path.to_path_buf() })
+            return Err(Error::NotFound {
+                path: path.to_path_buf(),
+            })
         }
         Err(e) => return Err(Error::io("open", path, e)),
     };
@@ -334,7 +377,8 @@ pub fn open_reader(path: &Path) -> Result<(Compression, Box<dyn Read>)> {
             let mut d = zstd::stream::read::Decoder::with_buffer(buf)
                 .map_err(|e| Error::io("start zstd decoder for", path, e))?;
             // Refuse frames that ask for more than 128 MiB of window (memory stays bounded).
-            d.window_log_max(27).map_err(|e| Error::io("configure zstd decoder for", path, e))?;
+            d.window_log_max(27)
+                .map_err(|e| Error::io("configure zstd decoder for", path, e))?;
             Box::new(d)
         }
         Some(Compression::Gzip) => Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
@@ -392,18 +436,27 @@ fn expect_entry<R: Read>(path: &Path, entry: &tar::Entry<'_, R>, name: &str, max
         ));
     }
     if kind != tar::EntryType::Regular {
-        return Err(Error::bad_archive(path, format!("entry {name} is not a regular file ({kind:?})")));
+        return Err(Error::bad_archive(
+            path,
+            format!("entry {name} is not a regular file ({kind:?})"),
+        ));
     }
     let size = entry.header().size().map_err(|e| bad_read(path, e))?;
     if size > max {
-        return Err(Error::bad_archive(path, format!("entry {name} is {size} bytes, more than the {max} allowed")));
+        return Err(Error::bad_archive(
+            path,
+            format!("entry {name} is {size} bytes, more than the {max} allowed"),
+        ));
     }
     Ok(size)
 }
 
 fn read_small<R: Read>(path: &Path, entry: tar::Entry<'_, R>, size: u64) -> Result<Vec<u8>> {
     let mut data = Vec::with_capacity(size as usize);
-    entry.take(size).read_to_end(&mut data).map_err(|e| bad_read(path, e))?;
+    entry
+        .take(size)
+        .read_to_end(&mut data)
+        .map_err(|e| bad_read(path, e))?;
     if data.len() as u64 != size {
         return Err(Error::bad_archive(path, "archive is truncated"));
     }
@@ -415,7 +468,9 @@ fn read_manifest_entry<R: Read>(path: &Path, entry: tar::Entry<'_, R>) -> Result
     let data = read_small(path, entry, size)?;
     let manifest: Manifest = serde_json::from_slice(&data)
         .map_err(|e| Error::bad_archive(path, format!("manifest.json is not a valid manifest: {e}")))?;
-    manifest.validate().map_err(|r| Error::bad_archive(path, format!("manifest.json: {r}")))?;
+    manifest
+        .validate()
+        .map_err(|r| Error::bad_archive(path, format!("manifest.json: {r}")))?;
     Ok((manifest, hex(&Sha256::digest(&data))))
 }
 
@@ -440,7 +495,9 @@ impl ArchiveContents {
         for (name, actual) in &self.computed {
             let check_name = format!("checksum {name}");
             match self.recorded.iter().find(|(n, _)| n == name) {
-                Some((_, expected)) if expected == actual => checks.push(Check::pass(check_name, actual.clone())),
+                Some((_, expected)) if expected == actual => {
+                    checks.push(Check::pass(check_name, actual.clone()))
+                }
                 Some((_, expected)) => checks.push(Check::fail(
                     check_name,
                     format!("expected {expected}, found {actual}"),
@@ -481,6 +538,37 @@ impl ArchiveContents {
 pub fn read_archive(path: &Path, db_out: &mut dyn Write, progress: &dyn Progress) -> Result<ArchiveContents> {
     let (compression, reader) = open_reader(path)?;
     let mut tar = tar::Archive::new(reader);
+    let (manifest, manifest_sum, db_sum, recorded) = read_entries(path, &mut tar, db_out, progress)?;
+    // Read the compressed stream to its end: only then do zstd and gzip check their frame
+    // checksums, so a truncated or damaged tail is caught even though every entry was intact.
+    let mut rest = tar.into_inner();
+    let trailing =
+        io::copy(&mut (&mut rest).take(MAX_TRAILER + 1), &mut io::sink()).map_err(|e| bad_read(path, e))?;
+    if trailing > MAX_TRAILER {
+        return Err(Error::bad_archive(
+            path,
+            "unexpected data after the end of the tar stream",
+        ));
+    }
+    Ok(ArchiveContents {
+        manifest,
+        compression,
+        computed: vec![
+            (MANIFEST_ENTRY.into(), manifest_sum),
+            (DATABASE_ENTRY.into(), db_sum),
+        ],
+        recorded,
+    })
+}
+
+type Entries = (Manifest, String, String, Vec<(String, String)>);
+
+fn read_entries(
+    path: &Path,
+    tar: &mut tar::Archive<Box<dyn Read>>,
+    db_out: &mut dyn Write,
+    progress: &dyn Progress,
+) -> Result<Entries> {
     let mut entries = tar.entries().map_err(|e| bad_read(path, e))?.raw(true);
     let mut next = |what: &str| -> Result<tar::Entry<'_, Box<dyn Read>>> {
         entries
@@ -496,19 +584,40 @@ pub fn read_archive(path: &Path, db_out: &mut dyn Write, progress: &dyn Progress
     if size != manifest.db_size {
         return Err(Error::bad_archive(
             path,
-            format!("database.sqlite is {size} bytes but the manifest says {}", manifest.db_size),
+            format!(
+                "database.sqlite is {size} bytes but the manifest says {}",
+                manifest.db_size
+            ),
         ));
     }
     progress.begin("read archive", Some(size));
-    let mut hr = HashReader { inner: db_entry.take(size), hasher: Sha256::new(), bytes: 0, progress };
-    let copied = io::copy(&mut hr, db_out);
+    let mut hr = HashReader {
+        inner: db_entry.take(size),
+        hasher: Sha256::new(),
+        bytes: 0,
+        progress,
+    };
+    let mut sink = SinkWriter {
+        inner: db_out,
+        error: None,
+    };
+    let copied = io::copy(&mut hr, &mut sink);
     progress.end();
     match copied {
         Ok(n) if n == size => {}
-        Ok(_) => return Err(Error::bad_archive(path, "archive is truncated inside database.sqlite")),
-        // Errors of the reader side are damage; of the writer side (e.g. disk full) they are I/O.
-        Err(e) if e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::PermissionDenied => {
-            return Err(Error::io("write extracted database from", path, e))
+        Ok(_) => {
+            return Err(Error::bad_archive(
+                path,
+                "archive is truncated inside database.sqlite",
+            ))
+        }
+        // A failure to write (disk full, quota, I/O error) is not damage in the archive.
+        Err(_) if sink.error.is_some() => {
+            let e = sink
+                .error
+                .take()
+                .unwrap_or_else(|| io::Error::other("write failed"));
+            return Err(Error::io("write the extracted database from", path, e));
         }
         Err(e) => return Err(bad_read(path, e)),
     }
@@ -517,22 +626,21 @@ pub fn read_archive(path: &Path, db_out: &mut dyn Write, progress: &dyn Progress
     let sums_entry = next(SUMS_ENTRY)?;
     let sums_size = expect_entry(path, &sums_entry, SUMS_ENTRY, MAX_SUMS)?;
     let sums_data = read_small(path, sums_entry, sums_size)?;
-    let text = String::from_utf8(sums_data).map_err(|_| Error::bad_archive(path, "SHA256SUMS is not text"))?;
+    let text =
+        String::from_utf8(sums_data).map_err(|_| Error::bad_archive(path, "SHA256SUMS is not text"))?;
     let recorded = parse_sums(&text).map_err(|r| Error::bad_archive(path, format!("SHA256SUMS: {r}")))?;
 
     if let Some(extra) = entries.next() {
         let extra = extra.map_err(|e| bad_read(path, e))?;
         return Err(Error::bad_archive(
             path,
-            format!("unexpected entry {:?} after SHA256SUMS", String::from_utf8_lossy(extra.path_bytes().as_ref())),
+            format!(
+                "unexpected entry {:?} after SHA256SUMS",
+                String::from_utf8_lossy(extra.path_bytes().as_ref())
+            ),
         ));
     }
-    Ok(ArchiveContents {
-        manifest,
-        compression,
-        computed: vec![(MANIFEST_ENTRY.into(), manifest_sum), (DATABASE_ENTRY.into(), db_sum)],
-        recorded,
-    })
+    Ok((manifest, manifest_sum, db_sum, recorded))
 }
 
 /// The default file name of an archive: `<stem>[-tag]-<YYYYMMDDTHHMMSSZ><ext>`.
@@ -552,11 +660,18 @@ mod tests {
 
     #[test]
     fn sums_round_trip_and_reject_unknown_names() {
-        let sums = vec![(MANIFEST_ENTRY.to_string(), "a".repeat(64)), (DATABASE_ENTRY.to_string(), "b".repeat(64))];
+        let sums = vec![
+            (MANIFEST_ENTRY.to_string(), "a".repeat(64)),
+            (DATABASE_ENTRY.to_string(), "b".repeat(64)),
+        ];
         assert_eq!(parse_sums(&format_sums(&sums)).unwrap(), sums);
         assert!(parse_sums(&format!("{}  ../etc/passwd\n", "a".repeat(64))).is_err());
         assert!(parse_sums("xyz  manifest.json\n").is_err());
-        assert!(parse_sums(&format!("{0}  manifest.json\n{0}  manifest.json\n", "a".repeat(64))).is_err());
+        assert!(parse_sums(&format!(
+            "{0}  manifest.json\n{0}  manifest.json\n",
+            "a".repeat(64)
+        ))
+        .is_err());
     }
 
     #[test]
@@ -579,7 +694,12 @@ mod tests {
 
     #[test]
     fn default_names_carry_stem_tag_and_stamp() {
-        let n = default_file_name(Path::new("/x/app.db"), Some("pre-restore"), "20261121T101500Z", Compression::Zstd);
+        let n = default_file_name(
+            Path::new("/x/app.db"),
+            Some("pre-restore"),
+            "20261121T101500Z",
+            Compression::Zstd,
+        );
         assert_eq!(n, PathBuf::from("app-pre-restore-20261121T101500Z.tar.zst"));
     }
 }

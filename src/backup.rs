@@ -92,10 +92,14 @@ pub fn default_backup_dir() -> PathBuf {
 pub(crate) fn now_stamps() -> (String, String, u64) {
     let now = time::OffsetDateTime::now_utc();
     let rfc = now
-        .format(time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z"))
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+        ))
         .unwrap_or_default();
     let compact = now
-        .format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"))
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
         .unwrap_or_default();
     (rfc, compact, now.unix_timestamp().max(0) as u64)
 }
@@ -125,7 +129,7 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
     if let Some(level) = opts.level {
         opts.compression.check_level(level)?;
     }
-    db::check_header(source)?;
+    db::precheck(source)?;
     let source = std::path::absolute(source).map_err(|e| Error::io("resolve", source, e))?;
     let (created_at, stamp, mtime) = now_stamps();
 
@@ -139,25 +143,40 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         None => {
             let dir = opts.dir.clone().unwrap_or_else(default_backup_dir);
             std::fs::create_dir_all(&dir).map_err(|e| Error::io("create backup directory", &dir, e))?;
-            unique_name(&dir, &archive::default_file_name(&source, opts.tag.as_deref(), &stamp, opts.compression))
+            unique_name(
+                &dir,
+                &archive::default_file_name(&source, opts.tag.as_deref(), &stamp, opts.compression),
+            )
         }
     };
     let out_dir = fsutil::parent_dir(&output);
     if !out_dir.is_dir() {
         return Err(Error::NotFound { path: out_dir });
     }
+    refuse_writing_over_source(&source, &output)?;
     // The snapshot and the archive both live in the output directory until the rename.
     let source_size = std::fs::metadata(&source).map(|m| m.len()).unwrap_or(0)
-        + std::fs::metadata(fsutil::sidecar(&source, "-wal")).map(|m| m.len()).unwrap_or(0);
-    let archive_estimate = if opts.compression == Compression::None { source_size } else { source_size / 3 };
+        + std::fs::metadata(fsutil::sidecar(&source, "-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+    let archive_estimate = if opts.compression == Compression::None {
+        source_size
+    } else {
+        source_size / 3
+    };
     fsutil::ensure_space(&out_dir, source_size + archive_estimate)?;
 
     let snap = snapshot::take(&source, &out_dir, opts.method, opts.limits, progress)?;
     let (info, problems, fk_violations) = inspect_snapshot(snap.path(), opts.allow_corrupt)?;
     if !problems.is_empty() && !opts.allow_corrupt {
-        return Err(Error::CorruptDatabase { path: source, detail: problems.join("; ") });
+        return Err(Error::CorruptDatabase {
+            path: source,
+            detail: problems.join("; "),
+        });
     }
-    let db_size = std::fs::metadata(snap.path()).map_err(|e| Error::io("stat", snap.path(), e))?.len();
+    let db_size = std::fs::metadata(snap.path())
+        .map_err(|e| Error::io("stat", snap.path(), e))?
+        .len();
     let manifest = Manifest {
         format: FORMAT.into(),
         kind: "full".into(),
@@ -172,35 +191,62 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         db_size,
         source_journal_mode: snap.stats.source_journal_mode.clone(),
         snapshot_restarts: snap.stats.restarts,
-        quick_check: if problems.is_empty() { "ok".into() } else { problems.join("; ") },
+        quick_check: if problems.is_empty() {
+            "ok".into()
+        } else {
+            problems.join("; ")
+        },
         corrupt: !problems.is_empty(),
         foreign_key_violations: fk_violations,
         db: info,
     };
-    manifest
-        .validate()
-        .map_err(|r| Error::CorruptDatabase { path: source.clone(), detail: r })?;
+    manifest.validate().map_err(|r| Error::CorruptDatabase {
+        path: source.clone(),
+        detail: r,
+    })?;
     let manifest_json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
 
     // An archive is as sensitive as its database: it gets the source's permission bits.
     let mode = {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(&source).map(|m| m.permissions().mode() & 0o666).unwrap_or(0o600)
+        std::fs::metadata(&source)
+            .map(|m| m.permissions().mode() & 0o666)
+            .unwrap_or(0o600)
     };
     let mut out = AtomicFile::create(&output, mode)?;
     let tmp_path = out.temp_path().to_path_buf();
     let io_err = |e| Error::io("write archive", &tmp_path, e);
     let file = out.file().try_clone().map_err(io_err)?;
-    let mut writer = ArchiveWriter::new(BufWriter::with_capacity(1 << 20, file), opts.compression, opts.level, mtime)
+    let mut writer = ArchiveWriter::new(
+        BufWriter::with_capacity(1 << 20, file),
+        opts.compression,
+        opts.level,
+        mtime,
+    )
+    .map_err(io_err)?;
+    writer
+        .append_bytes(MANIFEST_ENTRY, &manifest_json)
         .map_err(io_err)?;
-    writer.append_bytes(MANIFEST_ENTRY, &manifest_json).map_err(io_err)?;
     let snap_file = std::fs::File::open(snap.path()).map_err(|e| Error::io("open", snap.path(), e))?;
     progress.begin("compress", Some(db_size));
-    let database_sha256 = writer.append_stream(DATABASE_ENTRY, db_size, snap_file, progress).map_err(io_err)?;
+    let database_sha256 = writer
+        .append_stream(DATABASE_ENTRY, db_size, snap_file, progress)
+        .map_err(io_err)?;
     progress.end();
     let written = writer.finish().map_err(io_err)?;
     written.inner.into_inner().map_err(|e| io_err(e.into_error()))?;
-    let archive = if opts.overwrite && output.exists() { out.commit_replace()? } else { out.commit()? };
+    let archive = if opts.output.is_some() {
+        if opts.overwrite && output.exists() {
+            out.commit_replace()?
+        } else {
+            out.commit()?
+        }
+    } else {
+        // Another backup may have taken the default name meanwhile: take the next free one.
+        let name = output.file_name().map(PathBuf::from).unwrap_or_default();
+        out.set_final_path(unique_name(&out_dir, &name));
+        out.commit()?
+    };
     let snap_ms = snap.stats.duration_ms;
     drop(snap);
 
@@ -228,7 +274,9 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
 fn inspect_snapshot(path: &Path, allow_corrupt: bool) -> Result<(DbInfo, Vec<String>, u64)> {
     let conn = match db::open_private(path, false) {
         Ok(c) => c,
-        Err(Error::CorruptDatabase { detail, .. }) | Err(Error::NotADatabase { reason: detail, .. }) if allow_corrupt => {
+        Err(Error::CorruptDatabase { detail, .. }) | Err(Error::NotADatabase { reason: detail, .. })
+            if allow_corrupt =>
+        {
             return Ok((DbInfo::from_header(path)?, vec![detail], 0));
         }
         Err(e) => return Err(e),
@@ -244,6 +292,32 @@ fn inspect_snapshot(path: &Path, allow_corrupt: bool) -> Result<(DbInfo, Vec<Str
     };
     let fk = db::foreign_key_violations(&conn).unwrap_or(0);
     Ok((info, problems, fk))
+}
+
+/// Refuses an output path that is the source database or one of its side files (`-o app.db
+/// --overwrite` must never replace the database being backed up).
+fn refuse_writing_over_source(source: &Path, output: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(out) = std::fs::metadata(output) else {
+        return Ok(());
+    };
+    for p in [
+        source.to_path_buf(),
+        fsutil::sidecar(source, "-wal"),
+        fsutil::sidecar(source, "-journal"),
+        fsutil::sidecar(source, "-shm"),
+    ] {
+        if let Ok(m) = std::fs::metadata(&p) {
+            if m.dev() == out.dev() && m.ino() == out.ino() {
+                return Err(Error::InvalidOption(format!(
+                    "the output {} is the database being backed up ({})",
+                    output.display(),
+                    p.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `name` in `dir`, or `name` with `-2`, `-3`, ... before its extension when taken.

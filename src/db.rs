@@ -27,11 +27,16 @@ pub fn check_header(path: &Path) -> Result<u64> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NotFound { path: path.to_path_buf() })
+            return Err(Error::NotFound {
+                path: path.to_path_buf(),
+            })
         }
         Err(e) => return Err(Error::io("stat", path, e)),
     };
-    let not_db = |reason: String| Error::NotADatabase { path: path.to_path_buf(), reason };
+    let not_db = |reason: String| Error::NotADatabase {
+        path: path.to_path_buf(),
+        reason,
+    };
     if meta.is_dir() {
         return Err(not_db("it is a directory".into()));
     }
@@ -53,7 +58,9 @@ pub fn check_header(path: &Path) -> Result<u64> {
     }
     let magic = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
     if n >= 32 && (magic == 0x377f_0682 || magic == 0x377f_0683) {
-        return Err(not_db("it is a WAL file (write-ahead log), not a database".into()));
+        return Err(not_db(
+            "it is a WAL file (write-ahead log), not a database".into(),
+        ));
     }
     if n < 100 {
         return Err(not_db(format!(
@@ -67,18 +74,76 @@ pub fn check_header(path: &Path) -> Result<u64> {
     Ok(meta.len())
 }
 
-/// Opens a user's database read-only for a backup or a check. Never writes to it.
+/// Checks what can be checked of a user's database without opening the file: it exists, is a
+/// regular file and is not empty. (Opening and closing a database file outside SQLite drops
+/// every POSIX lock this process holds on it, so a live database is only opened through
+/// SQLite; [`check_header`] runs only after SQLite refused it, to say why.)
+pub fn precheck(path: &Path) -> Result<u64> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NotFound {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(Error::io("stat", path, e)),
+    };
+    let not_db = |reason: &str| Error::NotADatabase {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    };
+    if meta.is_dir() {
+        return Err(not_db("it is a directory"));
+    }
+    if !meta.is_file() {
+        return Err(not_db("it is not a regular file"));
+    }
+    if meta.len() == 0 {
+        return Err(not_db("the file is empty (0 bytes)"));
+    }
+    Ok(meta.len())
+}
+
+/// Opens a user's database read-only for a backup or a check. Never writes to the database
+/// file. (For a WAL database SQLite may still create its `-shm` and `-wal` files, as every
+/// reader does.)
 pub fn open_source(path: &Path) -> Result<Connection> {
-    check_header(path)?;
+    precheck(path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn =
-        Connection::open_with_flags(path, flags).map_err(|e| Error::sqlite("open", path, e))?;
+    let mut conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| explain(path, Error::sqlite("open", path, e)))?;
     harden(&conn, path)?;
+    fast_busy_handler(&mut conn, path)?;
     // Reading the schema here turns "not a database" and a hot journal into errors now rather
     // than in the middle of a copy.
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
-        .map_err(|e| map_open_error(path, e))?;
+        .map_err(|e| explain(path, map_open_error(path, e)))?;
     Ok(conn)
+}
+
+/// After SQLite refused a file: if its header shows it is not a database at all, say what it
+/// is instead; otherwise keep SQLite's reason.
+fn explain(path: &Path, err: Error) -> Error {
+    match check_header(path) {
+        Err(header_err) => header_err,
+        Ok(_) => err,
+    }
+}
+
+/// Installs a busy handler that retries a lock every ~100 µs for up to `timeout`. SQLite's own
+/// handler sleeps for growing intervals and, in rollback-journal mode, can miss every one of
+/// the short gaps between a busy writer's commits, starving the reader.
+pub fn fast_busy_handler(conn: &mut Connection, path: &Path) -> Result<()> {
+    fn retry(count: i32) -> bool {
+        // Each retry costs about 100 µs of sleep plus the lock attempt: 300,000 tries ≈ 30 s.
+        if count >= 300_000 {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
+        true
+    }
+    conn.busy_handler(Some(retry))
+        .map_err(|e| Error::sqlite("configure", path, e))
 }
 
 /// Opens a database file that litevault wrote itself and nobody else has open (a snapshot, an
@@ -89,9 +154,8 @@ pub fn open_private(path: &Path, writable: bool) -> Result<Connection> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         Connection::open_with_flags(path, flags)
     } else {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
+        let flags =
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
         Connection::open_with_flags(immutable_uri(path), flags)
     }
     .map_err(|e| Error::sqlite("open", path, e))?;
@@ -111,12 +175,16 @@ fn map_open_error(path: &Path, e: rusqlite::Error) -> Error {
             path: path.to_path_buf(),
             detail: "the schema cannot be read".into(),
         },
-        Some(rusqlite::ErrorCode::ReadOnly) => Error::InUse {
-            path: path.to_path_buf(),
-            detail: "it has a hot journal left by a crashed writer, which a read-only open cannot \
+        Some(rusqlite::ErrorCode::ReadOnly)
+            if e.sqlite_extended_error_code() == Some(rusqlite::ffi::SQLITE_READONLY_ROLLBACK) =>
+        {
+            Error::InUse {
+                path: path.to_path_buf(),
+                detail: "it has a hot journal left by a crashed writer, which a read-only open cannot \
                      roll back; open it once with its application or sqlite3 to recover it"
-                .into(),
-        },
+                    .into(),
+            }
+        }
         _ => Error::sqlite("read schema of", path, e),
     }
 }
@@ -142,10 +210,14 @@ fn immutable_uri(path: &Path) -> String {
 fn harden(conn: &Connection, path: &Path) -> Result<()> {
     use rusqlite::config::DbConfig;
     let e = |err| Error::sqlite("configure", path, err);
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true).map_err(e)?;
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false).map_err(e)?;
-    conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0).map_err(e)?;
-    conn.execute_batch("PRAGMA cell_size_check=ON; PRAGMA mmap_size=0;").map_err(e)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
+        .map_err(e)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)
+        .map_err(e)?;
+    conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0)
+        .map_err(e)?;
+    conn.execute_batch("PRAGMA cell_size_check=ON; PRAGMA mmap_size=0;")
+        .map_err(e)?;
     Ok(())
 }
 
@@ -190,7 +262,8 @@ impl DbInfo {
     pub fn read(conn: &Connection, path: &Path) -> Result<DbInfo> {
         let e = |err| Error::sqlite("read database information from", path, err);
         let int = |pragma: &str| -> Result<i64> {
-            conn.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0)).map_err(e)
+            conn.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))
+                .map_err(e)
         };
         let page_size = int("page_size")? as u32;
         let page_count = int("page_count")? as u64;
@@ -207,7 +280,12 @@ impl DbInfo {
         // The header's write-version byte says WAL (2) or rollback journal (1). `PRAGMA
         // journal_mode` reports the connection's mode, which for an immutable open is never
         // "wal", so read the byte from the file: only private files come here.
-        let journal_mode = if header_write_version(path)? == 2 { "wal" } else { "delete" }.to_string();
+        let journal_mode = if header_write_version(path)? == 2 {
+            "wal"
+        } else {
+            "delete"
+        }
+        .to_string();
         let tables = list_tables(conn, path, true)?;
         Ok(DbInfo {
             page_size,
@@ -229,12 +307,19 @@ impl DbInfo {
     pub fn from_header(path: &Path) -> Result<DbInfo> {
         let mut h = [0u8; 100];
         let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-        f.read_exact(&mut h).map_err(|e| Error::io("read header of", path, e))?;
+        f.read_exact(&mut h)
+            .map_err(|e| Error::io("read header of", path, e))?;
         let be32 = |o: usize| u32::from_be_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
         let raw_ps = u16::from_be_bytes([h[16], h[17]]) as u32;
         let page_size = if raw_ps == 1 { 65536 } else { raw_ps };
-        let len = std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?.len();
-        let page_count = if page_size >= 512 { len / page_size as u64 } else { 0 };
+        let len = std::fs::metadata(path)
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
+        let page_count = if page_size >= 512 {
+            len / page_size as u64
+        } else {
+            0
+        };
         Ok(DbInfo {
             page_size,
             page_count,
@@ -264,7 +349,8 @@ impl DbInfo {
 pub fn header_write_version(path: &Path) -> Result<u8> {
     let mut head = [0u8; 19];
     let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-    f.read_exact(&mut head).map_err(|e| Error::io("read header of", path, e))?;
+    f.read_exact(&mut head)
+        .map_err(|e| Error::io("read header of", path, e))?;
     Ok(head[18])
 }
 
@@ -319,8 +405,10 @@ pub fn integrity_problems(conn: &Connection, full: bool, limit: usize) -> rusqli
 
 /// Counts the rows that `PRAGMA foreign_key_check` reports.
 pub fn foreign_key_violations(conn: &Connection) -> rusqlite::Result<u64> {
-    conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get::<_, i64>(0))
-        .map(|n| n as u64)
+    conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| n as u64)
 }
 
 /// The full-text tables of the main schema, with their module ("fts5", "fts4" or "fts3").
@@ -378,15 +466,27 @@ pub struct Check {
 impl Check {
     /// A passed check.
     pub fn pass(name: impl Into<String>, detail: impl Into<String>) -> Check {
-        Check { name: name.into(), status: CheckStatus::Pass, detail: detail.into() }
+        Check {
+            name: name.into(),
+            status: CheckStatus::Pass,
+            detail: detail.into(),
+        }
     }
     /// A failed check.
     pub fn fail(name: impl Into<String>, detail: impl Into<String>) -> Check {
-        Check { name: name.into(), status: CheckStatus::Fail, detail: detail.into() }
+        Check {
+            name: name.into(),
+            status: CheckStatus::Fail,
+            detail: detail.into(),
+        }
     }
     /// A check that could not run.
     pub fn skipped(name: impl Into<String>, detail: impl Into<String>) -> Check {
-        Check { name: name.into(), status: CheckStatus::Skipped, detail: detail.into() }
+        Check {
+            name: name.into(),
+            status: CheckStatus::Skipped,
+            detail: detail.into(),
+        }
     }
     /// Whether it failed.
     pub fn failed(&self) -> bool {
@@ -410,7 +510,11 @@ pub struct CheckOptions {
 /// Runs SQLite's integrity checks on an open database and reports each by name.
 pub fn run_checks(conn: &Connection, opts: CheckOptions) -> Vec<Check> {
     let mut checks = Vec::new();
-    let name = if opts.quick { "quick_check" } else { "integrity_check" };
+    let name = if opts.quick {
+        "quick_check"
+    } else {
+        "integrity_check"
+    };
     match integrity_problems(conn, !opts.quick, 20) {
         Ok(p) if p.is_empty() => checks.push(Check::pass(name, "ok")),
         Ok(p) => checks.push(Check::fail(name, p.join("; "))),
@@ -483,7 +587,10 @@ pub fn content_hash(conn: &Connection) -> rusqlite::Result<String> {
         let q = quote_ident(&name);
         let sql = if without_rowid {
             let pk: Vec<String> = conn
-                .prepare(&format!("SELECT name FROM pragma_table_info({}) WHERE pk > 0 ORDER BY pk", sql_string(&name)))?
+                .prepare(&format!(
+                    "SELECT name FROM pragma_table_info({}) WHERE pk > 0 ORDER BY pk",
+                    sql_string(&name)
+                ))?
                 .query_map([], |r| r.get::<_, String>(0))?
                 .collect::<rusqlite::Result<_>>()?;
             let order: Vec<String> = pk.iter().map(|c| quote_ident(c)).collect();
@@ -513,9 +620,8 @@ pub fn content_hash(conn: &Connection) -> rusqlite::Result<String> {
             }
         }
     }
-    let mut schema = conn.prepare(
-        "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_schema ORDER BY type, name",
-    )?;
+    let mut schema = conn
+        .prepare("SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_schema ORDER BY type, name")?;
     let mut rows = schema.query([])?;
     while let Some(row) = rows.next()? {
         h.update(b"S");
@@ -592,8 +698,14 @@ mod tests {
 
     #[test]
     fn module_name_is_parsed() {
-        assert_eq!(virtual_module("CREATE VIRTUAL TABLE x USING fts5(a)").as_deref(), Some("fts5"));
-        assert_eq!(virtual_module("create virtual table \"a b\" using  FTS4 (c)").as_deref(), Some("fts4"));
+        assert_eq!(
+            virtual_module("CREATE VIRTUAL TABLE x USING fts5(a)").as_deref(),
+            Some("fts5")
+        );
+        assert_eq!(
+            virtual_module("create virtual table \"a b\" using  FTS4 (c)").as_deref(),
+            Some("fts4")
+        );
         assert_eq!(virtual_module("CREATE TABLE x(a)"), None);
     }
 
@@ -601,7 +713,8 @@ mod tests {
     fn content_hash_ignores_layout_but_not_values() {
         let d = tempfile::tempdir().unwrap();
         let a = Connection::open(d.path().join("a.db")).unwrap();
-        a.execute_batch("CREATE TABLE t(x, y); INSERT INTO t VALUES(1, 'a'), (2, x'00');").unwrap();
+        a.execute_batch("CREATE TABLE t(x, y); INSERT INTO t VALUES(1, 'a'), (2, x'00');")
+            .unwrap();
         let h1 = content_hash(&a).unwrap();
         a.execute_batch("VACUUM").unwrap();
         assert_eq!(h1, content_hash(&a).unwrap());

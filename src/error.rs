@@ -18,6 +18,8 @@ pub enum ErrorClass {
     Corrupt,
     /// The operation was refused to protect data (would overwrite, in use, newer schema).
     Refused,
+    /// The caller's options do not fit together.
+    Usage,
 }
 
 /// Everything that can go wrong in litevault.
@@ -94,8 +96,8 @@ pub enum Error {
         /// The failed checks, by name and detail.
         failed: String,
     },
-    /// Restore refused to replace an existing database without `overwrite`.
-    #[error("{}: already exists; restore would replace it", path.display())]
+    /// A file would be replaced without `overwrite` (restore target, backup output).
+    #[error("{}: already exists; refusing to replace it", path.display())]
     WouldOverwrite {
         /// The existing target.
         path: PathBuf,
@@ -136,17 +138,28 @@ pub enum Error {
 impl Error {
     /// Builds an [`Error::Io`].
     pub fn io(op: &'static str, path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Error::Io { op, path: path.as_ref().to_path_buf(), source }
+        Error::Io {
+            op,
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
     }
 
     /// Builds an [`Error::Sqlite`].
     pub fn sqlite(op: &'static str, path: impl AsRef<Path>, source: rusqlite::Error) -> Self {
-        Error::Sqlite { op, path: path.as_ref().to_path_buf(), source }
+        Error::Sqlite {
+            op,
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
     }
 
     /// Builds an [`Error::BadArchive`].
     pub fn bad_archive(path: impl AsRef<Path>, reason: impl Into<String>) -> Self {
-        Error::BadArchive { path: path.as_ref().to_path_buf(), reason: reason.into() }
+        Error::BadArchive {
+            path: path.as_ref().to_path_buf(),
+            reason: reason.into(),
+        }
     }
 
     /// Which class of failure this is.
@@ -160,6 +173,7 @@ impl Error {
                 ErrorClass::Refused
             }
             Error::Sqlite { source, .. } if is_corruption(source) => ErrorClass::Corrupt,
+            Error::InvalidOption(_) => ErrorClass::Usage,
             _ => ErrorClass::Failed,
         }
     }
@@ -168,14 +182,14 @@ impl Error {
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             Error::WouldOverwrite { .. } => Some(
-                "pass --overwrite to replace it (a safety archive of the current database is kept first)",
+                "pass --overwrite to replace it (restore keeps a safety archive of a database it replaces)",
             ),
             Error::NewerSchema { .. } => Some(
                 "the archive comes from a newer version of the application; pass --allow-newer-schema if that is intended",
             ),
             Error::InUse { .. } => Some("stop the application that uses the database, then retry"),
             Error::CorruptDatabase { .. } => Some(
-                "pass --allow-corrupt to archive it anyway (marked corrupt in the manifest), or recover it first with `sqlite3 DB .recover`",
+                "`litevault backup --allow-corrupt` archives it as it is (marked corrupt); `sqlite3 DB .recover` salvages its rows",
             ),
             Error::NoSpace { .. } => Some("free some space or choose another directory"),
             Error::BadArchive { .. } | Error::ChecksumMismatch { .. } => {

@@ -35,7 +35,10 @@ impl AtomicFile {
             .permissions(std::fs::Permissions::from_mode(mode))
             .tempfile_in(&dir)
             .map_err(|e| Error::io("create temp file in", &dir, e))?;
-        Ok(AtomicFile { tmp, final_path: final_path.to_path_buf() })
+        Ok(AtomicFile {
+            tmp,
+            final_path: final_path.to_path_buf(),
+        })
     }
 
     /// The open temp file, for writing.
@@ -46,6 +49,11 @@ impl AtomicFile {
     /// The temp file's current path.
     pub fn temp_path(&self) -> &Path {
         self.tmp.path()
+    }
+
+    /// Changes the path the file will have once committed (same directory).
+    pub fn set_final_path(&mut self, path: PathBuf) {
+        self.final_path = path;
     }
 
     /// The path the file will have once committed.
@@ -119,7 +127,11 @@ pub fn free_space(dir: &Path) -> Result<u64> {
 pub fn ensure_space(dir: &Path, needed: u64) -> Result<()> {
     let available = free_space(dir)?;
     if available < needed {
-        return Err(Error::NoSpace { path: dir.to_path_buf(), needed, available });
+        return Err(Error::NoSpace {
+            path: dir.to_path_buf(),
+            needed,
+            available,
+        });
     }
     Ok(())
 }
@@ -220,7 +232,11 @@ mod tests {
         f.file().write_all(b"hello").unwrap();
         assert!(!target.exists(), "nothing under the final name before commit");
         let tmp = f.temp_path().to_path_buf();
-        assert!(tmp.file_name().unwrap().to_string_lossy().starts_with(TEMP_PREFIX));
+        assert!(tmp
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(TEMP_PREFIX));
         f.commit().unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"hello");
         assert!(!tmp.exists());
@@ -254,7 +270,8 @@ mod tests {
         let db = dir.path().join("x.db");
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.pragma_update(None, "journal_mode", "wal").unwrap();
-        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES(1);").unwrap();
+        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES(1);")
+            .unwrap();
         assert!(lock_holders(&db).is_some(), "open WAL connection must be seen");
         drop(conn);
         assert!(lock_holders(&db).is_none(), "closed connection leaves no lock");
@@ -264,6 +281,9 @@ mod tests {
     fn free_space_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         assert!(free_space(dir.path()).unwrap() > 0);
-        assert!(matches!(ensure_space(dir.path(), u64::MAX), Err(Error::NoSpace { .. })));
+        assert!(matches!(
+            ensure_space(dir.path(), u64::MAX),
+            Err(Error::NoSpace { .. })
+        ));
     }
 }

@@ -30,7 +30,9 @@ pub fn list(dir: &Path) -> Result<Vec<ArchiveSummary>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NotFound { path: dir.to_path_buf() })
+            return Err(Error::NotFound {
+                path: dir.to_path_buf(),
+            })
         }
         Err(e) => return Err(Error::io("read directory", dir, e)),
     };
@@ -47,10 +49,20 @@ pub fn list(dir: &Path) -> Result<Vec<ArchiveSummary>> {
             Ok(m) => (Some(m), None),
             Err(e) => (None, Some(e.to_string())),
         };
-        out.push(ArchiveSummary { path, archive_size: meta.len(), manifest, error });
+        out.push(ArchiveSummary {
+            path,
+            archive_size: meta.len(),
+            manifest,
+            error,
+        });
     }
     out.sort_by(|a, b| {
-        let key = |s: &ArchiveSummary| s.manifest.as_ref().map(|m| m.created_at.clone()).unwrap_or_default();
+        let key = |s: &ArchiveSummary| {
+            s.manifest
+                .as_ref()
+                .map(|m| m.created_at.clone())
+                .unwrap_or_default()
+        };
         key(a).cmp(&key(b)).then_with(|| a.path.cmp(&b.path))
     });
     Ok(out)

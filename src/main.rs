@@ -19,6 +19,7 @@ use litevault::{
 mod exit {
     pub(crate) const OK: u8 = 0;
     pub(crate) const ERROR: u8 = 1;
+    pub(crate) const USAGE: u8 = 2;
     pub(crate) const CORRUPT: u8 = 3;
     pub(crate) const REFUSED: u8 = 4;
 }
@@ -62,7 +63,9 @@ enum CompressionArg {
 #[derive(Subcommand)]
 enum Command {
     /// Take a consistent snapshot of a (live) database into a compressed, checksummed archive.
-    #[command(after_help = "Examples:\n  litevault backup app.db\n  litevault backup app.db -o /backups/app.tar.zst\n  litevault backup app.db --dir /backups --method vacuum --compression gzip\n\nDefault location: --dir, else $LITEVAULT_DIR, else ~/.local/share/litevault/backups,\nas <db stem>-<YYYYMMDDTHHMMSSZ>.tar.zst.")]
+    #[command(
+        after_help = "Examples:\n  litevault backup app.db\n  litevault backup app.db -o /backups/app.tar.zst\n  litevault backup app.db --dir /backups --method vacuum --compression gzip\n\nDefault location: --dir, else $LITEVAULT_DIR, else ~/.local/share/litevault/backups,\nas <db stem>-<YYYYMMDDTHHMMSSZ>.tar.zst."
+    )]
     Backup {
         /// The database file to back up.
         db: PathBuf,
@@ -102,7 +105,9 @@ enum Command {
         archive: PathBuf,
     },
     /// Check an archive (checksums, manifest, SQLite integrity) or a database file.
-    #[command(after_help = "Examples:\n  litevault verify app-20261121T101500Z.tar.zst\n  litevault verify app.db --quick\n\nExit code 3 when any check fails.")]
+    #[command(
+        after_help = "Examples:\n  litevault verify app-20261121T101500Z.tar.zst\n  litevault verify app.db --quick\n\nExit code 3 when any check fails."
+    )]
     Verify {
         /// An archive or a database file.
         path: PathBuf,
@@ -114,7 +119,9 @@ enum Command {
         temp_dir: Option<PathBuf>,
     },
     /// Restore an archive to a database file: guarded, verified before the swap, atomic.
-    #[command(after_help = "Examples:\n  litevault restore app-20261121T101500Z.tar.zst restored.db\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite --dry-run\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite\n\nAn existing database is replaced only with --overwrite, after a safety archive of it is\nwritten to the backup directory. A database open in other processes is restored through\nSQLite, so they see the new content on their next transaction; it is never swapped from\nunder them.")]
+    #[command(
+        after_help = "Examples:\n  litevault restore app-20261121T101500Z.tar.zst restored.db\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite --dry-run\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite\n\nAn existing database is replaced only with --overwrite, after a safety archive of it is\nwritten to the backup directory. A database open in other processes is restored through\nSQLite, so they see the new content on their next transaction; it is never swapped from\nunder them."
+    )]
     Restore {
         /// The archive to restore.
         archive: PathBuf,
@@ -206,7 +213,9 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let progress: Box<dyn Progress> = if !cli.quiet && !cli.json && std::io::stderr().is_terminal() {
-        Box::new(BarProgress { bar: Mutex::new(None) })
+        Box::new(BarProgress {
+            bar: Mutex::new(None),
+        })
     } else {
         Box::new(litevault::NoProgress)
     };
@@ -217,12 +226,14 @@ fn main() -> ExitCode {
                 ErrorClass::Failed => exit::ERROR,
                 ErrorClass::Corrupt => exit::CORRUPT,
                 ErrorClass::Refused => exit::REFUSED,
+                ErrorClass::Usage => exit::USAGE,
             };
             if cli.json {
                 let class = match err.class() {
                     ErrorClass::Failed => "error",
                     ErrorClass::Corrupt => "corrupt",
                     ErrorClass::Refused => "refused",
+                    ErrorClass::Usage => "usage",
                 };
                 out(&json(&serde_json::json!({
                     "error": err.to_string(),
@@ -242,7 +253,16 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
     match &cli.command {
-        Command::Backup { db, output, dir, method, compression, level, allow_corrupt, overwrite } => {
+        Command::Backup {
+            db,
+            output,
+            dir,
+            method,
+            compression,
+            level,
+            allow_corrupt,
+            overwrite,
+        } => {
             let opts = BackupOptions {
                 output: output.clone(),
                 dir: dir.clone(),
@@ -276,13 +296,19 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                     r.duration_ms as f64 / 1000.0
                 );
                 if r.restarts > 0 {
-                    s += &format!("  snapshot restarted {} times because of concurrent writes\n", r.restarts);
+                    s += &format!(
+                        "  snapshot restarted {} times because of concurrent writes\n",
+                        r.restarts
+                    );
                 }
                 if r.corrupt {
                     s += "  warning: the database failed quick_check; archived anyway and marked corrupt\n";
                 }
                 if cli.verbose {
-                    s += &format!("  sha256 {} (archive)\n  sha256 {} (database)\n", r.archive_sha256, r.database_sha256);
+                    s += &format!(
+                        "  sha256 {} (archive)\n  sha256 {} (database)\n",
+                        r.archive_sha256, r.database_sha256
+                    );
                 }
                 out(&s);
             }
@@ -307,8 +333,15 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             }
             Ok(exit::OK)
         }
-        Command::Verify { path, quick, temp_dir } => {
-            let opts = VerifyOptions { quick: *quick, temp_dir: temp_dir.clone() };
+        Command::Verify {
+            path,
+            quick,
+            temp_dir,
+        } => {
+            let opts = VerifyOptions {
+                quick: *quick,
+                temp_dir: temp_dir.clone(),
+            };
             let r = litevault::verify(path, &opts, progress)?;
             if cli.json {
                 out(&json(&r));
@@ -371,7 +404,10 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                 for w in &r.plan.warnings {
                     s += &format!("  warning: {w}\n");
                 }
-                s += &format!("  {} checks passed before the swap\n", r.checks.iter().filter(|c| !c.failed()).count());
+                s += &format!(
+                    "  {} checks passed before the swap\n",
+                    r.checks.iter().filter(|c| !c.failed()).count()
+                );
                 if cli.verbose {
                     s += &render_checks(&r.checks, true);
                 }
@@ -380,6 +416,19 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             Ok(exit::OK)
         }
     }
+}
+
+/// Text from an archive (untrusted) made safe for a terminal: control characters escaped.
+fn clean(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 fn strategy_text(s: litevault::Strategy) -> &'static str {
@@ -410,14 +459,25 @@ fn render_list(dir: &std::path::Path, items: &[litevault::ArchiveSummary], verbo
     if items.is_empty() {
         return format!("no archives in {}\n", dir.display());
     }
-    let mut rows = vec![["NAME".to_string(), "CREATED".into(), "SOURCE".into(), "DB SIZE".into(), "ARCHIVE".into(), "METHOD".into()]];
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "CREATED".into(),
+        "SOURCE".into(),
+        "DB SIZE".into(),
+        "ARCHIVE".into(),
+        "METHOD".into(),
+    ]];
     for it in items {
-        let name = it.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = it
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         match &it.manifest {
             Some(m) => rows.push([
                 name,
-                m.created_at.clone(),
-                m.source.clone(),
+                clean(&m.created_at),
+                clean(&m.source),
                 HumanBytes(m.db_size).to_string(),
                 HumanBytes(it.archive_size).to_string(),
                 format!("{}{}", m.method, if m.corrupt { " (corrupt)" } else { "" }),
@@ -425,17 +485,23 @@ fn render_list(dir: &std::path::Path, items: &[litevault::ArchiveSummary], verbo
             None => rows.push([
                 name,
                 "-".into(),
-                format!("unreadable: {}", it.error.clone().unwrap_or_default()),
+                format!("unreadable: {}", clean(&it.error.clone().unwrap_or_default())),
                 "-".into(),
                 HumanBytes(it.archive_size).to_string(),
                 "-".into(),
             ]),
         }
     }
-    let widths: Vec<usize> = (0..6).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
     let mut s = String::new();
     for r in &rows {
-        let line: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
         s += line.join("  ").trim_end();
         s.push('\n');
     }
@@ -449,39 +515,61 @@ fn render_manifest(m: &litevault::Manifest) -> String {
     let mut s = String::new();
     let mut kv = |k: &str, v: String| s += &format!("{k:<24}{v}\n");
     kv("format", m.format.clone());
-    kv("created_at", m.created_at.clone());
-    kv("source", m.source.clone());
-    kv("host", m.host.clone());
-    kv("tool_version", m.tool_version.clone());
-    kv("sqlite_version", m.sqlite_version.clone());
+    kv("created_at", clean(&m.created_at));
+    kv("source", clean(&m.source));
+    kv("host", clean(&m.host));
+    kv("tool_version", clean(&m.tool_version));
+    kv("sqlite_version", clean(&m.sqlite_version));
     kv("method", m.method.to_string());
-    kv("compression", format!("{}{}", m.compression, m.compression_level.map(|l| format!(" (level {l})")).unwrap_or_default()));
-    kv("db_size", format!("{} ({} bytes)", HumanBytes(m.db_size), m.db_size));
+    kv(
+        "compression",
+        format!(
+            "{}{}",
+            m.compression,
+            m.compression_level
+                .map(|l| format!(" (level {l})"))
+                .unwrap_or_default()
+        ),
+    );
+    kv(
+        "db_size",
+        format!("{} ({} bytes)", HumanBytes(m.db_size), m.db_size),
+    );
     kv("page_size", m.db.page_size.to_string());
     kv("page_count", m.db.page_count.to_string());
     kv("freelist_count", m.db.freelist_count.to_string());
-    kv("journal_mode", format!("{} (source: {})", m.db.journal_mode, m.source_journal_mode));
-    kv("encoding", m.db.encoding.clone());
+    kv(
+        "journal_mode",
+        clean(&format!(
+            "{} (source: {})",
+            m.db.journal_mode, m.source_journal_mode
+        )),
+    );
+    kv("encoding", clean(&m.db.encoding));
     kv("user_version", m.db.user_version.to_string());
     kv("application_id", m.db.application_id.to_string());
-    kv("auto_vacuum", m.db.auto_vacuum.clone());
-    kv("quick_check", m.quick_check.clone());
+    kv("auto_vacuum", clean(&m.db.auto_vacuum));
+    kv("quick_check", clean(&m.quick_check));
     kv("foreign_key_violations", m.foreign_key_violations.to_string());
     kv("snapshot_restarts", m.snapshot_restarts.to_string());
     s += &format!("tables ({}):\n", m.db.tables.len());
     for t in &m.db.tables {
         let rows = t.rows.map(|n| format!("{n} rows")).unwrap_or_else(|| "-".into());
-        s += &format!("  {:<40} {:<8} {rows}\n", t.name, t.kind);
+        s += &format!("  {:<40} {:<8} {rows}\n", clean(&t.name), clean(&t.kind));
     }
     s
 }
 
 fn render_plan(p: &litevault::RestorePlan) -> String {
-    let mut s = format!("dry run: restore {} -> {}\n", p.archive.display(), p.target.display());
+    let mut s = format!(
+        "dry run: restore {} -> {}\n",
+        p.archive.display(),
+        p.target.display()
+    );
     s += &format!(
         "  archive: created {} from {} ({}, user_version {})\n",
-        p.manifest.created_at,
-        p.manifest.source,
+        clean(&p.manifest.created_at),
+        clean(&p.manifest.source),
         HumanBytes(p.manifest.db_size),
         p.manifest.db.user_version
     );
@@ -489,9 +577,15 @@ fn render_plan(p: &litevault::RestorePlan) -> String {
         Some(t) => {
             s += &format!(
                 "  replaces: existing {} ({}{})\n",
-                if t.is_database { "database" } else { "file (not a readable database)" },
+                if t.is_database {
+                    "database"
+                } else {
+                    "file (not a readable database)"
+                },
                 HumanBytes(t.size),
-                t.user_version.map(|v| format!(", user_version {v}")).unwrap_or_default()
+                t.user_version
+                    .map(|v| format!(", user_version {v}"))
+                    .unwrap_or_default()
             );
             if let Some(u) = &t.in_use {
                 s += &format!("  in use: {u}\n");

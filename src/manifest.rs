@@ -67,10 +67,17 @@ impl Manifest {
             return Err(format!("unsupported archive kind {:?}", self.kind));
         }
         let ps = self.db.page_size as u64;
+        if self.db.tables.len() > 1_000_000 {
+            return Err(format!("{} tables listed", self.db.tables.len()));
+        }
         if !(512..=65536).contains(&ps) || !ps.is_power_of_two() {
             return Err(format!("invalid page size {ps}"));
         }
-        if self.db_size != self.db.page_count.saturating_mul(ps) {
+        // SQLite's own limit on pages; also keeps every size computed from these in range.
+        if self.db.page_count == 0 || self.db.page_count > 4_294_967_294 {
+            return Err(format!("invalid page count {}", self.db.page_count));
+        }
+        if Some(self.db_size) != self.db.page_count.checked_mul(ps) {
             return Err(format!(
                 "database size {} does not match {} pages of {} bytes",
                 self.db_size, self.db.page_count, ps
@@ -81,6 +88,11 @@ impl Manifest {
 
     /// Sum of the recorded row counts of ordinary tables.
     pub fn total_rows(&self) -> u64 {
-        self.db.tables.iter().filter(|t| t.kind == "table").filter_map(|t| t.rows).sum()
+        self.db
+            .tables
+            .iter()
+            .filter(|t| t.kind == "table")
+            .filter_map(|t| t.rows)
+            .sum()
     }
 }

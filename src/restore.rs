@@ -146,7 +146,10 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
         return Err(Error::NotFound { path: dir });
     }
     if target.is_dir() {
-        return Err(Error::InvalidOption(format!("{} is a directory", target.display())));
+        return Err(Error::InvalidOption(format!(
+            "{} is a directory",
+            target.display()
+        )));
     }
     let mut warnings = Vec::new();
     let sidecars = fsutil::existing_sidecars(&target);
@@ -156,14 +159,17 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
         if !opts.overwrite {
             return Err(Error::WouldOverwrite { path: target });
         }
-        let state = inspect_target(&target);
+        let state = inspect_target(&target)?;
         let strategy = if !state.is_database {
             warnings.push(format!(
-                "{} is not a readable SQLite database; it will be kept as a file beside the new one",
+                "{} is not a readable SQLite database; it will be kept, with its side files, under a \
+                 new name beside the new one",
                 target.display()
             ));
             Strategy::Swap
-        } else if state.journal_mode.as_deref() == Some("wal") && state.page_size != Some(manifest.db.page_size) {
+        } else if state.journal_mode.as_deref() == Some("wal")
+            && state.page_size != Some(manifest.db.page_size)
+        {
             Strategy::Swap
         } else {
             Strategy::Live
@@ -175,7 +181,11 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
                     detail: format!(
                         "{holders}; its content can only be replaced by swapping the file{}, which would \
                          pull it from under that process",
-                        if state.is_database { " (its page size differs from the archive's in WAL mode)" } else { "" }
+                        if state.is_database {
+                            " (its page size differs from the archive's in WAL mode)"
+                        } else {
+                            ""
+                        }
                     ),
                 });
             }
@@ -183,10 +193,16 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
         if let Some(current) = state.user_version {
             let incoming = manifest.db.user_version;
             if incoming > current && !opts.allow_newer_schema {
-                return Err(Error::NewerSchema { path: target, archive: incoming, target: current });
+                return Err(Error::NewerSchema {
+                    path: target,
+                    archive: incoming,
+                    target: current,
+                });
             }
             if incoming > current {
-                warnings.push(format!("schema version goes up from {current} to {incoming} (allowed)"));
+                warnings.push(format!(
+                    "schema version goes up from {current} to {incoming} (allowed)"
+                ));
             }
             if incoming < current {
                 warnings.push(format!(
@@ -206,7 +222,17 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
     } else {
         if !sidecars.is_empty() {
             if !opts.overwrite {
-                return Err(Error::WouldOverwrite { path: sidecars[0].clone() });
+                return Err(Error::WouldOverwrite {
+                    path: sidecars[0].clone(),
+                });
+            }
+            // A database deleted under a running application leaves its live -wal/-shm: moving
+            // those would lose the application's later writes.
+            if let Some(holders) = fsutil::lock_holders(&target) {
+                return Err(Error::InUse {
+                    path: sidecars[0].clone(),
+                    detail: holders,
+                });
             }
             warnings.push("left-over -wal/-shm/-journal files without a database will be moved aside".into());
             stale_files = sidecars;
@@ -215,10 +241,16 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
     };
 
     // The extracted copy, plus SQLite's journal or WAL for a live copy (about the database size).
-    let space_needed = manifest.db_size * if strategy == Strategy::Live { 2 } else { 1 };
+    let space_needed = manifest
+        .db_size
+        .saturating_mul(if strategy == Strategy::Live { 2 } else { 1 });
     let space_available = fsutil::free_space(&dir)?;
     if space_available < space_needed {
-        return Err(Error::NoSpace { path: dir, needed: space_needed, available: space_available });
+        return Err(Error::NoSpace {
+            path: dir,
+            needed: space_needed,
+            available: space_available,
+        });
     }
     let safety_dir = exists.then(|| opts.safety_dir.clone().unwrap_or_else(backup::default_backup_dir));
     let mut checks = vec![
@@ -227,14 +259,20 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
         "checksum database.sqlite".into(),
         "manifest header".into(),
         "row counts".into(),
-        if opts.quick { "quick_check" } else { "integrity_check" }.into(),
+        if opts.quick {
+            "quick_check"
+        } else {
+            "integrity_check"
+        }
+        .into(),
         "foreign_key_check".into(),
     ];
     if manifest.db.tables.iter().any(|t| t.kind == "virtual") {
         checks.push("fts integrity (each full-text table)".into());
     }
     if manifest.corrupt {
-        warnings.push("the archive is marked corrupt (made with --allow-corrupt): its checks will fail".into());
+        warnings
+            .push("the archive is marked corrupt (made with --allow-corrupt): its checks will fail".into());
     }
     Ok(RestorePlan {
         archive: archive.to_path_buf(),
@@ -251,7 +289,10 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
     })
 }
 
-fn inspect_target(target: &Path) -> TargetState {
+/// Looks at the database a restore would replace. A file SQLite cannot read as a database (not
+/// SQLite at all, or corrupt beyond reading its schema) is reported as such; any other reason
+/// SQLite refuses it (a hot journal, a lock, permissions) is an error: restore never guesses.
+fn inspect_target(target: &Path) -> Result<TargetState> {
     let size = std::fs::metadata(target).map(|m| m.len()).unwrap_or(0);
     let in_use = fsutil::lock_holders(target);
     let mut state = TargetState {
@@ -262,17 +303,22 @@ fn inspect_target(target: &Path) -> TargetState {
         journal_mode: None,
         in_use,
     };
-    if let Ok(conn) = db::open_source(target) {
-        let int = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).ok();
-        state.user_version = int("PRAGMA user_version");
-        state.page_size = int("PRAGMA page_size").map(|p| p as u32);
-        state.journal_mode = conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
-            .ok()
-            .map(|s| s.to_ascii_lowercase());
-        state.is_database = state.user_version.is_some();
-    }
-    state
+    let conn = match db::open_source(target) {
+        Ok(conn) => conn,
+        Err(Error::NotADatabase { .. }) | Err(Error::CorruptDatabase { .. }) => return Ok(state),
+        Err(e) => return Err(e),
+    };
+    let int = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+    let e = |err| Error::sqlite("inspect", target, err);
+    state.user_version = Some(int("PRAGMA user_version").map_err(e)?);
+    state.page_size = Some(int("PRAGMA page_size").map_err(e)? as u32);
+    state.journal_mode = Some(
+        conn.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+            .map_err(e)?
+            .to_ascii_lowercase(),
+    );
+    state.is_database = true;
+    Ok(state)
 }
 
 /// Restores `archive` to `target` as [`plan_restore`] plans it.
@@ -286,7 +332,12 @@ fn inspect_target(target: &Path) -> TargetState {
 /// }
 /// # Ok::<(), litevault::Error>(())
 /// ```
-pub fn restore(archive: &Path, target: &Path, opts: &RestoreOptions, progress: &dyn Progress) -> Result<RestoreReport> {
+pub fn restore(
+    archive: &Path,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
     let started = Instant::now();
     let plan = plan_restore(archive, target, opts)?;
     let target = plan.target.clone();
@@ -295,73 +346,121 @@ pub fn restore(archive: &Path, target: &Path, opts: &RestoreOptions, progress: &
     // A replaced file keeps its permission bits; a new one gets the usual 0666 less the umask.
     let mode = {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(&target).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o666)
+        std::fs::metadata(&target)
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0o666)
     };
     let mut tmp = AtomicFile::create(&target, mode)?;
     let tmp_path = tmp.temp_path().to_path_buf();
-    let file = tmp.file().try_clone().map_err(|e| Error::io("open", &tmp_path, e))?;
+    let file = tmp
+        .file()
+        .try_clone()
+        .map_err(|e| Error::io("open", &tmp_path, e))?;
     let contents = verify::extract_into(archive, file, &tmp_path, progress)?;
     contents.ensure_checksums(archive)?;
     let mut checks = contents.checksum_checks();
 
     // 2. Check the new content before anything is touched.
     progress.begin("verify", None);
-    checks.extend(verify::extracted_checks(&tmp_path, &contents.manifest, opts.quick, false));
+    checks.extend(verify::extracted_checks(
+        &tmp_path,
+        &contents.manifest,
+        opts.quick,
+        false,
+    ));
     progress.end();
-    let failed: Vec<String> =
-        checks.iter().filter(|c| c.failed()).map(|c| format!("{}: {}", c.name, c.detail)).collect();
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| c.failed())
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
     if !failed.is_empty() {
-        return Err(Error::VerificationFailed { path: archive.to_path_buf(), failed: failed.join("; ") });
+        return Err(Error::VerificationFailed {
+            path: archive.to_path_buf(),
+            failed: failed.join("; "),
+        });
     }
 
-    // 3. Keep what is replaced.
+    // The archive must not have changed since it was planned (the plan's checks used it).
+    if contents.manifest != plan.manifest {
+        return Err(Error::bad_archive(
+            archive,
+            "the archive changed while it was being restored",
+        ));
+    }
+
+    // 3 and 4. Keep what is replaced, then put the new content in place.
     let stamp = backup::now_stamps().1;
     let mut safety_archive = None;
     let mut moved_aside = Vec::new();
-    if let (Some(state), Some(safety_dir)) = (&plan.replaces, &plan.safety_dir) {
-        if state.is_database {
-            let opts = BackupOptions {
-                dir: Some(safety_dir.clone()),
-                tag: Some("pre-restore".into()),
-                allow_corrupt: true,
-                ..Default::default()
-            };
-            let report = backup::backup(&target, &opts, &NoProgress)?;
-            safety_archive = Some(report.archive);
+    let safety = |target: &Path| -> Result<Option<PathBuf>> {
+        match (&plan.replaces, &plan.safety_dir) {
+            (Some(state), Some(dir)) if state.is_database => {
+                let opts = BackupOptions {
+                    dir: Some(dir.clone()),
+                    tag: Some("pre-restore".into()),
+                    allow_corrupt: true,
+                    ..Default::default()
+                };
+                Ok(Some(backup::backup(target, &opts, &NoProgress)?.archive))
+            }
+            _ => Ok(None),
         }
-    }
-
-    // 4. Put the new content in place.
+    };
     match plan.strategy {
         Strategy::Create => {
             for stale in &plan.stale_files {
-                moved_aside.push(move_aside(stale, &stamp)?);
+                moved_aside.push(move_aside(stale, &unused_aside(stale, &stamp))?);
             }
             tmp.commit()?;
         }
         Strategy::Live => {
-            restore_live(&tmp_path, &target, opts.busy_timeout)?;
-            checks.push(after_check(&target, &contents.manifest));
+            checks.push(restore_live(
+                &tmp_path,
+                &target,
+                opts.busy_timeout,
+                &contents.manifest,
+                &mut || {
+                    // A retry (the target changed meanwhile) supersedes the previous safety archive.
+                    if let Some(old) = safety_archive.take() {
+                        let _ = std::fs::remove_file(old);
+                    }
+                    safety_archive = safety(&target)?;
+                    Ok(())
+                },
+            )?);
             drop(tmp);
         }
         Strategy::Swap => {
+            safety_archive = safety(&target)?;
             if let Some(holders) = fsutil::lock_holders(&target) {
-                return Err(Error::InUse { path: target, detail: holders });
+                return Err(Error::InUse {
+                    path: target,
+                    detail: holders,
+                });
             }
             let is_db = plan.replaces.as_ref().is_some_and(|s| s.is_database);
             if is_db {
                 // Fold the old WAL into the file (the safety archive already holds its content)
-                // so that removing the side files loses nothing and cannot apply to the new file.
+                // so that its side files hold nothing and cannot apply to the new file.
                 checkpoint_and_close(&target)?;
             } else {
                 // Keep the unreadable file under another name: a hard link, so the target name
-                // is never missing.
-                let aside = aside_name(&target, &stamp);
+                // is never missing; its side files follow it under the same new name, so the
+                // kept copy stays whole (a hot journal, WAL frames).
+                let aside = unused_aside(&target, &stamp);
                 std::fs::hard_link(&target, &aside).map_err(|e| Error::io("keep a copy of", &target, e))?;
-                moved_aside.push(aside);
+                for side in fsutil::existing_sidecars(&target) {
+                    let suffix = side.to_string_lossy()[target.to_string_lossy().len()..].to_string();
+                    moved_aside.push(move_aside(&side, &fsutil::sidecar(&aside, &suffix))?);
+                }
+                moved_aside.insert(0, aside);
             }
-            for side in fsutil::existing_sidecars(&target) {
-                moved_aside.push(move_aside(&side, &stamp)?);
+            if let Some(side) = fsutil::existing_sidecars(&target).first() {
+                return Err(Error::InUse {
+                    path: side.clone(),
+                    detail: "a side file is still there after the checkpoint".into(),
+                });
             }
             tmp.commit_replace()?;
         }
@@ -376,54 +475,128 @@ pub fn restore(archive: &Path, target: &Path, opts: &RestoreOptions, progress: &
     })
 }
 
-fn aside_name(path: &Path, stamp: &str) -> PathBuf {
-    fsutil::sidecar(path, &format!(".litevault-replaced-{stamp}"))
+/// `<path>.litevault-replaced-<stamp>`, with `-2`, `-3`... when taken (never overwrites).
+fn unused_aside(path: &Path, stamp: &str) -> PathBuf {
+    let base = fsutil::sidecar(path, &format!(".litevault-replaced-{stamp}"));
+    if !base.exists() {
+        return base;
+    }
+    (2..)
+        .map(|n| fsutil::sidecar(&base, &format!("-{n}")))
+        .find(|p| !p.exists())
+        .expect("a free name")
 }
 
-fn move_aside(path: &Path, stamp: &str) -> Result<PathBuf> {
-    let aside = aside_name(path, stamp);
-    std::fs::rename(path, &aside).map_err(|e| Error::io("move aside", path, e))?;
+fn move_aside(path: &Path, aside: &Path) -> Result<PathBuf> {
+    if aside.exists() {
+        return Err(Error::WouldOverwrite {
+            path: aside.to_path_buf(),
+        });
+    }
+    std::fs::rename(path, aside).map_err(|e| Error::io("move aside", path, e))?;
     fsutil::sync_dir(&fsutil::parent_dir(path))?;
-    Ok(aside)
+    Ok(aside.to_path_buf())
 }
 
 fn checkpoint_and_close(target: &Path) -> Result<()> {
-    let conn = Connection::open_with_flags(target, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(|e| Error::sqlite("open", target, e))?;
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0))
+    let conn = Connection::open_with_flags(
+        target,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| Error::sqlite("open", target, e))?;
+    let (busy, log, done): (i64, i64, i64) = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .map_err(|e| Error::sqlite("checkpoint", target, e))?;
+    if busy != 0 || log != done {
+        return Err(Error::InUse {
+            path: target.to_path_buf(),
+            detail: format!("its WAL could not be checkpointed ({done} of {log} frames)"),
+        });
+    }
     conn.close().map_err(|(_, e)| Error::sqlite("close", target, e))
 }
 
-fn restore_live(verified: &Path, target: &Path, busy_timeout: Duration) -> Result<()> {
+fn restore_live(
+    verified: &Path,
+    target: &Path,
+    busy_timeout: Duration,
+    manifest: &Manifest,
+    before: &mut dyn FnMut() -> Result<()>,
+) -> Result<Check> {
+    // Declared first so it is closed last: closing any descriptor of the target drops this
+    // process's POSIX locks on it, so it must outlive every SQLite connection below.
+    let raw = std::fs::File::open(target).map_err(|e| Error::io("open", target, e))?;
     let src = db::open_private(verified, false)?;
-    let dst = Connection::open_with_flags(target, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(|e| Error::sqlite("open", target, e))?;
-    dst.busy_timeout(busy_timeout).map_err(|e| Error::sqlite("configure", target, e))?;
+    let mut dst = Connection::open_with_flags(
+        target,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| Error::sqlite("open", target, e))?;
+    db::fast_busy_handler(&mut dst, target)?;
     // Full durability for this one commit: the journal/WAL is synced before and after.
-    dst.execute_batch("PRAGMA synchronous=FULL").map_err(|e| Error::sqlite("configure", target, e))?;
-    crate::snapshot::copy_into_live(&src, &dst, target, busy_timeout)?;
+    dst.execute_batch("PRAGMA synchronous=FULL")
+        .map_err(|e| Error::sqlite("configure", target, e))?;
     let wal = dst
         .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
         .map(|m| m.eq_ignore_ascii_case("wal"))
-        .unwrap_or(false);
+        .map_err(|e| Error::sqlite("read journal mode of", target, e))?;
+    // How to see another connection's commit while the copy holds the write lock: in WAL mode
+    // a second connection may still read, and its data_version moves on every foreign commit;
+    // in rollback mode every commit bumps the header's change counter (offset 24), read here
+    // with pread from a descriptor that stays open.
+    let mut watcher = Connection::open_with_flags(
+        target,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| Error::sqlite("open", target, e))?;
+    db::fast_busy_handler(&mut watcher, target)?;
+    let version = || -> Result<i64> {
+        if wal {
+            watcher
+                .query_row("PRAGMA data_version", [], |r| r.get(0))
+                .map_err(|e| Error::sqlite("read data_version of", target, e))
+        } else {
+            use std::os::unix::fs::FileExt;
+            let mut b = [0u8; 4];
+            raw.read_exact_at(&mut b, 24)
+                .map_err(|e| Error::io("read header of", target, e))?;
+            Ok(u32::from_be_bytes(b) as i64)
+        }
+    };
+    crate::snapshot::copy_into_live(&src, &dst, target, busy_timeout, &version, before)?;
+    // Read back through the same connection, before anyone else can write.
+    let check = after_check(&dst, manifest);
+    if check.failed() {
+        return Err(Error::VerificationFailed {
+            path: target.to_path_buf(),
+            failed: format!("{}: {}", check.name, check.detail),
+        });
+    }
     if wal {
-        // The copy went into the WAL; fold it back so it does not stay database-sized. Readers
-        // may hold it up; that only delays the truncation, so the result is ignored.
+        // The copy went into the WAL; fold it back so it does not stay database-sized. A
+        // reader may hold it up; waiting for it would stall the application's writers, so try
+        // briefly and otherwise leave it to SQLite's own checkpoints.
+        let _ = dst.busy_timeout(Duration::from_millis(200));
         let _ = dst.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
     }
-    Ok(())
+    drop(watcher);
+    drop(dst);
+    drop(src);
+    drop(raw);
+    Ok(check)
 }
 
-/// A cheap check after a live copy: the target now has the archive's header state.
-fn after_check(target: &Path, m: &Manifest) -> Check {
+/// A cheap check right after a live copy: the target has the archive's header state.
+fn after_check(conn: &Connection, m: &Manifest) -> Check {
     let name = "after restore: header";
-    let conn = match db::open_source(target) {
-        Ok(c) => c,
-        Err(e) => return Check::fail(name, e.to_string()),
-    };
     let int = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap_or(-1);
-    let (uv, pc, ps) = (int("PRAGMA user_version"), int("PRAGMA page_count"), int("PRAGMA page_size"));
+    let (uv, pc, ps) = (
+        int("PRAGMA user_version"),
+        int("PRAGMA page_count"),
+        int("PRAGMA page_size"),
+    );
     if uv == m.db.user_version && pc as u64 == m.db.page_count && ps as u32 == m.db.page_size {
         Check::pass(name, format!("user_version {uv}, {pc} pages of {ps} bytes"))
     } else {

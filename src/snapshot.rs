@@ -52,7 +52,9 @@ impl std::str::FromStr for Method {
         match s {
             "pages" => Ok(Method::Pages),
             "vacuum" => Ok(Method::Vacuum),
-            _ => Err(Error::InvalidOption(format!("unknown method {s:?} (pages, vacuum)"))),
+            _ => Err(Error::InvalidOption(format!(
+                "unknown method {s:?} (pages, vacuum)"
+            ))),
         }
     }
 }
@@ -140,7 +142,11 @@ pub fn take(
         Method::Vacuum => vacuum_into(&src, source, &path, limits, progress)?,
     }
     stats.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(Snapshot { _dir: dir, path, stats })
+    Ok(Snapshot {
+        _dir: dir,
+        path,
+        stats,
+    })
 }
 
 fn vacuum_into(
@@ -154,15 +160,18 @@ fn vacuum_into(
     let dest_str = dest
         .to_str()
         .ok_or_else(|| Error::InvalidOption(format!("temp path is not UTF-8: {}", dest.display())))?;
-    src.busy_timeout(limits.busy_timeout)
+    // VACUUM INTO attaches its output internally; our own statement on the user's own database,
+    // so lift the no-ATTACH hardening for it.
+    src.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 1)
         .map_err(|e| Error::sqlite("configure", source, e))?;
-    src.execute("VACUUM INTO ?1", [dest_str]).map_err(|e| match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseBusy) => Error::InUse {
-            path: source.to_path_buf(),
-            detail: format!("a writer kept it locked for {} s", limits.busy_timeout.as_secs()),
-        },
-        _ => Error::sqlite("VACUUM INTO from", source, e),
-    })?;
+    src.execute("VACUUM INTO ?1", [dest_str])
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy) => Error::InUse {
+                path: source.to_path_buf(),
+                detail: format!("a writer kept it locked for {} s", limits.busy_timeout.as_secs()),
+            },
+            _ => Error::sqlite("VACUUM INTO from", source, e),
+        })?;
     progress.end();
     Ok(())
 }
@@ -217,8 +226,7 @@ fn copy_pages(
                 }
                 last_remaining = Some(remaining);
                 if !in_txn
-                    && (stats.restarts >= limits.max_restarts
-                        || started.elapsed() >= limits.step_deadline)
+                    && (stats.restarts >= limits.max_restarts || started.elapsed() >= limits.step_deadline)
                 {
                     // Copy what is left inside one read transaction: no more restarts.
                     begin_read(src, source)?;
@@ -235,10 +243,7 @@ fn copy_pages(
                 if since.elapsed() >= limits.busy_timeout {
                     break Err(Error::InUse {
                         path: source.to_path_buf(),
-                        detail: format!(
-                            "a writer kept it locked for {} s",
-                            limits.busy_timeout.as_secs()
-                        ),
+                        detail: format!("a writer kept it locked for {} s", limits.busy_timeout.as_secs()),
                     });
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -255,7 +260,11 @@ fn copy_pages(
     }
     result?;
     if finish_rc != ffi::SQLITE_OK {
-        return Err(Error::sqlite("finish backup of", source, sqlite_error(&dst, finish_rc)));
+        return Err(Error::sqlite(
+            "finish backup of",
+            source,
+            sqlite_error(&dst, finish_rc),
+        ));
     }
     Ok(())
 }
@@ -277,9 +286,8 @@ impl RawBackup {
         let main = c"main";
         // SAFETY: both handles are open connections that outlive the backup (it is finished
         // before either is dropped); the names are NUL-terminated.
-        let ptr = unsafe {
-            ffi::sqlite3_backup_init(dst.handle(), main.as_ptr(), src.handle(), main.as_ptr())
-        };
+        let ptr =
+            unsafe { ffi::sqlite3_backup_init(dst.handle(), main.as_ptr(), src.handle(), main.as_ptr()) };
         if ptr.is_null() {
             // SAFETY: dst.handle() is a valid connection.
             let rc = unsafe { ffi::sqlite3_errcode(dst.handle()) };
@@ -341,35 +349,76 @@ fn sqlite_error(conn: &Connection, rc: c_int) -> rusqlite::Error {
 /// connections to `to` see the new content on their next transaction and a crash leaves `to`
 /// wholly old or wholly new (SQLite's own journal or WAL protects the copy). Waits up to
 /// `busy_timeout` for other connections' locks.
-pub(crate) fn copy_into_live(from: &Connection, to: &Connection, to_path: &Path, busy_timeout: Duration) -> Result<()> {
-    let mut backup = RawBackup::new(to, from).map_err(|e| Error::sqlite("start restore into", to_path, e))?;
+///
+/// `before` runs first (it takes the safety archive). Then the target's write lock is taken,
+/// and `version` (which must not use `to`: a connection that is the destination of a backup
+/// cannot run statements) tells whether anyone committed to the target since just before
+/// `before` ran: if so, nothing is copied, the lock is released and `before` runs again, so the
+/// safety archive always holds exactly what the copy replaces.
+pub(crate) fn copy_into_live(
+    from: &Connection,
+    to: &Connection,
+    to_path: &Path,
+    busy_timeout: Duration,
+    version: &dyn Fn() -> Result<i64>,
+    before: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
+    const ATTEMPTS: u32 = 5;
+    let data_version = version;
     let started = Instant::now();
-    let result = loop {
-        match backup.step(-1) {
-            ffi::SQLITE_DONE => break Ok(()),
-            ffi::SQLITE_OK => continue,
-            rc @ (ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED) => {
-                if started.elapsed() >= busy_timeout {
-                    break Err(Error::InUse {
-                        path: to_path.to_path_buf(),
-                        detail: format!(
-                            "another connection held a lock for {} s ({})",
-                            busy_timeout.as_secs(),
-                            sqlite_error(to, rc)
-                        ),
-                    });
+    for _ in 0..ATTEMPTS {
+        let seen = data_version()?;
+        before()?;
+        let mut backup =
+            RawBackup::new(to, from).map_err(|e| Error::sqlite("start restore into", to_path, e))?;
+        let mut pages: c_int = 0;
+        let result = loop {
+            match backup.step(pages) {
+                ffi::SQLITE_DONE => break Ok(true),
+                // The first step took the target's write lock, which the backup keeps.
+                ffi::SQLITE_OK if pages == 0 => match data_version() {
+                    Ok(v) if v == seen => pages = -1,
+                    Ok(_) => break Ok(false),
+                    Err(e) => break Err(e),
+                },
+                ffi::SQLITE_OK => continue,
+                rc @ (ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED) => {
+                    if started.elapsed() >= busy_timeout {
+                        break Err(Error::InUse {
+                            path: to_path.to_path_buf(),
+                            detail: format!(
+                                "another connection held a lock for {} s ({})",
+                                busy_timeout.as_secs(),
+                                sqlite_error(to, rc)
+                            ),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
                 }
-                std::thread::sleep(Duration::from_millis(25));
+                rc => break Err(Error::sqlite("restore into", to_path, backup.error(to, rc))),
             }
-            rc => break Err(Error::sqlite("restore into", to_path, backup.error(to, rc))),
+        };
+        // Finishing an unfinished backup rolls the target's transaction back: nothing changed.
+        let finish_rc = backup.finish();
+        match result {
+            Ok(true) if finish_rc == ffi::SQLITE_OK => return Ok(()),
+            Ok(true) => {
+                return Err(Error::sqlite(
+                    "finish restore into",
+                    to_path,
+                    sqlite_error(to, finish_rc),
+                ))
+            }
+            Ok(false) => continue,
+            Err(e) => return Err(e),
         }
-    };
-    let finish_rc = backup.finish();
-    result?;
-    if finish_rc != ffi::SQLITE_OK {
-        return Err(Error::sqlite("finish restore into", to_path, sqlite_error(to, finish_rc)));
     }
-    Ok(())
+    Err(Error::InUse {
+        path: to_path.to_path_buf(),
+        detail: format!(
+            "another process kept writing to it while its safety archive was taken ({ATTEMPTS} tries)"
+        ),
+    })
 }
 
 #[cfg(test)]
@@ -425,7 +474,14 @@ mod tests {
         let src = d.path().join("src.db");
         make_db(&src, false);
         let before = std::fs::read(&src).unwrap();
-        let _snap = take(&src, d.path(), Method::Pages, SnapshotLimits::default(), &NoProgress).unwrap();
+        let _snap = take(
+            &src,
+            d.path(),
+            Method::Pages,
+            SnapshotLimits::default(),
+            &NoProgress,
+        )
+        .unwrap();
         assert_eq!(before, std::fs::read(&src).unwrap());
     }
 }

@@ -60,10 +60,14 @@ pub fn verify(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Res
     let mut head = Vec::with_capacity(512);
     match std::fs::File::open(path) {
         Ok(f) => {
-            f.take(512).read_to_end(&mut head).map_err(|e| Error::io("read", path, e))?;
+            f.take(512)
+                .read_to_end(&mut head)
+                .map_err(|e| Error::io("read", path, e))?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NotFound { path: path.to_path_buf() })
+            return Err(Error::NotFound {
+                path: path.to_path_buf(),
+            })
         }
         Err(e) => return Err(Error::io("open", path, e)),
     }
@@ -74,7 +78,10 @@ pub fn verify(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Res
     } else {
         // Let the header check name what the file is (empty, WAL file, ...).
         db::check_header(path)?;
-        return Err(Error::bad_archive(path, "neither an SQLite database nor a litevault archive"));
+        return Err(Error::bad_archive(
+            path,
+            "neither an SQLite database nor a litevault archive",
+        ));
     };
     report.ok = !report.checks.iter().any(Check::failed);
     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -88,7 +95,11 @@ fn verify_database(path: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
         .map_err(|e| Error::sqlite("begin read transaction on", path, e))?;
     checks.extend(db::run_checks(
         &conn,
-        CheckOptions { quick: opts.quick, writable: false, expected_fk_violations: None },
+        CheckOptions {
+            quick: opts.quick,
+            writable: false,
+            expected_fk_violations: None,
+        },
     ));
     let _ = conn.execute_batch("COMMIT");
     Ok(VerifyReport {
@@ -108,6 +119,10 @@ fn verify_archive(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) ->
         .tempdir_in(&base)
         .map_err(|e| Error::io("create temp directory in", &base, e))?;
     let db_path = tmp.path().join("database.sqlite");
+    // The database is extracted in full: the temp directory needs its declared size.
+    if let Ok(m) = archive::read_manifest(path) {
+        crate::fsutil::ensure_space(tmp.path(), m.db_size)?;
+    }
     let mut report = VerifyReport {
         path: path.to_path_buf(),
         kind: "archive".into(),
@@ -122,17 +137,24 @@ fn verify_archive(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) ->
             // A damaged archive is a verification result, not a failure to verify; still say
             // what the manifest claims when its head is readable.
             report.manifest = archive::read_manifest(path).ok();
-            report.checks.push(Check::fail("archive structure", e.to_string()));
+            report
+                .checks
+                .push(Check::fail("archive structure", e.to_string()));
             return Ok(report);
         }
         Err(e) => return Err(e),
     };
     report.checks.push(Check::pass(
         "archive structure",
-        format!("{} tar with manifest.json, database.sqlite, SHA256SUMS", contents.compression),
+        format!(
+            "{} tar with manifest.json, database.sqlite, SHA256SUMS",
+            contents.compression
+        ),
     ));
     report.checks.extend(contents.checksum_checks());
-    report.checks.extend(extracted_checks(&db_path, &contents.manifest, opts.quick, true));
+    report
+        .checks
+        .extend(extracted_checks(&db_path, &contents.manifest, opts.quick, true));
     report.manifest = Some(contents.manifest);
     Ok(report)
 }
@@ -153,13 +175,20 @@ pub(crate) fn extract_into(
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let contents = archive::read_archive(path, &mut out, progress)?;
     out.flush().map_err(|e| Error::io("write", db_path, e))?;
-    let file = out.into_inner().map_err(|e| Error::io("write", db_path, e.into_error()))?;
+    let file = out
+        .into_inner()
+        .map_err(|e| Error::io("write", db_path, e.into_error()))?;
     file.sync_all().map_err(|e| Error::io("fsync", db_path, e))?;
     Ok(contents)
 }
 
 /// Checks an extracted database against its manifest and with SQLite's own checks.
-pub(crate) fn extracted_checks(db_path: &Path, manifest: &Manifest, quick: bool, writable: bool) -> Vec<Check> {
+pub(crate) fn extracted_checks(
+    db_path: &Path,
+    manifest: &Manifest,
+    quick: bool,
+    writable: bool,
+) -> Vec<Check> {
     let mut checks = Vec::new();
     let conn = match db::open_private(db_path, writable) {
         Ok(c) => c,
@@ -177,7 +206,11 @@ pub(crate) fn extracted_checks(db_path: &Path, manifest: &Manifest, quick: bool,
     }
     checks.extend(db::run_checks(
         &conn,
-        CheckOptions { quick, writable, expected_fk_violations: Some(manifest.foreign_key_violations) },
+        CheckOptions {
+            quick,
+            writable,
+            expected_fk_violations: Some(manifest.foreign_key_violations),
+        },
     ));
     checks
 }
@@ -189,17 +222,40 @@ fn compare_header(m: &Manifest, info: &DbInfo) -> Check {
             diffs.push(format!("{what}: manifest {recorded}, database {found}"));
         }
     };
-    cmp("page_size", m.db.page_size.to_string(), info.page_size.to_string());
-    cmp("page_count", m.db.page_count.to_string(), info.page_count.to_string());
+    cmp(
+        "page_size",
+        m.db.page_size.to_string(),
+        info.page_size.to_string(),
+    );
+    cmp(
+        "page_count",
+        m.db.page_count.to_string(),
+        info.page_count.to_string(),
+    );
     cmp("encoding", m.db.encoding.clone(), info.encoding.clone());
-    cmp("user_version", m.db.user_version.to_string(), info.user_version.to_string());
-    cmp("application_id", m.db.application_id.to_string(), info.application_id.to_string());
+    cmp(
+        "user_version",
+        m.db.user_version.to_string(),
+        info.user_version.to_string(),
+    );
+    cmp(
+        "application_id",
+        m.db.application_id.to_string(),
+        info.application_id.to_string(),
+    );
     cmp("auto_vacuum", m.db.auto_vacuum.clone(), info.auto_vacuum.clone());
-    cmp("journal_mode", m.db.journal_mode.clone(), info.journal_mode.clone());
+    cmp(
+        "journal_mode",
+        m.db.journal_mode.clone(),
+        info.journal_mode.clone(),
+    );
     if diffs.is_empty() {
         Check::pass(
             "manifest header",
-            format!("page_size {}, {} pages, user_version {}", info.page_size, info.page_count, info.user_version),
+            format!(
+                "page_size {}, {} pages, user_version {}",
+                info.page_size, info.page_count, info.user_version
+            ),
         )
     } else {
         Check::fail("manifest header", diffs.join("; "))
@@ -209,20 +265,26 @@ fn compare_header(m: &Manifest, info: &DbInfo) -> Check {
 fn compare_counts(m: &Manifest, info: &DbInfo) -> Check {
     let mut diffs = Vec::new();
     let mut compared = 0;
+    let found: std::collections::HashMap<&str, &db::TableEntry> =
+        info.tables.iter().map(|t| (t.name.as_str(), t)).collect();
+    let recorded: std::collections::HashSet<&str> = m.db.tables.iter().map(|t| t.name.as_str()).collect();
     for t in &m.db.tables {
         let Some(expected) = t.rows else { continue };
-        match info.tables.iter().find(|x| x.name == t.name) {
+        match found.get(t.name.as_str()) {
             Some(found) if found.rows == Some(expected) => compared += 1,
             Some(found) => diffs.push(format!(
                 "{}: manifest {expected}, database {}",
                 t.name,
-                found.rows.map(|n| n.to_string()).unwrap_or_else(|| "unreadable".into())
+                found
+                    .rows
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "unreadable".into())
             )),
             None => diffs.push(format!("{}: missing from the database", t.name)),
         }
     }
     for t in &info.tables {
-        if !m.db.tables.iter().any(|x| x.name == t.name) {
+        if !recorded.contains(t.name.as_str()) {
             diffs.push(format!("{}: not in the manifest", t.name));
         }
     }

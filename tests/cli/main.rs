@@ -1,0 +1,14 @@
+//! One integration test binary that drives the real `litevault` executable.
+//!
+//! Modules by command; `util` holds the small helpers (temp workspaces, running the binary,
+//! building databases) and `helper` the roles this same binary plays as a second process
+//! (a continuous writer, a process holding a database open).
+
+mod util;
+
+mod backup;
+mod helper;
+mod hot;
+mod list;
+mod restore;
+mod verify;
