@@ -11,12 +11,32 @@
 //! - [`verify`]: prove an archive or a database intact, check by check.
 //! - [`restore`] / [`plan_restore`]: guarded, verified, atomic restore.
 //!
-//! ```no_run
-//! use litevault::{backup, restore, BackupOptions, RestoreOptions, NoProgress};
-//! let report = backup("app.db".as_ref(), &BackupOptions::default(), &NoProgress)?;
-//! let restored = restore(&report.archive, "copy.db".as_ref(), &RestoreOptions::default(), &NoProgress)?;
+//! ```
+//! use litevault::{backup, restore, verify, BackupOptions, RestoreOptions, VerifyOptions, NoProgress};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let db = dir.path().join("app.db");
+//! let conn = rusqlite::Connection::open(&db)?;
+//! conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE notes(body TEXT); INSERT INTO notes VALUES ('hello');")?;
+//!
+//! // A consistent snapshot, even though `conn` stays open.
+//! let opts = BackupOptions { dir: Some(dir.path().join("backups")), ..Default::default() };
+//! let report = backup(&db, &opts, &NoProgress)?;
+//! assert!(report.archive.to_string_lossy().ends_with(".tar.zst"));
+//!
+//! // Every check by name: checksums, manifest, integrity_check, foreign keys, FTS.
+//! let checks = verify(&report.archive, &VerifyOptions::default(), &NoProgress)?;
+//! assert!(checks.ok);
+//!
+//! // Restore to a new file (an existing one needs `overwrite: true`).
+//! let copy = dir.path().join("copy.db");
+//! let restored = restore(&report.archive, &copy, &RestoreOptions::default(), &NoProgress)?;
 //! assert!(restored.restored);
-//! # Ok::<(), litevault::Error>(())
+//! let body: String = rusqlite::Connection::open(&copy)?.query_row("SELECT body FROM notes", [], |r| r.get(0))?;
+//! assert_eq!(body, "hello");
+//! # Ok(())
+//! # }
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
