@@ -24,28 +24,11 @@ pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// Checks that `path` is a regular file that starts like an SQLite database, with errors that
 /// say what it is instead (missing, empty, too short, a WAL file, something else).
 pub fn check_header(path: &Path) -> Result<u64> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NotFound {
-                path: path.to_path_buf(),
-            })
-        }
-        Err(e) => return Err(Error::io("stat", path, e)),
-    };
+    let len = precheck(path)?;
     let not_db = |reason: String| Error::NotADatabase {
         path: path.to_path_buf(),
         reason,
     };
-    if meta.is_dir() {
-        return Err(not_db("it is a directory".into()));
-    }
-    if !meta.is_file() {
-        return Err(not_db("it is not a regular file".into()));
-    }
-    if meta.len() == 0 {
-        return Err(not_db("the file is empty (0 bytes)".into()));
-    }
     let mut head = [0u8; 100];
     let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut n = 0;
@@ -64,14 +47,13 @@ pub fn check_header(path: &Path) -> Result<u64> {
     }
     if n < 100 {
         return Err(not_db(format!(
-            "the file is only {} bytes long; an SQLite header alone is 100",
-            meta.len()
+            "the file is only {len} bytes long; an SQLite header alone is 100"
         )));
     }
     if &head[..16] != SQLITE_MAGIC {
         return Err(not_db("the file does not start with the SQLite header".into()));
     }
-    Ok(meta.len())
+    Ok(len)
 }
 
 /// Checks what can be checked of a user's database without opening the file: it exists, is a
