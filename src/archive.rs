@@ -175,14 +175,15 @@ impl Write for SinkWriter<'_> {
     }
 }
 
-enum Encoder<W: Write> {
+/// A compressing writer for one of the codecs (also used for SQL dumps).
+pub(crate) enum Encoder<W: Write> {
     Zstd(zstd::stream::write::Encoder<'static, W>),
     Gzip(flate2::write::GzEncoder<W>),
     Plain(W),
 }
 
 impl<W: Write> Encoder<W> {
-    fn new(out: W, compression: Compression, level: Option<i32>) -> io::Result<Self> {
+    pub(crate) fn new(out: W, compression: Compression, level: Option<i32>) -> io::Result<Self> {
         let level = level.or(compression.default_level());
         Ok(match compression {
             Compression::Zstd => {
@@ -202,7 +203,7 @@ impl<W: Write> Encoder<W> {
         })
     }
 
-    fn finish(self) -> io::Result<W> {
+    pub(crate) fn finish(self) -> io::Result<W> {
         match self {
             Encoder::Zstd(e) => e.finish(),
             Encoder::Gzip(e) => e.finish(),

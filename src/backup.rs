@@ -42,6 +42,21 @@ pub struct BackupOptions {
     pub tag: Option<String>,
     /// Tuning of the snapshot loop.
     pub limits: SnapshotLimits,
+    /// An archive of the database file (default) or an SQL dump.
+    pub format: Format,
+    /// For SQL dumps: which tables to dump.
+    pub selection: crate::dump::write::Selection,
+}
+
+/// What a backup writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// A tar archive holding the database file (`.tar.zst`).
+    #[default]
+    Archive,
+    /// SQL text (`.sql.zst`, or plain `.sql`): exact, deterministic, diffable.
+    Sql,
 }
 
 /// What a backup did.
@@ -104,7 +119,7 @@ pub(crate) fn now_stamps() -> (String, String, u64) {
     (rfc, compact, now.unix_timestamp().max(0) as u64)
 }
 
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: buf is writable for its length; gethostname NUL-terminates within it on success.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
@@ -128,6 +143,14 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
     let started = Instant::now();
     if let Some(level) = opts.level {
         opts.compression.check_level(level)?;
+    }
+    if opts.format == Format::Sql {
+        return crate::dump::make::backup_sql(source, opts, progress);
+    }
+    if !opts.selection.tables.is_empty() || !opts.selection.exclude.is_empty() {
+        return Err(Error::InvalidOption(
+            "--table and --exclude-table apply to SQL dumps (--format sql)".into(),
+        ));
     }
     db::precheck(source)?;
     let source = std::path::absolute(source).map_err(|e| Error::io("resolve", source, e))?;
@@ -271,7 +294,7 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
 /// Reads header state, row counts, `quick_check` problems and foreign-key violations of a
 /// snapshot. With `allow_corrupt`, a snapshot whose schema cannot be read is described from its
 /// header alone instead of failing.
-fn inspect_snapshot(path: &Path, allow_corrupt: bool) -> Result<(DbInfo, Vec<String>, u64)> {
+pub(crate) fn inspect_snapshot(path: &Path, allow_corrupt: bool) -> Result<(DbInfo, Vec<String>, u64)> {
     let conn = match db::open_private(path, false) {
         Ok(c) => c,
         Err(Error::CorruptDatabase { detail, .. }) | Err(Error::NotADatabase { reason: detail, .. })
@@ -296,7 +319,7 @@ fn inspect_snapshot(path: &Path, allow_corrupt: bool) -> Result<(DbInfo, Vec<Str
 
 /// Refuses an output path that is the source database or one of its side files (`-o app.db
 /// --overwrite` must never replace the database being backed up).
-fn refuse_writing_over_source(source: &Path, output: &Path) -> Result<()> {
+pub(crate) fn refuse_writing_over_source(source: &Path, output: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let Ok(out) = std::fs::metadata(output) else {
         return Ok(());
@@ -321,13 +344,13 @@ fn refuse_writing_over_source(source: &Path, output: &Path) -> Result<()> {
 }
 
 /// `name` in `dir`, or `name` with `-2`, `-3`, ... before its extension when taken.
-fn unique_name(dir: &Path, name: &Path) -> PathBuf {
+pub(crate) fn unique_name(dir: &Path, name: &Path) -> PathBuf {
     let first = dir.join(name);
     if !first.exists() {
         return first;
     }
     let s = name.to_string_lossy();
-    let (stem, ext) = match s.find(".tar") {
+    let (stem, ext) = match s.find(".tar").or_else(|| s.rfind(".sql")) {
         Some(i) => (&s[..i], &s[i..]),
         None => (&s[..], ""),
     };

@@ -189,7 +189,7 @@ fn immutable_uri(path: &Path) -> String {
 
 /// The settings SQLite's security guide recommends for files from outside: no schema-defined
 /// functions run with side effects, no ATTACH, stricter page checks, no memory mapping.
-fn harden(conn: &Connection, path: &Path) -> Result<()> {
+pub(crate) fn harden(conn: &Connection, path: &Path) -> Result<()> {
     use rusqlite::config::DbConfig;
     let e = |err| Error::sqlite("configure", path, err);
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
@@ -411,7 +411,7 @@ pub fn fts_tables(conn: &Connection) -> rusqlite::Result<Vec<(String, String)>> 
 }
 
 /// The module name in a `CREATE VIRTUAL TABLE ... USING module(...)` statement, lowercased.
-fn virtual_module(sql: &str) -> Option<String> {
+pub(crate) fn virtual_module(sql: &str) -> Option<String> {
     let lower = sql.to_ascii_lowercase();
     let at = lower.find(" using ")? + " using ".len();
     let module: String = lower[at..]

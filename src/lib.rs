@@ -43,6 +43,7 @@
 pub mod archive;
 pub mod backup;
 pub mod db;
+pub mod dump;
 pub mod error;
 pub mod fsutil;
 pub mod list;
@@ -52,9 +53,10 @@ pub mod restore;
 pub mod snapshot;
 pub mod verify;
 
-pub use archive::{read_manifest, Compression};
+pub use archive::Compression;
 pub use backup::{backup, default_backup_dir, BackupOptions, BackupReport};
 pub use db::{Check, CheckStatus};
+pub use dump::read_manifest;
 pub use error::{Error, ErrorClass, Result};
 pub use list::{list, ArchiveSummary};
 pub use manifest::Manifest;

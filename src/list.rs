@@ -1,4 +1,4 @@
-//! `list`: find the archives in a directory and read their manifests.
+//! `list`: find the archives and SQL dumps in a directory and read their manifests.
 //!
 //! Reads only the head of each archive (the manifest is its first entry), so listing a
 //! directory of large archives costs a few KiB of decompression each. An archive that cannot be
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::archive::{is_archive_name, read_manifest};
+use crate::archive::is_archive_name;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 
@@ -41,11 +41,11 @@ pub fn list(dir: &Path) -> Result<Vec<ArchiveSummary>> {
         let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let Ok(meta) = entry.metadata() else { continue };
-        if !meta.is_file() || !is_archive_name(&name) {
+        if !meta.is_file() || !(is_archive_name(&name) || crate::dump::is_dump_name(&name)) {
             continue;
         }
         let path = entry.path();
-        let (manifest, error) = match read_manifest(&path) {
+        let (manifest, error) = match crate::dump::read_manifest(&path) {
             Ok(m) => (Some(m), None),
             Err(e) => (None, Some(e.to_string())),
         };

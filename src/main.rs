@@ -54,6 +54,14 @@ enum MethodArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    /// A tar archive of the database file (exact pages; fastest to restore).
+    Archive,
+    /// SQL text: exact values, deterministic, one row per line (diffable, git-friendly).
+    Sql,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum CompressionArg {
     Zstd,
     Gzip,
@@ -64,7 +72,7 @@ enum CompressionArg {
 enum Command {
     /// Take a consistent snapshot of a (live) database into a compressed, checksummed archive.
     #[command(
-        after_help = "Examples:\n  litevault backup app.db\n  litevault backup app.db -o /backups/app.tar.zst\n  litevault backup app.db --dir /backups --method vacuum --compression gzip\n\nDefault location: --dir, else $LITEVAULT_DIR, else ~/.local/share/litevault/backups,\nas <db stem>-<YYYYMMDDTHHMMSSZ>.tar.zst."
+        after_help = "Examples:\n  litevault backup app.db\n  litevault backup app.db -o /backups/app.tar.zst\n  litevault backup app.db --dir /backups --method vacuum --compression gzip\n  litevault backup app.db --format sql                          # app-<stamp>.sql.zst\n  litevault backup app.db --format sql --compression none -o history/app.sql\n  litevault backup app.db --format sql --table notes --table tags\n\nDefault location: --dir, else $LITEVAULT_DIR, else ~/.local/share/litevault/backups,\nas <db stem>-<YYYYMMDDTHHMMSSZ>.tar.zst (.sql.zst, .sql.gz or .sql for --format sql)."
     )]
     Backup {
         /// The database file to back up.
@@ -90,6 +98,15 @@ enum Command {
         /// Replace the file given with -o if it exists (atomically).
         #[arg(long, requires = "output")]
         overwrite: bool,
+        /// What to write: an archive of the database file, or an SQL dump.
+        #[arg(long, value_enum, default_value = "archive")]
+        format: FormatArg,
+        /// SQL dumps: dump only this table or view (repeatable); its indexes and triggers follow.
+        #[arg(long = "table", value_name = "NAME")]
+        tables: Vec<String>,
+        /// SQL dumps: leave this table or view out (repeatable).
+        #[arg(long = "exclude-table", value_name = "NAME")]
+        exclude_tables: Vec<String>,
     },
     /// List the archives in the backup directory (reads only each archive's manifest).
     #[command(after_help = "Examples:\n  litevault list\n  litevault list --dir /backups --json")]
@@ -98,18 +115,20 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Print an archive's manifest.
-    #[command(after_help = "Example:\n  litevault show app-20261121T101500Z.tar.zst --json")]
+    /// Print an archive's or SQL dump's manifest.
+    #[command(
+        after_help = "Examples:\n  litevault show app-20261121T101500Z.tar.zst --json\n  litevault show history/app.sql"
+    )]
     Show {
         /// The archive.
         archive: PathBuf,
     },
-    /// Check an archive (checksums, manifest, SQLite integrity) or a database file.
+    /// Check an archive or SQL dump (checksums, manifest, SQLite integrity) or a database file.
     #[command(
-        after_help = "Examples:\n  litevault verify app-20261121T101500Z.tar.zst\n  litevault verify app.db --quick\n\nExit code 3 when any check fails."
+        after_help = "Examples:\n  litevault verify app-20261121T101500Z.tar.zst\n  litevault verify app.db --quick\n  litevault verify app-20261121T101500Z.sql.zst     # rebuilds it in a temp file, proves the round trip\n\nExit code 3 when any check fails."
     )]
     Verify {
-        /// An archive or a database file.
+        /// An archive, an SQL dump or a database file.
         path: PathBuf,
         /// Run quick_check instead of the slower integrity_check.
         #[arg(long)]
@@ -118,12 +137,12 @@ enum Command {
         #[arg(long)]
         temp_dir: Option<PathBuf>,
     },
-    /// Restore an archive to a database file: guarded, verified before the swap, atomic.
+    /// Restore an archive or SQL dump to a database file: guarded, verified before the swap, atomic.
     #[command(
-        after_help = "Examples:\n  litevault restore app-20261121T101500Z.tar.zst restored.db\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite --dry-run\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite\n\nAn existing database is replaced only with --overwrite, after a safety archive of it is\nwritten to the backup directory. A database open in other processes is restored through\nSQLite, so they see the new content on their next transaction; it is never swapped from\nunder them."
+        after_help = "Examples:\n  litevault restore app-20261121T101500Z.tar.zst restored.db\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite --dry-run\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite\n  litevault restore app.sql.zst new.db            # also .sql.gz, plain .sql\n  litevault restore dump-from-sqlite3.sql new.db  # a foreign dump, loaded as untrusted SQL\n\nAn existing database is replaced only with --overwrite, after a safety archive of it is\nwritten to the backup directory. A database open in other processes is restored through\nSQLite, so they see the new content on their next transaction; it is never swapped from\nunder them."
     )]
     Restore {
-        /// The archive to restore.
+        /// The archive or SQL dump to restore.
         archive: PathBuf,
         /// The database file to create or replace.
         db: PathBuf,
@@ -262,6 +281,9 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             level,
             allow_corrupt,
             overwrite,
+            format,
+            tables,
+            exclude_tables,
         } => {
             let opts = BackupOptions {
                 output: output.clone(),
@@ -278,6 +300,14 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                 level: *level,
                 allow_corrupt: *allow_corrupt,
                 overwrite: *overwrite,
+                format: match format {
+                    FormatArg::Archive => litevault::backup::Format::Archive,
+                    FormatArg::Sql => litevault::backup::Format::Sql,
+                },
+                selection: litevault::dump::write::Selection {
+                    tables: tables.clone(),
+                    exclude: exclude_tables.clone(),
+                },
                 ..Default::default()
             };
             let r = litevault::backup(db, &opts, progress)?;
@@ -515,6 +545,14 @@ fn render_manifest(m: &litevault::Manifest) -> String {
     let mut s = String::new();
     let mut kv = |k: &str, v: String| s += &format!("{k:<24}{v}\n");
     kv("format", m.format.clone());
+    kv(
+        "kind",
+        if m.kind == "sql" {
+            "sql (SQL dump)".into()
+        } else {
+            clean(&m.kind)
+        },
+    );
     kv("created_at", clean(&m.created_at));
     kv("source", clean(&m.source));
     kv("host", clean(&m.host));

@@ -18,7 +18,7 @@ pub const FORMAT: &str = "litevault/1";
 pub struct Manifest {
     /// Always [`FORMAT`].
     pub format: String,
-    /// What the archive holds: "full" (a whole database).
+    /// What the archive holds: "full" (a whole database file) or "sql" (an SQL dump).
     pub kind: String,
     /// litevault version that wrote it.
     pub tool_version: String,
@@ -63,7 +63,7 @@ impl Manifest {
                 self.format
             ));
         }
-        if self.kind != "full" {
+        if self.kind != "full" && self.kind != "sql" {
             return Err(format!("unsupported archive kind {:?}", self.kind));
         }
         let ps = self.db.page_size as u64;

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backup::{self, BackupOptions};
 use crate::db::{self, Check};
+use crate::dump::Content;
 use crate::error::{Error, Result};
 use crate::fsutil::{self, AtomicFile};
 use crate::manifest::Manifest;
@@ -139,7 +140,7 @@ pub struct RestoreReport {
 /// Works out what restoring `archive` to `target` would do, refusing what is unsafe. Changes
 /// nothing.
 pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Result<RestorePlan> {
-    let manifest = crate::archive::read_manifest(archive)?;
+    let (content, manifest) = crate::dump::read_any_manifest(archive)?;
     let target = std::path::absolute(target).map_err(|e| Error::io("resolve", target, e))?;
     let dir = fsutil::parent_dir(&target);
     if !dir.is_dir() {
@@ -253,12 +254,36 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
         });
     }
     let safety_dir = exists.then(|| opts.safety_dir.clone().unwrap_or_else(backup::default_backup_dir));
-    let mut checks = vec![
-        "archive structure".to_string(),
-        "checksum manifest.json".into(),
-        "checksum database.sqlite".into(),
-        "manifest header".into(),
-        "row counts".into(),
+    let mut checks = match content {
+        Content::Archive => vec![
+            "archive structure".to_string(),
+            "checksum manifest.json".into(),
+            "checksum database.sqlite".into(),
+            "manifest header".into(),
+            "row counts".into(),
+        ],
+        Content::LitevaultDump => vec![
+            "dump structure (every statement checked against what a dump may do)".to_string(),
+            "checksum dump".into(),
+            "manifest header".into(),
+            "row counts".into(),
+            if opts.quick {
+                "round trip (skipped with --quick)"
+            } else {
+                "round trip (the rebuilt database dumps back to the same text)"
+            }
+            .into(),
+        ],
+        Content::ForeignDump => {
+            warnings.push(
+                "a foreign SQL dump: it is loaded as untrusted SQL (only schema statements and INSERTs), and \
+                 has no checksums or manifest to compare with"
+                    .into(),
+            );
+            vec!["dump structure (every statement checked against what a dump may do)".to_string()]
+        }
+    };
+    checks.extend([
         if opts.quick {
             "quick_check"
         } else {
@@ -266,7 +291,7 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
         }
         .into(),
         "foreign_key_check".into(),
-    ];
+    ]);
     if manifest.db.tables.iter().any(|t| t.kind == "virtual") {
         checks.push("fts integrity (each full-text table)".into());
     }
@@ -356,19 +381,27 @@ pub fn restore(
         .file()
         .try_clone()
         .map_err(|e| Error::io("open", &tmp_path, e))?;
-    let contents = verify::extract_into(archive, file, &tmp_path, progress)?;
-    contents.ensure_checksums(archive)?;
-    let mut checks = contents.checksum_checks();
-
-    // 2. Check the new content before anything is touched.
-    progress.begin("verify", None);
-    checks.extend(verify::extracted_checks(
-        &tmp_path,
-        &contents.manifest,
-        opts.quick,
-        false,
-    ));
-    progress.end();
+    // The manifest read again with the data (it must match the plan's) and the one the new
+    // database must match after a live copy.
+    let (manifest_now, manifest_after, mut checks) = if plan.manifest.kind == "sql" {
+        drop(file);
+        let loaded = crate::dump::check::load_checked(archive, &tmp_path, opts.quick, false, progress)?;
+        (loaded.manifest, loaded.loaded, loaded.checks)
+    } else {
+        let contents = verify::extract_into(archive, file, &tmp_path, progress)?;
+        contents.ensure_checksums(archive)?;
+        let mut checks = contents.checksum_checks();
+        // 2. Check the new content before anything is touched.
+        progress.begin("verify", None);
+        checks.extend(verify::extracted_checks(
+            &tmp_path,
+            &contents.manifest,
+            opts.quick,
+            false,
+        ));
+        progress.end();
+        (contents.manifest.clone(), contents.manifest, checks)
+    };
     let failed: Vec<String> = checks
         .iter()
         .filter(|c| c.failed())
@@ -382,7 +415,8 @@ pub fn restore(
     }
 
     // The archive must not have changed since it was planned (the plan's checks used it).
-    if contents.manifest != plan.manifest {
+    let foreign = plan.manifest.kind == "sql" && plan.manifest.tool_version.is_empty();
+    if !foreign && manifest_now != plan.manifest {
         return Err(Error::bad_archive(
             archive,
             "the archive changed while it was being restored",
@@ -419,7 +453,7 @@ pub fn restore(
                 &tmp_path,
                 &target,
                 opts.busy_timeout,
-                &contents.manifest,
+                &manifest_after,
                 &mut || {
                     // A retry (the target changed meanwhile) supersedes the previous safety archive.
                     if let Some(old) = safety_archive.take() {

@@ -73,6 +73,11 @@ pub fn verify(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Res
     }
     let mut report = if head.starts_with(db::SQLITE_MAGIC) {
         verify_database(path, opts)?
+    } else if let Ok((_, content, _)) = crate::dump::open(path) {
+        match content {
+            crate::dump::Content::Archive => verify_archive(path, opts, progress)?,
+            _ => verify_dump(path, opts, progress)?,
+        }
     } else if archive::sniff(&head).is_some() {
         verify_archive(path, opts, progress)?
     } else {
@@ -156,6 +161,42 @@ fn verify_archive(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) ->
         .checks
         .extend(extracted_checks(&db_path, &contents.manifest, opts.quick, true));
     report.manifest = Some(contents.manifest);
+    Ok(report)
+}
+
+/// Rebuilds a dump's database in a private temp directory and checks it (see
+/// [`crate::dump::check`]).
+fn verify_dump(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
+    let base = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempdir_in(&base)
+        .map_err(|e| Error::io("create temp directory in", &base, e))?;
+    let db_path = tmp.path().join("database.sqlite");
+    let manifest = crate::dump::read_any_manifest(path).ok().map(|(_, m)| m);
+    if let Some(m) = &manifest {
+        crate::fsutil::ensure_space(tmp.path(), m.db_size)?;
+    }
+    let mut report = VerifyReport {
+        path: path.to_path_buf(),
+        kind: "dump".into(),
+        ok: false,
+        checks: Vec::new(),
+        manifest: manifest.filter(|m| !m.tool_version.is_empty()),
+        duration_ms: 0,
+    };
+    match crate::dump::check::load_checked(path, &db_path, opts.quick, true, progress) {
+        Ok(loaded) => {
+            report.checks = loaded.checks;
+            if !loaded.manifest.tool_version.is_empty() {
+                report.manifest = Some(loaded.manifest);
+            }
+        }
+        Err(e) if e.class() == ErrorClass::Corrupt => {
+            report.checks.push(Check::fail("dump structure", e.to_string()));
+        }
+        Err(e) => return Err(e),
+    }
     Ok(report)
 }
 

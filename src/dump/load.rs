@@ -1,0 +1,1113 @@
+//! Loading a dump into a fresh database: every dump is untrusted SQL.
+//!
+//! The text is split into statements (quotes, comments and `CREATE TRIGGER ... END` respected;
+//! SQLite's own `sqlite3_complete` decides where a trigger ends) and each statement is checked
+//! against what a dump needs before SQLite sees it:
+//!
+//! - `CREATE TABLE | INDEX | VIEW | TRIGGER | VIRTUAL TABLE` (never TEMP), `INSERT`/`REPLACE`
+//!   into tables of the main schema, `DELETE FROM sqlite_sequence`, `ANALYZE sqlite_schema`;
+//! - the header PRAGMAs `page_size`, `encoding`, `auto_vacuum` (before any table),
+//!   `user_version`, `application_id`; `foreign_keys` and `journal_mode` are noted, not run
+//!   (loading always runs with foreign keys off, and the journal mode is set once loaded);
+//! - `BEGIN`/`COMMIT`/`END`/`SAVEPOINT`/`RELEASE` are skipped: the whole load is one
+//!   transaction of litevault's own; `ROLLBACK` means the dump's writer failed, so it is refused.
+//!
+//! Anything else (ATTACH, SELECT, UPDATE, DROP, other PRAGMAs, dot-commands) is refused with an
+//! error naming the line. Behind that list, SQLite enforces: defensive mode (no writes to
+//! `sqlite_schema` or shadow tables), `trusted_schema=OFF`, no ATTACH (limit 0 and the
+//! authorizer), no extensions, no TEMP objects, no recursive queries, no `zeroblob`/
+//! `randomblob`/`printf` bombs, a cap on every value's size tied to its statement's length, and
+//! a guard that stops a dump whose database grows far faster than its text.
+//!
+//! Foreign dumps from the sqlite3 CLI write virtual tables through `PRAGMA writable_schema`
+//! and their shadow tables' raw rows. Those are rebuilt the safe way: the `CREATE VIRTUAL
+//! TABLE` is run as such (module allowlist), rows of an FTS `_content` shadow table are
+//! re-inserted through the full-text table, FTS5 settings re-applied, external-content tables
+//! rebuilt, other shadow rows skipped; R*Tree shadow rows cannot be re-read safely and are
+//! refused with a message.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Read};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::{Connection, OpenFlags};
+use sha2::{Digest, Sha256};
+
+use super::{Content, Header, Trailer, TRAILER_PREFIX};
+use crate::db::{self, hex, quote_ident, Check};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+
+/// The longest statement accepted: SQLite's own default limit.
+const MAX_STATEMENT: usize = 1_000_000_000;
+/// Every value may be this large, or four times its statement's length if more.
+const MIN_VALUE_LIMIT: usize = 64 << 20;
+/// The database may grow to this plus `GROWTH_FACTOR` times the text read so far.
+const GROWTH_ALLOWANCE: u64 = 256 << 20;
+const GROWTH_FACTOR: u64 = 64;
+
+/// What loading a dump did.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// Which kind of dump it was.
+    pub content: Content,
+    /// The header of a litevault dump.
+    pub header: Option<Header>,
+    /// The trailer of a litevault dump, when present.
+    pub trailer: Option<Trailer>,
+    /// Checks of the dump text itself: structure and checksums.
+    pub checks: Vec<Check>,
+    /// Statements executed (skipped transaction statements not counted).
+    pub statements: u64,
+    /// Rows inserted by the dump's INSERT statements.
+    pub inserts: u64,
+    /// Things worth knowing that did not stop the load.
+    pub warnings: Vec<String>,
+    /// The journal mode a foreign dump asked for (`PRAGMA journal_mode`), lowercased.
+    pub journal_mode: Option<String>,
+}
+
+/// What happens to rows a foreign dump writes into a shadow table.
+#[derive(Debug, Clone)]
+enum ShadowRows {
+    /// Re-insert them through the full-text table with this statement prefix (ends in `VALUES`).
+    Content(String),
+    /// FTS5 settings: re-apply every key but `version`.
+    Config(String),
+    /// Index data the module rebuilds by itself.
+    Skip,
+}
+
+struct Loader<'a> {
+    conn: Connection,
+    scratch: Connection,
+    path: &'a Path,
+    in_txn: bool,
+    created: bool,
+    writable_schema: bool,
+    shadows: HashMap<String, ShadowRows>,
+    rebuild: Vec<String>,
+    journal_mode: Option<String>,
+    statements: u64,
+    inserts: u64,
+    warnings: Vec<String>,
+}
+
+/// Loads the dump read from `reader` (decompressed) into the new, empty database file
+/// `target`. `content` says whether it is a litevault dump (its header is read and its
+/// checksums checked) or a foreign one.
+pub fn load(
+    path: &Path,
+    content: Content,
+    reader: &mut dyn BufRead,
+    target: &Path,
+    progress: &dyn Progress,
+) -> Result<LoadReport> {
+    let header = match content {
+        Content::LitevaultDump => Some(super::read_header(path, reader)?),
+        Content::ForeignDump => None,
+        Content::Archive => return Err(Error::bad_archive(path, "a tar archive, not an SQL dump")),
+    };
+    let text_read = Arc::new(AtomicU64::new(0));
+    let conn = open_target(target, text_read.clone())?;
+    let mut scratch = Connection::open_in_memory().map_err(|e| Error::sqlite("open", target, e))?;
+    scratch
+        .authorizer(Some(|ctx: AuthContext<'_>| match ctx.action {
+            AuthAction::Select => Authorization::Allow,
+            AuthAction::Function { function_name } if allowed_value_function(function_name) => {
+                Authorization::Allow
+            }
+            _ => Authorization::Deny,
+        }))
+        .map_err(|e| Error::sqlite("configure", target, e))?;
+    let mut ld = Loader {
+        conn,
+        scratch,
+        path,
+        in_txn: false,
+        created: false,
+        writable_schema: false,
+        shadows: HashMap::new(),
+        rebuild: Vec::new(),
+        journal_mode: None,
+        statements: 0,
+        inserts: 0,
+        warnings: Vec::new(),
+    };
+
+    let mut all = Sha256::new();
+    let mut data_bytes = 0u64;
+    if let Some(h) = &header {
+        all.update(&h.hashed);
+    }
+    let mut line_no: u64 = if header.is_some() { 3 } else { 0 };
+    let mut trailer: Option<(Trailer, u64)> = None;
+    let mut bad_trailer = None;
+    let mut split = Splitter::default();
+    let mut line = Vec::with_capacity(1 << 16);
+    progress.begin("load", None);
+    loop {
+        line.clear();
+        let cap = (MAX_STATEMENT + 1 - split.pending()) as u64;
+        let n = (&mut *reader)
+            .take(cap)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::bad_archive(path, format!("cannot read the dump: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        text_read.fetch_add(n as u64, Ordering::Relaxed);
+        progress.advance(n as u64);
+        if n as u64 == cap && !line.ends_with(b"\n") {
+            return Err(refuse(
+                path,
+                split.start_line.unwrap_or(line_no),
+                "statement longer than 1 GB",
+            ));
+        }
+        if trailer.is_some() || bad_trailer.is_some() {
+            if line.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            return Err(refuse(path, line_no, "text after the dump's end line"));
+        }
+        if header.is_some() && split.idle() && line.starts_with(TRAILER_PREFIX.as_bytes()) {
+            let text = String::from_utf8_lossy(&line[TRAILER_PREFIX.len()..]).into_owned();
+            match super::parse_trailer(&text) {
+                Some(t) => trailer = Some((t, line_no)),
+                None => bad_trailer = Some(line_no),
+            }
+            continue;
+        }
+        if header.is_some() {
+            all.update(&line);
+            data_bytes += n as u64;
+        }
+        if split.idle() && line.first() == Some(&b'.') {
+            let cmd = String::from_utf8_lossy(&line)
+                .trim()
+                .chars()
+                .take(40)
+                .collect::<String>();
+            return Err(refuse(
+                path,
+                line_no,
+                &format!("{cmd:?} is a sqlite3 shell command, not SQL; refused"),
+            ));
+        }
+        if line.contains(&0) {
+            return Err(refuse(path, line_no, "a NUL byte in the SQL text"));
+        }
+        split.push(&line, line_no, &mut |stmt, at| ld.statement(stmt, at))?;
+    }
+    progress.end();
+    if let Some(at) = split.start_line {
+        return Err(refuse(
+            path,
+            at,
+            "the dump ends inside this statement (the file is truncated)",
+        ));
+    }
+    ld.finish()?;
+
+    let mut checks = Vec::new();
+    let mut trailer_out = None;
+    if header.is_some() {
+        match (trailer, bad_trailer) {
+            (Some((t, _)), _) => {
+                let sum = hex(&all.finalize());
+                checks.push(Check::pass("dump structure", "header, manifest and end line"));
+                if sum == t.sha256 && data_bytes == t.data_bytes {
+                    checks.push(Check::pass("checksum dump", format!("sha256 {sum}")));
+                } else {
+                    checks.push(Check::fail(
+                        "checksum dump",
+                        format!(
+                            "the end line records sha256 {} ({} bytes), the text has {sum} ({data_bytes} bytes)",
+                            t.sha256, t.data_bytes
+                        ),
+                    ));
+                }
+                trailer_out = Some(t);
+            }
+            (None, Some(at)) => {
+                checks.push(Check::fail(
+                    "dump structure",
+                    format!("line {at}: unreadable end line"),
+                ));
+            }
+            (None, None) => checks.push(Check::fail(
+                "dump structure",
+                "no end line: the dump is truncated",
+            )),
+        }
+    } else {
+        checks.push(Check::pass(
+            "dump structure",
+            format!(
+                "foreign SQL dump, {} statements (no checksums to check)",
+                ld.statements
+            ),
+        ));
+    }
+    Ok(LoadReport {
+        content,
+        header,
+        trailer: trailer_out,
+        checks,
+        statements: ld.statements,
+        inserts: ld.inserts,
+        warnings: std::mem::take(&mut ld.warnings),
+        journal_mode: ld.journal_mode.take(),
+    })
+}
+
+fn refuse(path: &Path, line: u64, what: &str) -> Error {
+    Error::bad_archive(path, format!("line {line}: {what}"))
+}
+
+/// Functions a value in a dump may be spelled with.
+fn allowed_value_function(name: &str) -> bool {
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "char" | "replace" | "unhex" | "unistr" | "hex" | "cast"
+    )
+}
+
+/// Functions never allowed while loading, whatever calls them.
+fn denied_function(name: &str) -> bool {
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "load_extension"
+            | "fts3_tokenizer"
+            | "zeroblob"
+            | "randomblob"
+            | "printf"
+            | "format"
+            | "readfile"
+            | "writefile"
+            | "edit"
+            | "sqlite_dbpage"
+    )
+}
+
+fn open_target(target: &Path, text_read: Arc<AtomicU64>) -> Result<Connection> {
+    let flags =
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn =
+        Connection::open_with_flags(target, flags).map_err(|e| Error::sqlite("create", target, e))?;
+    db::harden(&conn, target)?;
+    // A private temp file: no journal needed (a failed load throws the file away).
+    conn.execute_batch(
+        "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-32768; PRAGMA foreign_keys=OFF;",
+    )
+    .map_err(|e| Error::sqlite("configure", target, e))?;
+    conn.authorizer(Some(|ctx: AuthContext<'_>| match ctx.action {
+        AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
+        AuthAction::CreateTempIndex { .. }
+        | AuthAction::CreateTempTable { .. }
+        | AuthAction::CreateTempTrigger { .. }
+        | AuthAction::CreateTempView { .. } => Authorization::Deny,
+        AuthAction::DropIndex { .. }
+        | AuthAction::DropTable { .. }
+        | AuthAction::DropTrigger { .. }
+        | AuthAction::DropView { .. }
+        | AuthAction::DropVtable { .. }
+        | AuthAction::DropTempIndex { .. }
+        | AuthAction::DropTempTable { .. }
+        | AuthAction::DropTempTrigger { .. }
+        | AuthAction::DropTempView { .. } => Authorization::Deny,
+        AuthAction::AlterTable { .. } | AuthAction::Recursive => Authorization::Deny,
+        AuthAction::Function { function_name } if denied_function(function_name) => Authorization::Deny,
+        AuthAction::CreateVtable { module_name, .. }
+            if !matches!(
+                module_name.to_ascii_lowercase().as_str(),
+                "fts5" | "fts4" | "fts3" | "rtree" | "rtree_i32"
+            ) =>
+        {
+            Authorization::Deny
+        }
+        AuthAction::Pragma {
+            pragma_name,
+            pragma_value: Some(_),
+        } if !matches!(
+            pragma_name.to_ascii_lowercase().as_str(),
+            "page_size" | "encoding" | "auto_vacuum" | "user_version" | "application_id"
+        ) =>
+        {
+            Authorization::Deny
+        }
+        _ => Authorization::Allow,
+    }))
+    .map_err(|e| Error::sqlite("configure", target, e))?;
+    // Stop a dump whose database grows far faster than its text (an expansion bomb such as
+    // nested replace() calls), long before the disk fills.
+    let path = target.to_path_buf();
+    conn.progress_handler(
+        200_000,
+        Some(move || {
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            size > GROWTH_ALLOWANCE + GROWTH_FACTOR * text_read.load(Ordering::Relaxed)
+        }),
+    )
+    .map_err(|e| Error::sqlite("configure", target, e))?;
+    Ok(conn)
+}
+
+/// The first `n` words of a statement, uppercased (identifiers and keywords only; stops at
+/// anything else).
+fn words(sql: &str, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = sql;
+    while out.len() < n {
+        rest = skip_space(rest);
+        let w: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if w.is_empty() {
+            break;
+        }
+        rest = &rest[w.len()..];
+        out.push(w.to_ascii_uppercase());
+    }
+    out
+}
+
+/// Skips whitespace and comments.
+fn skip_space(mut s: &str) -> &str {
+    loop {
+        let t = s.trim_start();
+        if let Some(r) = t.strip_prefix("--") {
+            s = r.find('\n').map(|i| &r[i + 1..]).unwrap_or("");
+        } else if let Some(r) = t.strip_prefix("/*") {
+            s = r.find("*/").map(|i| &r[i + 2..]).unwrap_or("");
+        } else {
+            return t;
+        }
+    }
+}
+
+/// Reads one identifier (bare or quoted) at the start of `s`; returns it and the rest.
+fn ident(s: &str) -> Option<(String, &str)> {
+    let s = skip_space(s);
+    let close = match s.chars().next()? {
+        '"' => '"',
+        '\'' => '\'',
+        '`' => '`',
+        '[' => ']',
+        c if c.is_alphanumeric() || c == '_' => {
+            let end = s
+                .char_indices()
+                .find(|(_, c)| !(c.is_alphanumeric() || *c == '_' || *c == '$'))
+                .map(|(i, _)| i)
+                .unwrap_or(s.len());
+            return Some((s[..end].to_string(), &s[end..]));
+        }
+        _ => return None,
+    };
+    let mut out = String::new();
+    let mut it = s[1..].char_indices();
+    while let Some((i, c)) = it.next() {
+        if c == close {
+            if close != ']' && s[1 + i + 1..].starts_with(close) {
+                out.push(close);
+                it.next();
+                continue;
+            }
+            return Some((out, &s[1 + i + 1..]));
+        }
+        out.push(c);
+    }
+    None
+}
+
+/// The table an INSERT writes to: (schema, name, rest of the statement after the name).
+fn insert_target(sql: &str) -> Option<(Option<String>, String, &str)> {
+    let (w, mut rest) = ident(sql)?;
+    if w.eq_ignore_ascii_case("INSERT") {
+        let (w, r) = ident(rest)?;
+        rest = r;
+        if w.eq_ignore_ascii_case("OR") {
+            let (_, r) = ident(rest)?;
+            rest = r;
+        } else if w.eq_ignore_ascii_case("INTO") {
+            return table_name(rest);
+        } else {
+            return None;
+        }
+    } else if !w.eq_ignore_ascii_case("REPLACE") {
+        return None;
+    }
+    let (w, r) = ident(rest)?;
+    if !w.eq_ignore_ascii_case("INTO") {
+        return None;
+    }
+    table_name(r)
+}
+
+/// `[schema.]name` at the start of `s`.
+fn table_name(s: &str) -> Option<(Option<String>, String, &str)> {
+    let (first, r) = ident(s)?;
+    if let Some(after_dot) = skip_space(r).strip_prefix('.') {
+        let (name, r) = ident(after_dot)?;
+        return Some((Some(first), name, r));
+    }
+    Some((None, first, r))
+}
+
+/// Byte offset of the top-level keyword `VALUES` in an INSERT (outside quotes and comments).
+fn values_offset(sql: &str) -> Option<usize> {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+            }
+            b'[' => {
+                while i < b.len() && b[i] != b']' {
+                    i += 1;
+                }
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'V' | b'v'
+                if b.len() >= i + 6
+                    && b[i..i + 6].eq_ignore_ascii_case(b"VALUES")
+                    && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'))
+                    && !b
+                        .get(i + 6)
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_') =>
+            {
+                return Some(i);
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// A PRAGMA's name and value (unquoted), e.g. `PRAGMA main.user_version = 5`.
+fn pragma(sql: &str) -> Option<(Option<String>, String, Option<String>)> {
+    let (_, r) = ident(sql)?;
+    let (first, r) = ident(r)?;
+    let (schema, name, r) = match skip_space(r).strip_prefix('.') {
+        Some(after) => {
+            let (n, r) = ident(after)?;
+            (Some(first), n, r)
+        }
+        None => (None, first, r),
+    };
+    let r = skip_space(r).trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+    let value = if let Some(v) = r.strip_prefix('=') {
+        Some(v.trim().to_string())
+    } else if let Some(v) = r.strip_prefix('(') {
+        Some(v.trim_end_matches(')').trim().to_string())
+    } else if r.is_empty() {
+        None
+    } else {
+        return None;
+    };
+    let value = value.map(|v| {
+        let v = v.trim();
+        if v.len() >= 2 && (v.starts_with('\'') || v.starts_with('"')) {
+            v[1..v.len() - 1].to_string()
+        } else {
+            v.to_string()
+        }
+    });
+    Some((schema, name.to_ascii_lowercase(), value))
+}
+
+impl Loader<'_> {
+    fn err(&self, line: u64, e: rusqlite::Error) -> Error {
+        let what = match &e {
+            rusqlite::Error::SqliteFailure(f, Some(m))
+                if f.code == rusqlite::ErrorCode::OperationInterrupted =>
+            {
+                format!(
+                    "{m}: the database grows far faster than the dump's text (an expansion bomb?); refused"
+                )
+            }
+            rusqlite::Error::SqliteFailure(_, Some(m)) if m.contains("not authorized") => {
+                format!("{m}: not allowed in a dump")
+            }
+            _ => e.to_string(),
+        };
+        refuse(self.path, line, &what)
+    }
+
+    fn begin(&mut self, line: u64) -> Result<()> {
+        if !self.in_txn {
+            self.conn.execute_batch("BEGIN").map_err(|e| self.err(line, e))?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    fn exec(&mut self, sql: &str, line: u64) -> Result<()> {
+        let limit = MIN_VALUE_LIMIT
+            .max(sql.len().saturating_mul(4))
+            .min(i32::MAX as usize) as i32;
+        let _ = self
+            .conn
+            .set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, limit);
+        let run = || -> rusqlite::Result<()> {
+            let mut stmt = self.conn.prepare(sql)?;
+            let mut rows = stmt.raw_query();
+            while rows.next()?.is_some() {}
+            Ok(())
+        };
+        run().map_err(|e| self.err(line, e))?;
+        self.statements += 1;
+        Ok(())
+    }
+
+    fn statement(&mut self, raw: &[u8], line: u64) -> Result<()> {
+        let sql = std::str::from_utf8(raw)
+            .map_err(|_| refuse(self.path, line, "the statement is not UTF-8 text"))?;
+        let sql = sql.trim_end().trim_end_matches(';');
+        let w = words(sql, 4);
+        let first = w.first().map(String::as_str).unwrap_or("");
+        match first {
+            "CREATE" => {
+                let kind = w.get(1).map(String::as_str).unwrap_or("");
+                if !matches!(
+                    kind,
+                    "TABLE" | "INDEX" | "UNIQUE" | "VIEW" | "TRIGGER" | "VIRTUAL"
+                ) {
+                    return Err(refuse(
+                        self.path,
+                        line,
+                        &format!(
+                            "CREATE {kind} is not allowed in a dump (only tables, indexes, views, triggers)"
+                        ),
+                    ));
+                }
+                self.begin(line)?;
+                self.created = true;
+                self.exec(sql, line)
+            }
+            "INSERT" | "REPLACE" => self.insert(sql, line),
+            "DELETE" => {
+                let rest: Vec<String> = words(sql, 4);
+                if rest.len() == 3 && rest[1] == "FROM" && rest[2] == "SQLITE_SEQUENCE" && !sql.contains('.')
+                {
+                    self.begin(line)?;
+                    self.exec(sql, line)
+                } else {
+                    Err(refuse(
+                        self.path,
+                        line,
+                        "DELETE is not allowed in a dump (only DELETE FROM sqlite_sequence)",
+                    ))
+                }
+            }
+            "ANALYZE" => {
+                let target = w.get(1).map(String::as_str).unwrap_or("");
+                if matches!(target, "SQLITE_SCHEMA" | "SQLITE_MASTER") && w.len() == 2 {
+                    self.begin(line)?;
+                    self.exec(sql, line)
+                } else {
+                    Err(refuse(
+                        self.path,
+                        line,
+                        "only ANALYZE sqlite_schema is allowed in a dump",
+                    ))
+                }
+            }
+            "PRAGMA" => self.pragma(sql, line),
+            "BEGIN" | "COMMIT" | "END" | "SAVEPOINT" | "RELEASE" => Ok(()),
+            "ROLLBACK" => Err(refuse(
+                self.path,
+                line,
+                "the dump rolls back its own transaction (its writer hit errors); refusing a partial dump",
+            )),
+            _ => {
+                let shown: String = sql.chars().take(60).collect();
+                Err(refuse(
+                    self.path,
+                    line,
+                    &format!("{shown:?}: this kind of statement is not allowed in a dump"),
+                ))
+            }
+        }
+    }
+
+    fn pragma(&mut self, sql: &str, line: u64) -> Result<()> {
+        let Some((schema, name, value)) = pragma(sql) else {
+            return Err(refuse(self.path, line, "unreadable PRAGMA"));
+        };
+        if schema.as_deref().is_some_and(|s| !s.eq_ignore_ascii_case("main")) {
+            return Err(refuse(self.path, line, "PRAGMA on another schema than main"));
+        }
+        let is_int = |v: &Option<String>| {
+            v.as_deref().is_some_and(|v| {
+                v.trim_start_matches(['-', '+'])
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                    && !v.is_empty()
+            })
+        };
+        match name.as_str() {
+            "page_size" | "auto_vacuum" | "encoding" => {
+                if self.in_txn || self.created {
+                    self.warnings.push(format!(
+                        "line {line}: PRAGMA {name} after the first table has no effect; ignored"
+                    ));
+                    return Ok(());
+                }
+                let ok = match name.as_str() {
+                    "encoding" => matches!(
+                        value.as_deref().map(str::to_ascii_uppercase).as_deref(),
+                        Some("UTF-8" | "UTF8" | "UTF-16" | "UTF16" | "UTF-16LE" | "UTF-16BE")
+                    ),
+                    "auto_vacuum" => matches!(
+                        value.as_deref().map(str::to_ascii_lowercase).as_deref(),
+                        Some("0" | "1" | "2" | "none" | "full" | "incremental")
+                    ),
+                    _ => is_int(&value),
+                };
+                if !ok {
+                    return Err(refuse(
+                        self.path,
+                        line,
+                        &format!("PRAGMA {name} with an invalid value"),
+                    ));
+                }
+                self.exec(sql, line)
+            }
+            "user_version" | "application_id" => {
+                if !is_int(&value) {
+                    return Err(refuse(
+                        self.path,
+                        line,
+                        &format!("PRAGMA {name} needs an integer"),
+                    ));
+                }
+                self.exec(sql, line)
+            }
+            "foreign_keys" => Ok(()),
+            "journal_mode" => {
+                self.journal_mode = value.map(|v| v.to_ascii_lowercase());
+                Ok(())
+            }
+            "writable_schema" => {
+                self.writable_schema = matches!(
+                    value.as_deref().map(str::to_ascii_lowercase).as_deref(),
+                    Some("on" | "1" | "true" | "yes")
+                );
+                Ok(())
+            }
+            _ => Err(refuse(
+                self.path,
+                line,
+                &format!("PRAGMA {name} is not allowed in a dump"),
+            )),
+        }
+    }
+
+    fn insert(&mut self, sql: &str, line: u64) -> Result<()> {
+        let Some((schema, name, _)) = insert_target(sql) else {
+            return Err(refuse(self.path, line, "unreadable INSERT"));
+        };
+        if schema.as_deref().is_some_and(|s| !s.eq_ignore_ascii_case("main")) {
+            return Err(refuse(
+                self.path,
+                line,
+                &format!("INSERT into schema {schema:?}: only main is allowed"),
+            ));
+        }
+        let lname = name.to_ascii_lowercase();
+        self.begin(line)?;
+        if lname == "sqlite_schema" || lname == "sqlite_master" {
+            if !self.writable_schema {
+                return Err(refuse(self.path, line, "writes to sqlite_schema are not allowed"));
+            }
+            return self.foreign_vtab(sql, line);
+        }
+        if lname.starts_with("sqlite_")
+            && !matches!(
+                lname.as_str(),
+                "sqlite_sequence" | "sqlite_stat1" | "sqlite_stat4"
+            )
+        {
+            return Err(refuse(
+                self.path,
+                line,
+                &format!("INSERT into {name}: not allowed in a dump"),
+            ));
+        }
+        match self.shadows.get(&lname).cloned() {
+            None => {
+                self.exec(sql, line)?;
+                self.inserts += 1;
+                Ok(())
+            }
+            Some(ShadowRows::Skip) => Ok(()),
+            Some(ShadowRows::Content(prefix)) => {
+                let at =
+                    values_offset(sql).ok_or_else(|| refuse(self.path, line, "INSERT without VALUES"))?;
+                let rewritten = format!("{prefix}{}", &sql[at + "VALUES".len()..]);
+                self.exec(&rewritten, line)?;
+                self.inserts += 1;
+                Ok(())
+            }
+            Some(ShadowRows::Config(table)) => {
+                for row in self.eval_values(sql, line)? {
+                    let [k, v] = &row[..] else {
+                        return Err(refuse(self.path, line, "FTS5 setting rows have two columns"));
+                    };
+                    if matches!(k, rusqlite::types::Value::Text(k) if k == "version") {
+                        continue;
+                    }
+                    let q = quote_ident(&table);
+                    let sql = format!("INSERT INTO {q}({q}, rank) VALUES(?1, ?2)");
+                    self.conn
+                        .execute(&sql, rusqlite::params![k, v])
+                        .map_err(|e| self.err(line, e))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Evaluates an INSERT's VALUES list with no database behind it.
+    fn eval_values(&self, sql: &str, line: u64) -> Result<Vec<Vec<rusqlite::types::Value>>> {
+        let at = values_offset(sql).ok_or_else(|| refuse(self.path, line, "INSERT without VALUES"))?;
+        let select = format!("SELECT * FROM ({})", &sql[at..]);
+        let run = || -> rusqlite::Result<Vec<Vec<rusqlite::types::Value>>> {
+            let mut stmt = self.scratch.prepare(&select)?;
+            let n = stmt.column_count();
+            let rows = stmt
+                .query_map([], |r| {
+                    (0..n).map(|i| r.get(i)).collect::<rusqlite::Result<Vec<_>>>()
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        };
+        run().map_err(|e| self.err(line, e))
+    }
+
+    /// A foreign dump's `INSERT INTO sqlite_schema(...) VALUES('table', name, name, 0, 'CREATE
+    /// VIRTUAL TABLE ...')`: create the virtual table properly and plan its shadow rows.
+    fn foreign_vtab(&mut self, sql: &str, line: u64) -> Result<()> {
+        let rows = self.eval_values(sql, line)?;
+        let cols = insert_target(sql)
+            .map(|(_, _, rest)| rest.split(['V', 'v']).next().unwrap_or("").to_string())
+            .unwrap_or_default();
+        let cols: String = cols
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if cols != "(type,name,tbl_name,rootpage,sql)" {
+            return Err(refuse(
+                self.path,
+                line,
+                "a write to sqlite_schema in an unknown form",
+            ));
+        }
+        use rusqlite::types::Value::{Integer, Text};
+        for row in rows {
+            let (kind, name, create) = match &row[..] {
+                [Text(k), Text(n), Text(_), Integer(_), Text(s)] => (k.as_str(), n.clone(), s.clone()),
+                _ => {
+                    return Err(refuse(
+                        self.path,
+                        line,
+                        "a write to sqlite_schema in an unknown form",
+                    ))
+                }
+            };
+            let module = db::virtual_module(&create);
+            if kind != "table"
+                || !create
+                    .trim_start()
+                    .to_ascii_uppercase()
+                    .starts_with("CREATE VIRTUAL TABLE")
+                || module.is_none()
+            {
+                return Err(refuse(
+                    self.path,
+                    line,
+                    "writes to sqlite_schema are only accepted for virtual tables (as the sqlite3 shell dumps them)",
+                ));
+            }
+            let module = module.unwrap_or_default();
+            if !matches!(module.as_str(), "fts5" | "fts4" | "fts3") {
+                return Err(refuse(
+                    self.path,
+                    line,
+                    &format!(
+                        "the {module} table {name:?} is dumped as raw shadow-table rows (sqlite3 .dump with \
+                         writable_schema), which cannot be rebuilt safely; dump it with `litevault backup \
+                         --format sql` instead"
+                    ),
+                ));
+            }
+            self.created = true;
+            self.exec(&create, line)?;
+            let lname = name.to_ascii_lowercase();
+            let shadow_names: Vec<String> = self
+                .conn
+                .prepare("SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'shadow'")
+                .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
+                .map_err(|e| self.err(line, e))?;
+            let content = format!("{lname}_content");
+            let mut has_content = false;
+            for s in shadow_names {
+                let ls = s.to_ascii_lowercase();
+                if !ls.starts_with(&format!("{lname}_")) {
+                    continue;
+                }
+                let rows = if ls == content {
+                    has_content = true;
+                    let cols: Vec<String> = self
+                        .conn
+                        .prepare("SELECT name FROM pragma_table_xinfo(?1) WHERE hidden = 0 ORDER BY cid")
+                        .and_then(|mut s| s.query_map([&name], |r| r.get::<_, String>(0))?.collect())
+                        .map_err(|e| self.err(line, e))?;
+                    let mut list = vec!["rowid".to_string()];
+                    list.extend(cols.iter().map(|c| quote_ident(c)));
+                    ShadowRows::Content(format!(
+                        "INSERT INTO {}({}) VALUES",
+                        quote_ident(&name),
+                        list.join(",")
+                    ))
+                } else if ls == format!("{lname}_config") && module == "fts5" {
+                    ShadowRows::Config(name.clone())
+                } else {
+                    ShadowRows::Skip
+                };
+                self.shadows.insert(ls, rows);
+            }
+            if !has_content {
+                let contentless = create
+                    .to_ascii_lowercase()
+                    .replace(' ', "")
+                    .contains("content=''")
+                    || create
+                        .to_ascii_lowercase()
+                        .replace(' ', "")
+                        .contains("content=\"\"");
+                if contentless {
+                    return Err(refuse(
+                        self.path,
+                        line,
+                        &format!("the full-text table {name:?} is contentless: its text is not in the dump, so it cannot be rebuilt"),
+                    ));
+                }
+                self.rebuild.push(name.clone());
+            }
+            self.warnings.push(format!(
+                "line {line}: the {module} table {name:?} was dumped as raw index rows; it was rebuilt from its text instead"
+            ));
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.begin(0)?;
+        for name in std::mem::take(&mut self.rebuild) {
+            let q = quote_ident(&name);
+            self.exec(&format!("INSERT INTO {q}({q}) VALUES('rebuild')"), 0)?;
+        }
+        self.conn.execute_batch("COMMIT").map_err(|e| self.err(0, e))?;
+        self.in_txn = false;
+        Ok(())
+    }
+}
+
+/// Splits text into statements as it arrives line by line.
+#[derive(Default)]
+struct Splitter {
+    buf: Vec<u8>,
+    scan: usize,
+    state: Lex,
+    /// Offset in `buf` where the current statement's first token is.
+    start: Option<usize>,
+    start_line: Option<u64>,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Lex {
+    #[default]
+    Normal,
+    Quote(u8),
+    LineComment,
+    BlockComment,
+}
+
+impl Splitter {
+    fn idle(&self) -> bool {
+        self.start.is_none() && self.state == Lex::Normal
+    }
+
+    fn pending(&self) -> usize {
+        self.buf.len().min(MAX_STATEMENT)
+    }
+
+    fn push(
+        &mut self,
+        line: &[u8],
+        line_no: u64,
+        on_stmt: &mut dyn FnMut(&[u8], u64) -> Result<()>,
+    ) -> Result<()> {
+        self.buf.extend_from_slice(line);
+        let mut i = self.scan;
+        while i < self.buf.len() {
+            let b = self.buf[i];
+            match self.state {
+                Lex::Quote(q) => {
+                    if b == q {
+                        self.state = Lex::Normal;
+                    }
+                }
+                Lex::LineComment => {
+                    if b == b'\n' {
+                        self.state = Lex::Normal;
+                    }
+                }
+                Lex::BlockComment => {
+                    if b == b'/' && i > 0 && self.buf[i - 1] == b'*' {
+                        self.state = Lex::Normal;
+                    }
+                }
+                Lex::Normal => match b {
+                    b'\'' | b'"' | b'`' => {
+                        self.begin_token(i, line_no);
+                        self.state = Lex::Quote(b);
+                    }
+                    b'[' => {
+                        self.begin_token(i, line_no);
+                        self.state = Lex::Quote(b']');
+                    }
+                    b'-' if self.buf.get(i + 1) == Some(&b'-') => self.state = Lex::LineComment,
+                    b'/' if self.buf.get(i + 1) == Some(&b'*') => {
+                        self.state = Lex::BlockComment;
+                        i += 1;
+                    }
+                    b';' => {
+                        if let Some(start) = self.start {
+                            let stmt = &self.buf[start..=i];
+                            if is_complete(stmt) {
+                                let at = self.start_line.unwrap_or(line_no);
+                                on_stmt(stmt, at)?;
+                                self.start = None;
+                                self.start_line = None;
+                            }
+                        }
+                    }
+                    b if b.is_ascii_whitespace() => {}
+                    _ => self.begin_token(i, line_no),
+                },
+            }
+            i += 1;
+        }
+        // Drop what is behind the current statement.
+        let keep_from = self.start.unwrap_or(self.buf.len());
+        self.buf.drain(..keep_from);
+        if let Some(s) = self.start.as_mut() {
+            *s = 0;
+        }
+        self.scan = self.buf.len();
+        Ok(())
+    }
+
+    fn begin_token(&mut self, i: usize, line_no: u64) {
+        if self.start.is_none() {
+            self.start = Some(i);
+            self.start_line = Some(line_no);
+        }
+    }
+}
+
+/// Whether a statement ending in `;` is complete: always, except inside `CREATE TRIGGER ...
+/// BEGIN ... END`, which SQLite's own `sqlite3_complete` tells.
+fn is_complete(stmt: &[u8]) -> bool {
+    let head = &stmt[..stmt.len().min(6)];
+    if !head.eq_ignore_ascii_case(b"CREATE") {
+        return true;
+    }
+    let mut c = Vec::with_capacity(stmt.len() + 1);
+    c.extend_from_slice(stmt);
+    c.push(0);
+    // SAFETY: `c` is NUL-terminated and lives across the call.
+    unsafe { rusqlite::ffi::sqlite3_complete(c.as_ptr().cast()) != 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(text: &str) -> Vec<String> {
+        let mut s = Splitter::default();
+        let mut out = Vec::new();
+        for line in text.split_inclusive('\n') {
+            s.push(line.as_bytes(), 1, &mut |st, _| {
+                out.push(String::from_utf8(st.to_vec()).unwrap());
+                Ok(())
+            })
+            .unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn statements_are_split_where_sqlite_would() {
+        let got = split(
+            "PRAGMA a=1;BEGIN;\n-- c;\nINSERT INTO t VALUES('x;\ny'); /* ; */\nCREATE TRIGGER tr AFTER INSERT ON t BEGIN\n  DELETE FROM u; INSERT INTO u VALUES(1);\nEND;\nCOMMIT;",
+        );
+        assert_eq!(
+            got,
+            vec![
+                "PRAGMA a=1;",
+                "BEGIN;",
+                "INSERT INTO t VALUES('x;\ny');",
+                "CREATE TRIGGER tr AFTER INSERT ON t BEGIN\n  DELETE FROM u; INSERT INTO u VALUES(1);\nEND;",
+                "COMMIT;"
+            ]
+        );
+    }
+
+    #[test]
+    fn statement_parts_are_read() {
+        assert_eq!(
+            insert_target("INSERT OR IGNORE INTO main.\"a\"\"b\"(x) VALUES(1)").map(|(s, n, _)| (s, n)),
+            Some((Some("main".into()), "a\"b".into()))
+        );
+        assert_eq!(
+            insert_target("REPLACE INTO [t] VALUES(1)").map(|(s, n, _)| (s, n)),
+            Some((None, "t".into()))
+        );
+        assert_eq!(
+            pragma("PRAGMA main.user_version = 5"),
+            Some((Some("main".into()), "user_version".into(), Some("5".into())))
+        );
+        assert_eq!(
+            pragma("PRAGMA encoding='UTF-8'").map(|p| p.2),
+            Some(Some("UTF-8".into()))
+        );
+        assert_eq!(values_offset("INSERT INTO \"values\"(v) VALUES(1)"), Some(24));
+    }
+}

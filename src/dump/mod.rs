@@ -1,0 +1,271 @@
+//! SQL dumps: exact, deterministic, git-friendly text backups, and a loader that treats every
+//! dump as untrusted input.
+//!
+//! A litevault dump is SQL text that the sqlite3 CLI also loads, framed by comment lines:
+//!
+//! ```text
+//! -- litevault SQL dump (format litevault/1) ...        line 1: identifies the file
+//! -- created_at: 2026-11-23T10:00:00Z                  line 2: the only line that changes between
+//!                                                               two dumps of unchanged data
+//! -- manifest: {"format":"litevault/1","kind":"sql",...}   line 3: the manifest, one JSON line
+//! PRAGMA page_size=4096; ... BEGIN; ... COMMIT;        the data section
+//! -- end: {"sha256":"...","data_bytes":...,"statements":...}   trailer: checksum
+//! ```
+//!
+//! `sha256` covers every line but the `created_at` line and the trailer (`sed '2d;$d' FILE |
+//! sha256sum` computes it). Re-dumping a correctly restored database reproduces the data
+//! section byte for byte, so the same hash over line 1, the manifest and the re-dumped data is
+//! how [`crate::verify`] proves a round trip.
+//!
+//! [`write`] produces the data section (ordering, value encoding, virtual tables); [`load`]
+//! executes a dump, litevault's or a foreign one, into a fresh database through an allowlist.
+//! This module owns the framing: the header and trailer lines and reading a dump's manifest
+//! from its first lines.
+
+pub mod check;
+pub mod load;
+pub mod make;
+pub mod write;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::archive::{self, Compression};
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+
+/// First line of every litevault dump (followed by an explanation on the same line).
+pub const HEADER_PREFIX: &str = "-- litevault SQL dump";
+/// Prefix of the creation-time line (line 2).
+pub const CREATED_PREFIX: &str = "-- created_at: ";
+/// Prefix of the manifest line (line 3).
+pub const MANIFEST_PREFIX: &str = "-- manifest: ";
+/// Prefix of the trailer line (the last line).
+pub const TRAILER_PREFIX: &str = "-- end: ";
+
+/// The first line a dump starts with.
+pub fn header_line() -> String {
+    format!(
+        "{HEADER_PREFIX} (format {}). Restore: litevault restore FILE NEW.db; plain text also loads with: sqlite3 NEW.db < FILE\n",
+        crate::manifest::FORMAT
+    )
+}
+
+/// The checksums at the end of a dump.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trailer {
+    /// SHA-256 of line 1, the manifest line and the data section.
+    pub sha256: String,
+    /// Bytes of the data section.
+    pub data_bytes: u64,
+    /// SQL statements in the data section.
+    pub statements: u64,
+}
+
+/// The file-name extension of a dump with this compression, with its leading dot.
+pub fn extension(compression: Compression) -> &'static str {
+    match compression {
+        Compression::Zstd => ".sql.zst",
+        Compression::Gzip => ".sql.gz",
+        Compression::None => ".sql",
+    }
+}
+
+/// Whether a file name looks like an SQL dump (by extension).
+pub fn is_dump_name(name: &str) -> bool {
+    !name.starts_with(crate::fsutil::TEMP_PREFIX)
+        && [".sql", ".sql.zst", ".sql.gz"].iter().any(|e| name.ends_with(e))
+}
+
+/// What a file holds, told from its first bytes (after decompression).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    /// A tar archive.
+    Archive,
+    /// SQL text written by litevault (it starts with [`HEADER_PREFIX`]).
+    LitevaultDump,
+    /// Other SQL text (e.g. `sqlite3 db .dump`).
+    ForeignDump,
+}
+
+/// Opens `path` decompressed (zstd, gzip or plain) and tells what it holds, without reading
+/// more than its first block.
+pub fn open(path: &Path) -> Result<(Compression, Content, Box<dyn BufRead>)> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NotFound {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let mut buf = BufReader::with_capacity(1 << 20, file);
+    let head = buf.fill_buf().map_err(|e| Error::io("read", path, e))?;
+    let compression = match head {
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
+        [0x1f, 0x8b, ..] => Compression::Gzip,
+        _ => Compression::None,
+    };
+    let reader: Box<dyn Read> = match compression {
+        Compression::Zstd => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(buf)
+                .map_err(|e| Error::io("start zstd decoder for", path, e))?;
+            d.window_log_max(27)
+                .map_err(|e| Error::io("configure zstd decoder for", path, e))?;
+            Box::new(d)
+        }
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
+        Compression::None => Box::new(buf),
+    };
+    let mut reader: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 20, reader));
+    let head = reader.fill_buf().map_err(|e| bad(path, e))?;
+    let content = if head.len() >= 262 && &head[257..262] == b"ustar" {
+        Content::Archive
+    } else if head.starts_with(HEADER_PREFIX.as_bytes()) {
+        Content::LitevaultDump
+    } else if looks_like_sql(head) {
+        Content::ForeignDump
+    } else if head.starts_with(crate::db::SQLITE_MAGIC) {
+        return Err(Error::bad_archive(
+            path,
+            "this is an SQLite database, not a litevault archive or SQL dump (back it up with `litevault backup`)",
+        ));
+    } else {
+        return Err(Error::bad_archive(
+            path,
+            "not a litevault archive (neither zstd, gzip, tar nor SQL text)",
+        ));
+    };
+    Ok((compression, content, reader))
+}
+
+fn bad(path: &Path, e: std::io::Error) -> Error {
+    Error::bad_archive(path, format!("cannot decompress: {e}"))
+}
+
+/// Whether text starts like SQL: a comment or one of the statements dumps begin with.
+fn looks_like_sql(head: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&head[..head.len().min(4096)]);
+    let t = text.trim_start_matches('\u{feff}').trim_start();
+    if t.starts_with("--") || t.starts_with("/*") {
+        return true;
+    }
+    let word: String = t
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    matches!(
+        word.as_str(),
+        "PRAGMA"
+            | "BEGIN"
+            | "CREATE"
+            | "INSERT"
+            | "REPLACE"
+            | "DELETE"
+            | "COMMIT"
+            | "END"
+            | "ANALYZE"
+            | "SAVEPOINT"
+            | "ROLLBACK"
+    ) || (t.is_empty() && !head.contains(&0))
+}
+
+/// Reads the manifest from a litevault dump's first lines (a few KiB of decompression).
+pub fn read_manifest(path: &Path) -> Result<Manifest> {
+    let (_, content, mut reader) = open(path)?;
+    match content {
+        Content::LitevaultDump => read_header(path, &mut reader).map(|h| h.manifest),
+        Content::ForeignDump => Err(Error::bad_archive(
+            path,
+            "an SQL dump without a litevault manifest (restore it to see its content)",
+        )),
+        Content::Archive => archive::read_manifest(path),
+    }
+}
+
+/// The manifest of anything `restore` accepts: an archive's, a litevault dump's, or, for a
+/// foreign dump, an estimate marked by an empty `tool_version` (see
+/// [`check::foreign_manifest`]).
+pub fn read_any_manifest(path: &Path) -> Result<(Content, Manifest)> {
+    let (compression, content, mut reader) = open(path)?;
+    let manifest = match content {
+        Content::Archive => {
+            drop(reader);
+            archive::read_manifest(path)?
+        }
+        Content::LitevaultDump => read_header(path, &mut reader)?.manifest,
+        Content::ForeignDump => check::foreign_manifest(path, compression),
+    };
+    Ok((content, manifest))
+}
+
+/// The three header lines of a litevault dump, parsed.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// The manifest, with `created_at` filled from line 2.
+    pub manifest: Manifest,
+    /// The raw bytes of line 1 and line 3, as hashed by the trailer's `sha256`.
+    pub hashed: Vec<u8>,
+}
+
+/// The longest header line accepted (a manifest of a million tables is far below).
+const MAX_HEADER_LINE: u64 = 64 << 20;
+
+/// Reads and checks the three header lines.
+pub fn read_header(path: &Path, reader: &mut dyn BufRead) -> Result<Header> {
+    let mut line = |what: &str| -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        let n = reader
+            .take(MAX_HEADER_LINE)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| bad(path, e))?;
+        if n == 0 || !buf.ends_with(b"\n") {
+            return Err(Error::bad_archive(
+                path,
+                format!("the dump ends inside its header ({what} line)"),
+            ));
+        }
+        Ok(buf)
+    };
+    let first = line("first")?;
+    if !first.starts_with(HEADER_PREFIX.as_bytes()) {
+        return Err(Error::bad_archive(path, "not a litevault dump"));
+    }
+    let created = line("created_at")?;
+    let manifest_line = line("manifest")?;
+    let created = std::str::from_utf8(&created)
+        .ok()
+        .and_then(|l| l.strip_prefix(CREATED_PREFIX))
+        .map(|l| l.trim_end().to_string())
+        .ok_or_else(|| Error::bad_archive(path, "line 2 is not the created_at line"))?;
+    let json = std::str::from_utf8(&manifest_line)
+        .ok()
+        .and_then(|l| l.strip_prefix(MANIFEST_PREFIX))
+        .ok_or_else(|| Error::bad_archive(path, "line 3 is not the manifest line"))?;
+    let mut manifest: Manifest = serde_json::from_str(json)
+        .map_err(|e| Error::bad_archive(path, format!("unreadable manifest: {e}")))?;
+    manifest.created_at = created;
+    manifest
+        .validate()
+        .map_err(|r| Error::bad_archive(path, format!("invalid manifest: {r}")))?;
+    if manifest.kind != "sql" {
+        return Err(Error::bad_archive(
+            path,
+            format!("a dump whose manifest says kind {:?}", manifest.kind),
+        ));
+    }
+    let mut hashed = first;
+    hashed.extend_from_slice(&manifest_line);
+    Ok(Header { manifest, hashed })
+}
+
+/// Parses a trailer line (without its prefix).
+pub fn parse_trailer(line: &str) -> Option<Trailer> {
+    let t: Trailer = serde_json::from_str(line.trim_end()).ok()?;
+    let hexok = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    hexok(&t.sha256).then_some(t)
+}
