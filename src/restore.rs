@@ -364,7 +364,7 @@ pub fn restore(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
-    let plan = plan_restore(archive, target, opts)?;
+    let mut plan = plan_restore(archive, target, opts)?;
     let target = plan.target.clone();
 
     // 1. Extract beside the target, checking checksums on the way.
@@ -386,6 +386,7 @@ pub fn restore(
     let (manifest_now, manifest_after, mut checks) = if plan.manifest.kind == "sql" {
         drop(file);
         let loaded = crate::dump::check::load_checked(archive, &tmp_path, opts.quick, false, progress)?;
+        plan.warnings.extend(loaded.report.warnings);
         (loaded.manifest, loaded.loaded, loaded.checks)
     } else {
         let contents = verify::extract_into(archive, file, &tmp_path, progress)?;

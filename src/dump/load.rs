@@ -15,8 +15,8 @@
 //! Anything else (ATTACH, SELECT, UPDATE, DROP, other PRAGMAs, dot-commands) is refused with an
 //! error naming the line. Behind that list, SQLite enforces: defensive mode (no writes to
 //! `sqlite_schema` or shadow tables), `trusted_schema=OFF`, no ATTACH (limit 0 and the
-//! authorizer), no extensions, no TEMP objects, no recursive queries, no `zeroblob`/
-//! `randomblob`/`printf` bombs, a cap on every value's size tied to its statement's length, and
+//! authorizer), no extensions, no TEMP objects, no recursive queries, a cap on every value's
+//! size tied to its statement's length (no `zeroblob(1e9)` or nested `replace()` bombs), and
 //! a guard that stops a dump whose database grows far faster than its text.
 //!
 //! Foreign dumps from the sqlite3 CLI write virtual tables through `PRAGMA writable_schema`
@@ -282,16 +282,7 @@ fn allowed_value_function(name: &str) -> bool {
 fn denied_function(name: &str) -> bool {
     matches!(
         name.to_ascii_lowercase().as_str(),
-        "load_extension"
-            | "fts3_tokenizer"
-            | "zeroblob"
-            | "randomblob"
-            | "printf"
-            | "format"
-            | "readfile"
-            | "writefile"
-            | "edit"
-            | "sqlite_dbpage"
+        "load_extension" | "fts3_tokenizer" | "readfile" | "writefile" | "edit"
     )
 }
 
@@ -337,6 +328,8 @@ fn open_target(target: &Path, text_read: Arc<AtomicU64>) -> Result<Connection> {
         } if !matches!(
             pragma_name.to_ascii_lowercase().as_str(),
             "page_size" | "encoding" | "auto_vacuum" | "user_version" | "application_id"
+                // read-only introspection (the loader's own queries)
+                | "table_info" | "table_xinfo" | "table_list" | "index_list" | "index_info" | "foreign_key_list"
         ) =>
         {
             Authorization::Deny
@@ -458,6 +451,19 @@ fn table_name(s: &str) -> Option<(Option<String>, String, &str)> {
         return Some((Some(first), name, r));
     }
     Some((None, first, r))
+}
+
+/// The lowercased name a `CREATE TABLE [IF NOT EXISTS] name` creates.
+fn created_name(sql: &str) -> Option<String> {
+    let (_, r) = ident(sql)?; // CREATE
+    let (_, mut r) = ident(r)?; // TABLE
+    let (w, after) = ident(r)?;
+    if w.eq_ignore_ascii_case("IF") {
+        let (_, a) = ident(after)?; // NOT
+        let (_, a) = ident(a)?; // EXISTS
+        r = a;
+    }
+    table_name(r).map(|(_, n, _)| n.to_ascii_lowercase())
 }
 
 /// Byte offset of the top-level keyword `VALUES` in an INSERT (outside quotes and comments).
@@ -602,6 +608,10 @@ impl Loader<'_> {
                             "CREATE {kind} is not allowed in a dump (only tables, indexes, views, triggers)"
                         ),
                     ));
+                }
+                if kind == "TABLE" && self.shadows.contains_key(&created_name(sql).unwrap_or_default()) {
+                    // A foreign dump re-creating the shadow table of a virtual table rebuilt above.
+                    return Ok(());
                 }
                 self.begin(line)?;
                 self.created = true;

@@ -120,7 +120,9 @@ pub fn open(path: &Path) -> Result<(Compression, Content, Box<dyn BufRead>)> {
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
         Compression::None => Box::new(buf),
     };
-    let mut reader: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 20, reader));
+    // Small reads: a decoder asked for a large block of a cut file fails where the first lines
+    // (the manifest) are still readable.
+    let mut reader: Box<dyn BufRead> = Box::new(BufReader::with_capacity(8 << 10, reader));
     let head = reader.fill_buf().map_err(|e| bad(path, e))?;
     let content = if head.len() >= 262 && &head[257..262] == b"ustar" {
         Content::Archive
@@ -146,32 +148,20 @@ fn bad(path: &Path, e: std::io::Error) -> Error {
     Error::bad_archive(path, format!("cannot decompress: {e}"))
 }
 
-/// Whether text starts like SQL: a comment or one of the statements dumps begin with.
+/// Whether the first bytes look like SQL text: no NUL byte, and text starting with a comment,
+/// a word or a dot-command (which the loader then refuses by name).
 fn looks_like_sql(head: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(&head[..head.len().min(4096)]);
-    let t = text.trim_start_matches('\u{feff}').trim_start();
-    if t.starts_with("--") || t.starts_with("/*") {
-        return true;
+    let head = &head[..head.len().min(4096)];
+    if head.contains(&0) {
+        return false;
     }
-    let word: String = t
-        .chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect::<String>()
-        .to_ascii_uppercase();
-    matches!(
-        word.as_str(),
-        "PRAGMA"
-            | "BEGIN"
-            | "CREATE"
-            | "INSERT"
-            | "REPLACE"
-            | "DELETE"
-            | "COMMIT"
-            | "END"
-            | "ANALYZE"
-            | "SAVEPOINT"
-            | "ROLLBACK"
-    ) || (t.is_empty() && !head.contains(&0))
+    let text = String::from_utf8_lossy(head);
+    let t = text.trim_start_matches('\u{feff}').trim_start();
+    t.is_empty()
+        || t.starts_with("--")
+        || t.starts_with("/*")
+        || t.starts_with('.')
+        || t.starts_with(|c: char| c.is_ascii_alphabetic())
 }
 
 /// Reads the manifest from a litevault dump's first lines (a few KiB of decompression).
@@ -181,7 +171,7 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
         Content::LitevaultDump => read_header(path, &mut reader).map(|h| h.manifest),
         Content::ForeignDump => Err(Error::bad_archive(
             path,
-            "an SQL dump without a litevault manifest (restore it to see its content)",
+            "not a litevault archive: text without a litevault manifest (if it is an SQL dump, restore it to see its content)",
         )),
         Content::Archive => archive::read_manifest(path),
     }

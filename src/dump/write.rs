@@ -563,7 +563,8 @@ pub fn write_data(
         w.stmt("ANALYZE sqlite_schema")?;
         for st in &plan.stat_tables {
             let cols = columns(conn, st).map_err(to_io)?;
-            let names: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
+            let mut names: Vec<String> = vec!["rowid".into()];
+            names.extend(cols.iter().map(|c| quote_ident(&c.name)));
             let filter = match &plan.stat_filter {
                 None => String::new(),
                 Some(list) => format!(
@@ -572,8 +573,8 @@ pub fn write_data(
                 ),
             };
             let select = format!(
-                "SELECT {cols} FROM main.{st}{filter} ORDER BY {cols}",
-                cols = names.join(", ")
+                "SELECT {} FROM main.{st}{filter} ORDER BY rowid",
+                names.join(", ")
             );
             w.rows(
                 conn,

@@ -7,6 +7,7 @@
 mod util;
 
 mod backup;
+mod dump;
 mod helper;
 mod hot;
 mod list;

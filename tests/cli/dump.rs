@@ -1,0 +1,604 @@
+//! SQL dumps: `backup --format sql`, and restore / verify / list / show of dumps, litevault's
+//! and foreign ones (untrusted SQL).
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+
+use crate::util::*;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Dumps `db` to `out` (plain text unless the name says otherwise) and returns `out`.
+#[track_caller]
+fn dump(env: &Env, db: &Path, out: &str, extra: &[&str]) -> PathBuf {
+    let out = env.path(out);
+    let comp = if s(&out).ends_with(".zst") {
+        "zstd"
+    } else if s(&out).ends_with(".gz") {
+        "gzip"
+    } else {
+        "none"
+    };
+    let mut args = vec![
+        "backup",
+        s(db),
+        "--format",
+        "sql",
+        "--compression",
+        comp,
+        "-o",
+        s(&out),
+    ];
+    args.extend_from_slice(extra);
+    env.run(&args).ok();
+    out
+}
+
+/// A database built to hold every value and schema feature a dump must carry exactly.
+fn make_hard_db(path: &Path) {
+    let c = Connection::open(path).unwrap();
+    c.execute_batch(
+        "PRAGMA foreign_keys=OFF; PRAGMA page_size=8192; PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL;
+         CREATE TABLE vals(id INTEGER PRIMARY KEY AUTOINCREMENT, v ANY) STRICT;
+         CREATE TABLE loose(a, b TEXT, c REAL);
+         CREATE TABLE kv(k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID;
+         CREATE TABLE named(rowid TEXT, x);
+         CREATE TABLE textkey(code TEXT PRIMARY KEY, n INTEGER);
+         CREATE TABLE gen(a INTEGER, b INTEGER GENERATED ALWAYS AS (a * 2) VIRTUAL,
+                          c TEXT GENERATED ALWAYS AS (upper(d)) STORED, d TEXT);
+         CREATE TABLE parent(id INTEGER PRIMARY KEY, name TEXT UNIQUE);
+         CREATE TABLE child(id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent(id), note TEXT);
+         CREATE INDEX child_partial ON child(note) WHERE note IS NOT NULL;
+         CREATE INDEX parent_expr ON parent(lower(name));
+         CREATE VIEW v_child AS SELECT c.id, p.name FROM child c JOIN parent p ON p.id = c.parent_id;
+         CREATE VIRTUAL TABLE docs_fts USING fts5(title, body);
+         CREATE TABLE articles(id INTEGER PRIMARY KEY, body TEXT);
+         CREATE VIRTUAL TABLE articles_fts USING fts5(body, content='articles', content_rowid='id');
+         CREATE VIRTUAL TABLE old_fts USING fts4(a, b);
+         CREATE VIRTUAL TABLE geo USING rtree(id, x0, x1, y0, y1);",
+    )
+    .unwrap();
+    let reals = [
+        0.0,
+        -0.0,
+        5e-324,
+        f64::from_bits(0x000f_ffff_ffff_ffff),
+        f64::MIN_POSITIVE,
+        f64::MAX,
+        f64::MIN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        0.1,
+        1.0 / 3.0,
+        -1.5e-310,
+        1e300,
+        123456789.0,
+    ];
+    for r in reals {
+        c.execute("INSERT INTO vals(v) VALUES(?1)", [r]).unwrap();
+    }
+    for i in [i64::MIN, i64::MAX, 0, -1, 1 << 53] {
+        c.execute("INSERT INTO vals(v) VALUES(?1)", [i]).unwrap();
+    }
+    for t in [
+        "",
+        "it's",
+        "line1\nline2\r\n",
+        "tab\there",
+        "nul\0inside",
+        "ctl\x01\x1f\x7f",
+        "crab 🦀 ü",
+        "'; DROP TABLE vals; --",
+    ] {
+        c.execute("INSERT INTO vals(v) VALUES(?1)", [t]).unwrap();
+    }
+    c.execute_batch("INSERT INTO vals(v) VALUES(CAST(x'ff00fe41' AS TEXT)), (NULL), (x''), (x'00ff10')")
+        .unwrap();
+    // A BLOB and a TEXT on overflow pages.
+    let big: Vec<u8> = (0..1_500_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    c.execute("INSERT INTO vals(v) VALUES(?1)", [&big]).unwrap();
+    c.execute("INSERT INTO vals(v) VALUES(?1)", ["x".repeat(300_000) + "\nend"])
+        .unwrap();
+    c.execute_batch(
+        "DELETE FROM vals WHERE id = 3;
+         INSERT INTO loose(rowid, a, b, c) VALUES(5, 1, 'one', 1.5), (100, 'two', NULL, -0.0), (7, x'01', '3', 3);
+         INSERT INTO kv VALUES('b', x'02'), ('a', x'01'), ('c', NULL);
+         INSERT INTO named(rowid, x) VALUES('not the rowid', 1), ('x', 2);
+         INSERT INTO textkey(rowid, code, n) VALUES(50, 'zz', 1), (10, 'aa', 2);
+         INSERT INTO gen(a, d) VALUES(21, 'abc'), (NULL, NULL);
+         INSERT INTO parent VALUES(1, 'Ann'), (2, 'Bob');
+         INSERT INTO child VALUES(1, 1, 'first'), (2, 2, NULL), (3, 99, 'orphan: a violation the source has');
+         INSERT INTO docs_fts(rowid, title, body) VALUES(3, 'alpha', 'the quick brown fox'), (9, 'beta', 'lazy dog');
+         INSERT INTO docs_fts(docs_fts, rank) VALUES('automerge', 8);
+         INSERT INTO articles VALUES(1, 'sqlite backups'), (4, 'restore without loss');
+         INSERT INTO articles_fts(articles_fts) VALUES('rebuild');
+         INSERT INTO old_fts(docid, a, b) VALUES(5, 'hello world', 'x'), (7, 'goodbye', 'world');
+         INSERT INTO geo VALUES(1, 0.1, 0.2, -5, 5), (2, 10, 20, 30, 40);
+         ANALYZE;
+         CREATE TRIGGER child_ai AFTER INSERT ON child BEGIN SELECT app_only_function(new.id); END;
+         CREATE TRIGGER parent_au AFTER UPDATE ON parent BEGIN UPDATE child SET note = 'changed' WHERE parent_id = new.id; END;
+         PRAGMA user_version=42; PRAGMA application_id=1234567;",
+    )
+    .unwrap();
+}
+
+fn header(path: &Path) -> (i64, i64, i64, i64, String, i64) {
+    let c = Connection::open(path).unwrap();
+    let q = |p: &str| {
+        c.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    let enc: String = c.query_row("PRAGMA encoding", [], |r| r.get(0)).unwrap();
+    let wal = std::fs::read(path).unwrap()[18] as i64;
+    (
+        q("page_size"),
+        q("auto_vacuum"),
+        q("user_version"),
+        q("application_id"),
+        enc,
+        wal,
+    )
+}
+
+#[test]
+fn hard_values_and_schema_round_trip_exactly() {
+    let env = Env::new();
+    let src = env.path("hard.db");
+    make_hard_db(&src);
+    let out = dump(&env, &src, "hard.sql", &[]);
+    let text = std::fs::read_to_string(&out).unwrap();
+    // The restore order that makes triggers safe: no trigger before the last row.
+    let last_insert = text.rfind("INSERT INTO \"child\"").unwrap();
+    assert!(text.find("CREATE TRIGGER").unwrap() > last_insert);
+    // Never shadow tables, never writable_schema.
+    assert!(
+        !text.contains("INSERT INTO \"docs_fts_data\"") && !text.contains("CREATE TABLE 'docs_fts_data'")
+    );
+    assert!(!text.contains("writable_schema"));
+    // One row per line, even for text with line breaks.
+    assert!(
+        text.contains("'line1'||char(10)||'line2'||char(13,10)"),
+        "line breaks not encoded"
+    );
+
+    let restored = env.path("restored.db");
+    let r = env.run(&["restore", s(&out), s(&restored), "--json"]).ok().json();
+    let checks: Vec<&str> = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "checksum dump",
+        "round trip",
+        "integrity_check",
+        "foreign_key_check",
+        "fts5 integrity docs_fts",
+    ] {
+        assert!(checks.contains(&name), "{name} not run: {checks:?}");
+    }
+    assert_eq!(
+        content_hash(&src),
+        content_hash(&restored),
+        "content differs after the round trip"
+    );
+    assert_eq!(header(&src), header(&restored));
+    assert_eq!(header(&restored), (8192, 2, 42, 1234567, "UTF-8".into(), 2));
+    // The restored full-text indexes answer the same queries.
+    let c = Connection::open(&restored).unwrap();
+    let ids = |sql: &str| -> Vec<i64> {
+        c.prepare(sql)
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    assert_eq!(
+        ids("SELECT rowid FROM docs_fts WHERE docs_fts MATCH 'fox'"),
+        vec![3]
+    );
+    assert_eq!(
+        ids("SELECT rowid FROM articles_fts WHERE articles_fts MATCH 'restore'"),
+        vec![4]
+    );
+    assert_eq!(
+        ids("SELECT docid FROM old_fts WHERE old_fts MATCH 'world' ORDER BY docid"),
+        vec![5, 7]
+    );
+    assert_eq!(ids("SELECT id FROM geo WHERE x0 >= 5"), vec![2]);
+    assert_eq!(
+        ids("SELECT v FROM docs_fts_config WHERE k = 'automerge'"),
+        vec![8]
+    );
+    assert_eq!(
+        ids("SELECT seq FROM sqlite_sequence WHERE name = 'vals'"),
+        ids("SELECT max(id) FROM vals")
+    );
+    // Bits, not just equality: -0.0 and the smallest subnormal.
+    let bits: Vec<i64> = ids("SELECT id FROM vals WHERE typeof(v) = 'real' ORDER BY id");
+    assert_eq!(bits.len(), 13, "one REAL deleted of 14");
+}
+
+#[test]
+fn utf16_databases_keep_their_encoding_and_text() {
+    let env = Env::new();
+    let src = env.path("u16.db");
+    make_db(
+        &src,
+        "PRAGMA encoding='UTF-16le'; CREATE TABLE t(a TEXT, b);
+         INSERT INTO t VALUES('plain', 1), ('two' || char(10) || 'lines', 2), ('nul' || char(0) || 'x', 3), ('ünï', 4);",
+    );
+    let out = dump(&env, &src, "u16.sql.zst", &[]);
+    let restored = env.path("u16-restored.db");
+    env.run(&["restore", s(&out), s(&restored)]).ok();
+    assert_eq!(content_hash(&src), content_hash(&restored));
+    assert_eq!(header(&restored).4, "UTF-16le");
+}
+
+#[test]
+fn every_real_fixture_round_trips_and_loads_in_the_sqlite3_cli() {
+    // .ci/run installs the sqlite3 CLI; this test needs it.
+    let cli = std::process::Command::new("sqlite3")
+        .arg("--version")
+        .output()
+        .is_ok();
+    assert!(cli, "the sqlite3 CLI is needed: apt-get install sqlite3");
+    for db in fixtures_in("real") {
+        let env = Env::new();
+        let name = db.file_name().unwrap().to_string_lossy().into_owned();
+        let out = dump(&env, &db, &format!("{name}.sql"), &[]);
+        let restored = env.path("restored.db");
+        env.run(&["restore", s(&out), s(&restored)]).ok();
+        assert_eq!(
+            content_hash(&db),
+            content_hash(&restored),
+            "{name}: content differs"
+        );
+        env.run(&["verify", s(&out)]).ok();
+        if cli {
+            let loaded = env.path("cli.db");
+            let st = std::process::Command::new("sqlite3")
+                .arg(&loaded)
+                .stdin(std::fs::File::open(&out).unwrap())
+                .output()
+                .unwrap();
+            assert!(
+                st.status.success() && st.stderr.is_empty(),
+                "{name}: sqlite3 CLI: {}",
+                String::from_utf8_lossy(&st.stderr)
+            );
+            // The CLI may add statistics tables its own build enables; compare the user tables.
+            let rows = |p: &Path| {
+                Connection::open(p)
+                    .unwrap()
+                    .query_row(
+                        "SELECT group_concat(name || ':' || ncol, ',') FROM (SELECT name, ncol FROM pragma_table_list WHERE schema='main' AND name NOT LIKE 'sqlite_%' ORDER BY name)",
+                        [],
+                        |r| r.get::<_, Option<String>>(0),
+                    )
+                    .unwrap()
+            };
+            assert_eq!(
+                rows(&db),
+                rows(&loaded),
+                "{name}: tables differ after the sqlite3 CLI load"
+            );
+        }
+    }
+}
+
+#[test]
+fn dumps_are_deterministic_and_a_one_row_change_is_a_one_line_diff() {
+    let env = Env::new();
+    let src = copy_fixture(&env, "real/Chinook_Sqlite.sqlite");
+    let a = std::fs::read_to_string(dump(&env, &src, "a.sql", &[])).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let b = std::fs::read_to_string(dump(&env, &src, "b.sql", &[])).unwrap();
+    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    assert_eq!(la.len(), lb.len());
+    let differ: Vec<usize> = (0..la.len()).filter(|&i| la[i] != lb[i]).collect();
+    assert_eq!(differ, vec![1], "only the created_at line may differ");
+    assert!(la[1].starts_with("-- created_at: "));
+
+    make_db(
+        &src,
+        "UPDATE Artist SET Name = 'AC/DC (live)' WHERE ArtistId = 1;",
+    );
+    let c = std::fs::read_to_string(dump(&env, &src, "c.sql", &[])).unwrap();
+    let lc: Vec<&str> = c.lines().collect();
+    assert_eq!(la.len(), lc.len());
+    let data_diff: Vec<&str> = (3..la.len() - 1)
+        .filter(|&i| la[i] != lc[i])
+        .map(|i| lc[i])
+        .collect();
+    assert_eq!(data_diff.len(), 1, "{data_diff:?}");
+    assert!(data_diff[0].contains("AC/DC (live)"));
+    // Rows come in primary-key order.
+    let artists: Vec<&&str> = lc
+        .iter()
+        .filter(|l| l.starts_with("INSERT INTO \"Artist\""))
+        .collect();
+    assert!(artists[0].contains("VALUES(1,") && artists[1].contains("VALUES(2,"));
+}
+
+#[test]
+fn compressed_dumps_restore_and_read_with_standard_tools() {
+    let env = Env::new();
+    let src = copy_fixture(&env, "real/datasette_fixtures.db");
+    let zst = env.backup(&src, &["--format", "sql"]);
+    assert!(s(&zst).ends_with(".sql.zst"), "{}", zst.display());
+    let gz = dump(&env, &src, "fx.sql.gz", &[]);
+    for (file, tool) in [(&zst, "zstd"), (&gz, "gzip")] {
+        let restored = env.path(&format!("{tool}.db"));
+        env.run(&["restore", s(file), s(&restored)]).ok();
+        assert_eq!(content_hash(&src), content_hash(&restored));
+        let out = std::process::Command::new(tool)
+            .args(["-dc", s(file)])
+            .output()
+            .unwrap();
+        assert!(out.stdout.starts_with(b"-- litevault SQL dump"), "{tool} -dc");
+    }
+}
+
+#[test]
+fn list_show_and_verify_work_on_dumps() {
+    let env = Env::new();
+    let src = copy_fixture(&env, "real/Chinook_Sqlite.sqlite");
+    let dumpfile = env.backup(&src, &["--format", "sql"]);
+    env.backup(&src, &[]);
+    let v = env.run(&["list", "--json"]).ok().json();
+    let kinds: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["manifest"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.len(), 2);
+    assert!(kinds.contains(&"sql") && kinds.contains(&"full"), "{v}");
+    // The manifest is in the first lines: a dump cut to a fifth (a few zstd blocks) still shows it.
+    let bytes = std::fs::read(&dumpfile).unwrap();
+    let cut = env.path("cut.sql.zst");
+    std::fs::write(&cut, &bytes[..bytes.len() / 5]).unwrap();
+    let m = env.run(&["show", s(&cut), "--json"]).ok().json();
+    assert_eq!(m["kind"], "sql");
+    assert_eq!(m["tables"].as_array().unwrap().len(), 11);
+    assert!(!m["created_at"].as_str().unwrap().is_empty());
+    let r = env.run(&["verify", s(&dumpfile), "--json"]).ok().json();
+    assert_eq!(r["kind"], "dump");
+    assert!(
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "round trip" && c["status"] == "pass"),
+        "{r}"
+    );
+    // ... and verify finds the truncation.
+    let r = env.run(&["verify", s(&cut), "--json"]).code(3).json();
+    assert_eq!(r["ok"], false);
+}
+
+#[test]
+fn tampered_and_truncated_dumps_fail_verification_and_are_not_restored() {
+    let env = Env::new();
+    let src = copy_fixture(&env, "real/Chinook_Sqlite.sqlite");
+    let out = dump(&env, &src, "ch.sql", &[]);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let tampered = env.path("tampered.sql");
+    std::fs::write(&tampered, text.replacen("'AC/DC'", "'AC/DC!'", 1)).unwrap();
+    let r = env.run(&["verify", s(&tampered), "--json"]).code(3).json();
+    let failed: Vec<&str> = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        failed.contains(&"checksum dump") && failed.contains(&"round trip"),
+        "{failed:?}"
+    );
+    let target = env.path("t.db");
+    env.run(&["restore", s(&tampered), s(&target)]).code(3);
+    assert!(!target.exists());
+    // Cut before the end: the statement or the end line is missing.
+    let lines: Vec<&str> = text.lines().collect();
+    let truncated = env.path("truncated.sql");
+    std::fs::write(&truncated, lines[..lines.len() - 40].join("\n") + "\n").unwrap();
+    let r = env.run(&["restore", s(&truncated), s(&target)]).code(3);
+    assert!(r.stderr.contains("truncated"), "{}", r.stderr);
+    assert!(!target.exists());
+}
+
+#[test]
+fn restore_of_a_dump_keeps_the_archive_guarantees() {
+    let env = Env::new();
+    let src = copy_fixture(&env, "real/Chinook_Sqlite.sqlite");
+    let out = dump(&env, &src, "ch.sql.zst", &[]);
+    let target = copy_fixture(&env, "real/northwind_205fc66.db");
+    let before = content_hash(&target);
+    let r = env.run(&["restore", s(&out), s(&target)]).code(4);
+    assert!(r.stderr.contains("--overwrite"), "{}", r.stderr);
+    assert_eq!(content_hash(&target), before);
+    let r = env
+        .run(&["restore", s(&out), s(&target), "--overwrite", "--json"])
+        .ok()
+        .json();
+    let safety = PathBuf::from(r["safety_archive"].as_str().unwrap());
+    assert!(safety.exists());
+    assert_eq!(content_hash(&target), content_hash(&src));
+    // The safety archive holds the replaced database.
+    let back = env.path("back.db");
+    env.run(&["restore", s(&safety), s(&back)]).ok();
+    assert_eq!(content_hash(&back), before);
+}
+
+#[test]
+fn table_selection_dumps_only_what_is_asked() {
+    let env = Env::new();
+    let src = copy_fixture(&env, "real/Chinook_Sqlite.sqlite");
+    let out = dump(&env, &src, "two.sql", &["--table", "Artist", "--table", "Album"]);
+    let restored = env.path("two.db");
+    env.run(&["restore", s(&out), s(&restored)]).ok();
+    let names = |p: &Path| -> String {
+        Connection::open(p)
+            .unwrap()
+            .query_row(
+                "SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_schema ORDER BY name)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(names(&restored), "Album,Artist,IFK_AlbumArtistId");
+    assert_eq!(query_i64(&restored, "SELECT count(*) FROM Album"), 347);
+    let out = dump(&env, &src, "most.sql", &["--exclude-table", "PlaylistTrack"]);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(!text.contains("PlaylistTrack") && text.contains("CREATE TABLE [Playlist]"));
+    let r = env
+        .run(&[
+            "backup",
+            s(&src),
+            "--format",
+            "sql",
+            "--table",
+            "Nope",
+            "-o",
+            s(&env.path("x.sql")),
+        ])
+        .code(2);
+    assert!(r.stderr.contains("Nope"), "{}", r.stderr);
+    assert!(!env.path("x.sql").exists());
+}
+
+#[test]
+fn contentless_full_text_tables_are_refused_with_a_reason() {
+    let env = Env::new();
+    let src = env.path("cl.db");
+    make_db(
+        &src,
+        "CREATE VIRTUAL TABLE f USING fts5(a, content=''); INSERT INTO f(rowid, a) VALUES(1, 'x');",
+    );
+    let out = env.path("cl.sql");
+    let r = env
+        .run(&["backup", s(&src), "--format", "sql", "-o", s(&out)])
+        .code(2);
+    assert!(
+        r.stderr.contains("contentless") && r.stderr.contains("--exclude-table"),
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists());
+    assert!(std::fs::read_dir(env.path("")).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".litevault")));
+}
+
+#[test]
+fn foreign_sqlite3_cli_dumps_restore_with_full_text_rebuilt_safely() {
+    let env = Env::new();
+    let target = env.path("cli.db");
+    let r = env
+        .run(&[
+            "restore",
+            s(&fixture("dumps/sqlite3-cli-fts.sql")),
+            s(&target),
+            "--json",
+        ])
+        .ok()
+        .json();
+    let warnings = r["plan"]["warnings"].to_string();
+    assert!(warnings.contains("rebuilt from its text"), "{warnings}");
+    let c = Connection::open(&target).unwrap();
+    let ids = |sql: &str| -> Vec<i64> {
+        c.prepare(sql)
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    assert_eq!(
+        ids("SELECT rowid FROM docs_fts WHERE docs_fts MATCH 'fox' ORDER BY rowid"),
+        vec![1, 3]
+    );
+    assert_eq!(ids("SELECT rowid FROM notes WHERE notes MATCH 'run'"), vec![10]);
+    assert_eq!(
+        ids("SELECT docid FROM old WHERE old MATCH 'world' ORDER BY docid"),
+        vec![5, 7]
+    );
+    assert_eq!(ids("SELECT v FROM notes_config WHERE k = 'automerge'"), vec![8]);
+    assert_eq!(
+        ids("SELECT seq FROM sqlite_sequence WHERE name = 'docs'"),
+        vec![3]
+    );
+    assert_eq!(integrity(&target), "ok");
+    // R*Tree shadow rows cannot be re-read safely: refused with the reason, nothing created.
+    let rt = env.path("rt.db");
+    let r = env
+        .run(&["restore", s(&fixture("dumps/sqlite3-cli-rtree.sql")), s(&rt)])
+        .code(3);
+    assert!(
+        r.stderr.contains("rtree") && r.stderr.contains("line 4"),
+        "{}",
+        r.stderr
+    );
+    assert!(!rt.exists());
+}
+
+#[test]
+fn hostile_dumps_are_refused_naming_the_line_and_create_nothing() {
+    let bomb = {
+        let mut e = "'aaaa'".to_string();
+        for _ in 0..14 {
+            e = format!("replace({e},'a','aaaa')");
+        }
+        e
+    };
+    let cases: Vec<(String, &str)> = vec![
+        ("ATTACH DATABASE 'evil.db' AS e;".into(), "line 1"),
+        ("CREATE TABLE t(a);\nINSERT INTO t VALUES(1);\nVACUUM INTO 'evil.db';".into(), "line 3"),
+        ("SELECT load_extension('/tmp/evil.so');".into(), "line 1"),
+        ("PRAGMA writable_schema=ON;\nUPDATE sqlite_schema SET sql = 'x';".into(), "line 2"),
+        (
+            "PRAGMA writable_schema=ON;\nINSERT INTO sqlite_schema(type,name,tbl_name,rootpage,sql) VALUES('table','t','t',2,'CREATE TABLE t(a)');"
+                .into(),
+            "line 2",
+        ),
+        ("CREATE TEMP TABLE x(a);".into(), "line 1"),
+        ("PRAGMA temp_store_directory='/tmp';".into(), "line 1"),
+        ("CREATE TABLE t(a);\nINSERT INTO t VALUES(zeroblob(1000000000));".into(), "line 2"),
+        (format!("CREATE TABLE t(a);\nINSERT INTO t VALUES({bomb});"), "line 2"),
+        (".shell touch evil.db".into(), "line 1"),
+        ("CREATE VIRTUAL TABLE x USING fts3tokenize(simple);".into(), "line 1"),
+        ("CREATE TABLE t(a);\nINSERT INTO sqlite_dbpage VALUES(1, x'00');".into(), "line 2"),
+        ("BEGIN;\nCREATE TABLE t(a);\nROLLBACK;".into(), "line 3"),
+        ("CREATE TABLE t(a);\nINSERT INTO t WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c;".into(), "line 2"),
+        ("CREATE TABLE t(a);\nDELETE FROM t;".into(), "line 2"),
+    ];
+    for (sql, line) in cases {
+        let env = Env::new();
+        let file = env.path("hostile.sql");
+        std::fs::write(&file, &sql).unwrap();
+        let target = env.path("new.db");
+        let r = env.run(&["restore", s(&file), s(&target)]);
+        assert_eq!(r.code, 3, "accepted: {sql}\n{}", r.stderr);
+        assert!(r.stderr.contains(line), "{sql}: {}", r.stderr);
+        let mut files: Vec<String> = std::fs::read_dir(env.path(""))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(files, vec!["backups", "hostile.sql"], "{sql}: files left");
+        assert!(!Path::new("/tmp/evil.db").exists());
+    }
+}
