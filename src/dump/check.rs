@@ -83,7 +83,7 @@ pub fn load_checked(
     writable: bool,
     progress: &dyn Progress,
 ) -> Result<Loaded> {
-    let (compression, content, mut reader) = super::open(path)?;
+    let (compression, content, mut reader) = super::open_with(path, true)?;
     let report = load::load(path, content, &mut *reader, db_path, progress)?;
     drop(reader);
     let foreign = content == Content::ForeignDump;

@@ -988,16 +988,21 @@ impl Splitter {
         while i < self.buf.len() {
             let b = self.buf[i];
             match self.state {
-                Lex::Quote(q) => {
-                    if b == q {
+                // Quoted text and comments are most of a dump: jump to their end.
+                Lex::Quote(q) => match memchr::memchr(q, &self.buf[i..]) {
+                    Some(off) => {
+                        i += off;
                         self.state = Lex::Normal;
                     }
-                }
-                Lex::LineComment => {
-                    if b == b'\n' {
+                    None => i = self.buf.len(),
+                },
+                Lex::LineComment => match memchr::memchr(b'\n', &self.buf[i..]) {
+                    Some(off) => {
+                        i += off;
                         self.state = Lex::Normal;
                     }
-                }
+                    None => i = self.buf.len(),
+                },
                 Lex::BlockComment => {
                     if b == b'/' && i > 0 && self.buf[i - 1] == b'*' {
                         self.state = Lex::Normal;

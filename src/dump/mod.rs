@@ -93,6 +93,12 @@ pub enum Content {
 /// Opens `path` decompressed (zstd, gzip or plain) and tells what it holds, without reading
 /// more than its first block.
 pub fn open(path: &Path) -> Result<(Compression, Content, Box<dyn BufRead>)> {
+    open_with(path, false)
+}
+
+/// Like [`open`]; with `threaded`, a compressed file is decompressed by a second thread a few
+/// MiB ahead of the reader (loading a dump then uses both cores).
+pub fn open_with(path: &Path, threaded: bool) -> Result<(Compression, Content, Box<dyn BufRead>)> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -109,7 +115,7 @@ pub fn open(path: &Path) -> Result<(Compression, Content, Box<dyn BufRead>)> {
         [0x1f, 0x8b, ..] => Compression::Gzip,
         _ => Compression::None,
     };
-    let reader: Box<dyn Read> = match compression {
+    let reader: Box<dyn Read + Send> = match compression {
         Compression::Zstd => {
             let mut d = zstd::stream::read::Decoder::with_buffer(buf)
                 .map_err(|e| Error::io("start zstd decoder for", path, e))?;
@@ -119,6 +125,11 @@ pub fn open(path: &Path) -> Result<(Compression, Content, Box<dyn BufRead>)> {
         }
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
         Compression::None => Box::new(buf),
+    };
+    let reader: Box<dyn Read> = if threaded && compression != Compression::None {
+        Box::new(ReadAhead::spawn(reader))
+    } else {
+        reader
     };
     // Small reads: a decoder asked for a large block of a cut file fails where the first lines
     // (the manifest) are still readable.
@@ -142,6 +153,91 @@ pub fn open(path: &Path) -> Result<(Compression, Content, Box<dyn BufRead>)> {
         ));
     };
     Ok((compression, content, reader))
+}
+
+/// Reads what a background thread reads from another reader, in 1 MiB chunks, at most 4
+/// chunks ahead. Dropping it stops the thread at its next chunk.
+struct ReadAhead {
+    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl ReadAhead {
+    fn spawn(mut inner: Box<dyn Read + Send>) -> ReadAhead {
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        std::thread::spawn(move || loop {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut filled = 0;
+            let result = loop {
+                match inner.read(&mut buf[filled..]) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        filled += n;
+                        if filled == buf.len() {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            buf.truncate(filled);
+            let end = filled == 0;
+            let msg = match result {
+                Ok(()) => Ok(buf),
+                Err(e) => {
+                    // Deliver what was read before the error, then the error.
+                    if filled > 0 && tx.send(Ok(buf)).is_err() {
+                        return;
+                    }
+                    Err(e)
+                }
+            };
+            let stop = end || msg.is_err();
+            if tx.send(msg).is_err() || stop {
+                return;
+            }
+        });
+        ReadAhead {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    if chunk.is_empty() {
+                        self.done = true;
+                    }
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Err(std::io::Error::other("the decompression thread stopped"));
+                }
+            }
+        }
+        let n = out.len().min(self.chunk.len() - self.pos);
+        out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 fn bad(path: &Path, e: std::io::Error) -> Error {
