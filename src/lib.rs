@@ -10,6 +10,9 @@
 //!   archive is read).
 //! - [`verify`]: prove an archive or a database intact, check by check.
 //! - [`restore`] / [`plan_restore`]: guarded, verified, atomic restore.
+//! - SQL dumps ([`dump`]): `BackupOptions { format: Format::Sql, .. }` writes an exact,
+//!   deterministic SQL dump; `restore` and `verify` accept dumps (any SQL dump is loaded as
+//!   untrusted input).
 //!
 //! ```
 //! use litevault::{backup, restore, verify, BackupOptions, RestoreOptions, VerifyOptions, NoProgress};
@@ -54,7 +57,7 @@ pub mod snapshot;
 pub mod verify;
 
 pub use archive::Compression;
-pub use backup::{backup, default_backup_dir, BackupOptions, BackupReport};
+pub use backup::{backup, default_backup_dir, BackupOptions, BackupReport, Format};
 pub use db::{Check, CheckStatus};
 pub use dump::read_manifest;
 pub use error::{Error, ErrorClass, Result};

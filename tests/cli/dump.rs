@@ -602,3 +602,21 @@ fn hostile_dumps_are_refused_naming_the_line_and_create_nothing() {
         assert!(!Path::new("/tmp/evil.db").exists());
     }
 }
+
+#[test]
+fn tables_come_parents_first_so_a_load_with_foreign_keys_on_succeeds() {
+    let env = Env::new();
+    let src = copy_fixture(&env, "real/Chinook_Sqlite.sqlite");
+    let text = std::fs::read_to_string(dump(&env, &src, "ch.sql", &[])).unwrap();
+    // Without the dump's own `foreign_keys=OFF`, every INSERT is checked against its parents
+    // (the bundled SQLite enforces foreign keys by default).
+    let strict = text.replace("PRAGMA foreign_keys=OFF;\n", "");
+    let target = env.path("strict.db");
+    let c = Connection::open(&target).unwrap();
+    let on: i64 = c.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+    assert_eq!(on, 1);
+    c.execute_batch(&strict)
+        .expect("a parent-first dump loads with foreign keys enforced");
+    drop(c);
+    assert_eq!(content_hash(&src), content_hash(&target));
+}
