@@ -487,15 +487,15 @@ fn render_checks(checks: &[Check], all: bool) -> String {
 
 fn render_list(dir: &std::path::Path, items: &[litevault::ArchiveSummary], verbose: bool) -> String {
     if items.is_empty() {
-        return format!("no archives in {}\n", dir.display());
+        return format!("no archives or dumps in {}\n", dir.display());
     }
     let mut rows = vec![[
         "NAME".to_string(),
         "CREATED".into(),
         "SOURCE".into(),
         "DB SIZE".into(),
-        "ARCHIVE".into(),
-        "METHOD".into(),
+        "FILE SIZE".into(),
+        "KIND".into(),
     ]];
     for it in items {
         let name = it
@@ -510,7 +510,15 @@ fn render_list(dir: &std::path::Path, items: &[litevault::ArchiveSummary], verbo
                 clean(&m.source),
                 HumanBytes(m.db_size).to_string(),
                 HumanBytes(it.archive_size).to_string(),
-                format!("{}{}", m.method, if m.corrupt { " (corrupt)" } else { "" }),
+                format!(
+                    "{}{}",
+                    if m.kind == "sql" {
+                        "sql dump".to_string()
+                    } else {
+                        format!("archive ({})", m.method)
+                    },
+                    if m.corrupt { ", corrupt" } else { "" }
+                ),
             ]),
             None => rows.push([
                 name,
