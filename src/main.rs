@@ -612,13 +612,25 @@ fn render_plan(p: &litevault::RestorePlan) -> String {
         p.archive.display(),
         p.target.display()
     );
-    s += &format!(
-        "  archive: created {} from {} ({}, user_version {})\n",
-        clean(&p.manifest.created_at),
-        clean(&p.manifest.source),
-        HumanBytes(p.manifest.db_size),
-        p.manifest.db.user_version
-    );
+    if p.manifest.kind == "sql" && p.manifest.tool_version.is_empty() {
+        s += &format!(
+            "  source: a foreign SQL dump (no manifest; about {} once loaded)\n",
+            HumanBytes(p.manifest.db_size)
+        );
+    } else {
+        s += &format!(
+            "  {}: created {} from {} ({}, user_version {})\n",
+            if p.manifest.kind == "sql" {
+                "dump"
+            } else {
+                "archive"
+            },
+            clean(&p.manifest.created_at),
+            clean(&p.manifest.source),
+            HumanBytes(p.manifest.db_size),
+            p.manifest.db.user_version
+        );
+    }
     match &p.replaces {
         Some(t) => {
             s += &format!(

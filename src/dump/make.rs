@@ -148,7 +148,7 @@ pub(crate) fn backup_sql(
     enc.write_all(manifest_line.as_bytes()).map_err(io_err)?;
     let mut prefix = line1.into_bytes();
     prefix.extend_from_slice(manifest_line.as_bytes());
-    progress.begin("dump", Some(manifest.total_rows()));
+    progress.begin("dump", None);
     let trailer = write_hashed(&conn, &plan, &prefix, &mut enc, progress).map_err(io_err)?;
     progress.end();
     let trailer_line = format!(
