@@ -125,48 +125,72 @@ pub fn load_checked(
     if !foreign {
         checks.push(compare_header(&manifest, &info));
         checks.push(compare_counts(&manifest, &info));
-        match (&report.header, &report.trailer, quick) {
-            (_, _, true) => checks.push(Check::skipped("round trip", "not run with --quick")),
+    }
+    // The round trip (a full re-dump) and SQLite's checks both only read the file: run them on
+    // two cores when nothing writes (restore). verify's FTS checks use the write form, so there
+    // they run one after the other.
+    let round_trip = || -> Option<Check> {
+        if foreign {
+            return None;
+        }
+        Some(match (&report.header, &report.trailer, quick) {
+            (_, _, true) => Check::skipped("round trip", "not run with --quick"),
             (Some(h), Some(t), false) => match super::make::redump(db_path, &h.hashed) {
-                Ok(again) if again.sha256 == t.sha256 => checks.push(Check::pass(
+                Ok(again) if again.sha256 == t.sha256 => Check::pass(
                     "round trip",
                     format!("the rebuilt database dumps back to the same {} statements", t.statements),
-                )),
-                Ok(again) => checks.push(Check::fail(
+                ),
+                Ok(again) => Check::fail(
                     "round trip",
                     format!(
                         "the rebuilt database dumps to different text ({} statements, {} bytes; the dump has {} and {})",
                         again.statements, again.data_bytes, t.statements, t.data_bytes
                     ),
-                )),
-                Err(e) => checks.push(Check::fail("round trip", e.to_string())),
+                ),
+                Err(e) => Check::fail("round trip", e.to_string()),
             },
-            _ => checks.push(Check::skipped("round trip", "no end line to compare with")),
-        }
-    }
-    let fk_now = db::foreign_key_violations(&conn).ok();
-    let mut sqlite_checks = db::run_checks(
-        &conn,
-        CheckOptions {
-            quick,
-            writable,
-            expected_fk_violations: if foreign {
-                fk_now
-            } else {
-                Some(manifest.foreign_key_violations)
+            _ => Check::skipped("round trip", "no end line to compare with"),
+        })
+    };
+    let sqlite_checks = || {
+        let fk_now = db::foreign_key_violations(&conn).ok();
+        let mut sqlite_checks = db::run_checks(
+            &conn,
+            CheckOptions {
+                quick,
+                writable,
+                expected_fk_violations: if foreign {
+                    fk_now
+                } else {
+                    Some(manifest.foreign_key_violations)
+                },
             },
-        },
-    );
-    if foreign {
-        for c in &mut sqlite_checks {
-            if c.name == "foreign_key_check" && fk_now.unwrap_or(0) > 0 {
-                c.detail = format!(
-                    "{} violations in the dump's data (a foreign dump has no record to compare with)",
-                    fk_now.unwrap_or(0)
-                );
+        );
+        if foreign {
+            for c in &mut sqlite_checks {
+                if c.name == "foreign_key_check" && fk_now.unwrap_or(0) > 0 {
+                    c.detail = format!(
+                        "{} violations in the dump's data (a foreign dump has no record to compare with)",
+                        fk_now.unwrap_or(0)
+                    );
+                }
             }
         }
-    }
+        sqlite_checks
+    };
+    let (trip, sqlite_checks) = if writable {
+        (round_trip(), sqlite_checks())
+    } else {
+        std::thread::scope(|scope| {
+            let trip = scope.spawn(round_trip);
+            let sq = sqlite_checks();
+            let trip = trip
+                .join()
+                .unwrap_or_else(|_| Some(Check::fail("round trip", "the re-dump thread panicked")));
+            (trip, sq)
+        })
+    };
+    checks.extend(trip);
     checks.extend(sqlite_checks);
     Ok(Loaded {
         manifest,
