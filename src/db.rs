@@ -173,7 +173,7 @@ fn map_open_error(path: &Path, e: rusqlite::Error) -> Error {
 
 /// `file:` URI for an immutable read-only open. Bytes that URIs reserve, and every non-ASCII
 /// byte, are percent-encoded (SQLite decodes `%HH` back to the byte).
-fn immutable_uri(path: &Path) -> String {
+pub(crate) fn immutable_uri(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let mut out = String::from("file:");

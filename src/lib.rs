@@ -51,6 +51,7 @@ pub mod error;
 pub mod fsutil;
 pub mod list;
 pub mod manifest;
+pub mod merge;
 pub mod progress;
 pub mod restore;
 pub mod snapshot;

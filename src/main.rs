@@ -137,6 +137,28 @@ enum Command {
         #[arg(long)]
         temp_dir: Option<PathBuf>,
     },
+    /// Import other backups (archives or SQL dumps) into an existing database: no duplicates,
+    /// integer ids remapped with their foreign keys, one transaction.
+    #[command(
+        after_help = "Examples:\n  litevault merge teammate.tar.zst app.db --dry-run   # per-table plan, changes nothing\n  litevault merge teammate.sql.zst app.db\n  litevault merge a.tar.zst b.sql app.db              # several sources in one go\n  litevault merge teammate.tar.zst app.db --keys merge.toml --json\n\nRow identity: the keys file's columns, else a non-integer PRIMARY KEY, else the first UNIQUE\nconstraint, else the row's content. Keys file lines: table = [\"column\", ...]"
+    )]
+    Merge {
+        /// The backups to import, then the database to merge into (last).
+        #[arg(required = true, num_args = 2.., value_name = "BACKUP... DB")]
+        paths: Vec<PathBuf>,
+        /// Compute and print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Row identity per table: lines of `table = ["column", ...]`.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// Create tables that exist only in the incoming data (default: report and skip).
+        #[arg(long)]
+        create_missing_tables: bool,
+        /// Seconds to wait for the database's write lock.
+        #[arg(long, default_value_t = 30)]
+        busy_timeout: u64,
+    },
     /// Restore an archive or SQL dump to a database file: guarded, verified before the swap, atomic.
     #[command(
         after_help = "Examples:\n  litevault restore app-20261121T101500Z.tar.zst restored.db\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite --dry-run\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite\n  litevault restore app.sql.zst new.db            # also .sql.gz, plain .sql\n  litevault restore dump-from-sqlite3.sql new.db  # a foreign dump, loaded as untrusted SQL\n\nAn existing database is replaced only with --overwrite, after a safety archive of it is\nwritten to the backup directory. A database open in other processes is restored through\nSQLite, so they see the new content on their next transaction; it is never swapped from\nunder them."
@@ -388,6 +410,37 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             }
             Ok(if r.ok { exit::OK } else { exit::CORRUPT })
         }
+        Command::Merge {
+            paths,
+            dry_run,
+            keys,
+            create_missing_tables,
+            busy_timeout,
+        } => {
+            let (target, sources) = paths.split_last().expect("clap requires two paths");
+            let keys = match keys {
+                Some(k) => {
+                    let text = std::fs::read_to_string(k).map_err(|e| Error::io("read", k, e))?;
+                    litevault::merge::parse_keys(&text)
+                        .map_err(|m| Error::InvalidOption(format!("{}: {m}", k.display())))?
+                }
+                None => Default::default(),
+            };
+            let opts = litevault::merge::MergeOptions {
+                dry_run: *dry_run,
+                keys,
+                create_missing_tables: *create_missing_tables,
+                busy_timeout: Duration::from_secs(*busy_timeout),
+                temp_dir: None,
+            };
+            let r = litevault::merge::merge(sources, target, &opts, progress)?;
+            if cli.json {
+                out(&json(&r));
+            } else if !cli.quiet {
+                out(&render_merge(&r));
+            }
+            Ok(exit::OK)
+        }
         Command::Restore {
             archive,
             db,
@@ -481,6 +534,55 @@ fn render_checks(checks: &[Check], all: bool) -> String {
             CheckStatus::Skipped => "skip",
         };
         s += &format!("  {tag} {}: {}\n", c.name, c.detail);
+    }
+    s
+}
+
+fn render_merge(r: &litevault::merge::MergeReport) -> String {
+    let mut s = format!(
+        "{} {} backup(s) into {}\n",
+        if r.dry_run { "dry run: merge" } else { "merged" },
+        r.sources.len(),
+        r.target.display()
+    );
+    let mut rows = vec![[
+        "TABLE".to_string(),
+        "IDENTITY".into(),
+        "INCOMING".into(),
+        "INSERTED".into(),
+        "DUPLICATES".into(),
+        "REMAPPED".into(),
+        "ORPHANS".into(),
+        "SKIPPED".into(),
+    ]];
+    for t in &r.tables {
+        rows.push([
+            clean(&t.table),
+            t.identity.clone(),
+            t.incoming.to_string(),
+            t.inserted.to_string(),
+            t.duplicates.to_string(),
+            t.remapped.to_string(),
+            t.orphans.to_string(),
+            t.skipped_orphans.to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        s += &format!("  {}\n", line.join("  ").trim_end());
+    }
+    for w in &r.warnings {
+        s += &format!("  warning: {}\n", clean(w));
+    }
+    if r.dry_run {
+        s += "nothing was changed\n";
     }
     s
 }

@@ -11,5 +11,6 @@ mod dump;
 mod helper;
 mod hot;
 mod list;
+mod merge;
 mod restore;
 mod verify;

@@ -1,0 +1,784 @@
+//! `merge`: import the rows of other backups (archives or SQL dumps) into an existing database,
+//! without duplicates and without breaking links.
+//!
+//! Each source is first materialized and checked in a private temp file through the same safe
+//! readers as `restore` (an archive is extracted and verified; a dump is loaded as untrusted SQL).
+//! Then, in one `BEGIN IMMEDIATE` transaction on the target (waiting for other writers up to a
+//! timeout), tables are merged parents-first by the target's foreign keys:
+//!
+//! - **identity** of a row, in order of preference: the columns the keys file names; a PRIMARY
+//!   KEY that is not an integer rowid alias; the first UNIQUE constraint; else every common
+//!   column except an integer rowid-alias key (after foreign keys are translated). A row whose
+//!   identity is already in the target is a duplicate: skipped, and its id mapped to the
+//!   target's row.
+//! - **integer keys**: an inserted row keeps its id when that id is free in the target, else
+//!   gets the next free one; every foreign key pointing at it (other tables and the same table)
+//!   is rewritten through the id map. A foreign key whose parent is in neither database becomes
+//!   NULL where the column allows it (an orphan), else the row is skipped and reported.
+//! - **schema differences**: columns only in the incoming data are dropped with a warning,
+//!   columns only in the target get their defaults, tables only in the incoming data are reported
+//!   and skipped unless `create_missing_tables`.
+//! - **derived data**: rows are inserted with ordinary INSERTs, so the target's triggers fire;
+//!   afterwards every full-text table is checked and, if its index no longer matches its
+//!   content, rebuilt. Virtual tables themselves are not merged row by row.
+//! - `foreign_key_check` must not report more violations than before, or nothing is committed.
+//!   `dry_run` does all of it and rolls back.
+//!
+//! Sources are read through their own read-only connections (no ATTACH). Memory: a hash (16 bytes) and a row id per target row of the table being merged, and the id
+//! maps of integer keys; rows themselves are streamed.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::db::{self, quote_ident, Check};
+use crate::dump::Content;
+use crate::error::{Error, Result};
+use crate::fsutil::TEMP_PREFIX;
+use crate::progress::Progress;
+
+/// Options of [`merge`].
+#[derive(Debug, Clone)]
+pub struct MergeOptions {
+    /// Compute the full plan and report, change nothing.
+    pub dry_run: bool,
+    /// Row identity per table (see [`parse_keys`]).
+    pub keys: HashMap<String, Vec<String>>,
+    /// Create tables that exist only in the incoming data.
+    pub create_missing_tables: bool,
+    /// How long to wait for the target's write lock.
+    pub busy_timeout: Duration,
+    /// Where to materialize the sources (default: the target's directory).
+    pub temp_dir: Option<PathBuf>,
+}
+
+impl Default for MergeOptions {
+    fn default() -> Self {
+        MergeOptions {
+            dry_run: false,
+            keys: HashMap::new(),
+            create_missing_tables: false,
+            busy_timeout: Duration::from_secs(30),
+            temp_dir: None,
+        }
+    }
+}
+
+/// What merging did to one table (summed over the sources).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TableMerge {
+    /// The table.
+    pub table: String,
+    /// How rows were identified: "keys file", "primary key", "unique", "content".
+    pub identity: String,
+    /// Rows in the incoming data.
+    pub incoming: u64,
+    /// Rows inserted.
+    pub inserted: u64,
+    /// Rows skipped because their identity was already there.
+    pub duplicates: u64,
+    /// Inserted rows that got a new integer id.
+    pub remapped: u64,
+    /// Foreign keys set to NULL because their parent is in neither database.
+    pub orphans: u64,
+    /// Rows skipped because a NOT NULL foreign key has no parent.
+    pub skipped_orphans: u64,
+}
+
+/// What [`merge`] did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MergeReport {
+    /// The database merged into.
+    pub target: PathBuf,
+    /// The backups merged, in order.
+    pub sources: Vec<PathBuf>,
+    /// True when nothing was changed.
+    pub dry_run: bool,
+    /// Per table.
+    pub tables: Vec<TableMerge>,
+    /// Schema differences and other things worth knowing.
+    pub warnings: Vec<String>,
+    /// Checks of each source before it was read.
+    pub checks: Vec<Check>,
+    /// Milliseconds the merge took.
+    pub duration_ms: u64,
+}
+
+/// Parses a keys file: optional `[keys]` header, then one `table = ["col", ...]` per line;
+/// `#` starts a comment.
+///
+/// ```
+/// let k = litevault::merge::parse_keys("[keys]\nusers = [\"email\"]  # natural key\n").unwrap();
+/// assert_eq!(k["users"], vec!["email".to_string()]);
+/// ```
+pub fn parse_keys(text: &str) -> std::result::Result<HashMap<String, Vec<String>>, String> {
+    let mut out = HashMap::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() || line == "[keys]" {
+            continue;
+        }
+        let (table, list) = line
+            .split_once('=')
+            .ok_or_else(|| format!("line {}: expected table = [\"column\", ...]", n + 1))?;
+        let table = table.trim().trim_matches('"').to_string();
+        let list = list.trim();
+        let inner = list
+            .strip_prefix('[')
+            .and_then(|l| l.strip_suffix(']'))
+            .ok_or_else(|| format!("line {}: expected a list in [ ]", n + 1))?;
+        let cols: Vec<String> = inner
+            .split(',')
+            .map(|c| c.trim().trim_matches('"').to_string())
+            .filter(|c| !c.is_empty())
+            .collect();
+        if cols.is_empty() || table.is_empty() {
+            return Err(format!("line {}: empty table or column list", n + 1));
+        }
+        out.insert(table, cols);
+    }
+    Ok(out)
+}
+
+/// Merges the backups `sources` into the database `target`.
+pub fn merge(
+    sources: &[PathBuf],
+    target: &Path,
+    opts: &MergeOptions,
+    progress: &dyn Progress,
+) -> Result<MergeReport> {
+    let started = Instant::now();
+    db::check_header(target)?;
+    let target = std::path::absolute(target).map_err(|e| Error::io("resolve", target, e))?;
+    let base = opts
+        .temp_dir
+        .clone()
+        .unwrap_or_else(|| crate::fsutil::parent_dir(&target));
+    let tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempdir_in(&base)
+        .map_err(|e| Error::io("create temp directory in", &base, e))?;
+    let mut report = MergeReport {
+        target: target.clone(),
+        sources: sources.to_vec(),
+        dry_run: opts.dry_run,
+        tables: Vec::new(),
+        warnings: Vec::new(),
+        checks: Vec::new(),
+        duration_ms: 0,
+    };
+    // 1. Every source, materialized and checked before the target is touched.
+    let mut copies = Vec::new();
+    for (i, src) in sources.iter().enumerate() {
+        let copy = tmp.path().join(format!("source-{i}.sqlite"));
+        let (content, _) = crate::dump::read_any_manifest(src)?;
+        let checks = match content {
+            Content::Archive => {
+                let contents = crate::verify::extract(src, &copy, progress)?;
+                contents.ensure_checksums(src)?;
+                let mut c = contents.checksum_checks();
+                c.extend(crate::verify::extracted_checks(
+                    &copy,
+                    &contents.manifest,
+                    true,
+                    false,
+                ));
+                c
+            }
+            _ => {
+                let loaded = crate::dump::check::load_checked(src, &copy, true, false, progress)?;
+                report.warnings.extend(loaded.report.warnings);
+                loaded.checks
+            }
+        };
+        let failed: Vec<String> = checks
+            .iter()
+            .filter(|c| c.failed())
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        if !failed.is_empty() {
+            return Err(Error::VerificationFailed {
+                path: src.clone(),
+                failed: failed.join("; "),
+            });
+        }
+        report.checks.extend(checks);
+        copies.push(copy);
+    }
+
+    // 2. One write transaction on the target.
+    let conn = Connection::open_with_flags(
+        &target,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|e| Error::sqlite("open", &target, e))?;
+    let e = |err| Error::sqlite("merge into", &target, err);
+    conn.busy_timeout(opts.busy_timeout).map_err(e)?;
+    conn.execute_batch("PRAGMA foreign_keys=OFF").map_err(e)?;
+    let fk_before = db::foreign_key_violations(&conn).map_err(e)?;
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|err| match err.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy) => Error::InUse {
+                path: target.clone(),
+                detail: format!(
+                    "another connection kept the write lock for more than {} s",
+                    opts.busy_timeout.as_secs()
+                ),
+            },
+            _ => e(err),
+        })?;
+    let result = (|| -> Result<()> {
+        let mut totals: Vec<TableMerge> = Vec::new();
+        for copy in &copies {
+            let src = db::open_private(copy, false)?;
+            for t in merge_one(&conn, &src, opts, &mut report.warnings).map_err(e)? {
+                match totals.iter_mut().find(|x| x.table == t.table) {
+                    Some(x) => {
+                        x.incoming += t.incoming;
+                        x.inserted += t.inserted;
+                        x.duplicates += t.duplicates;
+                        x.remapped += t.remapped;
+                        x.orphans += t.orphans;
+                        x.skipped_orphans += t.skipped_orphans;
+                    }
+                    None => totals.push(t),
+                }
+            }
+        }
+        refresh_fts(&conn, &mut report.warnings).map_err(e)?;
+        let fk_after = db::foreign_key_violations(&conn).map_err(e)?;
+        if fk_after > fk_before {
+            return Err(Error::VerificationFailed {
+                path: target.clone(),
+                failed: format!(
+                    "foreign_key_check: {fk_after} violations after the merge, {fk_before} before; nothing was merged"
+                ),
+            });
+        }
+        report.tables = totals;
+        Ok(())
+    })();
+    match result {
+        Ok(()) if !opts.dry_run => conn.execute_batch("COMMIT").map_err(e)?,
+        Ok(()) => conn.execute_batch("ROLLBACK").map_err(e)?,
+        Err(err) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(err);
+        }
+    }
+    drop(conn);
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+struct TableInfo {
+    name: String,
+    /// Stored (non-generated) columns, by name.
+    columns: Vec<String>,
+    notnull: HashSet<String>,
+    /// The integer rowid-alias column.
+    int_pk: Option<String>,
+    /// A declared primary key that is not an integer alias.
+    pk: Vec<String>,
+    /// Columns of the first UNIQUE constraint.
+    unique: Option<Vec<String>>,
+    /// (column, parent table, parent column or None for the parent's primary key)
+    fks: Vec<(String, String, Option<String>)>,
+    without_rowid: bool,
+}
+
+fn table_info(conn: &Connection, schema: &str, name: &str) -> rusqlite::Result<TableInfo> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT name, type, \"notnull\", pk, hidden FROM {schema}.pragma_table_xinfo(?1) ORDER BY cid"
+    ))?;
+    let cols: Vec<(String, String, bool, i64, i64)> = stmt
+        .query_map([name], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let wr: bool = conn
+        .query_row(
+            &format!("SELECT wr FROM {schema}.pragma_table_list WHERE name = ?1"),
+            [name],
+            |r| r.get(0),
+        )
+        .unwrap_or(false);
+    let mut pk: Vec<(i64, String, String)> = cols
+        .iter()
+        .filter(|c| c.3 > 0)
+        .map(|c| (c.3, c.0.clone(), c.1.clone()))
+        .collect();
+    pk.sort();
+    let int_pk = (!wr && pk.len() == 1 && pk[0].2.eq_ignore_ascii_case("INTEGER")).then(|| pk[0].1.clone());
+    let pk_cols: Vec<String> = if int_pk.is_some() {
+        Vec::new()
+    } else {
+        pk.iter().map(|p| p.1.clone()).collect()
+    };
+    let mut unique = None;
+    let mut idx = conn.prepare(&format!(
+        "SELECT name FROM {schema}.pragma_index_list(?1) WHERE \"unique\" = 1 AND origin = 'u' ORDER BY seq DESC"
+    ))?;
+    let names: Vec<String> = idx
+        .query_map([name], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if let Some(first) = names.first() {
+        let mut ic = conn.prepare(&format!(
+            "SELECT name FROM {schema}.pragma_index_info(?1) ORDER BY seqno"
+        ))?;
+        let c: Vec<Option<String>> = ic
+            .query_map([first], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if c.iter().all(Option::is_some) {
+            unique = Some(c.into_iter().flatten().collect());
+        }
+    }
+    let mut fk = conn.prepare(&format!(
+        "SELECT \"from\", \"table\", \"to\" FROM {schema}.pragma_foreign_key_list(?1) ORDER BY id, seq"
+    ))?;
+    let fks = fk
+        .query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(TableInfo {
+        name: name.to_string(),
+        columns: cols.iter().filter(|c| c.4 == 0).map(|c| c.0.clone()).collect(),
+        notnull: cols.iter().filter(|c| c.2).map(|c| c.0.clone()).collect(),
+        int_pk,
+        pk: pk_cols,
+        unique,
+        fks,
+        without_rowid: wr,
+    })
+}
+
+fn user_tables(conn: &Connection, schema: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT name FROM {schema}.sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
+           AND sql NOT LIKE 'CREATE VIRTUAL TABLE%'
+           AND name NOT IN (SELECT name FROM {schema}.pragma_table_list WHERE type = 'shadow')
+         ORDER BY name"
+    ))?;
+    let v = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(v)
+}
+
+/// Parents first (by the target's foreign keys), names otherwise.
+fn parents_first(tables: &[TableInfo]) -> Vec<usize> {
+    let index: HashMap<String, usize> = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.to_ascii_lowercase(), i))
+        .collect();
+    let mut done = vec![false; tables.len()];
+    let mut visiting = vec![false; tables.len()];
+    let mut order = Vec::new();
+    fn visit(
+        i: usize,
+        t: &[TableInfo],
+        index: &HashMap<String, usize>,
+        done: &mut [bool],
+        visiting: &mut [bool],
+        order: &mut Vec<usize>,
+    ) {
+        if done[i] || visiting[i] {
+            return;
+        }
+        visiting[i] = true;
+        for (_, parent, _) in &t[i].fks {
+            if let Some(&p) = index.get(&parent.to_ascii_lowercase()) {
+                visit(p, t, index, done, visiting, order);
+            }
+        }
+        visiting[i] = false;
+        done[i] = true;
+        order.push(i);
+    }
+    for i in 0..tables.len() {
+        visit(i, tables, &index, &mut done, &mut visiting, &mut order);
+    }
+    order
+}
+
+fn hash_values(values: &[Value]) -> [u8; 16] {
+    let mut h = Sha256::new();
+    for v in values {
+        match v {
+            Value::Null => h.update(b"n"),
+            Value::Integer(i) => {
+                h.update(b"i");
+                h.update(i.to_be_bytes());
+            }
+            Value::Real(f) => {
+                h.update(b"f");
+                h.update(f.to_bits().to_be_bytes());
+            }
+            Value::Text(t) => {
+                h.update(b"t");
+                h.update((t.len() as u64).to_be_bytes());
+                h.update(t.as_bytes());
+            }
+            Value::Blob(b) => {
+                h.update(b"b");
+                h.update((b.len() as u64).to_be_bytes());
+                h.update(b);
+            }
+        }
+    }
+    let d = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d[..16]);
+    out
+}
+
+fn owned(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(f) => Value::Real(f),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
+/// Merges the database open on `src` into the one open on `conn`.
+fn merge_one(
+    conn: &Connection,
+    src: &Connection,
+    opts: &MergeOptions,
+    warnings: &mut Vec<String>,
+) -> rusqlite::Result<Vec<TableMerge>> {
+    let target_tables = user_tables(conn, "main")?;
+    let incoming_tables = user_tables(src, "main")?;
+    let lower_target: HashSet<String> = target_tables.iter().map(|t| t.to_ascii_lowercase()).collect();
+    for t in &incoming_tables {
+        if !lower_target.contains(&t.to_ascii_lowercase()) {
+            if opts.create_missing_tables {
+                let sql: String = src.query_row(
+                    "SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND name = ?1",
+                    [t],
+                    |r| r.get(0),
+                )?;
+                conn.execute_batch(&sql)?;
+                warnings.push(format!("table {t:?} only in the incoming data: created"));
+            } else {
+                warnings.push(format!(
+                    "table {t:?} only in the incoming data: skipped (--create-missing-tables creates it)"
+                ));
+            }
+        }
+    }
+    let target_tables = user_tables(conn, "main")?;
+    let incoming_set: HashSet<String> = incoming_tables.iter().map(|t| t.to_ascii_lowercase()).collect();
+    let infos: Vec<TableInfo> = target_tables
+        .iter()
+        .filter(|t| incoming_set.contains(&t.to_ascii_lowercase()))
+        .map(|t| table_info(conn, "main", t))
+        .collect::<rusqlite::Result<_>>()?;
+    let mut id_maps: HashMap<String, HashMap<i64, i64>> = HashMap::new();
+    let mut out = Vec::new();
+    for i in parents_first(&infos) {
+        let info = &infos[i];
+        out.push(merge_table(conn, src, info, opts, &mut id_maps, warnings)?);
+    }
+    Ok(out)
+}
+
+fn merge_table(
+    conn: &Connection,
+    src_conn: &Connection,
+    t: &TableInfo,
+    opts: &MergeOptions,
+    id_maps: &mut HashMap<String, HashMap<i64, i64>>,
+    warnings: &mut Vec<String>,
+) -> rusqlite::Result<TableMerge> {
+    let src = table_info(src_conn, "main", &t.name)?;
+    let lower = |s: &str| s.to_ascii_lowercase();
+    let src_cols: HashSet<String> = src.columns.iter().map(|c| lower(c)).collect();
+    let common: Vec<String> = t
+        .columns
+        .iter()
+        .filter(|c| src_cols.contains(&lower(c)))
+        .cloned()
+        .collect();
+    let tgt_cols: HashSet<String> = t.columns.iter().map(|c| lower(c)).collect();
+    let dropped: Vec<&String> = src
+        .columns
+        .iter()
+        .filter(|c| !tgt_cols.contains(&lower(c)))
+        .collect();
+    if !dropped.is_empty() {
+        warnings.push(format!(
+            "{}: incoming columns not in the target were dropped: {}",
+            t.name,
+            dropped.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let (identity_cols, identity): (Vec<String>, &str) = if let Some(k) = opts.keys.get(&t.name) {
+        (k.clone(), "keys file")
+    } else if !t.pk.is_empty() && t.pk.iter().all(|c| src_cols.contains(&lower(c))) {
+        (t.pk.clone(), "primary key")
+    } else if let Some(u) = t
+        .unique
+        .as_ref()
+        .filter(|u| u.iter().all(|c| src_cols.contains(&lower(c))))
+    {
+        (u.clone(), "unique")
+    } else {
+        (
+            common
+                .iter()
+                .filter(|c| Some(*c) != t.int_pk.as_ref())
+                .cloned()
+                .collect(),
+            "content",
+        )
+    };
+    for c in &identity_cols {
+        if !common.iter().any(|x| lower(x) == lower(c)) {
+            warnings.push(format!(
+                "{}: identity column {c:?} is not in both databases",
+                t.name
+            ));
+        }
+    }
+    let pos = |c: &str| common.iter().position(|x| lower(x) == lower(c));
+    let id_pos: Vec<usize> = identity_cols.iter().filter_map(|c| pos(c)).collect();
+    let pk_pos = t.int_pk.as_deref().and_then(pos);
+    let qt = quote_ident(&t.name);
+    let col_list = common
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+
+    // Identities already in the target. A key (primary, unique, keys file) is looked up through
+    // SQL (its index); content identity through hashes of the target's rows (16 bytes and a
+    // rowid each), checked value by value on a hit.
+    let by_sql = identity != "content";
+    let mut existing: HashMap<[u8; 16], Vec<i64>> = HashMap::new();
+    if !by_sql {
+        let mut stmt = conn.prepare(&format!("SELECT rowid, {col_list} FROM main.{qt}"))?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let vals: Vec<Value> = id_pos
+                .iter()
+                .map(|&p| r.get_ref(p + 1).map(owned))
+                .collect::<rusqlite::Result<_>>()?;
+            existing.entry(hash_values(&vals)).or_default().push(r.get(0)?);
+        }
+    }
+    let mut lookup = if by_sql {
+        let conds: Vec<String> = id_pos
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| format!("{} IS ?{}", quote_ident(&common[p]), i + 1))
+            .collect();
+        Some(conn.prepare(&format!(
+            "SELECT {col_list} FROM main.{qt} WHERE {} LIMIT 1",
+            if conds.is_empty() {
+                "0".to_string()
+            } else {
+                conds.join(" AND ")
+            }
+        ))?)
+    } else {
+        None
+    };
+    let mut next_id: i64 = match &t.int_pk {
+        Some(pk) => conn.query_row(
+            &format!("SELECT coalesce(max({}), 0) FROM main.{qt}", quote_ident(pk)),
+            [],
+            |r| r.get(0),
+        )?,
+        None => 0,
+    };
+    let mut report = TableMerge {
+        table: t.name.clone(),
+        identity: identity.into(),
+        ..Default::default()
+    };
+    let mut map: HashMap<i64, i64> = HashMap::new();
+    // Foreign keys to translate: (position, parent, is the parent this table).
+    let fk_pos: Vec<(usize, String, bool)> = t
+        .fks
+        .iter()
+        .filter_map(|(from, parent, to)| {
+            let p = pos(from)?;
+            let parent_info_pk_match =
+                to.is_none() || to.as_deref().map(lower) == id_maps_key_col(conn, parent);
+            parent_info_pk_match.then(|| (p, lower(parent), lower(parent) == lower(&t.name)))
+        })
+        .collect();
+    let mut deferred: Vec<(i64, usize, i64)> = Vec::new();
+    let placeholders = (1..=common.len())
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut insert = conn.prepare(&format!(
+        "INSERT INTO main.{qt}({col_list}) VALUES({placeholders})"
+    ))?;
+    let mut exists = match &t.int_pk {
+        Some(pk) => Some(conn.prepare(&format!("SELECT 1 FROM main.{qt} WHERE {} = ?1", quote_ident(pk)))?),
+        None => None,
+    };
+    let mut fetch = if by_sql {
+        conn.prepare("SELECT 1 WHERE 0 AND ?1")?
+    } else {
+        conn.prepare(&format!("SELECT {col_list} FROM main.{qt} WHERE rowid = ?1"))?
+    };
+    let order = if src.without_rowid { "" } else { " ORDER BY rowid" };
+    let mut stmt = src_conn.prepare(&format!("SELECT {col_list} FROM main.{qt}{order}"))?;
+    let mut rows = stmt.query([])?;
+    'rows: while let Some(r) = rows.next()? {
+        report.incoming += 1;
+        let mut vals: Vec<Value> = (0..common.len())
+            .map(|i| r.get_ref(i).map(owned))
+            .collect::<rusqlite::Result<_>>()?;
+        let old_id = pk_pos.and_then(|p| match vals[p] {
+            Value::Integer(i) => Some(i),
+            _ => None,
+        });
+        let mut self_refs = Vec::new();
+        for (p, parent, is_self) in &fk_pos {
+            let Value::Integer(v) = vals[*p] else { continue };
+            if *is_self {
+                match map.get(&v) {
+                    Some(&n) => vals[*p] = Value::Integer(n),
+                    None => self_refs.push((*p, v)),
+                }
+                continue;
+            }
+            let Some(pmap) = id_maps.get(parent) else { continue };
+            match pmap.get(&v) {
+                Some(&n) => vals[*p] = Value::Integer(n),
+                None => {
+                    let col = &common[*p];
+                    if t.notnull.contains(col) {
+                        report.skipped_orphans += 1;
+                        continue 'rows;
+                    }
+                    vals[*p] = Value::Null;
+                    report.orphans += 1;
+                }
+            }
+        }
+        let ident: Vec<Value> = id_pos.iter().map(|&p| vals[p].clone()).collect();
+        let h = hash_values(&ident);
+        let there: Option<Vec<Value>> = match lookup.as_mut() {
+            Some(stmt) => {
+                let mut rows = stmt.query(rusqlite::params_from_iter(ident.iter()))?;
+                match rows.next()? {
+                    Some(r) => Some(
+                        (0..common.len())
+                            .map(|i| r.get_ref(i).map(owned))
+                            .collect::<rusqlite::Result<_>>()?,
+                    ),
+                    None => None,
+                }
+            }
+            None => {
+                let mut found = None;
+                for &rowid in existing.get(&h).map(Vec::as_slice).unwrap_or(&[]) {
+                    let row: Vec<Value> = fetch.query_row([rowid], |r| {
+                        (0..common.len()).map(|i| r.get_ref(i).map(owned)).collect()
+                    })?;
+                    if id_pos.iter().all(|&p| row[p] == vals[p]) {
+                        found = Some(row);
+                        break;
+                    }
+                }
+                found
+            }
+        };
+        if let Some(there) = there {
+            report.duplicates += 1;
+            if let (Some(old), Some(p)) = (old_id, pk_pos) {
+                if let Value::Integer(n) = there[p] {
+                    map.insert(old, n);
+                }
+            }
+            continue 'rows;
+        }
+        if let (Some(old), Some(p), Some(ex)) = (old_id, pk_pos, exists.as_mut()) {
+            let taken = ex.exists([old])?;
+            let new = if taken {
+                next_id += 1;
+                report.remapped += 1;
+                next_id
+            } else {
+                next_id = next_id.max(old);
+                old
+            };
+            vals[p] = Value::Integer(new);
+            map.insert(old, new);
+        }
+        insert.execute(rusqlite::params_from_iter(vals.iter()))?;
+        let rowid = conn.last_insert_rowid();
+        for (p, old_ref) in self_refs {
+            deferred.push((rowid, p, old_ref));
+        }
+        if !by_sql {
+            existing.entry(h).or_default().push(rowid);
+        }
+        report.inserted += 1;
+    }
+    // Self-references to rows inserted later in the same table.
+    for (rowid, p, old_ref) in deferred {
+        let col = quote_ident(&common[p]);
+        match map.get(&old_ref) {
+            Some(&n) => {
+                conn.execute(
+                    &format!("UPDATE main.{qt} SET {col} = ?1 WHERE rowid = ?2"),
+                    [n, rowid],
+                )?;
+            }
+            None if !t.notnull.contains(&common[p]) => {
+                conn.execute(
+                    &format!("UPDATE main.{qt} SET {col} = NULL WHERE rowid = ?1"),
+                    [rowid],
+                )?;
+                report.orphans += 1;
+            }
+            None => {}
+        }
+    }
+    if t.int_pk.is_some() {
+        id_maps.insert(lower(&t.name), map);
+    }
+    Ok(report)
+}
+
+/// The lowercased integer-key column of `table` in the target, if it has one.
+fn id_maps_key_col(conn: &Connection, table: &str) -> Option<String> {
+    table_info(conn, "main", table)
+        .ok()
+        .and_then(|t| t.int_pk)
+        .map(|c| c.to_ascii_lowercase())
+}
+
+/// Full-text tables whose index no longer matches their content (an external-content table
+/// whose content table got rows without a trigger keeping it in step) are rebuilt.
+fn refresh_fts(conn: &Connection, warnings: &mut Vec<String>) -> rusqlite::Result<()> {
+    for (table, module) in db::fts_tables(conn)? {
+        let q = quote_ident(&table);
+        let check = if module == "fts5" {
+            format!("INSERT INTO main.{q}({q}, rank) VALUES('integrity-check', 1)")
+        } else {
+            format!("INSERT INTO main.{q}({q}) VALUES('integrity-check')")
+        };
+        if conn.execute_batch(&check).is_err() {
+            conn.execute_batch(&format!("INSERT INTO main.{q}({q}) VALUES('rebuild')"))?;
+            warnings.push(format!(
+                "full-text table {table:?} did not match its content after the merge: rebuilt"
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,359 @@
+//! `merge`: importing other backups into an existing database.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+
+use crate::util::*;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const SCHEMA: &str = "
+    CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL, name TEXT);
+    CREATE TABLE notes(id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id),
+                       parent_id INTEGER REFERENCES notes(id), body TEXT);
+    CREATE TABLE tags(name TEXT PRIMARY KEY, color TEXT) WITHOUT ROWID;
+    CREATE TABLE docs(id INTEGER PRIMARY KEY, title TEXT, body TEXT);
+    CREATE VIRTUAL TABLE docs_fts USING fts5(title, body, content='docs', content_rowid='id');
+    CREATE TRIGGER docs_ai AFTER INSERT ON docs BEGIN
+      INSERT INTO docs_fts(rowid, title, body) VALUES (new.id, new.title, new.body);
+    END;
+    INSERT INTO users VALUES(1, 'ann@x', 'Ann');
+    INSERT INTO notes VALUES(1, 1, NULL, 'shared root');
+    INSERT INTO tags VALUES('red', '#f00');
+    INSERT INTO docs VALUES(1, 'shared', 'common history');";
+
+/// Rows by natural identity: ids replaced by what they point at.
+fn natural(db: &Path) -> BTreeSet<String> {
+    let c = Connection::open(db).unwrap();
+    let mut out = BTreeSet::new();
+    let mut q = |sql: &str| {
+        let mut st = c.prepare(sql).unwrap();
+        let rows = st.query_map([], |r| r.get::<_, String>(0)).unwrap();
+        for r in rows {
+            out.insert(r.unwrap());
+        }
+    };
+    q("SELECT 'user ' || email || ' ' || coalesce(name, '') FROM users");
+    q("SELECT 'note ' || u.email || ' ' || coalesce(n.body, '') || ' <- ' || coalesce((SELECT body FROM notes p WHERE p.id = n.parent_id), '-')
+       FROM notes n JOIN users u ON u.id = n.user_id");
+    q("SELECT 'tag ' || name || ' ' || coalesce(color, '') FROM tags");
+    q("SELECT 'doc ' || title || ' ' || body FROM docs");
+    out
+}
+
+fn pair(env: &Env) -> (PathBuf, PathBuf) {
+    let a = env.path("a.db");
+    make_db(&a, SCHEMA);
+    let b = env.path("b.db");
+    std::fs::copy(&a, &b).unwrap();
+    make_db(
+        &a,
+        "INSERT INTO users VALUES(2, 'cat@x', 'Cat'); INSERT INTO notes VALUES(2, 2, 1, 'cat reply');
+         INSERT INTO docs(title, body) VALUES('cats', 'purring machines');",
+    );
+    make_db(
+        &b,
+        "INSERT INTO users VALUES(2, 'bob@x', 'Bob');
+         INSERT INTO notes VALUES(2, 2, 1, 'bob reply'), (3, 2, 2, 'bob answers bob'), (4, 1, NULL, 'ann on b');
+         INSERT INTO tags VALUES('blue', '#00f');
+         INSERT INTO docs(title, body) VALUES('dogs', 'loyal barking friends');",
+    );
+    (a, b)
+}
+
+#[test]
+fn ids_are_remapped_with_their_foreign_keys_and_a_second_merge_adds_nothing() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    let expected: BTreeSet<String> = natural(&a).union(&natural(&b)).cloned().collect();
+    let archive = env.backup(&b, &[]);
+    let before = content_hash(&a);
+    let plan = env
+        .run(&["merge", s(&archive), s(&a), "--dry-run", "--json"])
+        .ok()
+        .json();
+    assert_eq!(content_hash(&a), before, "dry run changed the database");
+    let r = env.run(&["merge", s(&archive), s(&a), "--json"]).ok().json();
+    assert_eq!(
+        plan["tables"], r["tables"],
+        "the dry run's plan is what the merge did"
+    );
+    let t = |name: &str| {
+        r["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["table"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(t("users")["inserted"], 1);
+    assert_eq!(t("users")["duplicates"], 1);
+    assert_eq!(t("users")["remapped"], 1, "bob's id 2 is cat's in the target");
+    assert_eq!(t("notes")["inserted"], 3);
+    assert_eq!(t("tags")["identity"], "primary key");
+    assert_eq!(natural(&a), expected, "not the exact union");
+    // Bob's self-reply points at bob's reply, wherever their ids landed.
+    assert_eq!(
+        query_i64(&a, "SELECT count(*) FROM notes n JOIN notes p ON p.id = n.parent_id WHERE n.body = 'bob answers bob' AND p.body = 'bob reply'"),
+        1
+    );
+    assert_eq!(query_i64(&a, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
+    // The target's trigger fed its full-text index.
+    assert_eq!(
+        query_i64(&a, "SELECT count(*) FROM docs_fts WHERE docs_fts MATCH 'barking'"),
+        1
+    );
+    assert_eq!(
+        query_i64(&a, "SELECT count(*) FROM docs_fts WHERE docs_fts MATCH 'purring'"),
+        1
+    );
+    // Idempotent: again, from the archive or from an SQL dump of the same data.
+    let after = content_hash(&a);
+    let r = env.run(&["merge", s(&archive), s(&a), "--json"]).ok().json();
+    assert!(
+        r["tables"].as_array().unwrap().iter().all(|t| t["inserted"] == 0),
+        "{r}"
+    );
+    let dump = env.path("b.sql");
+    env.run(&[
+        "backup",
+        s(&b),
+        "--format",
+        "sql",
+        "--compression",
+        "none",
+        "-o",
+        s(&dump),
+    ])
+    .ok();
+    env.run(&["merge", s(&dump), s(&a)]).ok();
+    assert_eq!(content_hash(&a), after);
+    // A backup merged into the database it came from adds nothing.
+    let own = env.backup(&a, &[]);
+    env.run(&["merge", s(&own), s(&a)]).ok();
+    assert_eq!(content_hash(&a), after);
+}
+
+#[test]
+fn merge_order_does_not_matter_and_several_sources_merge_in_one_go() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    let base = env.path("c.db");
+    make_db(&base, SCHEMA);
+    let (aa, bb) = (env.backup(&a, &[]), env.backup(&b, &[]));
+    let c1 = env.path("c1.db");
+    let c2 = env.path("c2.db");
+    let c3 = env.path("c3.db");
+    for c in [&c1, &c2, &c3] {
+        std::fs::copy(&base, c).unwrap();
+    }
+    env.run(&["merge", s(&aa), s(&c1)]).ok();
+    env.run(&["merge", s(&bb), s(&c1)]).ok();
+    env.run(&["merge", s(&bb), s(&c2)]).ok();
+    env.run(&["merge", s(&aa), s(&c2)]).ok();
+    env.run(&["merge", s(&aa), s(&bb), s(&c3)]).ok();
+    assert_eq!(natural(&c1), natural(&c2));
+    assert_eq!(natural(&c1), natural(&c3));
+    let expected: BTreeSet<String> = natural(&a).union(&natural(&b)).cloned().collect();
+    assert_eq!(natural(&c1), expected);
+}
+
+#[test]
+fn orphans_become_null_or_are_skipped_and_reported() {
+    let env = Env::new();
+    let src = env.path("src.db");
+    make_db(
+        &src,
+        &(SCHEMA.to_string()
+            + "PRAGMA foreign_keys=OFF;
+               INSERT INTO notes VALUES(7, 1, 99, 'parent gone');
+               INSERT INTO notes VALUES(8, 42, NULL, 'author gone');"),
+    );
+    let target = env.path("t.db");
+    make_db(&target, SCHEMA);
+    let archive = env.backup(&src, &["--allow-corrupt"]);
+    let r = env.run(&["merge", s(&archive), s(&target), "--json"]).ok().json();
+    let notes = r["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "notes")
+        .unwrap();
+    assert_eq!(notes["orphans"], 1, "{notes}");
+    assert_eq!(notes["skipped_orphans"], 1, "{notes}");
+    assert_eq!(
+        query_i64(
+            &target,
+            "SELECT count(*) FROM notes WHERE body = 'parent gone' AND parent_id IS NULL"
+        ),
+        1
+    );
+    assert_eq!(
+        query_i64(&target, "SELECT count(*) FROM notes WHERE body = 'author gone'"),
+        0
+    );
+}
+
+#[test]
+fn schema_differences_are_reported_and_handled() {
+    let env = Env::new();
+    let target = env.path("t.db");
+    make_db(
+        &target,
+        &(SCHEMA.to_string() + "ALTER TABLE users ADD COLUMN plan TEXT DEFAULT 'free';"),
+    );
+    let newer = env.path("newer.db");
+    make_db(
+        &newer,
+        &(SCHEMA.to_string()
+            + "ALTER TABLE users ADD COLUMN avatar BLOB;
+               CREATE TABLE reactions(id INTEGER PRIMARY KEY, emoji TEXT);
+               INSERT INTO users VALUES(5, 'dan@x', 'Dan', x'00');
+               INSERT INTO reactions VALUES(1, 'ok');"),
+    );
+    let archive = env.backup(&newer, &[]);
+    let r = env.run(&["merge", s(&archive), s(&target), "--json"]).ok().json();
+    let warnings = r["warnings"].to_string();
+    assert!(
+        warnings.contains("avatar") && warnings.contains("reactions"),
+        "{warnings}"
+    );
+    assert_eq!(
+        query_i64(
+            &target,
+            "SELECT count(*) FROM users WHERE email = 'dan@x' AND plan = 'free'"
+        ),
+        1
+    );
+    assert_eq!(
+        query_i64(
+            &target,
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'reactions'"
+        ),
+        0
+    );
+    env.run(&["merge", s(&archive), s(&target), "--create-missing-tables"])
+        .ok();
+    assert_eq!(query_i64(&target, "SELECT count(*) FROM reactions"), 1);
+}
+
+#[test]
+fn a_keys_file_names_the_identity() {
+    let env = Env::new();
+    let target = env.path("t.db");
+    make_db(&target, "CREATE TABLE people(id INTEGER PRIMARY KEY, name TEXT, city TEXT); INSERT INTO people VALUES(1, 'Ann', 'Oslo');");
+    let src = env.path("s.db");
+    make_db(&src, "CREATE TABLE people(id INTEGER PRIMARY KEY, name TEXT, city TEXT); INSERT INTO people VALUES(1, 'Ann', 'Bergen');");
+    let archive = env.backup(&src, &[]);
+    // By content, Ann in Bergen is someone else; by name, she is already there.
+    let keys = env.path("merge.toml");
+    std::fs::write(&keys, "[keys]\npeople = [\"name\"]  # one person per name\n").unwrap();
+    let r = env
+        .run(&["merge", s(&archive), s(&target), "--keys", s(&keys), "--json"])
+        .ok()
+        .json();
+    assert_eq!(r["tables"][0]["identity"], "keys file");
+    assert_eq!(r["tables"][0]["duplicates"], 1);
+    assert_eq!(query_i64(&target, "SELECT count(*) FROM people"), 1);
+    env.run(&["merge", s(&archive), s(&target)]).ok();
+    assert_eq!(query_i64(&target, "SELECT count(*) FROM people"), 2);
+}
+
+#[test]
+fn untrusted_sources_are_checked_before_the_target_is_touched() {
+    let env = Env::new();
+    let target = env.path("t.db");
+    make_db(&target, SCHEMA);
+    let before = content_hash(&target);
+    let evil = env.path("evil.sql");
+    std::fs::write(
+        &evil,
+        "CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT);\nATTACH 'x.db' AS x;\n",
+    )
+    .unwrap();
+    let r = env.run(&["merge", s(&evil), s(&target)]).code(3);
+    assert!(r.stderr.contains("line 2"), "{}", r.stderr);
+    assert_eq!(content_hash(&target), before);
+    assert!(!env.path("x.db").exists());
+}
+
+/// A tiny deterministic generator (no extra crates).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+fn diverge(db: &Path, rng: &mut Lcg, who: &str) {
+    let c = Connection::open(db).unwrap();
+    let users = 1 + rng.next(4);
+    for i in 0..users {
+        c.execute(
+            "INSERT INTO users(email, name) VALUES(?1, ?2)",
+            [format!("{who}{i}@x"), format!("{who} {i}")],
+        )
+        .unwrap();
+    }
+    let notes = rng.next(12);
+    for i in 0..notes {
+        let max_user: i64 = c
+            .query_row("SELECT max(id) FROM users", [], |r| r.get(0))
+            .unwrap();
+        let max_note: i64 = c
+            .query_row("SELECT max(id) FROM notes", [], |r| r.get(0))
+            .unwrap();
+        let user = 1 + rng.next(max_user as u64) as i64;
+        let parent = if rng.next(2) == 0 {
+            None
+        } else {
+            Some(1 + rng.next(max_note as u64) as i64)
+        };
+        c.execute(
+            "INSERT INTO notes(user_id, parent_id, body) VALUES(?1, ?2, ?3)",
+            rusqlite::params![user, parent, format!("{who} note {i}")],
+        )
+        .unwrap();
+    }
+    if rng.next(2) == 0 {
+        c.execute(
+            "INSERT OR IGNORE INTO tags VALUES(?1, 'c')",
+            [format!("tag{}", rng.next(5))],
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn property_random_divergent_pairs_merge_to_the_exact_union() {
+    let mut rng = Lcg(20261123);
+    for round in 0..12 {
+        let env = Env::new();
+        let a = env.path("a.db");
+        make_db(&a, SCHEMA);
+        diverge(&a, &mut rng, "shared");
+        let b = env.path("b.db");
+        std::fs::copy(&a, &b).unwrap();
+        diverge(&a, &mut rng, "a");
+        diverge(&b, &mut rng, "b");
+        let expected: BTreeSet<String> = natural(&a).union(&natural(&b)).cloned().collect();
+        let archive = env.backup(&b, if round % 2 == 0 { &[] } else { &["--format", "sql"] });
+        env.run(&["merge", s(&archive), s(&a)]).ok();
+        assert_eq!(natural(&a), expected, "round {round}");
+        assert_eq!(
+            query_i64(&a, "SELECT count(*) FROM pragma_foreign_key_check"),
+            0,
+            "round {round}"
+        );
+        assert_eq!(integrity(&a), "ok");
+    }
+}
