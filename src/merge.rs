@@ -483,19 +483,69 @@ fn merge_one(
         .collect::<rusqlite::Result<_>>()?;
     let mut id_maps: HashMap<String, HashMap<i64, i64>> = HashMap::new();
     let mut out = Vec::new();
+    // Tables still to merge: a foreign key into one of them (a cycle between tables) is
+    // translated once that table is merged.
+    let mut pending: HashSet<String> = infos.iter().map(|t| t.name.to_ascii_lowercase()).collect();
+    let mut later: Vec<Deferred> = Vec::new();
     for i in parents_first(&infos) {
         let info = &infos[i];
-        out.push(merge_table(conn, src, info, opts, &mut id_maps, warnings)?);
+        pending.remove(&info.name.to_ascii_lowercase());
+        out.push(merge_table(
+            conn,
+            src,
+            info,
+            opts,
+            &mut id_maps,
+            &pending,
+            &mut later,
+            warnings,
+        )?);
+    }
+    for d in later {
+        let map = id_maps.get(&d.parent);
+        let q = quote_ident(&d.table);
+        let col = quote_ident(&d.column);
+        match map.and_then(|m| m.get(&d.old_ref)) {
+            Some(&n) => {
+                conn.execute(
+                    &format!("UPDATE main.{q} SET {col} = ?1 WHERE rowid = ?2"),
+                    [n, d.rowid],
+                )?;
+            }
+            None if !d.notnull => {
+                conn.execute(
+                    &format!("UPDATE main.{q} SET {col} = NULL WHERE rowid = ?1"),
+                    [d.rowid],
+                )?;
+                if let Some(t) = out.iter_mut().find(|t| t.table == d.table) {
+                    t.orphans += 1;
+                }
+            }
+            None => {}
+        }
     }
     Ok(out)
 }
 
+/// A foreign key to translate after its parent table is merged.
+struct Deferred {
+    table: String,
+    rowid: i64,
+    column: String,
+    notnull: bool,
+    parent: String,
+    old_ref: i64,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn merge_table(
     conn: &Connection,
     src_conn: &Connection,
     t: &TableInfo,
     opts: &MergeOptions,
     id_maps: &mut HashMap<String, HashMap<i64, i64>>,
+    pending: &HashSet<String>,
+    later: &mut Vec<Deferred>,
     warnings: &mut Vec<String>,
 ) -> rusqlite::Result<TableMerge> {
     let src = table_info(src_conn, "main", &t.name)?;
@@ -646,6 +696,7 @@ fn merge_table(
             _ => None,
         });
         let mut self_refs = Vec::new();
+        let mut cycle_refs: Vec<(usize, String, i64)> = Vec::new();
         for (p, parent, is_self) in &fk_pos {
             let Value::Integer(v) = vals[*p] else { continue };
             if *is_self {
@@ -653,6 +704,10 @@ fn merge_table(
                     Some(&n) => vals[*p] = Value::Integer(n),
                     None => self_refs.push((*p, v)),
                 }
+                continue;
+            }
+            if pending.contains(parent) {
+                cycle_refs.push((*p, parent.clone(), v));
                 continue;
             }
             let Some(pmap) = id_maps.get(parent) else { continue };
@@ -723,6 +778,16 @@ fn merge_table(
         let rowid = conn.last_insert_rowid();
         for (p, old_ref) in self_refs {
             deferred.push((rowid, p, old_ref));
+        }
+        for (p, parent, old_ref) in cycle_refs {
+            later.push(Deferred {
+                table: t.name.clone(),
+                rowid,
+                column: common[p].clone(),
+                notnull: t.notnull.contains(&common[p]),
+                parent,
+                old_ref,
+            });
         }
         if !by_sql {
             existing.entry(h).or_default().push(rowid);

@@ -357,3 +357,52 @@ fn property_random_divergent_pairs_merge_to_the_exact_union() {
         assert_eq!(integrity(&a), "ok");
     }
 }
+
+#[test]
+fn foreign_key_cycles_between_tables_are_remapped() {
+    let env = Env::new();
+    let schema = "CREATE TABLE teams(id INTEGER PRIMARY KEY, name TEXT UNIQUE, captain_id INTEGER REFERENCES players(id));
+                  CREATE TABLE players(id INTEGER PRIMARY KEY, name TEXT UNIQUE, team_id INTEGER REFERENCES teams(id));";
+    let target = env.path("t.db");
+    make_db(
+        &target,
+        &format!("{schema} PRAGMA foreign_keys=OFF; INSERT INTO teams VALUES(1, 'reds', 1); INSERT INTO players VALUES(1, 'ann', 1);"),
+    );
+    let src = env.path("s.db");
+    make_db(
+        &src,
+        &format!("{schema} PRAGMA foreign_keys=OFF; INSERT INTO teams VALUES(1, 'blues', 2); INSERT INTO players VALUES(1, 'bob', 1), (2, 'cy', 1);"),
+    );
+    let archive = env.backup(&src, &[]);
+    env.run(&["merge", s(&archive), s(&target)]).ok();
+    let pairs = |sql: &str| -> BTreeSet<String> {
+        let c = Connection::open(&target).unwrap();
+        let mut st = c.prepare(sql).unwrap();
+        let v = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        v
+    };
+    assert_eq!(
+        pairs(
+            "SELECT t.name || ' captained by ' || p.name FROM teams t JOIN players p ON p.id = t.captain_id"
+        ),
+        ["blues captained by cy", "reds captained by ann"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    assert_eq!(
+        pairs("SELECT p.name || ' plays for ' || t.name FROM players p JOIN teams t ON t.id = p.team_id"),
+        ["ann plays for reds", "bob plays for blues", "cy plays for blues"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    assert_eq!(
+        query_i64(&target, "SELECT count(*) FROM pragma_foreign_key_check"),
+        0
+    );
+}
