@@ -844,7 +844,7 @@ fn id_maps_key_col(conn: &Connection, table: &str) -> Option<String> {
 /// were inserted without a trigger keeping the index in step) are rebuilt. The test is cheap:
 /// the index's document count against the content table's row count.
 fn refresh_fts(conn: &Connection, warnings: &mut Vec<String>) -> rusqlite::Result<()> {
-    for (table, module) in db::fts_tables(conn)? {
+    for (table, _module) in db::fts_tables(conn)? {
         let sql: String = conn.query_row(
             "SELECT sql FROM main.sqlite_schema WHERE name = ?1",
             [&table],
@@ -864,11 +864,8 @@ fn refresh_fts(conn: &Connection, warnings: &mut Vec<String>) -> rusqlite::Resul
             continue;
         }
         let q = quote_ident(&table);
-        let docsize = if module == "fts5" {
-            format!("{table}_docsize")
-        } else {
-            format!("{table}_docsize")
-        };
+        // Both FTS5 and FTS4 keep one _docsize row per indexed document.
+        let docsize = format!("{table}_docsize");
         let indexed: Option<i64> = conn
             .query_row(
                 &format!("SELECT count(*) FROM main.{}", quote_ident(&docsize)),
