@@ -406,3 +406,39 @@ fn foreign_key_cycles_between_tables_are_remapped() {
         0
     );
 }
+
+#[test]
+fn a_full_text_index_without_triggers_is_rebuilt_after_the_merge() {
+    let env = Env::new();
+    let schema = "CREATE TABLE docs(id INTEGER PRIMARY KEY, body TEXT);
+                  CREATE VIRTUAL TABLE docs_fts USING fts5(body, content='docs', content_rowid='id');";
+    let target = env.path("t.db");
+    make_db(
+        &target,
+        &format!(
+            "{schema} INSERT INTO docs VALUES(1, 'alpha'); INSERT INTO docs_fts(docs_fts) VALUES('rebuild');"
+        ),
+    );
+    let src = env.path("s.db");
+    make_db(&src, &format!("{schema} INSERT INTO docs VALUES(1, 'beta gamma'); INSERT INTO docs_fts(docs_fts) VALUES('rebuild');"));
+    let archive = env.backup(&src, &[]);
+    let r = env.run(&["merge", s(&archive), s(&target), "--json"]).ok().json();
+    assert!(r["warnings"].to_string().contains("rebuilt"), "{r}");
+    assert_eq!(
+        query_i64(
+            &target,
+            "SELECT count(*) FROM docs_fts WHERE docs_fts MATCH 'gamma'"
+        ),
+        1
+    );
+    assert_eq!(
+        query_i64(
+            &target,
+            "SELECT count(*) FROM docs_fts WHERE docs_fts MATCH 'alpha'"
+        ),
+        1
+    );
+    let c = Connection::open(&target).unwrap();
+    c.execute_batch("INSERT INTO docs_fts(docs_fts, rank) VALUES('integrity-check', 1)")
+        .unwrap();
+}
