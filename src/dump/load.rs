@@ -83,6 +83,12 @@ enum ShadowRows {
 
 struct Loader<'a> {
     conn: Connection,
+    /// VM steps (in progress-handler periods) of the statement running.
+    ops: Arc<AtomicU64>,
+    /// Bytes of dump text read so far (the growth cap follows it).
+    text_read: Arc<AtomicU64>,
+    /// `text_read` when `max_page_count` was last raised.
+    capped_at: u64,
     scratch: Connection,
     path: &'a Path,
     in_txn: bool,
@@ -112,7 +118,8 @@ pub fn load(
         Content::Archive => return Err(Error::bad_archive(path, "a tar archive, not an SQL dump")),
     };
     let text_read = Arc::new(AtomicU64::new(0));
-    let conn = open_target(target, text_read.clone())?;
+    let ops = Arc::new(AtomicU64::new(0));
+    let conn = open_target(target, text_read.clone(), ops.clone())?;
     let mut scratch = Connection::open_in_memory().map_err(|e| Error::sqlite("open", target, e))?;
     scratch
         .authorizer(Some(|ctx: AuthContext<'_>| match ctx.action {
@@ -123,8 +130,18 @@ pub fn load(
             _ => Authorization::Deny,
         }))
         .map_err(|e| Error::sqlite("configure", target, e))?;
+    let _ = scratch.set_limit(
+        rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH,
+        MIN_VALUE_LIMIT as i32,
+    );
+    scratch
+        .progress_handler(PROGRESS_PERIOD as i32, Some(|| true))
+        .map_err(|e| Error::sqlite("configure", target, e))?;
     let mut ld = Loader {
         conn,
+        ops,
+        text_read: text_read.clone(),
+        capped_at: u64::MAX,
         scratch,
         path,
         in_txn: false,
@@ -286,7 +303,7 @@ fn denied_function(name: &str) -> bool {
     )
 }
 
-fn open_target(target: &Path, text_read: Arc<AtomicU64>) -> Result<Connection> {
+fn open_target(target: &Path, text_read: Arc<AtomicU64>, ops: Arc<AtomicU64>) -> Result<Connection> {
     let flags =
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut conn =
@@ -298,6 +315,20 @@ fn open_target(target: &Path, text_read: Arc<AtomicU64>) -> Result<Connection> {
     )
     .map_err(|e| Error::sqlite("configure", target, e))?;
     conn.authorizer(Some(|ctx: AuthContext<'_>| match ctx.action {
+        // Nothing but the main database may be written or get new objects: a `temp.` prefix
+        // would put tables, triggers and data outside the target file.
+        AuthAction::CreateIndex { .. }
+        | AuthAction::CreateTable { .. }
+        | AuthAction::CreateTrigger { .. }
+        | AuthAction::CreateView { .. }
+        | AuthAction::CreateVtable { .. }
+        | AuthAction::Insert { .. }
+        | AuthAction::Update { .. }
+        | AuthAction::Delete { .. }
+            if ctx.database_name.is_some_and(|d| d != "main") =>
+        {
+            Authorization::Deny
+        }
         AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
         AuthAction::CreateTempIndex { .. }
         | AuthAction::CreateTempTable { .. }
@@ -330,6 +361,8 @@ fn open_target(target: &Path, text_read: Arc<AtomicU64>) -> Result<Connection> {
             "page_size" | "encoding" | "auto_vacuum" | "user_version" | "application_id"
                 // read-only introspection (the loader's own queries)
                 | "table_info" | "table_xinfo" | "table_list" | "index_list" | "index_info" | "foreign_key_list"
+                // the loader's own growth cap
+                | "max_page_count"
         ) =>
         {
             Authorization::Deny
@@ -339,17 +372,27 @@ fn open_target(target: &Path, text_read: Arc<AtomicU64>) -> Result<Connection> {
     .map_err(|e| Error::sqlite("configure", target, e))?;
     // Stop a dump whose database grows far faster than its text (an expansion bomb such as
     // nested replace() calls), long before the disk fills.
+    // ... and any one statement that runs far longer than a dump's statements do (a trigger
+    // body joining tables with themselves, say): VM steps counted per statement against a budget
+    // of 10^9 plus 10^4 per byte of text read.
     let path = target.to_path_buf();
     conn.progress_handler(
-        200_000,
+        PROGRESS_PERIOD as i32,
         Some(move || {
+            let read = text_read.load(Ordering::Relaxed);
+            let steps = ops.fetch_add(1, Ordering::Relaxed) + 1;
+            if steps * PROGRESS_PERIOD > 1_000_000_000 + 10_000 * read {
+                return true;
+            }
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            size > GROWTH_ALLOWANCE + GROWTH_FACTOR * text_read.load(Ordering::Relaxed)
+            size > GROWTH_ALLOWANCE + GROWTH_FACTOR * read
         }),
     )
     .map_err(|e| Error::sqlite("configure", target, e))?;
     Ok(conn)
 }
+
+const PROGRESS_PERIOD: u64 = 100_000;
 
 /// The first `n` words of a statement, uppercased (identifiers and keywords only; stops at
 /// anything else).
@@ -453,6 +496,101 @@ fn table_name(s: &str) -> Option<(Option<String>, String, &str)> {
     Some((None, first, r))
 }
 
+/// The object a CREATE statement makes: (schema, name, the text after the name).
+fn created_object(sql: &str) -> Option<(Option<String>, String, &str)> {
+    let (_, mut r) = ident(sql)?; // CREATE
+    loop {
+        let (w, after) = ident(r)?;
+        match w.to_ascii_uppercase().as_str() {
+            "UNIQUE" | "TABLE" | "INDEX" | "VIEW" | "TRIGGER" | "VIRTUAL" | "TEMP" | "TEMPORARY" => r = after,
+            "IF" => {
+                let (_, a) = ident(after)?; // NOT
+                let (_, a) = ident(a)?; // EXISTS
+                r = a;
+            }
+            _ => return table_name(r),
+        }
+    }
+}
+
+/// Skips a parenthesised group (quotes respected); returns the text after it.
+fn skip_parens(s: &str) -> Option<&str> {
+    let b = s.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+            }
+            b'[' => {
+                while i < b.len() && b[i] != b']' {
+                    i += 1;
+                }
+            }
+            b'(' => depth += 1,
+            b')' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(&s[i + 1..]);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Whether `keyword` appears as a word outside quotes and comments.
+fn has_keyword(sql: &str, keyword: &str) -> bool {
+    let b = sql.as_bytes();
+    let k = keyword.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+            }
+            b'[' => {
+                while i < b.len() && b[i] != b']' {
+                    i += 1;
+                }
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$') {
+                    i += 1;
+                }
+                if b[start..i].eq_ignore_ascii_case(k) {
+                    return true;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 /// The lowercased name a `CREATE TABLE [IF NOT EXISTS] name` creates.
 fn created_name(sql: &str) -> Option<String> {
     let (_, r) = ident(sql)?; // CREATE
@@ -535,11 +673,12 @@ fn pragma(sql: &str) -> Option<(Option<String>, String, Option<String>)> {
     };
     let value = value.map(|v| {
         let v = v.trim();
-        if v.len() >= 2 && (v.starts_with('\'') || v.starts_with('"')) {
-            v[1..v.len() - 1].to_string()
-        } else {
-            v.to_string()
+        for q in ['\'', '"'] {
+            if let Some(inner) = v.strip_prefix(q).and_then(|r| r.strip_suffix(q)) {
+                return inner.to_string();
+            }
         }
+        v.to_string()
     });
     Some((schema, name.to_ascii_lowercase(), value))
 }
@@ -551,13 +690,27 @@ impl Loader<'_> {
                 if f.code == rusqlite::ErrorCode::OperationInterrupted =>
             {
                 format!(
-                    "{m}: the database grows far faster than the dump's text (an expansion bomb?); refused"
+                    "{m}: the statement ran too long or the database grew far faster than the dump's \
+                     text (an expansion bomb?); refused"
                 )
             }
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => format!(
+                "database or disk is full: the loaded database may hold {} MiB plus {}x the dump's text read \
+                 so far (an expansion bomb is stopped there), or the disk is full",
+                GROWTH_ALLOWANCE >> 20,
+                GROWTH_FACTOR
+            ),
             rusqlite::Error::SqliteFailure(_, Some(m)) if m.contains("not authorized") => {
                 format!("{m}: not allowed in a dump")
             }
+            rusqlite::Error::SqliteFailure(_, Some(m)) => m.clone(),
             _ => e.to_string(),
+        };
+        // SQLite's messages may quote the statement: keep errors readable.
+        let what: String = if what.chars().count() > 300 {
+            what.chars().take(300).collect::<String>() + "..."
+        } else {
+            what
         };
         refuse(self.path, line, &what)
     }
@@ -577,6 +730,24 @@ impl Loader<'_> {
         let _ = self
             .conn
             .set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, limit);
+        self.ops.store(0, Ordering::Relaxed);
+        // The database may hold GROWTH_ALLOWANCE + GROWTH_FACTOR x the text read: a hard cap
+        // (SQLITE_FULL), raised as the text comes in.
+        let read = self.text_read.load(Ordering::Relaxed);
+        if self.created && (self.capped_at == u64::MAX || read >= self.capped_at + (4 << 20)) {
+            let page: i64 = self
+                .conn
+                .query_row("PRAGMA page_size", [], |r| r.get(0))
+                .unwrap_or(4096)
+                .max(512);
+            let pages = (GROWTH_ALLOWANCE + GROWTH_FACTOR * read) / page as u64;
+            let _ = self
+                .conn
+                .query_row(&format!("PRAGMA max_page_count={pages}"), [], |r| {
+                    r.get::<_, i64>(0)
+                });
+            self.capped_at = read;
+        }
         let run = || -> rusqlite::Result<()> {
             let mut stmt = self.conn.prepare(sql)?;
             let mut rows = stmt.raw_query();
@@ -608,6 +779,25 @@ impl Loader<'_> {
                             "CREATE {kind} is not allowed in a dump (only tables, indexes, views, triggers)"
                         ),
                     ));
+                }
+                match created_object(sql) {
+                    Some((schema, _, rest)) => {
+                        if schema.is_some_and(|s| !s.eq_ignore_ascii_case("main")) {
+                            return Err(refuse(
+                                self.path,
+                                line,
+                                "objects may only be created in the main schema (no temp. or other prefix)",
+                            ));
+                        }
+                        if kind == "TABLE" && words(rest, 1).first().map(String::as_str) == Some("AS") {
+                            return Err(refuse(
+                                self.path,
+                                line,
+                                "CREATE TABLE ... AS SELECT is not allowed in a dump",
+                            ));
+                        }
+                    }
+                    None => return Err(refuse(self.path, line, "unreadable CREATE statement")),
                 }
                 if kind == "TABLE" && self.shadows.contains_key(&created_name(sql).unwrap_or_default()) {
                     // A foreign dump re-creating the shadow table of a virtual table rebuilt above.
@@ -745,6 +935,32 @@ impl Loader<'_> {
                 self.path,
                 line,
                 &format!("INSERT into schema {schema:?}: only main is allowed"),
+            ));
+        }
+        // A dump inserts literal rows: `[(columns)] VALUES (...)` or `DEFAULT VALUES`, with no
+        // query anywhere (a SELECT could join tables with themselves for hours or build
+        // gigabytes in temp files).
+        let Some((_, _, after_name)) = insert_target(sql) else {
+            return Err(refuse(self.path, line, "unreadable INSERT"));
+        };
+        let mut body = skip_space(after_name);
+        if body.starts_with('(') {
+            body = match skip_parens(body) {
+                Some(rest) => skip_space(rest),
+                None => return Err(refuse(self.path, line, "unreadable column list")),
+            };
+        }
+        let first = words(body, 2);
+        let plain = match first.first().map(String::as_str) {
+            Some("VALUES") => true,
+            Some("DEFAULT") => first.get(1).map(String::as_str) == Some("VALUES"),
+            _ => false,
+        };
+        if !plain || has_keyword(body, "SELECT") {
+            return Err(refuse(
+                self.path,
+                line,
+                "only INSERT ... VALUES (literal rows) is allowed in a dump, not INSERT ... SELECT",
             ));
         }
         let lname = name.to_ascii_lowercase();
@@ -885,9 +1101,16 @@ impl Loader<'_> {
                 .map_err(|e| self.err(line, e))?;
             let content = format!("{lname}_content");
             let mut has_content = false;
+            let suffixes: &[&str] = if module == "fts5" {
+                &["data", "idx", "content", "docsize", "config"]
+            } else {
+                &["content", "segments", "segdir", "docsize", "stat"]
+            };
+            let own: Vec<String> = suffixes.iter().map(|x| format!("{lname}_{x}")).collect();
             for s in shadow_names {
                 let ls = s.to_ascii_lowercase();
-                if !ls.starts_with(&format!("{lname}_")) {
+                // This table's own shadow tables only (another table may be named "t_b").
+                if !own.contains(&ls) {
                     continue;
                 }
                 let rows = if ls == content {
@@ -957,6 +1180,8 @@ struct Splitter {
     /// Offset in `buf` where the current statement's first token is.
     start: Option<usize>,
     start_line: Option<u64>,
+    /// In a block comment: the previous byte was a '*' of the comment's body.
+    star: bool,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
@@ -1004,9 +1229,11 @@ impl Splitter {
                     None => i = self.buf.len(),
                 },
                 Lex::BlockComment => {
-                    if b == b'/' && i > 0 && self.buf[i - 1] == b'*' {
+                    if b == b'/' && self.star {
                         self.state = Lex::Normal;
                     }
+                    // Only a '*' inside the comment (not the opener's) can close it.
+                    self.star = b == b'*';
                 }
                 Lex::Normal => match b {
                     b'\'' | b'"' | b'`' => {
@@ -1020,6 +1247,7 @@ impl Splitter {
                     b'-' if self.buf.get(i + 1) == Some(&b'-') => self.state = Lex::LineComment,
                     b'/' if self.buf.get(i + 1) == Some(&b'*') => {
                         self.state = Lex::BlockComment;
+                        self.star = false;
                         i += 1;
                     }
                     b';' => {

@@ -306,32 +306,15 @@ fn plan_table(conn: &Connection, name: &str, sql: &str) -> rusqlite::Result<Tabl
 }
 
 /// Whether an `INTEGER PRIMARY KEY` column is the rowid. It is, except for the legacy
-/// `INTEGER PRIMARY KEY DESC` column constraint, which the data then tells apart.
-fn is_rowid_alias(conn: &Connection, table: &str, col: &str) -> rusqlite::Result<bool> {
-    let sql: String = conn.query_row(
-        "SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND name = ?1",
+/// `INTEGER PRIMARY KEY DESC` column constraint, whose key SQLite keeps in a separate
+/// index (origin 'pk'): the schema tells them apart.
+fn is_rowid_alias(conn: &Connection, table: &str, _col: &str) -> rusqlite::Result<bool> {
+    let pk_index: i64 = conn.query_row(
+        "SELECT count(*) FROM pragma_index_list(?1) WHERE origin = 'pk'",
         [table],
         |r| r.get(0),
     )?;
-    if !sql.to_ascii_uppercase().contains("DESC") {
-        return Ok(true);
-    }
-    let differs: Option<i64> = conn
-        .query_row(
-            &format!(
-                "SELECT 1 FROM main.{} WHERE rowid IS NOT {} LIMIT 1",
-                quote_ident(table),
-                quote_ident(col)
-            ),
-            [],
-            |r| r.get(0),
-        )
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
-    Ok(differs.is_none())
+    Ok(pk_index == 0)
 }
 
 /// The options of a `CREATE VIRTUAL TABLE ... USING m(args)`: the `key=value` arguments with
@@ -643,7 +626,17 @@ impl Lines<'_> {
                 if i > 0 {
                     self.buf.push(b',');
                 }
-                push_value(&mut self.buf, row.get_ref(i).map_err(to_io)?, self.utf16);
+                let v = row.get_ref(i).map_err(to_io)?;
+                if let ValueRef::Text(b) | ValueRef::Blob(b) = v {
+                    if b.len() > MAX_VALUE {
+                        return Err(io::Error::other(format!(
+                            "a value of {} bytes: an SQL dump spells it in more than SQLite's 1 GB statement \
+                             limit; back this table up as an archive (--format archive) or leave it out",
+                            b.len()
+                        )));
+                    }
+                }
+                push_value(&mut self.buf, v, self.utf16);
             }
             self.buf.extend_from_slice(b");\n");
             self.out.write_all(&self.buf)?;
@@ -658,6 +651,10 @@ impl Lines<'_> {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The largest TEXT or BLOB a dump holds: its hex spelling must stay under SQLite's 1 GB
+/// statement limit.
+const MAX_VALUE: usize = 450 << 20;
 
 fn push_hex(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.reserve(bytes.len() * 2 + 3);
@@ -702,23 +699,19 @@ fn push_text(buf: &mut Vec<u8>, t: &[u8], utf16: Option<bool>) {
         return;
     };
     if s.contains('\0') {
-        buf.extend_from_slice(b"CAST(");
-        match utf16 {
-            None => push_hex(buf, t),
-            Some(le) => {
-                let units: Vec<u8> = s
-                    .encode_utf16()
-                    .flat_map(|u| if le { u.to_le_bytes() } else { u.to_be_bytes() })
-                    .collect();
-                push_hex(buf, &units);
-            }
-        }
-        buf.extend_from_slice(b" AS TEXT)");
+        push_cast_text(buf, s, t, utf16);
         return;
     }
     let special = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
-    if !t.iter().any(|&b| special(b)) {
+    let controls = t.iter().filter(|&&b| special(b)).count();
+    if controls == 0 {
         push_quoted(buf, t);
+        return;
+    }
+    if controls > MAX_CHAR_PIECES {
+        // 'a'||char(10)||... nests one level per piece and SQLite caps expression depth (and
+        // char()'s arguments): text with many line breaks goes as one flat hex literal.
+        push_cast_text(buf, s, t, utf16);
         return;
     }
     // Split at control characters: 'a'||char(10)||'b'.
@@ -750,6 +743,25 @@ fn push_text(buf: &mut Vec<u8>, t: &[u8], utf16: Option<bool>) {
             i = j;
         }
     }
+}
+
+/// Control characters spelled as `char(N)` pieces at most; beyond, a hex literal.
+const MAX_CHAR_PIECES: usize = 64;
+
+/// `CAST(x'..' AS TEXT)` with the bytes in the database's encoding.
+fn push_cast_text(buf: &mut Vec<u8>, s: &str, t: &[u8], utf16: Option<bool>) {
+    buf.extend_from_slice(b"CAST(");
+    match utf16 {
+        None => push_hex(buf, t),
+        Some(le) => {
+            let units: Vec<u8> = s
+                .encode_utf16()
+                .flat_map(|u| if le { u.to_le_bytes() } else { u.to_be_bytes() })
+                .collect();
+            push_hex(buf, &units);
+        }
+    }
+    buf.extend_from_slice(b" AS TEXT)");
 }
 
 fn push_quoted(buf: &mut Vec<u8>, t: &[u8]) {

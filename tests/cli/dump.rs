@@ -584,6 +584,20 @@ fn hostile_dumps_are_refused_naming_the_line_and_create_nothing() {
         ("BEGIN;\nCREATE TABLE t(a);\nROLLBACK;".into(), "line 3"),
         ("CREATE TABLE t(a);\nINSERT INTO t WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c;".into(), "line 2"),
         ("CREATE TABLE t(a);\nDELETE FROM t;".into(), "line 2"),
+        // Found in review: a `temp.` prefix, CREATE ... AS SELECT, INSERT ... SELECT, subqueries,
+        // a query smuggled into a foreign dump's sqlite_schema row, a malformed PRAGMA value.
+        ("CREATE TABLE temp.x(a);".into(), "line 1"),
+        ("CREATE VIRTUAL TABLE temp.rt USING rtree(id, a, b);".into(), "line 1"),
+        ("CREATE TABLE t(a);\nCREATE TRIGGER temp.tr AFTER INSERT ON main.t BEGIN SELECT 1; END;".into(), "line 2"),
+        ("CREATE TABLE t AS SELECT zeroblob(50000000) AS b FROM (VALUES(1),(2)) a;".into(), "line 1"),
+        ("CREATE TABLE t(a);\nINSERT INTO t SELECT 1;".into(), "line 2"),
+        ("CREATE TABLE t(a);\nINSERT INTO t VALUES((SELECT count(*) FROM sqlite_schema a, sqlite_schema b));".into(), "line 2"),
+        (
+            "PRAGMA writable_schema=ON;\nINSERT INTO sqlite_schema(type,name,tbl_name,rootpage,sql) VALUES('table','ft','ft',0,'CREATE VIRTUAL TABLE ft USING fts5(a)') UNION ALL SELECT 'table','ft','ft',0,'x' FROM sqlite_schema;"
+                .into(),
+            "line 2",
+        ),
+        ("PRAGMA user_version = \"x\u{e9};".into(), "line 1"),
     ];
     for (sql, line) in cases {
         let env = Env::new();
@@ -619,4 +633,40 @@ fn tables_come_parents_first_so_a_load_with_foreign_keys_on_succeeds() {
         .expect("a parent-first dump loads with foreign keys enforced");
     drop(c);
     assert_eq!(content_hash(&src), content_hash(&target));
+}
+
+#[test]
+fn review_cases_round_trip_many_line_breaks_comments_and_desc_keys() {
+    let env = Env::new();
+    let src = env.path("r.db");
+    make_db(
+        &src,
+        "CREATE TABLE t(a /*/ it's a comment */ INT, body TEXT);
+         CREATE TABLE d(id INTEGER PRIMARY KEY DESC, v);
+         INSERT INTO d(rowid, id, v) VALUES(10, 10, 'a'), (20, 20, 'b');",
+    );
+    let c = Connection::open(&src).unwrap();
+    for n in [600usize, 2000] {
+        let text: String = (0..n).map(|i| format!("line {i}\n")).collect();
+        c.execute("INSERT INTO t VALUES(?1, ?2)", rusqlite::params![n as i64, text])
+            .unwrap();
+    }
+    drop(c);
+    let out = dump(&env, &src, "r.sql", &[]);
+    let restored = env.path("restored.db");
+    env.run(&["restore", s(&out), s(&restored)]).ok();
+    assert_eq!(content_hash(&src), content_hash(&restored));
+    assert_eq!(query_i64(&restored, "SELECT rowid FROM d WHERE v = 'b'"), 20);
+    // The plain text loads in the sqlite3 CLI too.
+    let cli = env.path("cli.db");
+    let st = std::process::Command::new("sqlite3")
+        .arg(&cli)
+        .stdin(std::fs::File::open(&out).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success() && st.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
 }
