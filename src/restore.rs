@@ -32,7 +32,7 @@ use crate::db::{self, Check};
 use crate::error::{Error, Result};
 use crate::fsutil::{self, AtomicFile};
 use crate::manifest::Manifest;
-use crate::progress::{NoProgress, Progress};
+use crate::progress::{NoProgress, Phase, PhaseClock, Progress};
 use crate::verify;
 
 /// Options of [`restore`] and [`plan_restore`].
@@ -134,6 +134,8 @@ pub struct RestoreReport {
     pub moved_aside: Vec<PathBuf>,
     /// Milliseconds the restore took.
     pub duration_ms: u64,
+    /// Wall time of each phase, in order.
+    pub phases: Vec<Phase>,
 }
 
 /// Works out what restoring `archive` to `target` would do, refusing what is unsafe. Changes
@@ -339,6 +341,7 @@ pub fn restore(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
+    let mut clock = PhaseClock::new();
     let plan = plan_restore(archive, target, opts)?;
     let target = plan.target.clone();
 
@@ -356,19 +359,33 @@ pub fn restore(
         .file()
         .try_clone()
         .map_err(|e| Error::io("open", &tmp_path, e))?;
-    let contents = verify::extract_into(archive, file, &tmp_path, progress)?;
+    let (contents, file) = verify::extract_into(archive, file, &tmp_path, progress)?;
     contents.ensure_checksums(archive)?;
     let mut checks = contents.checksum_checks();
+    clock.lap("extract");
 
-    // 2. Check the new content before anything is touched.
+    // 2. Check the new content before anything is touched, while the disk catches up with it:
+    // the fsync that must precede the rename runs meanwhile.
     progress.begin("verify", None);
-    checks.extend(verify::extracted_checks(
-        &tmp_path,
-        &contents.manifest,
-        opts.quick,
-        false,
-    ));
+    let (synced, extracted) = std::thread::scope(|s| {
+        let sync = s.spawn(|| file.sync_all());
+        let extracted = verify::extracted_checks(&tmp_path, &contents.manifest, opts.quick, false);
+        (sync.join(), extracted)
+    });
+    checks.extend(extracted);
     progress.end();
+    match synced {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Error::io("fsync", &tmp_path, e)),
+        Err(_) => {
+            return Err(Error::io(
+                "fsync",
+                &tmp_path,
+                std::io::Error::other("fsync thread panicked"),
+            ))
+        }
+    }
+    clock.lap("checks and fsync");
     let failed: Vec<String> = checks
         .iter()
         .filter(|c| c.failed())
@@ -465,6 +482,7 @@ pub fn restore(
             tmp.commit_replace()?;
         }
     }
+    clock.lap("put in place");
     Ok(RestoreReport {
         plan,
         restored: true,
@@ -472,6 +490,7 @@ pub fn restore(
         safety_archive,
         moved_aside,
         duration_ms: started.elapsed().as_millis() as u64,
+        phases: clock.into_phases(),
     })
 }
 
