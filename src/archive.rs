@@ -785,19 +785,28 @@ fn read_entries(
         ));
     }
     progress.begin("read archive", Some(size));
-    // Decompression stays on this thread; hashing and writing run on another, so the two
-    // halves of the work use two cores.
+    // Decompression stays on this thread; hashing and writing run on two others, so the three
+    // stages of the work share the cores.
     let (copied, written) = std::thread::scope(|s| {
-        let (to_writer, from_reader) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_BUFFERS);
-        let (to_reader, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_BUFFERS + 1);
-        let writer = s.spawn(move || -> io::Result<String> {
+        let (to_hasher, from_reader) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_BUFFERS);
+        let (to_writer, from_hasher) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_BUFFERS);
+        let (to_reader, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(2 * PIPE_BUFFERS + 2);
+        let hasher = s.spawn(move || {
             let mut hasher = Sha256::new();
             for buf in from_reader {
                 hasher.update(&buf);
-                db_out.write_all(&buf)?;
-                let _ = to_reader.send(buf);
+                if to_writer.send(buf).is_err() {
+                    break; // the writer failed; its error says why
+                }
             }
-            Ok(hex(&hasher.finalize()))
+            hex(&hasher.finalize())
+        });
+        let writer = s.spawn(move || -> io::Result<()> {
+            for buf in from_hasher {
+                db_out.write_all(&buf)?;
+                let _ = to_reader.try_send(buf); // a spare buffer for the reader, if it has room
+            }
+            Ok(())
         });
         let mut entry = db_entry.take(size);
         let copied = (|| -> io::Result<Option<u64>> {
@@ -813,15 +822,17 @@ fn read_entries(
                 }
                 total += n as u64;
                 progress.advance(n as u64);
-                if to_writer.send(buf).is_err() {
+                if to_hasher.send(buf).is_err() {
                     return Ok(None); // the writer failed; its error says why
                 }
             }
         })();
-        drop(to_writer);
+        drop(to_hasher);
+        let sum = hasher.join();
         let written = writer
             .join()
-            .unwrap_or_else(|_| Err(io::Error::other("writer thread panicked")));
+            .unwrap_or_else(|_| Err(io::Error::other("writer thread panicked")))
+            .and_then(|()| sum.map_err(|_| io::Error::other("hashing thread panicked")));
         (copied, written)
     });
     progress.end();

@@ -74,7 +74,8 @@ pub struct BackupReport {
     pub database_sha256: String,
     /// Milliseconds the whole backup took.
     pub duration_ms: u64,
-    /// Milliseconds the snapshot took (the only part that reads the source).
+    /// Milliseconds the source was read: the temp-copy snapshot, or for a streamed backup the
+    /// read transaction, which lasts until the last page is in the archive.
     pub snapshot_ms: u64,
     /// Snapshot restarts caused by concurrent writers.
     pub restarts: u32,

@@ -6,8 +6,9 @@
 //! security guide asks for with untrusted files (defensive mode, `trusted_schema=OFF`,
 //! `cell_size_check=ON`, no ATTACH, no extensions). [`DbInfo`] gathers the header state and the
 //! table list that manifests record; [`run_checks`] runs the integrity checks that verify and
-//! restore report by name; [`content_hash`] hashes a database's logical content independently
-//! of its page layout.
+//! restore report by name, and [`drop_vtab_modules`] / [`vtab_problems`] split SQLite's
+//! whole-database check in two parts that run on two connections at once; [`content_hash`]
+//! hashes a database's logical content independently of its page layout.
 
 use std::io::Read;
 use std::path::Path;

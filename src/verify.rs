@@ -188,10 +188,10 @@ pub(crate) fn extract_into(
     Ok((contents, file))
 }
 
-/// Checks an extracted database against its manifest and with SQLite's own checks, in two
-/// threads on two connections: the b-tree part of `integrity_check` (or `quick_check`) and
-/// the foreign-key check on one whose virtual-table modules are dropped; the header state,
-/// row counts, the virtual tables' part of that check and the FTS checks on the other.
+/// Checks an extracted database against its manifest and with SQLite's own checks, in three
+/// threads on three connections: the b-tree part of `integrity_check` (or `quick_check`) and
+/// the foreign-key check on one whose virtual-table modules are dropped; the virtual tables'
+/// part of that check and the FTS checks on another; header state and row counts on a third.
 /// Together that is SQLite's whole check (see [`db::drop_vtab_modules`]). With `writable`,
 /// FTS tables also get their `'integrity-check'` command, which compares an external-content
 /// index with its content table; without it, the FTS checks are the virtual tables' part of
@@ -222,14 +222,23 @@ pub(crate) fn extracted_checks(
             let problems = db::integrity_problems(&btree_conn, !quick, 20)?;
             Ok((problems, db::foreign_key_violations(&btree_conn)))
         });
-        match DbInfo::read(&conn, db_path) {
+        // Header state and row counts on a third connection: the FTS part is usually the
+        // longest, so it gets a thread of its own.
+        let info = s.spawn(|| {
+            let conn = db::open_private(db_path, false)?;
+            DbInfo::read(&conn, db_path)
+        });
+        let vtabs = db::vtab_problems(&conn, !quick, 20);
+        match info
+            .join()
+            .unwrap_or_else(|_| Err(Error::InvalidOption("row count thread panicked".into())))
+        {
             Ok(info) => {
                 checks.push(compare_header(manifest, &info));
                 checks.push(compare_counts(manifest, &info));
             }
             Err(e) => checks.push(Check::fail("manifest header", e.to_string())),
         }
-        let vtabs = db::vtab_problems(&conn, !quick, 20);
         let fts = db::fts_tables(&conn).map(|tables| {
             tables
                 .into_iter()
