@@ -138,6 +138,9 @@ pub(crate) struct LiveSnapshot {
     started: Instant,
 }
 
+/// Tries at getting the checkers' read transactions on the main connection's snapshot.
+const SAME_SNAPSHOT_ATTEMPTS: u32 = 50;
+
 /// `PRAGMA data_version` of a connection: changes when another connection has committed
 /// since this connection's previous read transaction.
 fn data_version(conn: &Connection, source: &Path) -> Result<i64> {
@@ -168,26 +171,29 @@ pub(crate) fn begin_live(source: &Path, method: Method) -> Result<Option<LiveSna
     }
     // Read transactions on the same snapshot: the checkers' start between two reads of the
     // main connection, and if the main connection's data_version did not move, nobody
-    // committed in between, so all of them see the same database state. A writer that commits
-    // back to back can defeat this a few times; then the checks run on the main connection.
-    let mut checkers = Vec::new();
-    for attempt in 0..3 {
+    // committed in between, so all of them see the same database state. The connections are
+    // opened first, so that the window is only three transaction starts wide; a writer that
+    // commits back to back can still hit it, then it is tried again, and after many misses
+    // the checks run on the main connection instead.
+    let mut checkers = vec![db::open_source(source)?, db::open_source(source)?];
+    let mut shared = false;
+    for _ in 0..SAME_SNAPSHOT_ATTEMPTS {
         let before = data_version(&conn, source)?;
-        let mut opened = Vec::with_capacity(2);
-        for _ in 0..2 {
-            let c = db::open_source(source)?;
-            begin_read(&c, source)?;
-            opened.push(c);
+        for c in &checkers {
+            begin_read(c, source)?;
         }
         begin_read(&conn, source)?;
         if data_version(&conn, source)? == before {
-            checkers = opened;
+            shared = true;
             break;
         }
-        drop(opened);
-        if attempt < 2 {
-            let _ = conn.execute_batch("COMMIT");
+        for c in checkers.iter().chain([&conn]) {
+            let _ = c.execute_batch("COMMIT");
         }
+    }
+    if !shared {
+        checkers.clear();
+        begin_read(&conn, source)?;
     }
     let int = |sql: &str| -> Result<i64> {
         conn.query_row(sql, [], |r| r.get(0))
