@@ -797,8 +797,11 @@ class Bench:
             if row["status"] == "ok":
                 try:
                     rep = json.loads(row["_stdout"])
-                    row["notes"] = (f"snapshot {rep.get('snapshot_ms', 0) / 1000:.2f} s of "
-                                    f"{rep.get('duration_ms', 0) / 1000:.2f} s internal")
+                    phases = ", ".join(f"{p['name']} {p['ms'] / 1000:.2f} s"
+                                       for p in rep.get("phases") or [])
+                    how = "streamed" if rep.get("streamed") else "temp copy"
+                    row["notes"] = (f"{how}; {phases or 'no phases'} "
+                                    f"({rep.get('duration_ms', 0) / 1000:.2f} s internal)")
                 except (ValueError, TypeError):
                     pass
                 show = subprocess.run([lv, "show", self.o("lv.tar.zst"), "--json"],

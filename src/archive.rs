@@ -31,6 +31,9 @@ pub const DATABASE_ENTRY: &str = "database.sqlite";
 pub const SUMS_ENTRY: &str = "SHA256SUMS";
 
 const MAX_MANIFEST: u64 = 16 << 20;
+// Buffers of the database on their way from the decompressing thread to the writing one.
+const PIPE_BUFFER_SIZE: usize = 1 << 20;
+const PIPE_BUFFERS: usize = 4;
 const MAX_SUMS: u64 = 64 << 10;
 // tar end-of-archive blocks and record padding after the last entry.
 const MAX_TRAILER: u64 = 1 << 20;
@@ -155,26 +158,6 @@ impl<R: Read> Read for HashReader<'_, R> {
     }
 }
 
-/// Passes writes through and remembers a write error, so that the caller can tell a failing
-/// destination from a damaged source after `io::copy`.
-struct SinkWriter<'a> {
-    inner: &'a mut dyn Write,
-    error: Option<io::Error>,
-}
-
-impl Write for SinkWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner
-            .write(buf)
-            .inspect_err(|e| self.error = Some(io::Error::new(e.kind(), e.to_string())))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner
-            .flush()
-            .inspect_err(|e| self.error = Some(io::Error::new(e.kind(), e.to_string())))
-    }
-}
-
 /// A compressing writer for one of the codecs (also used for SQL dumps).
 pub(crate) enum Encoder<W: Write> {
     Zstd(zstd::stream::write::Encoder<'static, W>),
@@ -227,6 +210,46 @@ impl<W: Write> Write for Encoder<W> {
             Encoder::Plain(w) => w.flush(),
         }
     }
+}
+
+/// The tar header of an entry: GNU format, regular file, mode 0644, `mtime`, no owner.
+fn entry_header(name: &str, size: u64, mtime: u64) -> io::Result<tar::Header> {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_mtime(mtime);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_path(name)?;
+    h.set_cksum();
+    Ok(h)
+}
+
+/// Writes one tar entry of exactly `size` bytes that `fill` produces into `out`, padded to the
+/// next 512-byte block; returns the SHA-256 of the content.
+fn write_entry(
+    out: &mut dyn Write,
+    header: &tar::Header,
+    size: u64,
+    io_err: &dyn Fn(io::Error) -> Error,
+    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<String> {
+    out.write_all(header.as_bytes()).map_err(io_err)?;
+    let mut hw = HashWriter {
+        inner: &mut *out,
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    fill(&mut hw)?;
+    if hw.bytes != size {
+        return Err(io_err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("entry of {size} bytes got {}", hw.bytes),
+        )));
+    }
+    let sum = hex(&hw.hasher.finalize());
+    let pad = (512 - size % 512) % 512;
+    out.write_all(&[0u8; 512][..pad as usize]).map_err(io_err)?;
+    Ok(sum)
 }
 
 /// What [`ArchiveWriter::finish`] returns.
@@ -311,6 +334,23 @@ impl<W: Write> ArchiveWriter<W> {
         Ok(sum)
     }
 
+    /// Appends an entry of exactly `size` bytes that `fill` writes into the writer it is given
+    /// (in as many writes as it likes), hashing them on the way; returns the entry's SHA-256.
+    /// `io_err` turns a failure to write the archive into an [`Error`]; errors of `fill` pass
+    /// through unchanged.
+    pub fn append_with(
+        &mut self,
+        name: &str,
+        size: u64,
+        io_err: &dyn Fn(io::Error) -> Error,
+        fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+    ) -> Result<String> {
+        let h = entry_header(name, size, self.mtime).map_err(io_err)?;
+        let sum = write_entry(self.tar.get_mut(), &h, size, io_err, fill)?;
+        self.sums.push((name.to_string(), sum.clone()));
+        Ok(sum)
+    }
+
     /// Appends `SHA256SUMS`, ends the tar stream and the compressed stream, flushes.
     pub fn finish(mut self) -> io::Result<WrittenArchive<W>> {
         let sums_text = format_sums(&self.sums);
@@ -324,6 +364,156 @@ impl<W: Write> ArchiveWriter<W> {
             sha256: hex(&hashed.hasher.finalize()),
             size: hashed.bytes,
             inner: hashed.inner,
+            entries,
+        })
+    }
+}
+
+/// First bytes of a zstd skippable frame (magic 0x184D2A50, little-endian); decoders,
+/// `zstd -d` included, skip its content.
+const ZSTD_SKIPPABLE_MAGIC: [u8; 4] = [0x50, 0x2a, 0x4d, 0x18];
+
+/// Bytes to reserve at the head of a [`ZstdManifestLastWriter`] archive for a manifest of at
+/// most `manifest_len` bytes.
+pub fn manifest_reserve(manifest_len: usize) -> u64 {
+    let tar_len = 512 + manifest_len.div_ceil(512) * 512;
+    // The compressed frame is at most compress_bound of its input, plus frame header and
+    // checksum slack; then the 8-byte header of the skippable frame that fills the rest.
+    (zstd::zstd_safe::compress_bound(tar_len) + 64 + 8) as u64
+}
+
+/// A zstd archive whose manifest is decided last but still stored first, so that the
+/// database can be streamed while the checks that the manifest records are still running.
+///
+/// The file is: a zstd frame with the `manifest.json` entry, a zstd skippable frame filling
+/// the space reserved for it ([`manifest_reserve`]), then the zstd frame(s) of the
+/// `database.sqlite` and `SHA256SUMS` entries and the end of the tar stream. zstd decoders
+/// (the `zstd` tool, `tar --zstd`, litevault's reader) read the frames as one stream and
+/// ignore the skippable one, so the archive reads exactly like one from [`ArchiveWriter`].
+pub struct ZstdManifestLastWriter {
+    enc: zstd::stream::write::Encoder<'static, io::BufWriter<crate::fsutil::WritebackFile>>,
+    file: std::fs::File,
+    reserved: u64,
+    level: i32,
+    mtime: u64,
+    db_sum: Option<String>,
+}
+
+impl ZstdManifestLastWriter {
+    /// Starts an archive in `file` (empty, opened for reading and writing: [`Self::finish`]
+    /// reads it back to hash it), leaving `reserved` bytes at its head for the manifest.
+    pub fn new(file: std::fs::File, level: Option<i32>, mtime: u64, reserved: u64) -> io::Result<Self> {
+        let level = level.unwrap_or(3);
+        let mut out =
+            io::BufWriter::with_capacity(1 << 20, crate::fsutil::WritebackFile::new(file.try_clone()?));
+        io::copy(&mut io::repeat(0).take(reserved), &mut out)?;
+        let mut enc = zstd::stream::write::Encoder::new(out, level)?;
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        if threads > 1 {
+            enc.multithread(threads as u32)?;
+        }
+        enc.include_checksum(true)?;
+        Ok(ZstdManifestLastWriter {
+            enc,
+            file,
+            reserved,
+            level,
+            mtime,
+            db_sum: None,
+        })
+    }
+
+    /// Streams the database entry, as [`ArchiveWriter::append_with`] does.
+    pub fn append_database(
+        &mut self,
+        size: u64,
+        io_err: &dyn Fn(io::Error) -> Error,
+        fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+    ) -> Result<String> {
+        let h = entry_header(DATABASE_ENTRY, size, self.mtime).map_err(io_err)?;
+        let sum = write_entry(&mut self.enc, &h, size, io_err, fill)?;
+        self.db_sum = Some(sum.clone());
+        Ok(sum)
+    }
+
+    /// Appends `SHA256SUMS`, ends the stream, writes the manifest frame into the reserved head,
+    /// and hashes the whole file while the kernel writes it to disk (fsync).
+    pub fn finish(mut self, manifest_json: &[u8]) -> io::Result<WrittenArchive<std::fs::File>> {
+        use std::os::unix::fs::FileExt;
+        let db_sum = self
+            .db_sum
+            .take()
+            .ok_or_else(|| io::Error::other("the database entry was not written"))?;
+        let entries = vec![
+            (MANIFEST_ENTRY.to_string(), hex(&Sha256::digest(manifest_json))),
+            (DATABASE_ENTRY.to_string(), db_sum),
+        ];
+        let sums_text = format_sums(&entries);
+        let h = entry_header(SUMS_ENTRY, sums_text.len() as u64, self.mtime)?;
+        self.enc.write_all(h.as_bytes())?;
+        self.enc.write_all(sums_text.as_bytes())?;
+        let pad = (512 - sums_text.len() % 512) % 512;
+        self.enc.write_all(&[0u8; 512][..pad])?;
+        // End of the tar stream: two zero blocks.
+        self.enc.write_all(&[0u8; 1024])?;
+        let out = self.enc.finish()?;
+        out.into_inner().map_err(|e| e.into_error())?;
+
+        let mut tar_head = Vec::with_capacity(512 + manifest_json.len() + 512);
+        let mh = entry_header(MANIFEST_ENTRY, manifest_json.len() as u64, self.mtime)?;
+        tar_head.extend_from_slice(mh.as_bytes());
+        tar_head.extend_from_slice(manifest_json);
+        tar_head.resize(tar_head.len() + (512 - manifest_json.len() % 512) % 512, 0);
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), self.level)?;
+        enc.include_checksum(true)?;
+        enc.write_all(&tar_head)?;
+        let mut head = enc.finish()?;
+        let skip = self
+            .reserved
+            .checked_sub(head.len() as u64 + 8)
+            .filter(|&n| n <= u32::MAX as u64)
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "the manifest frame ({} bytes) does not fit the {} bytes reserved for it",
+                    head.len(),
+                    self.reserved
+                ))
+            })?;
+        head.extend_from_slice(&ZSTD_SKIPPABLE_MAGIC);
+        head.extend_from_slice(&(skip as u32).to_le_bytes());
+        self.file.write_all_at(&head, 0)?;
+
+        // The archive's own checksum covers the final bytes, so it is computed now, reading
+        // the file back from the page cache while another thread waits for the disk.
+        let file = &self.file;
+        let (synced, hashed) = std::thread::scope(|s| {
+            let sync = s.spawn(|| file.sync_data());
+            let hashed = (|| -> io::Result<(String, u64)> {
+                let mut hasher = Sha256::new();
+                let mut buf = vec![0u8; 1 << 20];
+                let mut at = 0u64;
+                loop {
+                    let n = file.read_at(&mut buf, at)?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                    at += n as u64;
+                }
+                Ok((hex(&hasher.finalize()), at))
+            })();
+            (
+                sync.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked"))),
+                hashed,
+            )
+        });
+        synced?;
+        let (sha256, size) = hashed?;
+        Ok(WrittenArchive {
+            inner: self.file,
+            sha256,
+            size,
             entries,
         })
     }
@@ -536,7 +726,11 @@ impl ArchiveContents {
 /// that nothing follows. Structural problems (wrong names or types, truncation, sizes that
 /// disagree with the manifest) are errors; checksum comparison is left to the caller through
 /// [`ArchiveContents`].
-pub fn read_archive(path: &Path, db_out: &mut dyn Write, progress: &dyn Progress) -> Result<ArchiveContents> {
+pub fn read_archive(
+    path: &Path,
+    db_out: &mut (dyn Write + Send),
+    progress: &dyn Progress,
+) -> Result<ArchiveContents> {
     let (compression, reader) = open_reader(path)?;
     let mut tar = tar::Archive::new(reader);
     let (manifest, manifest_sum, db_sum, recorded) = read_entries(path, &mut tar, db_out, progress)?;
@@ -567,7 +761,7 @@ type Entries = (Manifest, String, String, Vec<(String, String)>);
 fn read_entries(
     path: &Path,
     tar: &mut tar::Archive<Box<dyn Read>>,
-    db_out: &mut dyn Write,
+    db_out: &mut (dyn Write + Send),
     progress: &dyn Progress,
 ) -> Result<Entries> {
     let mut entries = tar.entries().map_err(|e| bad_read(path, e))?.raw(true);
@@ -592,37 +786,69 @@ fn read_entries(
         ));
     }
     progress.begin("read archive", Some(size));
-    let mut hr = HashReader {
-        inner: db_entry.take(size),
-        hasher: Sha256::new(),
-        bytes: 0,
-        progress,
-    };
-    let mut sink = SinkWriter {
-        inner: db_out,
-        error: None,
-    };
-    let copied = io::copy(&mut hr, &mut sink);
+    // Decompression stays on this thread; hashing and writing run on two others, so the three
+    // stages of the work share the cores.
+    let (copied, written) = std::thread::scope(|s| {
+        let (to_hasher, from_reader) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_BUFFERS);
+        let (to_writer, from_hasher) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_BUFFERS);
+        let (to_reader, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(2 * PIPE_BUFFERS + 2);
+        let hasher = s.spawn(move || {
+            let mut hasher = Sha256::new();
+            for buf in from_reader {
+                hasher.update(&buf);
+                if to_writer.send(buf).is_err() {
+                    break; // the writer failed; its error says why
+                }
+            }
+            hex(&hasher.finalize())
+        });
+        let writer = s.spawn(move || -> io::Result<()> {
+            for buf in from_hasher {
+                db_out.write_all(&buf)?;
+                let _ = to_reader.try_send(buf); // a spare buffer for the reader, if it has room
+            }
+            Ok(())
+        });
+        let mut entry = db_entry.take(size);
+        let copied = (|| -> io::Result<Option<u64>> {
+            let mut total = 0u64;
+            loop {
+                let mut buf = spare
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(PIPE_BUFFER_SIZE));
+                buf.clear();
+                let n = (&mut entry).take(PIPE_BUFFER_SIZE as u64).read_to_end(&mut buf)?;
+                if n == 0 {
+                    return Ok(Some(total));
+                }
+                total += n as u64;
+                progress.advance(n as u64);
+                if to_hasher.send(buf).is_err() {
+                    return Ok(None); // the writer failed; its error says why
+                }
+            }
+        })();
+        drop(to_hasher);
+        let sum = hasher.join();
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("writer thread panicked")))
+            .and_then(|()| sum.map_err(|_| io::Error::other("hashing thread panicked")));
+        (copied, written)
+    });
     progress.end();
-    match copied {
-        Ok(n) if n == size => {}
-        Ok(_) => {
+    let db_sum = match (copied, written) {
+        // A failure to write (disk full, quota, I/O error) is not damage in the archive.
+        (_, Err(e)) => return Err(Error::io("write the extracted database from", path, e)),
+        (Err(e), _) => return Err(bad_read(path, e)),
+        (Ok(Some(n)), Ok(sum)) if n == size => sum,
+        (Ok(_), Ok(_)) => {
             return Err(Error::bad_archive(
                 path,
                 "archive is truncated inside database.sqlite",
             ))
         }
-        // A failure to write (disk full, quota, I/O error) is not damage in the archive.
-        Err(_) if sink.error.is_some() => {
-            let e = sink
-                .error
-                .take()
-                .unwrap_or_else(|| io::Error::other("write failed"));
-            return Err(Error::io("write the extracted database from", path, e));
-        }
-        Err(e) => return Err(bad_read(path, e)),
-    }
-    let db_sum = hex(&hr.hasher.finalize());
+    };
 
     let sums_entry = next(SUMS_ENTRY)?;
     let sums_size = expect_entry(path, &sums_entry, SUMS_ENTRY, MAX_SUMS)?;
@@ -673,6 +899,67 @@ mod tests {
             "a".repeat(64)
         ))
         .is_err());
+    }
+
+    #[test]
+    fn manifest_written_last_is_read_first() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("a.tar.zst");
+        let db: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let manifest = br#"{"hello": "world"}"#;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        let mut w = ZstdManifestLastWriter::new(file, Some(3), 7, manifest_reserve(manifest.len())).unwrap();
+        let io_err = |e| Error::io("write", Path::new("a"), e);
+        let sum = w
+            .append_database(db.len() as u64, &io_err, |out| {
+                for chunk in db.chunks(4096) {
+                    out.write_all(chunk).map_err(io_err)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let written = w.finish(manifest).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(written.size, bytes.len() as u64);
+        assert_eq!(written.sha256, hex(&Sha256::digest(&bytes)));
+        assert_eq!(sum, hex(&Sha256::digest(&db)));
+        assert_eq!(sniff(&bytes), Some(Compression::Zstd));
+        let mut tar = tar::Archive::new(zstd::stream::read::Decoder::new(&bytes[..]).unwrap());
+        let mut seen = Vec::new();
+        for entry in tar.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = String::from_utf8(entry.path_bytes().to_vec()).unwrap();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            assert_eq!(entry.header().mtime().unwrap(), 7);
+            seen.push((name, data));
+        }
+        let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, [MANIFEST_ENTRY, DATABASE_ENTRY, SUMS_ENTRY]);
+        assert_eq!(seen[0].1, manifest);
+        assert_eq!(seen[1].1, db);
+        let sums = parse_sums(std::str::from_utf8(&seen[2].1).unwrap()).unwrap();
+        assert_eq!(sums[0].1, hex(&Sha256::digest(manifest)));
+        assert_eq!(sums[1].1, sum);
+    }
+
+    #[test]
+    fn a_manifest_larger_than_its_reserve_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(d.path().join("a.tar.zst")).unwrap();
+        let mut w = ZstdManifestLastWriter::new(file, None, 0, manifest_reserve(10)).unwrap();
+        let io_err = |e| Error::io("write", Path::new("a"), e);
+        w.append_database(0, &io_err, |_| Ok(())).unwrap();
+        // Incompressible text far beyond the 10 bytes the space was reserved for.
+        let big: Vec<u8> = (0..20_000u32)
+            .map(|i| b'a' + (i.wrapping_mul(2_654_435_761) >> 27) as u8 % 26)
+            .collect();
+        assert!(w.finish(&big).is_err());
     }
 
     #[test]

@@ -1,24 +1,37 @@
 //! `backup`: a consistent snapshot of a live database, checked and streamed into an archive.
 //!
-//! Order of work: take a snapshot into a private temp directory beside the output (see
-//! [`crate::snapshot`]), run `quick_check` on it and read its header state and row counts, then
-//! stream manifest, database and checksums into a temp archive that is fsynced and renamed into
-//! place. A failure at any step leaves no archive behind (the temp files are removed, and a
-//! crash leaves only hidden `.litevault-*` files, never a partial file under a final name).
+//! Order of work for a WAL database (the usual case, `--method pages`): one read transaction
+//! on the source fixes the snapshot ([`crate::snapshot::begin_live`]); inside it, `quick_check`
+//! runs on a second connection on the same snapshot while the header state, row counts and
+//! foreign-key count are read on the first; the manifest is built from them; then every page
+//! is read in order and streamed through the hasher and the compressor into a temp archive.
+//! Nothing is copied to a temp database. Other sources (rollback journal, `--method vacuum`,
+//! an SQLite build without `sqlite_dbpage`, a corrupt database archived with
+//! `--allow-corrupt`) are first snapshotted into a private temp file ([`crate::snapshot::take`]),
+//! which is checked and then streamed the same way.
+//!
+//! Either way the checks are done before the first byte of the archive (the manifest, its
+//! first entry, records them), and the temp archive is fsynced and renamed into place only
+//! after everything succeeded. A failure at any step leaves no archive behind (the temp files
+//! are removed, and a crash leaves only hidden `.litevault-*` files, never a partial file under
+//! a final name).
 
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
-use crate::archive::{self, ArchiveWriter, Compression, DATABASE_ENTRY, MANIFEST_ENTRY};
+use crate::archive::{
+    self, ArchiveWriter, Compression, ZstdManifestLastWriter, DATABASE_ENTRY, MANIFEST_ENTRY,
+};
 use crate::db::{self, DbInfo};
 use crate::error::{Error, Result};
-use crate::fsutil::{self, AtomicFile};
+use crate::fsutil::{self, AtomicFile, WritebackFile};
 use crate::manifest::{Manifest, FORMAT};
-use crate::progress::Progress;
-use crate::snapshot::{self, Method, SnapshotLimits};
+use crate::progress::{Phase, PhaseClock, Progress};
+use crate::snapshot::{self, LiveSnapshot, Method, SnapshotLimits};
 
 /// Options of [`backup`].
 #[derive(Debug, Clone, Default)]
@@ -76,7 +89,8 @@ pub struct BackupReport {
     pub database_sha256: String,
     /// Milliseconds the whole backup took.
     pub duration_ms: u64,
-    /// Milliseconds the snapshot took (the only part that reads the source).
+    /// Milliseconds the source was read: the temp-copy snapshot, or for a streamed backup the
+    /// read transaction, which lasts until the last page is in the archive.
     pub snapshot_ms: u64,
     /// Snapshot restarts caused by concurrent writers.
     pub restarts: u32,
@@ -90,6 +104,11 @@ pub struct BackupReport {
     pub rows: u64,
     /// True when the database failed `quick_check` and was archived anyway.
     pub corrupt: bool,
+    /// Whether the pages were streamed from the source's read transaction (`true`) or
+    /// copied into a temp file first.
+    pub streamed: bool,
+    /// Wall time of each phase, in order.
+    pub phases: Vec<Phase>,
 }
 
 /// The default backup directory: `$LITEVAULT_DIR`, else the platform data directory's
@@ -177,7 +196,11 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         return Err(Error::NotFound { path: out_dir });
     }
     refuse_writing_over_source(&source, &output)?;
-    // The snapshot and the archive both live in the output directory until the rename.
+    let mut clock = PhaseClock::new();
+    let live = snapshot::begin_live(&source, opts.method)?;
+
+    // A temp snapshot (when not streaming) and the archive live in the output directory until
+    // the rename.
     let source_size = std::fs::metadata(&source).map(|m| m.len()).unwrap_or(0)
         + std::fs::metadata(fsutil::sidecar(&source, "-wal"))
             .map(|m| m.len())
@@ -187,20 +210,11 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
     } else {
         source_size / 3
     };
-    fsutil::ensure_space(&out_dir, source_size + archive_estimate)?;
+    let snapshot_estimate = if live.is_some() { 0 } else { source_size };
+    fsutil::ensure_space(&out_dir, snapshot_estimate + archive_estimate)?;
 
-    let snap = snapshot::take(&source, &out_dir, opts.method, opts.limits, progress)?;
-    let (info, problems, fk_violations) = inspect_snapshot(snap.path(), opts.allow_corrupt)?;
-    if !problems.is_empty() && !opts.allow_corrupt {
-        return Err(Error::CorruptDatabase {
-            path: source,
-            detail: problems.join("; "),
-        });
-    }
-    let db_size = std::fs::metadata(snap.path())
-        .map_err(|e| Error::io("stat", snap.path(), e))?
-        .len();
-    let manifest = Manifest {
+    // Everything the manifest says except what the snapshot and its checks tell.
+    let base = Manifest {
         format: FORMAT.into(),
         kind: "full".into(),
         tool_version: env!("CARGO_PKG_VERSION").into(),
@@ -211,24 +225,14 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         method: opts.method,
         compression: opts.compression,
         compression_level: opts.level.or(opts.compression.default_level()),
-        db_size,
-        source_journal_mode: snap.stats.source_journal_mode.clone(),
-        snapshot_restarts: snap.stats.restarts,
-        quick_check: if problems.is_empty() {
-            "ok".into()
-        } else {
-            problems.join("; ")
-        },
-        corrupt: !problems.is_empty(),
-        foreign_key_violations: fk_violations,
-        db: info,
+        db_size: 0,
+        source_journal_mode: "wal".into(),
+        snapshot_restarts: 0,
+        quick_check: "ok".into(),
+        corrupt: false,
+        foreign_key_violations: 0,
+        db: DbInfo::from_header_bytes(&[0u8; 100], 0),
     };
-    manifest.validate().map_err(|r| Error::CorruptDatabase {
-        path: source.clone(),
-        detail: r,
-    })?;
-    let manifest_json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
-
     // An archive is as sensitive as its database: it gets the source's permission bits.
     let mode = {
         use std::os::unix::fs::PermissionsExt;
@@ -240,24 +244,21 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
     let tmp_path = out.temp_path().to_path_buf();
     let io_err = |e| Error::io("write archive", &tmp_path, e);
     let file = out.file().try_clone().map_err(io_err)?;
-    let mut writer = ArchiveWriter::new(
-        BufWriter::with_capacity(1 << 20, file),
-        opts.compression,
-        opts.level,
-        mtime,
-    )
-    .map_err(io_err)?;
-    writer
-        .append_bytes(MANIFEST_ENTRY, &manifest_json)
-        .map_err(io_err)?;
-    let snap_file = std::fs::File::open(snap.path()).map_err(|e| Error::io("open", snap.path(), e))?;
-    progress.begin("compress", Some(db_size));
-    let database_sha256 = writer
-        .append_stream(DATABASE_ENTRY, db_size, snap_file, progress)
-        .map_err(io_err)?;
-    progress.end();
-    let written = writer.finish().map_err(io_err)?;
-    written.inner.into_inner().map_err(|e| io_err(e.into_error()))?;
+
+    let done = match live {
+        Some(live) => backup_live(live, base, file, &tmp_path, opts, mtime, &mut clock, progress)?,
+        None => backup_copy(
+            &source, &out_dir, base, file, &tmp_path, opts, mtime, &mut clock, progress,
+        )?,
+    };
+    let Done {
+        manifest,
+        database_sha256,
+        archive_sha256,
+        archive_size,
+        snapshot_ms,
+        streamed,
+    } = done;
     let archive = if opts.output.is_some() {
         if opts.overwrite && output.exists() {
             out.commit_replace()?
@@ -270,24 +271,330 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         out.set_final_path(unique_name(&out_dir, &name));
         out.commit()?
     };
-    let snap_ms = snap.stats.duration_ms;
-    drop(snap);
+    clock.lap("fsync and rename");
 
     Ok(BackupReport {
         archive,
         source,
-        archive_size: written.size,
-        db_size,
-        archive_sha256: written.sha256,
+        archive_size,
+        db_size: manifest.db_size,
+        archive_sha256,
         database_sha256,
         duration_ms: started.elapsed().as_millis() as u64,
-        snapshot_ms: snap_ms,
+        snapshot_ms: snapshot_ms.unwrap_or(started.elapsed().as_millis() as u64),
         restarts: manifest.snapshot_restarts,
         method: opts.method,
         compression: opts.compression,
         tables: manifest.db.tables.len(),
         rows: manifest.total_rows(),
         corrupt: manifest.corrupt,
+        streamed,
+        phases: clock.into_phases(),
+    })
+}
+
+/// What the two ways of writing an archive hand back.
+struct Done {
+    manifest: Manifest,
+    database_sha256: String,
+    archive_sha256: String,
+    archive_size: u64,
+    /// Milliseconds of the temp-file snapshot; `None` when the source's read transaction
+    /// lasted the whole backup.
+    snapshot_ms: Option<u64>,
+    streamed: bool,
+}
+
+/// The manifest's facts from a snapshot's checks.
+struct Inspected {
+    info: DbInfo,
+    problems: Vec<String>,
+    fk_violations: u64,
+}
+
+/// Completes `base` with a snapshot's size and checks, refusing a corrupt database unless
+/// `allow_corrupt`, and serializes it.
+fn finish_manifest(
+    mut base: Manifest,
+    source: &Path,
+    db_size: u64,
+    inspected: Inspected,
+    allow_corrupt: bool,
+) -> Result<(Manifest, Vec<u8>)> {
+    let Inspected {
+        info,
+        problems,
+        fk_violations,
+    } = inspected;
+    if !problems.is_empty() && !allow_corrupt {
+        return Err(Error::CorruptDatabase {
+            path: source.to_path_buf(),
+            detail: problems.join("; "),
+        });
+    }
+    base.db_size = db_size;
+    base.corrupt = !problems.is_empty();
+    base.quick_check = if problems.is_empty() {
+        "ok".into()
+    } else {
+        cap_json_len(problems.join("; "), QUICK_CHECK_TEXT_MAX)
+    };
+    base.foreign_key_violations = fk_violations;
+    base.db = info;
+    base.validate().map_err(|r| Error::CorruptDatabase {
+        path: source.to_path_buf(),
+        detail: r,
+    })?;
+    let json = serde_json::to_vec_pretty(&base).expect("manifest serializes");
+    Ok((base, json))
+}
+
+/// Longest `quick_check` text a manifest records (JSON-escaped), so that the space reserved
+/// for a manifest written last has a bound.
+const QUICK_CHECK_TEXT_MAX: usize = 4000;
+
+/// `text` shortened (with "...") until its JSON form, quotes excluded, is at most `max` bytes.
+fn cap_json_len(mut text: String, max: usize) -> String {
+    let len = |t: &str| {
+        serde_json::to_string(t)
+            .map(|j| j.len() - 2)
+            .unwrap_or(usize::MAX)
+    };
+    if len(&text) <= max {
+        return text;
+    }
+    while len(&text) + 3 > max {
+        text.pop();
+    }
+    text + "..."
+}
+
+/// Backs up a WAL database from one read transaction: pages go straight from the source into
+/// the archive. With the snapshot's two extra connections and zstd, the checks run while the
+/// pages stream, and the manifest, decided last, is written into the head of the archive
+/// ([`archive::ZstdManifestLastWriter`]); otherwise the checks run first.
+#[allow(clippy::too_many_arguments)]
+fn backup_live(
+    mut live: LiveSnapshot,
+    base: Manifest,
+    file: std::fs::File,
+    tmp_path: &Path,
+    opts: &BackupOptions,
+    mtime: u64,
+    clock: &mut PhaseClock,
+    progress: &dyn Progress,
+) -> Result<Done> {
+    let io_err = |e| Error::io("write archive", tmp_path, e);
+    let db_size = live.db_size();
+    let source = live.source().to_path_buf();
+    let checkers = live.take_checkers();
+    match (checkers, opts.compression) {
+        (Some((btree_conn, info_conn)), Compression::Zstd) => {
+            // The largest manifest these tables can give: every count and number at its widest.
+            let mut bound = base.clone();
+            bound.db = DbInfo::read_with_header(live.conn(), &source, live.page1(), false)?;
+            for t in &mut bound.db.tables {
+                t.rows = Some(u64::MAX);
+            }
+            bound.db_size = db_size;
+            bound.foreign_key_violations = u64::MAX;
+            bound.quick_check = "x".repeat(QUICK_CHECK_TEXT_MAX);
+            let bound_len = serde_json::to_vec_pretty(&bound)
+                .expect("manifest serializes")
+                .len();
+            let mut writer =
+                ZstdManifestLastWriter::new(file, opts.level, mtime, archive::manifest_reserve(bound_len))
+                    .map_err(io_err)?;
+            clock.lap("snapshot");
+            let page1 = live.page1().to_vec();
+            let (sum, inspected) = std::thread::scope(|s| {
+                let checks = s.spawn(|| run_live_checks(btree_conn, info_conn, &source, &page1, db_size));
+                progress.begin("compress", Some(db_size));
+                let sum =
+                    writer.append_database(db_size, &io_err, |w| live.write_pages(w, tmp_path, progress));
+                progress.end();
+                (sum, checks.join().expect("check thread does not panic"))
+            });
+            let database_sha256 = sum?;
+            live.finish();
+            clock.lap("pages and checks");
+            let (manifest, json) = finish_manifest(base, &source, db_size, inspected, opts.allow_corrupt)?;
+            let written = writer.finish(&json).map_err(io_err)?;
+            clock.lap("finish archive");
+            Ok(Done {
+                manifest,
+                database_sha256,
+                archive_sha256: written.sha256,
+                archive_size: written.size,
+                snapshot_ms: None,
+                streamed: true,
+            })
+        }
+        (checkers, _) => {
+            let inspected = match checkers {
+                Some((btree_conn, info_conn)) => {
+                    run_live_checks(btree_conn, info_conn, &source, live.page1(), db_size)
+                }
+                None => checks_on_main(&live),
+            };
+            clock.lap("snapshot checks");
+            let (manifest, json) = finish_manifest(base, &source, db_size, inspected, opts.allow_corrupt)?;
+            let mut writer = ArchiveWriter::new(
+                BufWriter::with_capacity(1 << 20, WritebackFile::new(file)),
+                opts.compression,
+                opts.level,
+                mtime,
+            )
+            .map_err(io_err)?;
+            writer.append_bytes(MANIFEST_ENTRY, &json).map_err(io_err)?;
+            progress.begin("compress", Some(db_size));
+            let database_sha256 = writer.append_with(DATABASE_ENTRY, db_size, &io_err, |w| {
+                live.write_pages(w, tmp_path, progress)
+            })?;
+            progress.end();
+            live.finish();
+            let written = writer.finish().map_err(io_err)?;
+            written.inner.into_inner().map_err(|e| io_err(e.into_error()))?;
+            clock.lap("pages");
+            Ok(Done {
+                manifest,
+                database_sha256,
+                archive_sha256: written.sha256,
+                archive_size: written.size,
+                snapshot_ms: None,
+                streamed: true,
+            })
+        }
+    }
+}
+
+/// The checks of a live snapshot on its two extra connections, in two threads: the b-tree part
+/// of `quick_check` and the foreign-key check on one (its virtual-table modules dropped), the
+/// header state, row counts and the virtual tables' part of `quick_check` (FTS indexes) on the
+/// other. Together that is SQLite's whole `quick_check`.
+fn run_live_checks(
+    btree_conn: Connection,
+    info_conn: Connection,
+    source: &Path,
+    page1: &[u8],
+    db_size: u64,
+) -> Inspected {
+    type Part = rusqlite::Result<(Vec<String>, u64)>;
+    std::thread::scope(|s| {
+        let btree = s.spawn(move || -> Part {
+            db::drop_vtab_modules(&btree_conn)?;
+            let problems = db::integrity_problems(&btree_conn, false, 10)?;
+            Ok((problems, db::foreign_key_violations(&btree_conn).unwrap_or(0)))
+        });
+        let info = DbInfo::read_with_header(&info_conn, source, page1, true);
+        let vtabs = db::vtab_problems(&info_conn, false, 10);
+        let (problems, fk_violations) = match (btree.join().expect("check thread does not panic"), vtabs) {
+            (Ok((mut problems, fk)), Ok(vtabs)) => {
+                problems.extend(vtabs.into_iter().flat_map(|(_, p)| p));
+                (problems, fk)
+            }
+            (Err(e), _) | (_, Err(e)) => (vec![e.to_string()], 0),
+        };
+        inspected(info, problems, fk_violations, page1, db_size)
+    })
+}
+
+/// The checks of a live snapshot on its main connection alone (SQLite's whole `quick_check`).
+fn checks_on_main(live: &LiveSnapshot) -> Inspected {
+    let info = live.info();
+    let problems = db::integrity_problems(live.conn(), false, 10).unwrap_or_else(|e| vec![e.to_string()]);
+    let fk = db::foreign_key_violations(live.conn()).unwrap_or(0);
+    inspected(info, problems, fk, live.page1(), live.db_size())
+}
+
+fn inspected(
+    info: Result<DbInfo>,
+    problems: Vec<String>,
+    fk_violations: u64,
+    page1: &[u8],
+    db_size: u64,
+) -> Inspected {
+    match info {
+        Ok(info) if problems.is_empty() => Inspected {
+            info,
+            problems,
+            fk_violations,
+        },
+        // A database whose checks fail (or whose tables cannot be read) is described from its
+        // header; its foreign-key count means nothing.
+        Ok(_) => Inspected {
+            info: DbInfo::from_header_bytes(page1, db_size),
+            problems,
+            fk_violations: 0,
+        },
+        Err(e) => {
+            let mut problems = problems;
+            if problems.is_empty() {
+                problems.push(e.to_string());
+            }
+            Inspected {
+                info: DbInfo::from_header_bytes(page1, db_size),
+                problems,
+                fk_violations: 0,
+            }
+        }
+    }
+}
+
+/// Backs up through a private temp copy ([`snapshot::take`]): rollback-journal sources,
+/// `--method vacuum`, and SQLite builds without `sqlite_dbpage`.
+#[allow(clippy::too_many_arguments)]
+fn backup_copy(
+    source: &Path,
+    out_dir: &Path,
+    mut base: Manifest,
+    file: std::fs::File,
+    tmp_path: &Path,
+    opts: &BackupOptions,
+    mtime: u64,
+    clock: &mut PhaseClock,
+    progress: &dyn Progress,
+) -> Result<Done> {
+    let io_err = |e| Error::io("write archive", tmp_path, e);
+    let snap = snapshot::take(source, out_dir, opts.method, opts.limits, progress)?;
+    clock.lap("snapshot copy");
+    let (info, problems, fk_violations) = inspect_snapshot(snap.path(), opts.allow_corrupt)?;
+    clock.lap("snapshot checks");
+    let db_size = std::fs::metadata(snap.path())
+        .map_err(|e| Error::io("stat", snap.path(), e))?
+        .len();
+    base.source_journal_mode = snap.stats.source_journal_mode.clone();
+    base.snapshot_restarts = snap.stats.restarts;
+    let inspected = Inspected {
+        info,
+        problems,
+        fk_violations,
+    };
+    let (manifest, json) = finish_manifest(base, source, db_size, inspected, opts.allow_corrupt)?;
+    let mut writer = ArchiveWriter::new(
+        BufWriter::with_capacity(1 << 20, WritebackFile::new(file)),
+        opts.compression,
+        opts.level,
+        mtime,
+    )
+    .map_err(io_err)?;
+    writer.append_bytes(MANIFEST_ENTRY, &json).map_err(io_err)?;
+    let snap_file = std::fs::File::open(snap.path()).map_err(|e| Error::io("open", snap.path(), e))?;
+    progress.begin("compress", Some(db_size));
+    let database_sha256 = writer
+        .append_stream(DATABASE_ENTRY, db_size, snap_file, progress)
+        .map_err(io_err)?;
+    progress.end();
+    let written = writer.finish().map_err(io_err)?;
+    written.inner.into_inner().map_err(|e| io_err(e.into_error()))?;
+    clock.lap("archive");
+    Ok(Done {
+        manifest,
+        database_sha256,
+        archive_sha256: written.sha256,
+        archive_size: written.size,
+        snapshot_ms: Some(snap.stats.duration_ms),
+        streamed: false,
     })
 }
 

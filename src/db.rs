@@ -6,8 +6,9 @@
 //! security guide asks for with untrusted files (defensive mode, `trusted_schema=OFF`,
 //! `cell_size_check=ON`, no ATTACH, no extensions). [`DbInfo`] gathers the header state and the
 //! table list that manifests record; [`run_checks`] runs the integrity checks that verify and
-//! restore report by name; [`content_hash`] hashes a database's logical content independently
-//! of its page layout.
+//! restore report by name, and [`drop_vtab_modules`] / [`vtab_problems`] split SQLite's
+//! whole-database check in two parts that run on two connections at once; [`content_hash`]
+//! hashes a database's logical content independently of its page layout.
 
 use std::io::Read;
 use std::path::Path;
@@ -242,6 +243,20 @@ impl DbInfo {
     /// Reads the header state and counts the rows of every table. Run it inside a read
     /// transaction (or on a private file) for a consistent picture.
     pub fn read(conn: &Connection, path: &Path) -> Result<DbInfo> {
+        // The header's write-version byte says WAL (2) or rollback journal (1). `PRAGMA
+        // journal_mode` reports the connection's mode, which for an immutable open is never
+        // "wal", so read the byte from the file: only private files come here.
+        Self::read_in_mode(conn, path, header_write_version(path)?, true)
+    }
+
+    /// Like [`DbInfo::read`] for a database whose page 1 was read through SQLite (a live
+    /// source inside a read transaction): the journal mode comes from its header bytes.
+    /// Without `count`, every table's `rows` is `None`.
+    pub fn read_with_header(conn: &Connection, path: &Path, page1: &[u8], count: bool) -> Result<DbInfo> {
+        Self::read_in_mode(conn, path, page1.get(18).copied().unwrap_or(1), count)
+    }
+
+    fn read_in_mode(conn: &Connection, path: &Path, write_version: u8, count: bool) -> Result<DbInfo> {
         let e = |err| Error::sqlite("read database information from", path, err);
         let int = |pragma: &str| -> Result<i64> {
             conn.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))
@@ -259,16 +274,8 @@ impl DbInfo {
         }
         .to_string();
         let encoding: String = conn.query_row("PRAGMA encoding", [], |r| r.get(0)).map_err(e)?;
-        // The header's write-version byte says WAL (2) or rollback journal (1). `PRAGMA
-        // journal_mode` reports the connection's mode, which for an immutable open is never
-        // "wal", so read the byte from the file: only private files come here.
-        let journal_mode = if header_write_version(path)? == 2 {
-            "wal"
-        } else {
-            "delete"
-        }
-        .to_string();
-        let tables = list_tables(conn, path, true)?;
+        let journal_mode = if write_version == 2 { "wal" } else { "delete" }.to_string();
+        let tables = list_tables(conn, path, count)?;
         Ok(DbInfo {
             page_size,
             page_count,
@@ -291,18 +298,26 @@ impl DbInfo {
         let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
         f.read_exact(&mut h)
             .map_err(|e| Error::io("read header of", path, e))?;
-        let be32 = |o: usize| u32::from_be_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
-        let raw_ps = u16::from_be_bytes([h[16], h[17]]) as u32;
-        let page_size = if raw_ps == 1 { 65536 } else { raw_ps };
         let len = std::fs::metadata(path)
             .map_err(|e| Error::io("stat", path, e))?
             .len();
+        Ok(Self::from_header_bytes(&h, len))
+    }
+
+    /// Like [`DbInfo::from_header`] from the first 100 bytes of a database of `len` bytes.
+    ///
+    /// # Panics
+    /// When `h` is shorter than 100 bytes.
+    pub fn from_header_bytes(h: &[u8], len: u64) -> DbInfo {
+        let be32 = |o: usize| u32::from_be_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+        let raw_ps = u16::from_be_bytes([h[16], h[17]]) as u32;
+        let page_size = if raw_ps == 1 { 65536 } else { raw_ps };
         let page_count = if page_size >= 512 {
             len / page_size as u64
         } else {
             0
         };
-        Ok(DbInfo {
+        DbInfo {
             page_size,
             page_count,
             freelist_count: be32(36) as u64,
@@ -322,7 +337,7 @@ impl DbInfo {
             }
             .into(),
             tables: Vec::new(),
-        })
+        }
     }
 }
 
@@ -383,6 +398,54 @@ pub fn integrity_problems(conn: &Connection, full: bool, limit: usize) -> rusqli
         .query_map([], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(rows.into_iter().filter(|r| r != "ok").collect())
+}
+
+/// Removes every virtual-table module from `conn` (`sqlite3_drop_modules`), so that
+/// `PRAGMA quick_check` and `integrity_check` on it check the b-trees only: all of them,
+/// shadow tables included, with the page accounting. Since SQLite 3.44 these pragmas also run
+/// each virtual table's own integrity method (FTS5 re-reads its whole index, often the slowest
+/// part by far); [`vtab_problems`] runs exactly that part, on another connection, at the same
+/// time. Together they check what one pragma would. Call it on a connection on which no
+/// virtual table has been used yet.
+pub fn drop_vtab_modules(conn: &Connection) -> rusqlite::Result<()> {
+    // SAFETY: a valid connection; a null keep-list drops every module.
+    let rc = unsafe { rusqlite::ffi::sqlite3_drop_modules(conn.handle(), std::ptr::null_mut()) };
+    if rc == rusqlite::ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rc),
+            None,
+        ))
+    }
+}
+
+/// Runs the integrity method of every virtual table of the main schema whose module this
+/// connection has (`PRAGMA quick_check(<table>)`, or `integrity_check` when `full`): the part
+/// of a whole-database check that [`drop_vtab_modules`] leaves out. Returns the problems
+/// found, by table (tables without problems are listed with none).
+pub fn vtab_problems(
+    conn: &Connection,
+    full: bool,
+    limit: usize,
+) -> rusqlite::Result<Vec<(String, Vec<String>)>> {
+    let pragma = if full { "integrity_check" } else { "quick_check" };
+    let mut stmt = conn.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%' ORDER BY name",
+    )?;
+    let names: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let mut stmt = conn.prepare(&format!("PRAGMA {pragma}({})", quote_ident(&name)))?;
+        let rows: Vec<String> = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let problems: Vec<String> = rows.into_iter().filter(|r| r != "ok").take(limit).collect();
+        out.push((name, problems));
+    }
+    Ok(out)
 }
 
 /// Counts the rows that `PRAGMA foreign_key_check` reports.
@@ -502,15 +565,10 @@ pub fn run_checks(conn: &Connection, opts: CheckOptions) -> Vec<Check> {
         Ok(p) => checks.push(Check::fail(name, p.join("; "))),
         Err(e) => checks.push(Check::fail(name, e.to_string())),
     }
-    match foreign_key_violations(conn) {
-        Ok(0) => checks.push(Check::pass("foreign_key_check", "no violations")),
-        Ok(n) if Some(n) == opts.expected_fk_violations => checks.push(Check::pass(
-            "foreign_key_check",
-            format!("{n} violations, the same as in the source at backup time"),
-        )),
-        Ok(n) => checks.push(Check::fail("foreign_key_check", format!("{n} violations"))),
-        Err(e) => checks.push(Check::fail("foreign_key_check", e.to_string())),
-    }
+    checks.push(fk_check(
+        foreign_key_violations(conn),
+        opts.expected_fk_violations,
+    ));
     match fts_tables(conn) {
         Ok(tables) => {
             for (table, module) in tables {
@@ -522,7 +580,21 @@ pub fn run_checks(conn: &Connection, opts: CheckOptions) -> Vec<Check> {
     checks
 }
 
-fn fts_check(conn: &Connection, table: &str, module: &str, writable: bool) -> Check {
+/// The `foreign_key_check` check from a count of violations; `expected` violations (recorded
+/// at backup time) are not a sign of damage.
+pub(crate) fn fk_check(count: rusqlite::Result<u64>, expected: Option<u64>) -> Check {
+    match count {
+        Ok(0) => Check::pass("foreign_key_check", "no violations"),
+        Ok(n) if Some(n) == expected => Check::pass(
+            "foreign_key_check",
+            format!("{n} violations, the same as in the source at backup time"),
+        ),
+        Ok(n) => Check::fail("foreign_key_check", format!("{n} violations")),
+        Err(e) => Check::fail("foreign_key_check", e.to_string()),
+    }
+}
+
+pub(crate) fn fts_check(conn: &Connection, table: &str, module: &str, writable: bool) -> Check {
     let name = format!("{module} integrity {table}");
     let q = quote_ident(table);
     let result = if writable {

@@ -95,6 +95,110 @@ impl AtomicFile {
     }
 }
 
+/// A file writer that has the kernel start writing its data to disk every few MiB
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)` on Linux, from a helper thread, because the call
+/// blocks while the disk's queue is full), so that the disk works while the data is still
+/// being produced and the fsync before the final rename has little left to do. It changes
+/// only when data reaches the disk, never what is written; durability still comes from that
+/// fsync ([`AtomicFile::commit`]).
+#[derive(Debug)]
+pub struct WritebackFile {
+    /// Always `Some` until [`WritebackFile::into_inner`].
+    file: Option<File>,
+    written: u64,
+    announced: u64,
+    flusher: Option<(std::sync::mpsc::Sender<u64>, std::thread::JoinHandle<()>)>,
+}
+
+/// Bytes written between two writeback requests.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
+
+impl WritebackFile {
+    /// Wraps a file opened for writing, positioned at its start.
+    pub fn new(file: File) -> Self {
+        let flusher = Self::spawn_flusher(&file);
+        WritebackFile {
+            file: Some(file),
+            written: 0,
+            announced: 0,
+            flusher,
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn spawn_flusher(file: &File) -> Option<(std::sync::mpsc::Sender<u64>, std::thread::JoinHandle<()>)> {
+        use std::os::unix::io::AsRawFd;
+        let fd = file.try_clone().ok()?;
+        let (tx, rx) = std::sync::mpsc::channel::<u64>();
+        let handle = std::thread::Builder::new()
+            .name("writeback".into())
+            .spawn(move || {
+                let mut started = 0u64;
+                for upto in rx {
+                    // SAFETY: a valid descriptor (owned by this thread) and a byte range; the
+                    // call only schedules writeback, and a failure is harmless (the final
+                    // fsync writes whatever is left and reports errors).
+                    unsafe {
+                        libc::sync_file_range(
+                            fd.as_raw_fd(),
+                            started as libc::off64_t,
+                            (upto - started) as libc::off64_t,
+                            libc::SYNC_FILE_RANGE_WRITE,
+                        );
+                    }
+                    started = upto;
+                }
+            })
+            .ok()?;
+        Some((tx, handle))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn spawn_flusher(_file: &File) -> Option<(std::sync::mpsc::Sender<u64>, std::thread::JoinHandle<()>)> {
+        None
+    }
+
+    /// The wrapped file (once the helper thread is done with it).
+    pub fn into_inner(mut self) -> File {
+        self.stop_flusher();
+        self.file.take().expect("the file is there until into_inner")
+    }
+
+    fn file(&mut self) -> &mut File {
+        self.file.as_mut().expect("the file is there until into_inner")
+    }
+
+    fn stop_flusher(&mut self) {
+        if let Some((tx, handle)) = self.flusher.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for WritebackFile {
+    fn drop(&mut self) {
+        self.stop_flusher();
+    }
+}
+
+impl io::Write for WritebackFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file().write(buf)?;
+        self.written += n as u64;
+        if self.written - self.announced >= WRITEBACK_CHUNK {
+            if let Some((tx, _)) = &self.flusher {
+                let _ = tx.send(self.written);
+            }
+            self.announced = self.written;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file().flush()
+    }
+}
+
 /// The directory a path lives in (`.` for a bare file name).
 pub fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {

@@ -64,7 +64,7 @@ pub use dump::read_manifest;
 pub use error::{Error, ErrorClass, Result};
 pub use list::{list, ArchiveSummary};
 pub use manifest::Manifest;
-pub use progress::{NoProgress, Progress};
+pub use progress::{NoProgress, Phase, Progress};
 pub use restore::{plan_restore, restore, RestoreOptions, RestorePlan, RestoreReport, Strategy};
 pub use snapshot::Method;
 pub use verify::{verify, VerifyOptions, VerifyReport};

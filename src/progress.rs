@@ -3,6 +3,11 @@
 //! The library never prints. Long operations call a [`Progress`] implementation that the caller
 //! passes in; the default, [`NoProgress`], does nothing. The binary implements it with a terminal
 //! progress bar. Implementations must be cheap: `advance` is called for every few hundred KiB.
+//! Reports also carry the wall time of each phase ([`Phase`]), for people tuning performance.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
 
 /// Receives progress of a long operation, one phase at a time.
 pub trait Progress: Send + Sync {
@@ -20,3 +25,41 @@ pub trait Progress: Send + Sync {
 pub struct NoProgress;
 
 impl Progress for NoProgress {}
+
+/// How long one phase of an operation took.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Phase {
+    /// e.g. "checks", "archive", "fsync".
+    pub name: String,
+    /// Milliseconds.
+    pub ms: u64,
+}
+
+/// Records the wall time of consecutive phases.
+pub(crate) struct PhaseClock {
+    last: Instant,
+    phases: Vec<Phase>,
+}
+
+impl PhaseClock {
+    pub(crate) fn new() -> Self {
+        PhaseClock {
+            last: Instant::now(),
+            phases: Vec::new(),
+        }
+    }
+
+    /// The phase `name` ends now.
+    pub(crate) fn lap(&mut self, name: &str) {
+        let now = Instant::now();
+        self.phases.push(Phase {
+            name: name.into(),
+            ms: (now - self.last).as_millis() as u64,
+        });
+        self.last = now;
+    }
+
+    pub(crate) fn into_phases(self) -> Vec<Phase> {
+        self.phases
+    }
+}

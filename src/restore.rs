@@ -33,7 +33,7 @@ use crate::dump::Content;
 use crate::error::{Error, Result};
 use crate::fsutil::{self, AtomicFile};
 use crate::manifest::Manifest;
-use crate::progress::{NoProgress, Progress};
+use crate::progress::{NoProgress, Phase, PhaseClock, Progress};
 use crate::verify;
 
 /// Options of [`restore`] and [`plan_restore`].
@@ -135,6 +135,8 @@ pub struct RestoreReport {
     pub moved_aside: Vec<PathBuf>,
     /// Milliseconds the restore took.
     pub duration_ms: u64,
+    /// Wall time of each phase, in order.
+    pub phases: Vec<Phase>,
 }
 
 /// Works out what restoring `archive` to `target` would do, refusing what is unsafe. Changes
@@ -364,6 +366,7 @@ pub fn restore(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
+    let mut clock = PhaseClock::new();
     let mut plan = plan_restore(archive, target, opts)?;
     let target = plan.target.clone();
 
@@ -385,22 +388,39 @@ pub fn restore(
     // database must match after a live copy.
     let (manifest_now, manifest_after, mut checks) = if plan.manifest.kind == "sql" {
         drop(file);
+        // load_checked fsyncs the loaded file itself.
         let loaded = crate::dump::check::load_checked(archive, &tmp_path, opts.quick, false, progress)?;
         plan.warnings.extend(loaded.report.warnings);
+        clock.lap("load and checks");
         (loaded.manifest, loaded.loaded, loaded.checks)
     } else {
-        let contents = verify::extract_into(archive, file, &tmp_path, progress)?;
+        let (contents, file) = verify::extract_into(archive, file, &tmp_path, progress)?;
         contents.ensure_checksums(archive)?;
         let mut checks = contents.checksum_checks();
-        // 2. Check the new content before anything is touched.
+        clock.lap("extract");
+
+        // 2. Check the new content before anything is touched, while the disk catches up with
+        // it: the fsync that must precede the rename runs meanwhile.
         progress.begin("verify", None);
-        checks.extend(verify::extracted_checks(
-            &tmp_path,
-            &contents.manifest,
-            opts.quick,
-            false,
-        ));
+        let (synced, extracted) = std::thread::scope(|s| {
+            let sync = s.spawn(|| file.sync_all());
+            let extracted = verify::extracted_checks(&tmp_path, &contents.manifest, opts.quick, false);
+            (sync.join(), extracted)
+        });
+        checks.extend(extracted);
         progress.end();
+        match synced {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::io("fsync", &tmp_path, e)),
+            Err(_) => {
+                return Err(Error::io(
+                    "fsync",
+                    &tmp_path,
+                    std::io::Error::other("fsync thread panicked"),
+                ))
+            }
+        }
+        clock.lap("checks and fsync");
         (contents.manifest.clone(), contents.manifest, checks)
     };
     let failed: Vec<String> = checks
@@ -500,6 +520,7 @@ pub fn restore(
             tmp.commit_replace()?;
         }
     }
+    clock.lap("put in place");
     Ok(RestoreReport {
         plan,
         restored: true,
@@ -507,6 +528,7 @@ pub fn restore(
         safety_archive,
         moved_aside,
         duration_ms: started.elapsed().as_millis() as u64,
+        phases: clock.into_phases(),
     })
 }
 

@@ -6,6 +6,14 @@
 //! transactionally consistent even while other processes write; the source is opened read-only
 //! and never written; WAL-mode writers are never blocked; the copy always finishes.
 //!
+//! Two ways to take it. [`begin_live`] (page copies of WAL databases, the common case) holds
+//! one read transaction on the source and hands out everything a backup needs from that one
+//! snapshot: header state, row counts and checks (on a second connection proven to be on the
+//! same snapshot, so they run in parallel) and then every page in order through SQLite's
+//! `sqlite_dbpage` table, straight into the archive, with no temp copy. [`take`] copies into a
+//! private temp file; it serves rollback-journal sources, `VACUUM INTO`, and builds of SQLite
+//! without `sqlite_dbpage`.
+//!
 //! How it stays consistent and finishes: in WAL mode the whole copy runs inside one read
 //! transaction of the source connection (writers carry on; only checkpoints wait). In
 //! rollback-journal mode a read transaction blocks writers, so pages are copied in short steps
@@ -13,6 +21,7 @@
 //! and after a few restarts (or a deadline) the rest is copied inside one read transaction so a
 //! busy writer cannot starve the backup.
 
+use std::io::Write;
 use std::os::raw::c_int;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,7 +29,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{ffi, Connection};
 use serde::{Deserialize, Serialize};
 
-use crate::db;
+use crate::db::{self, DbInfo};
 use crate::error::{Error, Result};
 use crate::fsutil::TEMP_PREFIX;
 use crate::progress::Progress;
@@ -108,6 +117,211 @@ impl Default for SnapshotLimits {
             max_restarts: 3,
             step_deadline: Duration::from_secs(10),
             busy_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A WAL database held at one snapshot by a read transaction on its source connection, from
+/// which a backup reads the manifest's facts, runs its checks and streams every page. Other
+/// processes keep writing meanwhile (their commits go to the WAL); only checkpoints wait until
+/// the transaction ends, when this is dropped or [`LiveSnapshot::finish`]ed.
+pub(crate) struct LiveSnapshot {
+    conn: Connection,
+    /// Two more connections whose read transactions are on the same snapshot, for checks that
+    /// run while `conn` streams the pages; none when a writer kept committing while they were
+    /// opened.
+    checkers: Vec<Connection>,
+    source: PathBuf,
+    page_size: u32,
+    page_count: u64,
+    page1: Vec<u8>,
+    started: Instant,
+}
+
+/// Tries at getting the checkers' read transactions on the main connection's snapshot.
+const SAME_SNAPSHOT_ATTEMPTS: u32 = 50;
+
+/// `PRAGMA data_version` of a connection: changes when another connection has committed
+/// since this connection's previous read transaction.
+fn data_version(conn: &Connection, source: &Path) -> Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+        .map_err(|e| Error::sqlite("read data_version of", source, e))
+}
+
+/// Holds `source` at one snapshot for a streamed page copy, when that is possible: `method` is
+/// [`Method::Pages`], the source is in WAL mode (a read transaction does not block its writers)
+/// and this SQLite build has `sqlite_dbpage`. `Ok(None)` means "use [`take`]".
+pub(crate) fn begin_live(source: &Path, method: Method) -> Result<Option<LiveSnapshot>> {
+    if method != Method::Pages {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let conn = db::open_source(source)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .map_err(|e| Error::sqlite("read journal mode of", source, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Ok(None);
+    }
+    if conn
+        .prepare("SELECT data FROM sqlite_dbpage WHERE pgno = 1")
+        .is_err()
+    {
+        return Ok(None); // built without SQLITE_ENABLE_DBPAGE_VTAB
+    }
+    // Read transactions on the same snapshot: the checkers' start between two reads of the
+    // main connection, and if the main connection's data_version did not move, nobody
+    // committed in between, so all of them see the same database state. The connections are
+    // opened first, so that the window is only three transaction starts wide; a writer that
+    // commits back to back can still hit it, then it is tried again, and after many misses
+    // the checks run on the main connection instead.
+    let mut checkers = vec![db::open_source(source)?, db::open_source(source)?];
+    let mut shared = false;
+    for _ in 0..SAME_SNAPSHOT_ATTEMPTS {
+        let before = data_version(&conn, source)?;
+        for c in &checkers {
+            begin_read(c, source)?;
+        }
+        begin_read(&conn, source)?;
+        if data_version(&conn, source)? == before {
+            shared = true;
+            break;
+        }
+        for c in checkers.iter().chain([&conn]) {
+            let _ = c.execute_batch("COMMIT");
+        }
+    }
+    if !shared {
+        checkers.clear();
+        begin_read(&conn, source)?;
+    }
+    let int = |sql: &str| -> Result<i64> {
+        conn.query_row(sql, [], |r| r.get(0))
+            .map_err(|e| Error::sqlite("read page count of", source, e))
+    };
+    let page_size = int("PRAGMA page_size")? as u32;
+    let page_count = int("PRAGMA page_count")? as u64;
+    let page1: Vec<u8> = conn
+        .query_row("SELECT data FROM sqlite_dbpage WHERE pgno = 1", [], |r| r.get(0))
+        .map_err(|e| Error::sqlite("read page 1 of", source, e))?;
+    if page1.len() != page_size as usize || page1.len() < 100 {
+        return Err(Error::CorruptDatabase {
+            path: source.to_path_buf(),
+            detail: format!("page 1 is {} bytes, page size {page_size}", page1.len()),
+        });
+    }
+    Ok(Some(LiveSnapshot {
+        conn,
+        checkers,
+        source: source.to_path_buf(),
+        page_size,
+        page_count,
+        page1,
+        started,
+    }))
+}
+
+impl LiveSnapshot {
+    /// The source connection, inside its read transaction.
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Takes the two other connections on the same snapshot, when there are.
+    pub(crate) fn take_checkers(&mut self) -> Option<(Connection, Connection)> {
+        let second = self.checkers.pop()?;
+        let first = self.checkers.pop()?;
+        Some((first, second))
+    }
+
+    /// The source database's path.
+    pub(crate) fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// Page 1 as read at this snapshot.
+    pub(crate) fn page1(&self) -> &[u8] {
+        &self.page1
+    }
+
+    /// Bytes of the database at this snapshot.
+    pub(crate) fn db_size(&self) -> u64 {
+        self.page_count * self.page_size as u64
+    }
+
+    /// Header state and row counts at this snapshot (the journal mode from page 1, as a page
+    /// copy has it).
+    pub(crate) fn info(&self) -> Result<DbInfo> {
+        DbInfo::read_with_header(&self.conn, &self.source, &self.page1, true)
+    }
+
+    /// Writes every page of the snapshot, in order, to `out` (exactly [`Self::db_size`] bytes):
+    /// the same bytes as a backup-API copy, page 1 included. The lock-byte page of a database
+    /// over 1 GiB, which SQLite never uses, is written as zeros. `out_path` names `out` in
+    /// errors.
+    pub(crate) fn write_pages(
+        &self,
+        out: &mut dyn Write,
+        out_path: &Path,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let e = |err| Error::sqlite("read pages of", &self.source, err);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT pgno, data FROM sqlite_dbpage")
+            .map_err(e)?;
+        let mut rows = stmt.query([]).map_err(e)?;
+        let mut expected: u64 = 1;
+        let mut unreported: u64 = 0;
+        while let Some(row) = rows.next().map_err(e)? {
+            let pgno = row.get::<_, i64>(0).map_err(e)?;
+            let data = row
+                .get_ref(1)
+                .map_err(e)?
+                .as_blob()
+                .map_err(|err| e(err.into()))?;
+            if pgno as u64 != expected || data.len() != self.page_size as usize {
+                return Err(Error::CorruptDatabase {
+                    path: self.source.clone(),
+                    detail: format!(
+                        "sqlite_dbpage returned page {pgno} of {} bytes where page {expected} of {} was due",
+                        data.len(),
+                        self.page_size
+                    ),
+                });
+            }
+            out.write_all(data)
+                .map_err(|err| Error::io("write archive", out_path, err))?;
+            expected += 1;
+            unreported += data.len() as u64;
+            if unreported >= 1 << 20 {
+                progress.advance(unreported);
+                unreported = 0;
+            }
+        }
+        progress.advance(unreported);
+        if expected - 1 != self.page_count {
+            return Err(Error::CorruptDatabase {
+                path: self.source.clone(),
+                detail: format!(
+                    "sqlite_dbpage returned {} pages, the snapshot has {}",
+                    expected - 1,
+                    self.page_count
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Ends the read transaction and says how the snapshot was taken.
+    pub(crate) fn finish(self) -> SnapshotStats {
+        let _ = self.conn.execute_batch("COMMIT");
+        SnapshotStats {
+            method: Method::Pages,
+            source_journal_mode: "wal".into(),
+            restarts: 0,
+            finished_in_one_transaction: true,
+            duration_ms: self.started.elapsed().as_millis() as u64,
         }
     }
 }
@@ -453,6 +667,77 @@ mod tests {
                 assert_eq!(snap.stats.source_journal_mode, if wal { "wal" } else { "delete" });
             }
         }
+    }
+
+    #[test]
+    fn live_snapshot_checkers_and_pages_match_the_snapshot_under_a_writer() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src.db");
+        make_db(&src, true);
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (src, stop) = (src.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let c = Connection::open(&src).unwrap();
+                c.busy_timeout(Duration::from_secs(5)).unwrap();
+                let mut commits = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    c.execute("INSERT INTO t(v) VALUES (hex(randomblob(500)))", [])
+                        .unwrap();
+                    commits += 1;
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+                commits
+            })
+        };
+        let state = |c: &Connection| -> (i64, i64) {
+            c.query_row("SELECT count(*), max(id) FROM t", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
+        };
+        let mut shared = 0;
+        for i in 0..20 {
+            let mut live = begin_live(&src, Method::Pages)
+                .unwrap()
+                .expect("WAL source streams");
+            let seen = state(live.conn());
+            std::thread::sleep(Duration::from_millis(3)); // the writer commits meanwhile
+            if let Some((a, b)) = live.take_checkers() {
+                assert_eq!(state(&a), seen, "first checker on another snapshot");
+                assert_eq!(state(&b), seen, "second checker on another snapshot");
+                shared += 1;
+            }
+            let mut pages = Vec::new();
+            live.write_pages(&mut pages, Path::new("memory"), &NoProgress)
+                .unwrap();
+            assert_eq!(pages.len() as u64, live.db_size());
+            live.finish();
+            let copy = d.path().join(format!("copy-{i}.db"));
+            std::fs::write(&copy, &pages).unwrap();
+            let c = Connection::open(&copy).unwrap();
+            assert_eq!(state(&c), seen, "streamed pages hold the snapshot's rows");
+            let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+            assert_eq!(ok, "ok");
+        }
+        stop.store(true, Ordering::Relaxed);
+        let commits = writer.join().unwrap();
+        assert!(commits > 20, "the writer kept committing ({commits})");
+        assert!(shared > 0, "no snapshot got its checkers while the writer paused");
+    }
+
+    #[test]
+    fn rollback_sources_are_not_streamed() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src.db");
+        make_db(&src, false);
+        assert!(begin_live(&src, Method::Pages).unwrap().is_none());
+        let wal = d.path().join("wal.db");
+        make_db(&wal, true);
+        assert!(begin_live(&wal, Method::Vacuum).unwrap().is_none());
+        assert!(begin_live(&wal, Method::Pages).unwrap().is_some());
     }
 
     #[test]

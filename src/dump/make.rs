@@ -88,7 +88,9 @@ pub(crate) fn backup_sql(
     };
     fsutil::ensure_space(&out_dir, source_size + dump_estimate)?;
 
+    let mut clock = crate::progress::PhaseClock::new();
     let snap = snapshot::take(&source, &out_dir, opts.method, opts.limits, progress)?;
+    clock.lap("snapshot");
     let (mut info, problems, fk_violations) = backup::inspect_snapshot(snap.path(), false)?;
     if !problems.is_empty() {
         return Err(Error::CorruptDatabase {
@@ -96,6 +98,7 @@ pub(crate) fn backup_sql(
             detail: problems.join("; "),
         });
     }
+    clock.lap("checks");
     let conn = db::open_private(snap.path(), false)?;
     let plan = write::plan(&conn, &opts.selection).map_err(Error::InvalidOption)?;
     let included: std::collections::HashSet<&str> = plan.included.iter().map(String::as_str).collect();
@@ -158,6 +161,7 @@ pub(crate) fn backup_sql(
     enc.write_all(trailer_line.as_bytes()).map_err(io_err)?;
     let mut file_hashed = enc.finish().map_err(io_err)?;
     file_hashed.flush().map_err(io_err)?;
+    clock.lap("dump");
     let archive_sha256 = hex(&file_hashed.hasher.finalize());
     let archive_size = file_hashed.bytes;
     file_hashed
@@ -193,6 +197,11 @@ pub(crate) fn backup_sql(
         tables: manifest.db.tables.len(),
         rows: manifest.total_rows(),
         corrupt: false,
+        streamed: false,
+        phases: {
+            clock.lap("fsync and rename");
+            clock.into_phases()
+        },
     })
 }
 

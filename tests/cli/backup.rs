@@ -126,70 +126,123 @@ fn round_trip_keeps_every_page_and_header_field_at_every_page_size() {
 fn archive_is_readable_with_tar_and_sha256sum_for_every_codec() {
     let env = Env::new();
     let src = copy_fixture(&env, "real/Chinook_Sqlite.sqlite");
-    for (codec, flag, magic) in [
-        ("zstd", "--zstd", &[0x28u8, 0xb5, 0x2f, 0xfd][..]),
-        ("gzip", "-z", &[0x1f, 0x8b][..]),
-        ("none", "", &b""[..]),
-    ] {
-        let out = env.path(&format!("chinook-{codec}.archive"));
-        env.run(&[
-            "backup",
-            src.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--compression",
-            codec,
-        ])
-        .ok();
-        let bytes = std::fs::read(&out).unwrap();
-        assert!(bytes.starts_with(magic), "{codec} magic");
-        let x = env.path(&format!("x-{codec}"));
-        std::fs::create_dir(&x).unwrap();
-        let mut tar = Command::new("tar");
-        tar.current_dir(&x).arg("-x");
-        if !flag.is_empty() {
-            tar.arg(flag);
+    // A WAL copy: its backups stream pages from one read transaction, and with zstd the
+    // manifest is written last into the archive's head.
+    let wal_src = env.path("chinook-wal.db");
+    std::fs::copy(&src, &wal_src).unwrap();
+    make_db(&wal_src, "PRAGMA journal_mode=WAL;");
+    for (src, mode) in [(&src, "delete"), (&wal_src, "wal")] {
+        for (codec, flag, magic) in [
+            ("zstd", "--zstd", &[0x28u8, 0xb5, 0x2f, 0xfd][..]),
+            ("gzip", "-z", &[0x1f, 0x8b][..]),
+            ("none", "", &b""[..]),
+        ] {
+            let out = env.path(&format!("chinook-{mode}-{codec}.archive"));
+            let r = env
+                .run(&[
+                    "backup",
+                    src.to_str().unwrap(),
+                    "-o",
+                    out.to_str().unwrap(),
+                    "--compression",
+                    codec,
+                    "--json",
+                ])
+                .ok()
+                .json();
+            assert_eq!(r["streamed"], mode == "wal", "{mode} {codec}");
+            let bytes = std::fs::read(&out).unwrap();
+            assert!(bytes.starts_with(magic), "{codec} magic");
+            let sha = Command::new("sha256sum").arg(&out).output().unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&sha.stdout).split_whitespace().next(),
+                r["archive_sha256"].as_str(),
+                "{mode} {codec}: reported archive checksum"
+            );
+            env.run(&["verify", out.to_str().unwrap()]).ok();
+            let x = env.path(&format!("x-{mode}-{codec}"));
+            std::fs::create_dir(&x).unwrap();
+            let mut tar = Command::new("tar");
+            tar.current_dir(&x).arg("-x");
+            if !flag.is_empty() {
+                tar.arg(flag);
+            }
+            let st = tar.arg("-f").arg(&out).status().unwrap();
+            assert!(st.success(), "tar -x {codec}");
+            let names: Vec<String> = {
+                let mut v: Vec<String> = std::fs::read_dir(&x)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into())
+                    .collect();
+                v.sort();
+                v
+            };
+            assert_eq!(names, ["SHA256SUMS", "database.sqlite", "manifest.json"]);
+            let st = Command::new("sha256sum")
+                .arg("-c")
+                .arg("SHA256SUMS")
+                .current_dir(&x)
+                .output()
+                .unwrap();
+            assert!(
+                st.status.success(),
+                "sha256sum -c: {}",
+                String::from_utf8_lossy(&st.stdout)
+            );
+            let db = x.join("database.sqlite");
+            assert_eq!(content_hash(&db), content_hash(src));
+            assert_eq!(integrity(&db), "ok");
+            // The manifest is first in the tar stream.
+            let list = Command::new("tar")
+                .arg("-t")
+                .arg("-f")
+                .arg(&out)
+                .arg(if flag.is_empty() { "-v" } else { flag })
+                .output()
+                .unwrap();
+            let first = String::from_utf8_lossy(&list.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            assert!(first.contains("manifest.json"), "first entry: {first}");
         }
-        let st = tar.arg("-f").arg(&out).status().unwrap();
-        assert!(st.success(), "tar -x {codec}");
-        let names: Vec<String> = {
-            let mut v: Vec<String> = std::fs::read_dir(&x)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into())
-                .collect();
-            v.sort();
-            v
-        };
-        assert_eq!(names, ["SHA256SUMS", "database.sqlite", "manifest.json"]);
-        let st = Command::new("sha256sum")
-            .arg("-c")
-            .arg("SHA256SUMS")
-            .current_dir(&x)
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "sha256sum -c: {}",
-            String::from_utf8_lossy(&st.stdout)
-        );
-        let db = x.join("database.sqlite");
-        assert_eq!(content_hash(&db), content_hash(&src));
-        assert_eq!(integrity(&db), "ok");
-        // The manifest is first in the tar stream.
-        let list = Command::new("tar")
-            .arg("-t")
-            .arg("-f")
-            .arg(&out)
-            .arg(if flag.is_empty() { "-v" } else { flag })
-            .output()
-            .unwrap();
-        let first = String::from_utf8_lossy(&list.stdout)
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        assert!(first.contains("manifest.json"), "first entry: {first}");
     }
+}
+
+#[test]
+fn a_corrupt_wal_database_is_refused_by_the_streamed_backup() {
+    let env = Env::new();
+    let db = env.path("bad.db");
+    make_db(
+        &db,
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX tv ON t(v);
+         INSERT INTO t(v) SELECT hex(randomblob(200)) FROM (WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < 3000) SELECT x FROM s);",
+    );
+    // Damage a page in the middle (page 1 and the schema stay readable).
+    let mut bytes = std::fs::read(&db).unwrap();
+    assert_eq!(bytes[18], 2, "a WAL database");
+    let at = 4096 * (bytes.len() / 4096 / 2);
+    bytes[at + 8..at + 400].fill(0x5a);
+    std::fs::write(&db, &bytes).unwrap();
+    let r = env.run(&["backup", db.to_str().unwrap(), "--json"]).code(3);
+    assert!(r.stderr.contains("corrupt"), "{}", r.stderr);
+    assert!(
+        env.backup_files().is_empty(),
+        "left behind: {:?}",
+        env.backup_files()
+    );
+    let a = env
+        .run(&["backup", db.to_str().unwrap(), "--json", "--allow-corrupt"])
+        .ok()
+        .json();
+    assert_eq!(a["streamed"], true);
+    assert_eq!(a["corrupt"], true);
+    let archive = a["archive"].as_str().unwrap();
+    let m = env.run(&["show", archive, "--json"]).ok().json();
+    assert_eq!(m["corrupt"], true);
+    assert_ne!(m["quick_check"], "ok");
+    env.run(&["verify", archive]).code(3);
 }
 
 #[test]
