@@ -2,9 +2,12 @@
 //! `database.sqlite` and `SHA256SUMS`, in that order.
 //!
 //! [`ArchiveWriter`] streams entries through tar, the compressor and a hasher of the compressed
-//! bytes, so memory stays flat whatever the database size. [`read_manifest`] reads only an
-//! archive's head. [`read_archive`] streams a whole archive once, hashing every entry and
-//! passing the database bytes to a caller's writer.
+//! bytes, so memory stays flat whatever the database size. [`ZstdManifestLastWriter`] does the
+//! same for zstd archives whose manifest is only known after the database was streamed: the
+//! manifest goes into space reserved at the head of the file (a zstd frame, then a skippable
+//! frame). [`read_manifest`] reads only an archive's head. [`read_archive`] streams a whole
+//! archive once, hashing every entry and passing the database bytes to a caller's writer
+//! (decompression, hashing and writing on three threads).
 //!
 //! Archives are untrusted input: the reader accepts only regular-file entries with the three
 //! expected names in the expected order (no links, devices, paths or long-name extensions),

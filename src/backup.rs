@@ -349,6 +349,11 @@ fn finish_manifest(
     Ok((base, json))
 }
 
+/// WAL growth (bytes) during a streamed backup after which the remaining pages are read into a
+/// temp file at full speed, so that the source's read transaction, which holds its
+/// checkpoints back, ends soon (see [`LiveSnapshot::write_pages`]).
+const SPILL_AFTER_WAL_GROWTH: u64 = 64 << 20;
+
 /// Longest `quick_check` text a manifest records (JSON-escaped), so that the space reserved
 /// for a manifest written last has a bound.
 const QUICK_CHECK_TEXT_MAX: usize = 4000;
@@ -385,6 +390,7 @@ fn backup_live(
     progress: &dyn Progress,
 ) -> Result<Done> {
     let io_err = |e| Error::io("write archive", tmp_path, e);
+    let spill_dir = fsutil::parent_dir(tmp_path);
     let db_size = live.db_size();
     let source = live.source().to_path_buf();
     let checkers = live.take_checkers();
@@ -410,8 +416,9 @@ fn backup_live(
             let (sum, inspected) = std::thread::scope(|s| {
                 let checks = s.spawn(|| run_live_checks(btree_conn, info_conn, &source, &page1, db_size));
                 progress.begin("compress", Some(db_size));
-                let sum =
-                    writer.append_database(db_size, &io_err, |w| live.write_pages(w, tmp_path, progress));
+                let sum = writer.append_database(db_size, &io_err, |w| {
+                    live.write_pages(w, tmp_path, &spill_dir, SPILL_AFTER_WAL_GROWTH, progress)
+                });
                 progress.end();
                 (sum, checks.join().expect("check thread does not panic"))
             });
@@ -449,7 +456,7 @@ fn backup_live(
             writer.append_bytes(MANIFEST_ENTRY, &json).map_err(io_err)?;
             progress.begin("compress", Some(db_size));
             let database_sha256 = writer.append_with(DATABASE_ENTRY, db_size, &io_err, |w| {
-                live.write_pages(w, tmp_path, progress)
+                live.write_pages(w, tmp_path, &spill_dir, SPILL_AFTER_WAL_GROWTH, progress)
             })?;
             progress.end();
             live.finish();

@@ -405,6 +405,7 @@ pub fn restore(
         let (synced, extracted) = std::thread::scope(|s| {
             let sync = s.spawn(|| file.sync_all());
             let extracted = verify::extracted_checks(&tmp_path, &contents.manifest, opts.quick, false);
+            clock.lap("checks");
             (sync.join(), extracted)
         });
         checks.extend(extracted);
@@ -420,7 +421,7 @@ pub fn restore(
                 ))
             }
         }
-        clock.lap("checks and fsync");
+        clock.lap("rest of the fsync");
         (contents.manifest.clone(), contents.manifest, checks)
     };
     let failed: Vec<String> = checks

@@ -258,57 +258,110 @@ impl LiveSnapshot {
     /// Writes every page of the snapshot, in order, to `out` (exactly [`Self::db_size`] bytes):
     /// the same bytes as a backup-API copy, page 1 included. The lock-byte page of a database
     /// over 1 GiB, which SQLite never uses, is written as zeros. `out_path` names `out` in
-    /// errors.
+    /// errors. Ends the read transaction of the main connection once the last page is read.
+    ///
+    /// While the read transaction lasts, the source's checkpoints cannot pass it, so a busy
+    /// writer's WAL grows, and the first checkpoint after it (run inside one of the writer's
+    /// commits) has to write all of that: the longer the transaction, the longer that commit.
+    /// So when the `-wal` file grows by more than `spill_after` bytes, the remaining pages are
+    /// read at full speed into a temp file in `spill_dir` (no faster than SQLite reads them,
+    /// instead of at the compressor's pace), the transaction ends, and `out` gets them from
+    /// there.
     pub(crate) fn write_pages(
         &self,
         out: &mut dyn Write,
         out_path: &Path,
+        spill_dir: &Path,
+        spill_after: u64,
         progress: &dyn Progress,
     ) -> Result<()> {
         let e = |err| Error::sqlite("read pages of", &self.source, err);
-        let mut stmt = self
-            .conn
-            .prepare("SELECT pgno, data FROM sqlite_dbpage")
-            .map_err(e)?;
-        let mut rows = stmt.query([]).map_err(e)?;
-        let mut expected: u64 = 1;
-        let mut unreported: u64 = 0;
-        while let Some(row) = rows.next().map_err(e)? {
-            let pgno = row.get::<_, i64>(0).map_err(e)?;
-            let data = row
-                .get_ref(1)
-                .map_err(e)?
-                .as_blob()
-                .map_err(|err| e(err.into()))?;
-            if pgno as u64 != expected || data.len() != self.page_size as usize {
+        let wal_path = crate::fsutil::sidecar(&self.source, "-wal");
+        let wal_size = || std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
+        let wal_at_start = wal_size();
+        let mut spill: Option<(tempfile::NamedTempFile, std::io::BufWriter<std::fs::File>)> = None;
+        {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT pgno, data FROM sqlite_dbpage")
+                .map_err(e)?;
+            let mut rows = stmt.query([]).map_err(e)?;
+            let mut expected: u64 = 1;
+            let mut unreported: u64 = 0;
+            while let Some(row) = rows.next().map_err(e)? {
+                let pgno = row.get::<_, i64>(0).map_err(e)?;
+                let data = row
+                    .get_ref(1)
+                    .map_err(e)?
+                    .as_blob()
+                    .map_err(|err| e(err.into()))?;
+                if pgno as u64 != expected || data.len() != self.page_size as usize {
+                    return Err(Error::CorruptDatabase {
+                        path: self.source.clone(),
+                        detail: format!(
+                            "sqlite_dbpage returned page {pgno} of {} bytes where page {expected} of {} was due",
+                            data.len(),
+                            self.page_size
+                        ),
+                    });
+                }
+                match spill.as_mut() {
+                    Some((tmp, w)) => w
+                        .write_all(data)
+                        .map_err(|err| Error::io("write temp file", tmp.path(), err))?,
+                    None => out
+                        .write_all(data)
+                        .map_err(|err| Error::io("write archive", out_path, err))?,
+                }
+                expected += 1;
+                unreported += data.len() as u64;
+                if unreported >= 1 << 20 {
+                    progress.advance(unreported);
+                    unreported = 0;
+                    if spill.is_none() && wal_size().saturating_sub(wal_at_start) > spill_after {
+                        let rest = (self.page_count + 1 - expected) * self.page_size as u64;
+                        if crate::fsutil::free_space(spill_dir).unwrap_or(0) > rest + (64 << 20) {
+                            let tmp = tempfile::Builder::new()
+                                .prefix(crate::fsutil::TEMP_PREFIX)
+                                .suffix(".pages")
+                                .tempfile_in(spill_dir)
+                                .map_err(|err| Error::io("create temp file in", spill_dir, err))?;
+                            let f = tmp.reopen().map_err(|err| Error::io("open", tmp.path(), err))?;
+                            spill = Some((tmp, std::io::BufWriter::with_capacity(1 << 20, f)));
+                        }
+                    }
+                }
+            }
+            progress.advance(unreported);
+            if expected - 1 != self.page_count {
                 return Err(Error::CorruptDatabase {
                     path: self.source.clone(),
                     detail: format!(
-                        "sqlite_dbpage returned page {pgno} of {} bytes where page {expected} of {} was due",
-                        data.len(),
-                        self.page_size
+                        "sqlite_dbpage returned {} pages, the snapshot has {}",
+                        expected - 1,
+                        self.page_count
                     ),
                 });
             }
-            out.write_all(data)
-                .map_err(|err| Error::io("write archive", out_path, err))?;
-            expected += 1;
-            unreported += data.len() as u64;
-            if unreported >= 1 << 20 {
-                progress.advance(unreported);
-                unreported = 0;
-            }
         }
-        progress.advance(unreported);
-        if expected - 1 != self.page_count {
-            return Err(Error::CorruptDatabase {
-                path: self.source.clone(),
-                detail: format!(
-                    "sqlite_dbpage returned {} pages, the snapshot has {}",
-                    expected - 1,
-                    self.page_count
-                ),
-            });
+        // Every page is read: the source's checkpoints may go on.
+        let _ = self.conn.execute_batch("COMMIT");
+        if let Some((tmp, w)) = spill {
+            let f = w
+                .into_inner()
+                .map_err(|err| Error::io("write temp file", tmp.path(), err.into_error()))?;
+            drop(f);
+            let mut r = std::fs::File::open(tmp.path()).map_err(|err| Error::io("open", tmp.path(), err))?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = std::io::Read::read(&mut r, &mut buf)
+                    .map_err(|err| Error::io("read temp file", tmp.path(), err))?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n])
+                    .map_err(|err| Error::io("write archive", out_path, err))?;
+            }
         }
         Ok(())
     }
@@ -711,8 +764,16 @@ mod tests {
                 shared += 1;
             }
             let mut pages = Vec::new();
-            live.write_pages(&mut pages, Path::new("memory"), &NoProgress)
-                .unwrap();
+            // Spill after any WAL growth at all on every other round.
+            let spill_after = if i % 2 == 0 { 0 } else { u64::MAX };
+            live.write_pages(
+                &mut pages,
+                Path::new("memory"),
+                d.path(),
+                spill_after,
+                &NoProgress,
+            )
+            .unwrap();
             assert_eq!(pages.len() as u64, live.db_size());
             live.finish();
             let copy = d.path().join(format!("copy-{i}.db"));
