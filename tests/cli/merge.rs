@@ -442,3 +442,28 @@ fn a_full_text_index_without_triggers_is_rebuilt_after_the_merge() {
     c.execute_batch("INSERT INTO docs_fts(docs_fts, rank) VALUES('integrity-check', 1)")
         .unwrap();
 }
+
+#[test]
+fn a_live_target_is_waited_for_and_refused_after_the_timeout_without_damage() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    let archive = env.backup(&b, &[]);
+    let before = content_hash(&a);
+    // Another connection holds the write lock.
+    let holder = Connection::open(&a).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let r = env
+        .run(&["merge", s(&archive), s(&a), "--busy-timeout", "1"])
+        .code(4);
+    assert!(r.stderr.contains("write lock"), "{}", r.stderr);
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+    assert_eq!(content_hash(&a), before);
+    assert_eq!(integrity(&a), "ok");
+    // Once it is free, the merge goes through.
+    env.run(&["merge", s(&archive), s(&a)]).ok();
+    assert_eq!(
+        query_i64(&a, "SELECT count(*) FROM users WHERE email = 'bob@x'"),
+        1
+    );
+}
