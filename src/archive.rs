@@ -124,11 +124,11 @@ pub fn is_archive_name(name: &str) -> bool {
             .any(|e| name.ends_with(e))
 }
 
-/// A writer that hashes and counts what passes through it.
-struct HashWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    bytes: u64,
+/// A writer that hashes and counts what passes through it (also used for SQL dumps).
+pub(crate) struct HashWriter<W> {
+    pub(crate) inner: W,
+    pub(crate) hasher: Sha256,
+    pub(crate) bytes: u64,
 }
 
 impl<W: Write> Write for HashWriter<W> {

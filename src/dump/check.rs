@@ -123,7 +123,7 @@ pub fn load_checked(
     loaded.db = info.clone();
     loaded.db_size = info.page_count * info.page_size as u64;
     if !foreign {
-        checks.push(compare_header(&manifest, &info));
+        checks.push(crate::verify::compare_header(&manifest, &info, true));
         checks.push(compare_counts(&manifest, &info));
     }
     // The round trip (a full re-dump) and SQLite's checks both only read the file: run them on
@@ -198,48 +198,6 @@ pub fn load_checked(
         checks,
         report,
     })
-}
-
-fn compare_header(m: &Manifest, info: &DbInfo) -> Check {
-    let mut diffs = Vec::new();
-    let mut cmp = |what: &str, recorded: String, found: String| {
-        if recorded != found {
-            diffs.push(format!("{what}: manifest {recorded}, database {found}"));
-        }
-    };
-    cmp(
-        "page_size",
-        m.db.page_size.to_string(),
-        info.page_size.to_string(),
-    );
-    cmp("encoding", m.db.encoding.clone(), info.encoding.clone());
-    cmp(
-        "user_version",
-        m.db.user_version.to_string(),
-        info.user_version.to_string(),
-    );
-    cmp(
-        "application_id",
-        m.db.application_id.to_string(),
-        info.application_id.to_string(),
-    );
-    cmp("auto_vacuum", m.db.auto_vacuum.clone(), info.auto_vacuum.clone());
-    cmp(
-        "journal_mode",
-        m.db.journal_mode.clone(),
-        info.journal_mode.clone(),
-    );
-    if diffs.is_empty() {
-        Check::pass(
-            "manifest header",
-            format!(
-                "page_size {}, {}, user_version {}, application_id {}",
-                info.page_size, info.encoding, info.user_version, info.application_id
-            ),
-        )
-    } else {
-        Check::fail("manifest header", diffs.join("; "))
-    }
 }
 
 /// Row counts of every table the manifest lists; a table the manifest does not list is a

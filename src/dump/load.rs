@@ -518,18 +518,11 @@ fn skip_parens(s: &str) -> Option<&str> {
     let b = s.as_bytes();
     let (mut depth, mut i) = (0usize, 0usize);
     while i < b.len() {
+        if let Some(end) = literal_end(b, i) {
+            i = end + 1;
+            continue;
+        }
         match b[i] {
-            q @ (b'\'' | b'"' | b'`') => {
-                i += 1;
-                while i < b.len() && b[i] != q {
-                    i += 1;
-                }
-            }
-            b'[' => {
-                while i < b.len() && b[i] != b']' {
-                    i += 1;
-                }
-            }
             b'(' => depth += 1,
             b')' => {
                 depth = depth.checked_sub(1)?;
@@ -546,49 +539,7 @@ fn skip_parens(s: &str) -> Option<&str> {
 
 /// Whether `keyword` appears as a word outside quotes and comments.
 fn has_keyword(sql: &str, keyword: &str) -> bool {
-    let b = sql.as_bytes();
-    let k = keyword.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            q @ (b'\'' | b'"' | b'`') => {
-                i += 1;
-                while i < b.len() && b[i] != q {
-                    i += 1;
-                }
-            }
-            b'[' => {
-                while i < b.len() && b[i] != b']' {
-                    i += 1;
-                }
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
-                    i += 1;
-                }
-                i += 1;
-            }
-            c if c.is_ascii_alphabetic() || c == b'_' => {
-                let start = i;
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$') {
-                    i += 1;
-                }
-                if b[start..i].eq_ignore_ascii_case(k) {
-                    return true;
-                }
-                continue;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    false
+    find_keyword(sql, keyword).is_some()
 }
 
 /// The lowercased name a `CREATE TABLE [IF NOT EXISTS] name` creates.
@@ -606,46 +557,42 @@ fn created_name(sql: &str) -> Option<String> {
 
 /// Byte offset of the top-level keyword `VALUES` in an INSERT (outside quotes and comments).
 fn values_offset(sql: &str) -> Option<usize> {
+    find_keyword(sql, "VALUES")
+}
+
+/// If a quoted string, bracketed name or comment starts at `i`, the index of its last byte
+/// (or the end of the text when it is not closed).
+fn literal_end(b: &[u8], i: usize) -> Option<usize> {
+    let after = |needle: u8, from: usize| memchr::memchr(needle, &b[from..]).map_or(b.len(), |o| from + o);
+    match b[i] {
+        q @ (b'\'' | b'"' | b'`') => Some(after(q, i + 1)),
+        b'[' => Some(after(b']', i + 1)),
+        b'-' if b.get(i + 1) == Some(&b'-') => Some(after(b'\n', i)),
+        b'/' if b.get(i + 1) == Some(&b'*') => {
+            Some(memchr::memmem::find(&b[i + 2..], b"*/").map_or(b.len(), |o| i + 2 + o + 1))
+        }
+        _ => None,
+    }
+}
+
+/// Byte offset of `keyword` as a whole word outside quotes and comments.
+fn find_keyword(sql: &str, keyword: &str) -> Option<usize> {
     let b = sql.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        match b[i] {
-            q @ (b'\'' | b'"' | b'`') => {
-                i += 1;
-                while i < b.len() && b[i] != q {
-                    i += 1;
-                }
-            }
-            b'[' => {
-                while i < b.len() && b[i] != b']' {
-                    i += 1;
-                }
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
-                    i += 1;
-                }
+        if let Some(end) = literal_end(b, i) {
+            i = end + 1;
+        } else if b[i].is_ascii_alphabetic() || b[i] == b'_' {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$') {
                 i += 1;
             }
-            b'V' | b'v'
-                if b.len() >= i + 6
-                    && b[i..i + 6].eq_ignore_ascii_case(b"VALUES")
-                    && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'))
-                    && !b
-                        .get(i + 6)
-                        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_') =>
-            {
-                return Some(i);
+            if b[start..i].eq_ignore_ascii_case(keyword.as_bytes()) {
+                return Some(start);
             }
-            _ => {}
+        } else {
+            i += 1;
         }
-        i += 1;
     }
     None
 }
@@ -927,7 +874,7 @@ impl Loader<'_> {
     }
 
     fn insert(&mut self, sql: &str, line: u64) -> Result<()> {
-        let Some((schema, name, _)) = insert_target(sql) else {
+        let Some((schema, name, after_name)) = insert_target(sql) else {
             return Err(refuse(self.path, line, "unreadable INSERT"));
         };
         if schema.as_deref().is_some_and(|s| !s.eq_ignore_ascii_case("main")) {
@@ -940,9 +887,6 @@ impl Loader<'_> {
         // A dump inserts literal rows: `[(columns)] VALUES (...)` or `DEFAULT VALUES`, with no
         // query anywhere (a SELECT could join tables with themselves for hours or build
         // gigabytes in temp files).
-        let Some((_, _, after_name)) = insert_target(sql) else {
-            return Err(refuse(self.path, line, "unreadable INSERT"));
-        };
         let mut body = skip_space(after_name);
         if body.starts_with('(') {
             body = match skip_parens(body) {

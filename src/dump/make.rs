@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::write::{self, DumpPlan, Selection};
 use super::{Trailer, CREATED_PREFIX, MANIFEST_PREFIX, TRAILER_PREFIX};
-use crate::archive::Encoder;
+use crate::archive::{Encoder, HashWriter};
 use crate::backup::{self, BackupOptions, BackupReport};
 use crate::db::{self, hex};
 use crate::error::{Error, Result};
@@ -22,25 +22,6 @@ use crate::fsutil::{self, AtomicFile};
 use crate::manifest::{Manifest, FORMAT};
 use crate::progress::{NoProgress, Progress};
 use crate::snapshot;
-
-/// A writer that hashes and counts what passes through it.
-struct Hashing<W> {
-    inner: W,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
 
 /// `backup --format sql`: dumps the database at `source` into a dump file.
 pub(crate) fn backup_sql(
@@ -138,7 +119,7 @@ pub(crate) fn backup_sql(
     let tmp_path = out.temp_path().to_path_buf();
     let io_err = |e| Error::io("write dump", &tmp_path, e);
     let file = out.file().try_clone().map_err(io_err)?;
-    let file_hashed = Hashing {
+    let file_hashed = HashWriter {
         inner: BufWriter::with_capacity(1 << 20, file),
         hasher: Sha256::new(),
         bytes: 0,
@@ -229,7 +210,7 @@ fn write_hashed(
 ) -> io::Result<Trailer> {
     let mut hasher = Sha256::new();
     hasher.update(prefix);
-    let mut h = Hashing {
+    let mut h = HashWriter {
         inner: BufWriter::with_capacity(1 << 18, out),
         hasher,
         bytes: 0,
