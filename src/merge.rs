@@ -24,14 +24,17 @@
 //! - `foreign_key_check` must not report more violations than before, or nothing is committed.
 //!   `dry_run` does all of it and rolls back.
 //!
-//! Sources are read through their own read-only connections (no ATTACH). Memory: a hash (16 bytes) and a row id per target row of the table being merged, and the id
-//! maps of integer keys; rows themselves are streamed.
+//! Sources are read through their own read-only connections (no ATTACH); their quick_check
+//! runs on a second thread while the merge transaction is built, and must pass before it
+//! commits. Memory: the target's page cache (64 MiB at most), the id maps of integer keys
+//! (16 bytes an id) and, for content identity, 24 bytes per row of the table being merged (a
+//! 16-byte SHA-256 prefix of the row's identity values and its rowid); rows are streamed.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rusqlite::types::{Value, ValueRef};
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -41,6 +44,10 @@ use crate::dump::Content;
 use crate::error::{Error, Result};
 use crate::fsutil::TEMP_PREFIX;
 use crate::progress::Progress;
+
+/// Integer id maps and row-hash sets: a fast hasher, seeded at random per process so crafted
+/// ids cannot aim at its buckets.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Options of [`merge`].
 #[derive(Debug, Clone)]
@@ -185,7 +192,7 @@ pub fn merge(
         let (content, _) = crate::dump::read_any_manifest(src)?;
         // Checksums and quick_check: what reading the source safely needs. (Its full-text
         // indexes are not read: virtual tables are not merged row by row.)
-        let mut checks = match content {
+        let checks = match content {
             Content::Archive => {
                 let contents = crate::verify::extract(src, &copy, progress)?;
                 contents.ensure_checksums(src)?;
@@ -198,13 +205,6 @@ pub fn merge(
                 loaded.checks
             }
         };
-        let conn = db::open_private(&copy, false)?;
-        checks.push(match db::integrity_problems(&conn, false, 10) {
-            Ok(p) if p.is_empty() => Check::pass("quick_check", "ok"),
-            Ok(p) => Check::fail("quick_check", p.join("; ")),
-            Err(e) => Check::fail("quick_check", e.to_string()),
-        });
-        drop(conn);
         let failed: Vec<String> = checks
             .iter()
             .filter(|c| c.failed())
@@ -220,6 +220,28 @@ pub fn merge(
         copies.push(copy);
     }
 
+    // The sources' quick_check runs on a second thread while the merge transaction is built;
+    // nothing is committed unless it passes (a source SQLite finds corrupt while merging fails
+    // the merge the same way).
+    let check_copies = copies.clone();
+    let source_check = std::thread::spawn(move || -> Vec<(usize, Check)> {
+        let mut out = Vec::new();
+        for (i, copy) in check_copies.iter().enumerate() {
+            let problems = db::open_private(copy, false).and_then(|conn| {
+                db::integrity_problems(&conn, false, 10).map_err(|e| Error::sqlite("check", copy, e))
+            });
+            out.push((
+                i,
+                match problems {
+                    Ok(p) if p.is_empty() => Check::pass("quick_check", "ok"),
+                    Ok(p) => Check::fail("quick_check", p.join("; ")),
+                    Err(e) => Check::fail("quick_check", e.to_string()),
+                },
+            ));
+        }
+        out
+    });
+
     report.sources_ms = started.elapsed().as_millis() as u64;
     let merge_started = Instant::now();
     // 2. One write transaction on the target.
@@ -230,9 +252,10 @@ pub fn merge(
     .map_err(|e| Error::sqlite("open", &target, e))?;
     let e = |err| Error::sqlite("merge into", &target, err);
     conn.busy_timeout(opts.busy_timeout).map_err(e)?;
-    conn.execute_batch("PRAGMA foreign_keys=OFF").map_err(e)?;
-    let fk_before = db::foreign_key_violations(&conn).map_err(e)?;
-    conn.execute_batch("BEGIN IMMEDIATE")
+    // A 64 MiB page cache: a large merge then writes each page once instead of spilling.
+    conn.execute_batch("PRAGMA foreign_keys=OFF; PRAGMA cache_size=-65536")
+        .map_err(e)?;
+    conn.execute_batch("BEGIN IMMEDIATE; SAVEPOINT litevault_merge")
         .map_err(|err| match err.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DatabaseBusy) => Error::InUse {
                 path: target.clone(),
@@ -243,11 +266,18 @@ pub fn merge(
             },
             _ => e(err),
         })?;
-    let result = (|| -> Result<()> {
+    let has_triggers: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM main.sqlite_schema WHERE type = 'trigger'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(e)?;
+    let merge_all = |warnings: &mut Vec<String>| -> Result<Vec<TableMerge>> {
         let mut totals: Vec<TableMerge> = Vec::new();
         for copy in &copies {
             let src = db::open_private(copy, false)?;
-            for t in merge_one(&conn, &src, opts, &mut report.warnings).map_err(e)? {
+            for t in merge_one(&conn, &src, opts, warnings).map_err(e)? {
                 match totals.iter_mut().find(|x| x.table == t.table) {
                     Some(x) => {
                         x.incoming += t.incoming;
@@ -261,21 +291,55 @@ pub fn merge(
                 }
             }
         }
-        refresh_fts(&conn, &mut report.warnings).map_err(e)?;
-        let fk_after = db::foreign_key_violations(&conn).map_err(e)?;
-        if fk_after > fk_before {
-            return Err(Error::VerificationFailed {
-                path: target.clone(),
-                failed: format!(
-                    "foreign_key_check: {fk_after} violations after the merge, {fk_before} before; nothing was merged"
-                ),
-            });
+        refresh_fts(&conn, warnings).map_err(e)?;
+        Ok(totals)
+    };
+    let result = (|| -> Result<(Vec<String>, Vec<TableMerge>)> {
+        let mut warnings = Vec::new();
+        let mut totals = merge_all(&mut warnings)?;
+        // foreign_key_check may not report more than before. Only tables that got rows can
+        // have new violations (all tables with foreign keys when the target has triggers,
+        // which may write anywhere). The count before is only needed when one remains after:
+        // then the merge is rolled back to count it, and done again.
+        let mut checked: Vec<String> = user_tables(&conn, "main").map_err(e)?;
+        if !has_triggers {
+            checked.retain(|name| totals.iter().any(|t| t.table == *name && t.inserted > 0));
         }
-        report.tables = totals;
-        Ok(())
+        let fk_after = fk_violations(&conn, &checked).map_err(e)?;
+        if fk_after > 0 {
+            conn.execute_batch("ROLLBACK TO litevault_merge").map_err(e)?;
+            let fk_before = fk_violations(&conn, &checked).map_err(e)?;
+            if fk_after > fk_before {
+                return Err(Error::VerificationFailed {
+                    path: target.clone(),
+                    failed: format!(
+                        "foreign_key_check: {fk_after} violations after the merge, {fk_before} before; nothing was merged"
+                    ),
+                });
+            }
+            warnings.clear();
+            totals = merge_all(&mut warnings)?;
+        }
+        Ok((warnings, totals))
     })();
+    // Joined on every path; a failed source check outranks whatever the merge reported.
+    let checked = match source_check.join() {
+        Ok(checks) => checks,
+        Err(_) => vec![(0, Check::fail("quick_check", "the check thread panicked"))],
+    };
+    let result = match checked.iter().find(|(_, c)| c.failed()) {
+        Some((i, c)) => Err(Error::VerificationFailed {
+            path: sources[*i].clone(),
+            failed: format!("{}: {}", c.name, c.detail),
+        }),
+        None => result.map(|(warnings, totals)| {
+            report.checks.extend(checked.into_iter().map(|(_, c)| c));
+            report.warnings.extend(warnings);
+            report.tables = totals;
+        }),
+    };
     match result {
-        Ok(()) if !opts.dry_run => conn.execute_batch("COMMIT").map_err(e)?,
+        Ok(()) if !opts.dry_run => conn.execute_batch("RELEASE litevault_merge; COMMIT").map_err(e)?,
         Ok(()) => conn.execute_batch("ROLLBACK").map_err(e)?,
         Err(err) => {
             let _ = conn.execute_batch("ROLLBACK");
@@ -418,25 +482,28 @@ fn parents_first(tables: &[TableInfo]) -> Vec<usize> {
     order
 }
 
-fn hash_values(values: &[Value]) -> [u8; 16] {
+/// The identity of a row: the first 16 bytes of the SHA-256 of its identity values (type-tagged,
+/// length-prefixed). Equal hashes are taken as equal rows; SHA-256 makes a collision, even a
+/// crafted one, out of reach.
+fn hash_values<'a>(values: impl Iterator<Item = ValueRef<'a>>) -> [u8; 16] {
     let mut h = Sha256::new();
     for v in values {
         match v {
-            Value::Null => h.update(b"n"),
-            Value::Integer(i) => {
+            ValueRef::Null => h.update(b"n"),
+            ValueRef::Integer(i) => {
                 h.update(b"i");
                 h.update(i.to_be_bytes());
             }
-            Value::Real(f) => {
+            ValueRef::Real(f) => {
                 h.update(b"f");
                 h.update(f.to_bits().to_be_bytes());
             }
-            Value::Text(t) => {
+            ValueRef::Text(t) => {
                 h.update(b"t");
                 h.update((t.len() as u64).to_be_bytes());
-                h.update(t.as_bytes());
+                h.update(t);
             }
-            Value::Blob(b) => {
+            ValueRef::Blob(b) => {
                 h.update(b"b");
                 h.update((b.len() as u64).to_be_bytes());
                 h.update(b);
@@ -447,16 +514,6 @@ fn hash_values(values: &[Value]) -> [u8; 16] {
     let mut out = [0u8; 16];
     out.copy_from_slice(&d[..16]);
     out
-}
-
-fn owned(v: ValueRef<'_>) -> Value {
-    match v {
-        ValueRef::Null => Value::Null,
-        ValueRef::Integer(i) => Value::Integer(i),
-        ValueRef::Real(f) => Value::Real(f),
-        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
-    }
 }
 
 /// Merges the database open on `src` into the one open on `conn`.
@@ -493,7 +550,7 @@ fn merge_one(
         .filter(|t| incoming_set.contains(&t.to_ascii_lowercase()))
         .map(|t| table_info(conn, "main", t))
         .collect::<rusqlite::Result<_>>()?;
-    let mut id_maps: HashMap<String, HashMap<i64, i64>> = HashMap::new();
+    let mut id_maps: HashMap<String, FastMap<i64, i64>> = HashMap::new();
     let mut out = Vec::new();
     // Tables still to merge: a foreign key into one of them (a cycle between tables) is
     // translated once that table is merged.
@@ -555,7 +612,7 @@ fn merge_table(
     src_conn: &Connection,
     t: &TableInfo,
     opts: &MergeOptions,
-    id_maps: &mut HashMap<String, HashMap<i64, i64>>,
+    id_maps: &mut HashMap<String, FastMap<i64, i64>>,
     pending: &HashSet<String>,
     later: &mut Vec<Deferred>,
     warnings: &mut Vec<String>,
@@ -621,21 +678,28 @@ fn merge_table(
         .join(", ");
 
     // Identities already in the target. A key (primary, unique, keys file) is looked up through
-    // SQL (its index); content identity through hashes of the target's rows (16 bytes and a
-    // rowid each), checked value by value on a hit.
+    // SQL (its index); content identity through a map from the hash of each target row's
+    // identity values to its rowid (24 bytes a row, built by one scan).
     let by_sql = identity != "content";
-    let mut existing: HashMap<[u8; 16], Vec<i64>> = HashMap::new();
+    let incoming: i64 = src_conn.query_row(&format!("SELECT count(*) FROM main.{qt}"), [], |r| r.get(0))?;
+    let incoming = usize::try_from(incoming).unwrap_or(0);
+    let mut existing: FastMap<[u8; 16], i64> = FastMap::default();
     if !by_sql {
+        existing.reserve(incoming);
         let mut stmt = conn.prepare(&format!("SELECT rowid, {col_list} FROM main.{qt}"))?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let vals: Vec<Value> = id_pos
-                .iter()
-                .map(|&p| r.get_ref(p + 1).map(owned))
-                .collect::<rusqlite::Result<_>>()?;
-            existing.entry(hash_values(&vals)).or_default().push(r.get(0)?);
+            let h = hash_values(
+                id_pos
+                    .iter()
+                    .map(|&p| r.get_ref(p + 1))
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+                    .into_iter(),
+            );
+            existing.entry(h).or_insert(r.get(0)?);
         }
     }
+    // Finds a row with the same key; yields its integer key (or 1 when there is none).
     let mut lookup = if by_sql {
         let conds: Vec<String> = id_pos
             .iter()
@@ -643,7 +707,8 @@ fn merge_table(
             .map(|(i, &p)| format!("{} IS ?{}", quote_ident(&common[p]), i + 1))
             .collect();
         Some(conn.prepare(&format!(
-            "SELECT {col_list} FROM main.{qt} WHERE {} LIMIT 1",
+            "SELECT {} FROM main.{qt} WHERE {} LIMIT 1",
+            t.int_pk.as_deref().map(quote_ident).unwrap_or_else(|| "1".into()),
             if conds.is_empty() {
                 "0".to_string()
             } else {
@@ -653,6 +718,7 @@ fn merge_table(
     } else {
         None
     };
+    // The largest integer key in the table so far: an id above it is free without a lookup.
     let mut next_id: i64 = match &t.int_pk {
         Some(pk) => conn.query_row(
             &format!("SELECT coalesce(max({}), 0) FROM main.{qt}", quote_ident(pk)),
@@ -666,7 +732,10 @@ fn merge_table(
         identity: identity.into(),
         ..Default::default()
     };
-    let mut map: HashMap<i64, i64> = HashMap::new();
+    let mut map: FastMap<i64, i64> = FastMap::default();
+    if t.int_pk.is_some() {
+        map.reserve(incoming);
+    }
     // Foreign keys to translate: (position, parent, is the parent this table).
     let fk_pos: Vec<(usize, String, bool)> = t
         .fks
@@ -690,30 +759,29 @@ fn merge_table(
         Some(pk) => Some(conn.prepare(&format!("SELECT 1 FROM main.{qt} WHERE {} = ?1", quote_ident(pk)))?),
         None => None,
     };
-    let mut fetch = if by_sql {
-        conn.prepare("SELECT 1 WHERE 0 AND ?1")?
-    } else {
-        conn.prepare(&format!("SELECT {col_list} FROM main.{qt} WHERE rowid = ?1"))?
-    };
     let order = if src.without_rowid { "" } else { " ORDER BY rowid" };
     let mut stmt = src_conn.prepare(&format!("SELECT {col_list} FROM main.{qt}{order}"))?;
     let mut rows = stmt.query([])?;
+    // Values are borrowed from the source row (no copies); only keys are rewritten.
     'rows: while let Some(r) = rows.next()? {
+        fn bind<'v>(v: &ValueRef<'v>) -> ToSqlOutput<'v> {
+            ToSqlOutput::Borrowed(*v)
+        }
         report.incoming += 1;
-        let mut vals: Vec<Value> = (0..common.len())
-            .map(|i| r.get_ref(i).map(owned))
+        let mut vals: Vec<ValueRef<'_>> = (0..common.len())
+            .map(|i| r.get_ref(i))
             .collect::<rusqlite::Result<_>>()?;
         let old_id = pk_pos.and_then(|p| match vals[p] {
-            Value::Integer(i) => Some(i),
+            ValueRef::Integer(i) => Some(i),
             _ => None,
         });
         let mut self_refs = Vec::new();
         let mut cycle_refs: Vec<(usize, String, i64)> = Vec::new();
         for (p, parent, is_self) in &fk_pos {
-            let Value::Integer(v) = vals[*p] else { continue };
+            let ValueRef::Integer(v) = vals[*p] else { continue };
             if *is_self {
                 match map.get(&v) {
-                    Some(&n) => vals[*p] = Value::Integer(n),
+                    Some(&n) => vals[*p] = ValueRef::Integer(n),
                     None => self_refs.push((*p, v)),
                 }
                 continue;
@@ -724,57 +792,40 @@ fn merge_table(
             }
             let Some(pmap) = id_maps.get(parent) else { continue };
             match pmap.get(&v) {
-                Some(&n) => vals[*p] = Value::Integer(n),
+                Some(&n) => vals[*p] = ValueRef::Integer(n),
                 None => {
                     let col = &common[*p];
                     if t.notnull.contains(col) {
                         report.skipped_orphans += 1;
                         continue 'rows;
                     }
-                    vals[*p] = Value::Null;
+                    vals[*p] = ValueRef::Null;
                     report.orphans += 1;
                 }
             }
         }
-        let ident: Vec<Value> = id_pos.iter().map(|&p| vals[p].clone()).collect();
-        let h = hash_values(&ident);
-        let there: Option<Vec<Value>> = match lookup.as_mut() {
+        // Some(key of the matching target row) when this row is already there.
+        let mut h = [0u8; 16];
+        let there: Option<Option<i64>> = match lookup.as_mut() {
             Some(stmt) => {
-                let mut rows = stmt.query(rusqlite::params_from_iter(ident.iter()))?;
-                match rows.next()? {
-                    Some(r) => Some(
-                        (0..common.len())
-                            .map(|i| r.get_ref(i).map(owned))
-                            .collect::<rusqlite::Result<_>>()?,
-                    ),
-                    None => None,
-                }
+                let mut found =
+                    stmt.query(rusqlite::params_from_iter(id_pos.iter().map(|&p| bind(&vals[p]))))?;
+                found.next()?.map(|row| row.get::<_, i64>(0).ok())
             }
             None => {
-                let mut found = None;
-                for &rowid in existing.get(&h).map(Vec::as_slice).unwrap_or(&[]) {
-                    let row: Vec<Value> = fetch.query_row([rowid], |r| {
-                        (0..common.len()).map(|i| r.get_ref(i).map(owned)).collect()
-                    })?;
-                    if id_pos.iter().all(|&p| row[p] == vals[p]) {
-                        found = Some(row);
-                        break;
-                    }
-                }
-                found
+                h = hash_values(id_pos.iter().map(|&p| vals[p]));
+                existing.get(&h).map(|&rowid| Some(rowid))
             }
         };
         if let Some(there) = there {
             report.duplicates += 1;
-            if let (Some(old), Some(p)) = (old_id, pk_pos) {
-                if let Value::Integer(n) = there[p] {
-                    map.insert(old, n);
-                }
+            if let (Some(old), Some(n)) = (old_id, there) {
+                map.insert(old, n);
             }
             continue 'rows;
         }
         if let (Some(old), Some(p), Some(ex)) = (old_id, pk_pos, exists.as_mut()) {
-            let taken = ex.exists([old])?;
+            let taken = old <= next_id && ex.exists([old])?;
             let new = if taken {
                 next_id += 1;
                 report.remapped += 1;
@@ -783,10 +834,10 @@ fn merge_table(
                 next_id = next_id.max(old);
                 old
             };
-            vals[p] = Value::Integer(new);
+            vals[p] = ValueRef::Integer(new);
             map.insert(old, new);
         }
-        insert.execute(rusqlite::params_from_iter(vals.iter()))?;
+        insert.execute(rusqlite::params_from_iter(vals.iter().map(bind)))?;
         let rowid = conn.last_insert_rowid();
         for (p, old_ref) in self_refs {
             deferred.push((rowid, p, old_ref));
@@ -802,7 +853,7 @@ fn merge_table(
             });
         }
         if !by_sql {
-            existing.entry(h).or_default().push(rowid);
+            existing.entry(h).or_insert(rowid);
         }
         report.inserted += 1;
     }
@@ -838,6 +889,16 @@ fn id_maps_key_col(conn: &Connection, table: &str) -> Option<String> {
         .ok()
         .and_then(|t| t.int_pk)
         .map(|c| c.to_ascii_lowercase())
+}
+
+/// Rows `PRAGMA foreign_key_check` reports for `tables`.
+fn fk_violations(conn: &Connection, tables: &[String]) -> rusqlite::Result<u64> {
+    let mut stmt = conn.prepare("SELECT count(*) FROM main.pragma_foreign_key_check(?1)")?;
+    let mut n = 0;
+    for t in tables {
+        n += stmt.query_row([t], |r| r.get::<_, i64>(0))? as u64;
+    }
+    Ok(n)
 }
 
 /// External-content full-text tables whose index no longer matches their content table (rows

@@ -467,3 +467,84 @@ fn a_live_target_is_waited_for_and_refused_after_the_timeout_without_damage() {
         1
     );
 }
+
+#[test]
+fn a_source_that_fails_quick_check_is_refused_and_nothing_is_merged() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    // A page-level fault SQLite still reads around: the header's freelist count is wrong.
+    let mut bytes = std::fs::read(&b).unwrap();
+    bytes[36..40].copy_from_slice(&7u32.to_be_bytes());
+    std::fs::write(&b, bytes).unwrap();
+    let archive = env.backup(&b, &["--allow-corrupt"]);
+    let before = content_hash(&a);
+    let r = env.run(&["merge", s(&archive), s(&a)]).code(3);
+    assert!(r.stderr.contains("quick_check"), "{}", r.stderr);
+    assert!(r.stderr.contains("Freelist"), "{}", r.stderr);
+    assert_eq!(content_hash(&a), before);
+}
+
+const KIDS: &str = "
+    CREATE TABLE parents(id INTEGER PRIMARY KEY, name TEXT UNIQUE);
+    CREATE TABLE kids(id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parents(id), name TEXT);
+    INSERT INTO parents VALUES(1, 'pat');";
+
+#[test]
+fn a_merge_that_would_add_foreign_key_violations_is_refused() {
+    let env = Env::new();
+    let target = env.path("t.db");
+    make_db(&target, KIDS);
+    // The source lacks the parents table, so its kids' parent ids cannot be translated; id 99
+    // is not a parent in the target either.
+    let src = env.path("src.db");
+    make_db(
+        &src,
+        "PRAGMA foreign_keys=OFF;
+         CREATE TABLE kids(id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parents(id), name TEXT);
+         INSERT INTO kids VALUES(1, 1, 'kim'), (2, 99, 'lost');",
+    );
+    let archive = env.backup(&src, &["--allow-corrupt"]);
+    let before = content_hash(&target);
+    let r = env.run(&["merge", s(&archive), s(&target)]).code(3);
+    assert!(
+        r.stderr
+            .contains("foreign_key_check: 1 violations after the merge, 0 before"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(content_hash(&target), before);
+}
+
+#[test]
+fn violations_the_target_already_had_do_not_block_a_merge() {
+    let env = Env::new();
+    let target = env.path("t.db");
+    make_db(
+        &target,
+        &format!("{KIDS} PRAGMA foreign_keys=OFF; INSERT INTO kids VALUES(1, 50, 'old orphan');"),
+    );
+    let src = env.path("src.db");
+    make_db(&src, &format!("{KIDS} INSERT INTO kids VALUES(1, 1, 'kim');"));
+    let archive = env.backup(&src, &[]);
+    let r = env.run(&["merge", s(&archive), s(&target), "--json"]).ok().json();
+    let kids = r["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "kids")
+        .unwrap()
+        .clone();
+    assert_eq!(kids["inserted"], 1, "{r}");
+    assert_eq!(kids["remapped"], 1, "{r}");
+    assert_eq!(
+        query_i64(
+            &target,
+            "SELECT count(*) FROM kids WHERE name = 'kim' AND parent_id = 1"
+        ),
+        1
+    );
+    assert_eq!(
+        query_i64(&target, "SELECT count(*) FROM pragma_foreign_key_check"),
+        1
+    );
+}
