@@ -45,9 +45,50 @@ use crate::error::{Error, Result};
 use crate::fsutil::TEMP_PREFIX;
 use crate::progress::Progress;
 
-/// Integer id maps and row-hash sets: a fast hasher, seeded at random per process so crafted
-/// ids cannot aim at its buckets.
+/// Row-hash maps: a fast hasher, seeded at random per process.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Old integer id → id in the target, for one table. Sources are read in rowid order, so ids
+/// arrive ascending and are appended to a sorted array (16 bytes an id, no hashing); a lookup
+/// tries the slot a dense run of ids puts it in, then binary search. An id out of order (not
+/// expected) goes to a side map.
+#[derive(Default)]
+struct IdMap {
+    ids: Vec<(i64, i64)>,
+    unordered: FastMap<i64, i64>,
+}
+
+impl IdMap {
+    fn with_capacity(n: usize) -> IdMap {
+        IdMap {
+            ids: Vec::with_capacity(n),
+            unordered: FastMap::default(),
+        }
+    }
+
+    fn insert(&mut self, old: i64, new: i64) {
+        match self.ids.last() {
+            Some(&(last, _)) if last >= old => {
+                self.unordered.insert(old, new);
+            }
+            _ => self.ids.push((old, new)),
+        }
+    }
+
+    fn get(&self, old: i64) -> Option<i64> {
+        let first = self.ids.first()?.0;
+        let guess = old.checked_sub(first).and_then(|d| usize::try_from(d).ok());
+        if let Some(&(k, v)) = guess.and_then(|i| self.ids.get(i)) {
+            if k == old {
+                return Some(v);
+            }
+        }
+        match self.ids.binary_search_by_key(&old, |&(k, _)| k) {
+            Ok(i) => Some(self.ids[i].1),
+            Err(_) => self.unordered.get(&old).copied(),
+        }
+    }
+}
 
 /// Options of [`merge`].
 #[derive(Debug, Clone)]
@@ -550,7 +591,7 @@ fn merge_one(
         .filter(|t| incoming_set.contains(&t.to_ascii_lowercase()))
         .map(|t| table_info(conn, "main", t))
         .collect::<rusqlite::Result<_>>()?;
-    let mut id_maps: HashMap<String, FastMap<i64, i64>> = HashMap::new();
+    let mut id_maps: HashMap<String, IdMap> = HashMap::new();
     let mut out = Vec::new();
     // Tables still to merge: a foreign key into one of them (a cycle between tables) is
     // translated once that table is merged.
@@ -574,8 +615,8 @@ fn merge_one(
         let map = id_maps.get(&d.parent);
         let q = quote_ident(&d.table);
         let col = quote_ident(&d.column);
-        match map.and_then(|m| m.get(&d.old_ref)) {
-            Some(&n) => {
+        match map.and_then(|m| m.get(d.old_ref)) {
+            Some(n) => {
                 conn.execute(
                     &format!("UPDATE main.{q} SET {col} = ?1 WHERE rowid = ?2"),
                     [n, d.rowid],
@@ -612,7 +653,7 @@ fn merge_table(
     src_conn: &Connection,
     t: &TableInfo,
     opts: &MergeOptions,
-    id_maps: &mut HashMap<String, FastMap<i64, i64>>,
+    id_maps: &mut HashMap<String, IdMap>,
     pending: &HashSet<String>,
     later: &mut Vec<Deferred>,
     warnings: &mut Vec<String>,
@@ -732,10 +773,7 @@ fn merge_table(
         identity: identity.into(),
         ..Default::default()
     };
-    let mut map: FastMap<i64, i64> = FastMap::default();
-    if t.int_pk.is_some() {
-        map.reserve(incoming);
-    }
+    let mut map = IdMap::with_capacity(if t.int_pk.is_some() { incoming } else { 0 });
     // Foreign keys to translate: (position, parent, is the parent this table).
     let fk_pos: Vec<(usize, String, bool)> = t
         .fks
@@ -780,8 +818,8 @@ fn merge_table(
         for (p, parent, is_self) in &fk_pos {
             let ValueRef::Integer(v) = vals[*p] else { continue };
             if *is_self {
-                match map.get(&v) {
-                    Some(&n) => vals[*p] = ValueRef::Integer(n),
+                match map.get(v) {
+                    Some(n) => vals[*p] = ValueRef::Integer(n),
                     None => self_refs.push((*p, v)),
                 }
                 continue;
@@ -791,8 +829,8 @@ fn merge_table(
                 continue;
             }
             let Some(pmap) = id_maps.get(parent) else { continue };
-            match pmap.get(&v) {
-                Some(&n) => vals[*p] = ValueRef::Integer(n),
+            match pmap.get(v) {
+                Some(n) => vals[*p] = ValueRef::Integer(n),
                 None => {
                     let col = &common[*p];
                     if t.notnull.contains(col) {
@@ -860,8 +898,8 @@ fn merge_table(
     // Self-references to rows inserted later in the same table.
     for (rowid, p, old_ref) in deferred {
         let col = quote_ident(&common[p]);
-        match map.get(&old_ref) {
-            Some(&n) => {
+        match map.get(old_ref) {
+            Some(n) => {
                 conn.execute(
                     &format!("UPDATE main.{qt} SET {col} = ?1 WHERE rowid = ?2"),
                     [n, rowid],
@@ -951,4 +989,33 @@ fn refresh_fts(conn: &Connection, warnings: &mut Vec<String>) -> rusqlite::Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdMap;
+
+    #[test]
+    fn id_map_finds_dense_sparse_and_out_of_order_ids() {
+        let mut m = IdMap::default();
+        assert_eq!(m.get(1), None);
+        for old in 1..=100 {
+            m.insert(old, old + 1000);
+        }
+        for old in [150, 400, 1_000_000, i64::MAX] {
+            m.insert(old, -old);
+        }
+        m.insert(-5, 7); // out of order
+        m.insert(50, 0); // already there: the side map answers only for ids not in the array
+        assert_eq!(m.get(1), Some(1001));
+        assert_eq!(m.get(100), Some(1100));
+        assert_eq!(m.get(50), Some(1050));
+        assert_eq!(m.get(150), Some(-150));
+        assert_eq!(m.get(1_000_000), Some(-1_000_000));
+        assert_eq!(m.get(i64::MAX), Some(-i64::MAX));
+        assert_eq!(m.get(-5), Some(7));
+        assert_eq!(m.get(101), None);
+        assert_eq!(m.get(i64::MIN), None);
+        assert_eq!(m.get(0), None);
+    }
 }
