@@ -90,6 +90,141 @@ impl IdMap {
     }
 }
 
+/// A coarse form of a key, for "might this row match one still in the batch?": equal under
+/// any comparison SQLite's `IS` may make with a key column (NOCASE and RTRIM collations,
+/// numeric affinity turning '1' into 1), and sometimes equal when the values are not (which
+/// only costs an early write of the batch).
+fn loose_key<'a>(values: impl Iterator<Item = ValueRef<'a>>) -> [u8; 16] {
+    let mut h = Sha256::new();
+    for v in values {
+        let number = match v {
+            ValueRef::Integer(i) => Some(i as f64),
+            ValueRef::Real(f) => Some(f),
+            ValueRef::Text(t) | ValueRef::Blob(t) => std::str::from_utf8(t)
+                .ok()
+                .and_then(|s| s.trim().parse::<f64>().ok()),
+            ValueRef::Null => None,
+        };
+        match (v, number) {
+            (_, Some(f)) => {
+                h.update(b"#");
+                h.update(f.to_bits().to_be_bytes());
+            }
+            (ValueRef::Text(t) | ValueRef::Blob(t), None) => {
+                let t = t.trim_ascii_end().to_ascii_lowercase();
+                h.update(b"t");
+                h.update((t.len() as u64).to_be_bytes());
+                h.update(&t);
+            }
+            _ => h.update(b"n"),
+        }
+    }
+    let d = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d[..16]);
+    out
+}
+
+/// Rows waiting to be inserted with one multi-row INSERT. One statement per batch instead of
+/// per row matters beyond the statement overhead: an INSERT that fires a trigger runs in a
+/// statement transaction, and FTS5 writes its pending index to disk at every one, so a
+/// full-text index kept by triggers is written a segment per row when rows go one at a time.
+/// Values are copied into one buffer (the source row they were read from is gone by the time
+/// the batch is written).
+struct Batch {
+    columns: usize,
+    /// Rows a full batch holds.
+    capacity: usize,
+    bytes: Vec<u8>,
+    slots: Vec<Slot>,
+    /// What the batch holds that the target does not show yet: integer ids, and the loose keys
+    /// of key-identified rows (a row matching one is looked up after a flush).
+    ids: HashSet<i64, foldhash::fast::RandomState>,
+    keys: HashSet<[u8; 16], foldhash::fast::RandomState>,
+}
+
+#[derive(Clone, Copy)]
+enum Slot {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(usize, usize),
+    Blob(usize, usize),
+}
+
+impl Batch {
+    /// Rows per INSERT: at most 1,024, and at most 32,766 bound values (SQLite's limit).
+    fn new(columns: usize) -> Batch {
+        let columns = columns.max(1);
+        let capacity = (32_766 / columns).clamp(1, 1024);
+        Batch {
+            columns,
+            capacity,
+            bytes: Vec::new(),
+            slots: Vec::with_capacity(capacity * columns),
+            ids: HashSet::default(),
+            keys: HashSet::default(),
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.slots.len() / self.columns
+    }
+
+    /// True when the batch should be written before another row is added.
+    fn full(&self) -> bool {
+        self.rows() >= self.capacity || self.bytes.len() >= 4 << 20
+    }
+
+    fn push(&mut self, row: &[ValueRef<'_>]) {
+        for v in row {
+            let mut span = |b: &[u8]| {
+                let at = self.bytes.len();
+                self.bytes.extend_from_slice(b);
+                (at, b.len())
+            };
+            let slot = match *v {
+                ValueRef::Null => Slot::Null,
+                ValueRef::Integer(i) => Slot::Integer(i),
+                ValueRef::Real(f) => Slot::Real(f),
+                ValueRef::Text(t) => {
+                    let (at, n) = span(t);
+                    Slot::Text(at, n)
+                }
+                ValueRef::Blob(b) => {
+                    let (at, n) = span(b);
+                    Slot::Blob(at, n)
+                }
+            };
+            self.slots.push(slot);
+        }
+    }
+
+    /// Inserts the pending rows (`sql(n)` gives the INSERT for n rows) and empties the batch.
+    fn flush(&mut self, conn: &Connection, sql: &dyn Fn(usize) -> String) -> rusqlite::Result<()> {
+        let rows = self.rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let mut stmt = conn.prepare_cached(&sql(rows))?;
+        let bytes = &self.bytes;
+        stmt.execute(rusqlite::params_from_iter(self.slots.iter().map(|s| {
+            ToSqlOutput::Borrowed(match *s {
+                Slot::Null => ValueRef::Null,
+                Slot::Integer(i) => ValueRef::Integer(i),
+                Slot::Real(f) => ValueRef::Real(f),
+                Slot::Text(at, n) => ValueRef::Text(&bytes[at..at + n]),
+                Slot::Blob(at, n) => ValueRef::Blob(&bytes[at..at + n]),
+            })
+        })))?;
+        self.bytes.clear();
+        self.slots.clear();
+        self.ids.clear();
+        self.keys.clear();
+        Ok(())
+    }
+}
+
 /// Options of [`merge`].
 #[derive(Debug, Clone)]
 pub struct MergeOptions {
@@ -786,13 +921,23 @@ fn merge_table(
         })
         .collect();
     let mut deferred: Vec<(i64, usize, i64)> = Vec::new();
-    let placeholders = (1..=common.len())
-        .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut insert = conn.prepare(&format!(
-        "INSERT INTO main.{qt}({col_list}) VALUES({placeholders})"
-    ))?;
+    let row_marks = format!("({})", vec!["?"; common.len()].join(", "));
+    let insert_sql = |rows: usize| {
+        format!(
+            "INSERT INTO main.{qt}({col_list}) VALUES {}",
+            vec![row_marks.as_str(); rows].join(", ")
+        )
+    };
+    // Rows go one INSERT each, except into a table with triggers: there a single-row INSERT
+    // runs in a statement transaction anyway (and FTS5 flushes at each), so rows are batched.
+    // (Without triggers, a multi-row INSERT would add that statement journal instead.)
+    let batched: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM main.sqlite_schema WHERE type = 'trigger' AND tbl_name = ?1 COLLATE NOCASE",
+        [&t.name],
+        |r| r.get(0),
+    )?;
+    let mut batch = Batch::new(common.len());
+    let mut insert = conn.prepare(&insert_sql(1))?;
     let mut exists = match &t.int_pk {
         Some(pk) => Some(conn.prepare(&format!("SELECT 1 FROM main.{qt} WHERE {} = ?1", quote_ident(pk)))?),
         None => None,
@@ -843,17 +988,23 @@ fn merge_table(
             }
         }
         // Some(key of the matching target row) when this row is already there.
-        let mut h = [0u8; 16];
+        let h = if by_sql {
+            [0u8; 16]
+        } else {
+            hash_values(id_pos.iter().map(|&p| vals[p]))
+        };
+        let mut loose = [0u8; 16];
         let there: Option<Option<i64>> = match lookup.as_mut() {
             Some(stmt) => {
+                loose = loose_key(id_pos.iter().map(|&p| vals[p]));
+                if batch.keys.contains(&loose) {
+                    batch.flush(conn, &insert_sql)?;
+                }
                 let mut found =
                     stmt.query(rusqlite::params_from_iter(id_pos.iter().map(|&p| bind(&vals[p]))))?;
                 found.next()?.map(|row| row.get::<_, i64>(0).ok())
             }
-            None => {
-                h = hash_values(id_pos.iter().map(|&p| vals[p]));
-                existing.get(&h).map(|&rowid| Some(rowid))
-            }
+            None => existing.get(&h).map(|&rowid| Some(rowid)),
         };
         if let Some(there) = there {
             report.duplicates += 1;
@@ -863,7 +1014,7 @@ fn merge_table(
             continue 'rows;
         }
         if let (Some(old), Some(p), Some(ex)) = (old_id, pk_pos, exists.as_mut()) {
-            let taken = old <= next_id && ex.exists([old])?;
+            let taken = old <= next_id && (batch.ids.contains(&old) || ex.exists([old])?);
             let new = if taken {
                 next_id += 1;
                 report.remapped += 1;
@@ -875,8 +1026,35 @@ fn merge_table(
             vals[p] = ValueRef::Integer(new);
             map.insert(old, new);
         }
-        insert.execute(rusqlite::params_from_iter(vals.iter().map(bind)))?;
-        let rowid = conn.last_insert_rowid();
+        let rowid = if batched {
+            if batch.full() {
+                batch.flush(conn, &insert_sql)?;
+            }
+            batch.push(&vals);
+            // The row's rowid: its integer key when it has one; else known only once
+            // written, which only a reference to fix later needs.
+            let rowid = match (pk_pos, t.int_pk.is_some()) {
+                (Some(p), true) => match vals[p] {
+                    ValueRef::Integer(i) => i,
+                    _ => 0,
+                },
+                _ if !cycle_refs.is_empty() => {
+                    batch.flush(conn, &insert_sql)?;
+                    conn.last_insert_rowid()
+                }
+                _ => 0,
+            };
+            if t.int_pk.is_some() {
+                batch.ids.insert(rowid);
+            }
+            if by_sql {
+                batch.keys.insert(loose);
+            }
+            rowid
+        } else {
+            insert.execute(rusqlite::params_from_iter(vals.iter().map(bind)))?;
+            conn.last_insert_rowid()
+        };
         for (p, old_ref) in self_refs {
             deferred.push((rowid, p, old_ref));
         }
@@ -895,6 +1073,7 @@ fn merge_table(
         }
         report.inserted += 1;
     }
+    batch.flush(conn, &insert_sql)?;
     // Self-references to rows inserted later in the same table.
     for (rowid, p, old_ref) in deferred {
         let col = quote_ident(&common[p]);
