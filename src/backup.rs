@@ -59,6 +59,10 @@ pub struct BackupOptions {
     pub format: Format,
     /// For SQL dumps: which tables to dump.
     pub selection: crate::dump::write::Selection,
+    /// Also run each full-text index's own integrity check (part of SQLite's `quick_check`
+    /// since 3.44; it re-reads the whole index). By default a backup checks storage only: every
+    /// b-tree (shadow tables included) with the page accounting, and the foreign keys.
+    pub check_fts: bool,
 }
 
 /// What a backup writes.
@@ -414,7 +418,9 @@ fn backup_live(
             clock.lap("snapshot");
             let page1 = live.page1().to_vec();
             let (sum, inspected) = std::thread::scope(|s| {
-                let checks = s.spawn(|| run_live_checks(btree_conn, info_conn, &source, &page1, db_size));
+                let checks = s.spawn(|| {
+                    run_live_checks(btree_conn, info_conn, &source, &page1, db_size, opts.check_fts)
+                });
                 progress.begin("compress", Some(db_size));
                 let sum = writer.append_database(db_size, &io_err, |w| {
                     live.write_pages(w, tmp_path, &spill_dir, SPILL_AFTER_WAL_GROWTH, progress)
@@ -439,9 +445,14 @@ fn backup_live(
         }
         (checkers, _) => {
             let inspected = match checkers {
-                Some((btree_conn, info_conn)) => {
-                    run_live_checks(btree_conn, info_conn, &source, live.page1(), db_size)
-                }
+                Some((btree_conn, info_conn)) => run_live_checks(
+                    btree_conn,
+                    info_conn,
+                    &source,
+                    live.page1(),
+                    db_size,
+                    opts.check_fts,
+                ),
                 None => checks_on_main(&live),
             };
             clock.lap("snapshot checks");
@@ -478,13 +489,15 @@ fn backup_live(
 /// The checks of a live snapshot on its two extra connections, in two threads: the b-tree part
 /// of `quick_check` and the foreign-key check on one (its virtual-table modules dropped), the
 /// header state, row counts and the virtual tables' part of `quick_check` (FTS indexes) on the
-/// other. Together that is SQLite's whole `quick_check`.
+/// other. Together that is SQLite's whole `quick_check`; without `check_fts` the virtual tables'
+/// part is left out.
 fn run_live_checks(
     btree_conn: Connection,
     info_conn: Connection,
     source: &Path,
     page1: &[u8],
     db_size: u64,
+    check_fts: bool,
 ) -> Inspected {
     type Part = rusqlite::Result<(Vec<String>, u64)>;
     std::thread::scope(|s| {
@@ -494,7 +507,11 @@ fn run_live_checks(
             Ok((problems, db::foreign_key_violations(&btree_conn).unwrap_or(0)))
         });
         let info = DbInfo::read_with_header(&info_conn, source, page1, true);
-        let vtabs = db::vtab_problems(&info_conn, false, 10);
+        let vtabs = if check_fts {
+            db::vtab_problems(&info_conn, false, 10)
+        } else {
+            Ok(Vec::new())
+        };
         let (problems, fk_violations) = match (btree.join().expect("check thread does not panic"), vtabs) {
             (Ok((mut problems, fk)), Ok(vtabs)) => {
                 problems.extend(vtabs.into_iter().flat_map(|(_, p)| p));
@@ -565,7 +582,7 @@ fn backup_copy(
     let io_err = |e| Error::io("write archive", tmp_path, e);
     let snap = snapshot::take(source, out_dir, opts.method, opts.limits, progress)?;
     clock.lap("snapshot copy");
-    let (info, problems, fk_violations) = inspect_snapshot(snap.path(), opts.allow_corrupt)?;
+    let (info, problems, fk_violations) = inspect_snapshot(snap.path(), opts.allow_corrupt, opts.check_fts)?;
     clock.lap("snapshot checks");
     let db_size = std::fs::metadata(snap.path())
         .map_err(|e| Error::io("stat", snap.path(), e))?
@@ -606,9 +623,14 @@ fn backup_copy(
 }
 
 /// Reads header state, row counts, `quick_check` problems and foreign-key violations of a
-/// snapshot. With `allow_corrupt`, a snapshot whose schema cannot be read is described from its
-/// header alone instead of failing.
-pub(crate) fn inspect_snapshot(path: &Path, allow_corrupt: bool) -> Result<(DbInfo, Vec<String>, u64)> {
+/// snapshot (the full-text indexes' own part of `quick_check` only with `check_fts`). With
+/// `allow_corrupt`, a snapshot whose schema cannot be read is described from its header alone
+/// instead of failing.
+pub(crate) fn inspect_snapshot(
+    path: &Path,
+    allow_corrupt: bool,
+    check_fts: bool,
+) -> Result<(DbInfo, Vec<String>, u64)> {
     let conn = match db::open_private(path, false) {
         Ok(c) => c,
         Err(Error::CorruptDatabase { detail, .. }) | Err(Error::NotADatabase { reason: detail, .. })
@@ -618,7 +640,19 @@ pub(crate) fn inspect_snapshot(path: &Path, allow_corrupt: bool) -> Result<(DbIn
         }
         Err(e) => return Err(e),
     };
-    let problems = db::integrity_problems(&conn, false, 10).unwrap_or_else(|e| vec![e.to_string()]);
+    let problems: std::result::Result<Vec<String>, String> = if check_fts {
+        db::integrity_problems(&conn, false, 10).map_err(|e| e.to_string())
+    } else {
+        // The b-trees on a second connection without virtual-table modules.
+        db::open_private(path, false)
+            .map_err(|e| e.to_string())
+            .and_then(|btree| {
+                db::drop_vtab_modules(&btree)
+                    .and_then(|()| db::integrity_problems(&btree, false, 10))
+                    .map_err(|e| e.to_string())
+            })
+    };
+    let problems = problems.unwrap_or_else(|e| vec![e]);
     if !problems.is_empty() && !allow_corrupt {
         return Ok((DbInfo::from_header(path)?, problems, 0));
     }

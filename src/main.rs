@@ -95,6 +95,11 @@ enum Command {
         /// Archive a database that fails quick_check anyway, marked corrupt in the manifest.
         #[arg(long)]
         allow_corrupt: bool,
+        /// Also check every full-text index (FTS5/FTS4) before archiving it. By default a
+        /// backup checks storage (every b-tree and page, foreign keys); restore and verify
+        /// check the indexes.
+        #[arg(long)]
+        check_fts: bool,
         /// Replace the file given with -o if it exists (atomically).
         #[arg(long, requires = "output")]
         overwrite: bool,
@@ -292,6 +297,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// "N checks passed" and, when some were not run, ", M skipped (...)".
+fn passed_and_skipped(checks: &[litevault::Check]) -> String {
+    let skipped: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.status == litevault::db::CheckStatus::Skipped)
+        .map(|c| c.name.as_str())
+        .collect();
+    let passed = checks.iter().filter(|c| !c.failed()).count() - skipped.len();
+    if skipped.is_empty() {
+        format!("{passed} checks passed")
+    } else {
+        format!(
+            "{passed} checks passed, {} skipped ({})",
+            skipped.len(),
+            skipped.join(", ")
+        )
+    }
+}
+
 fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
     match &cli.command {
         Command::Backup {
@@ -302,6 +326,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             compression,
             level,
             allow_corrupt,
+            check_fts,
             overwrite,
             format,
             tables,
@@ -321,6 +346,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                 },
                 level: *level,
                 allow_corrupt: *allow_corrupt,
+                check_fts: *check_fts,
                 overwrite: *overwrite,
                 format: match format {
                     FormatArg::Archive => litevault::backup::Format::Archive,
@@ -402,7 +428,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                 s += &render_checks(&r.checks, cli.verbose || !r.ok);
                 let failed = r.checks.iter().filter(|c| c.failed()).count();
                 s += &if r.ok {
-                    format!("ok: {} checks passed\n", r.checks.len())
+                    format!("ok: {}\n", passed_and_skipped(&r.checks))
                 } else {
                     format!("FAILED: {failed} of {} checks failed\n", r.checks.len())
                 };
@@ -487,10 +513,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                 for w in &r.plan.warnings {
                     s += &format!("  warning: {w}\n");
                 }
-                s += &format!(
-                    "  {} checks passed before the swap\n",
-                    r.checks.iter().filter(|c| !c.failed()).count()
-                );
+                s += &format!("  {} before the swap\n", passed_and_skipped(&r.checks));
                 if cli.verbose {
                     s += &render_checks(&r.checks, true);
                 }

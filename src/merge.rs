@@ -403,8 +403,12 @@ pub fn merge(
     let source_check = std::thread::spawn(move || -> Vec<(usize, Check)> {
         let mut out = Vec::new();
         for (i, copy) in check_copies.iter().enumerate() {
+            // Storage only: the source's full-text indexes are never read (virtual tables
+            // are not merged row by row).
             let problems = db::open_private(copy, false).and_then(|conn| {
-                db::integrity_problems(&conn, false, 10).map_err(|e| Error::sqlite("check", copy, e))
+                db::drop_vtab_modules(&conn)
+                    .and_then(|()| db::integrity_problems(&conn, false, 10))
+                    .map_err(|e| Error::sqlite("check", copy, e))
             });
             out.push((
                 i,

@@ -233,7 +233,9 @@ pub(crate) fn extract_into(
 /// threads on three connections: the b-tree part of `integrity_check` (or `quick_check`) and
 /// the foreign-key check on one whose virtual-table modules are dropped; the virtual tables'
 /// part of that check and the FTS checks on another; header state and row counts on a third.
-/// Together that is SQLite's whole check (see [`db::drop_vtab_modules`]). With `writable`,
+/// Together that is SQLite's whole check (see [`db::drop_vtab_modules`]). With `quick`, the
+/// virtual tables' part is left out (storage-level checks only, FTS checks reported skipped).
+/// With `writable`,
 /// FTS tables also get their `'integrity-check'` command, which compares an external-content
 /// index with its content table; without it, the FTS checks are the virtual tables' part of
 /// the whole check, reported per table rather than run twice.
@@ -269,7 +271,12 @@ pub(crate) fn extracted_checks(
             let conn = db::open_private(db_path, false)?;
             DbInfo::read(&conn, db_path)
         });
-        let vtabs = db::vtab_problems(&conn, !quick, 20);
+        // `quick`: storage-level checks only; full-text indexes are not re-read.
+        let vtabs = if quick {
+            Ok(Vec::new())
+        } else {
+            db::vtab_problems(&conn, true, 20)
+        };
         match info
             .join()
             .unwrap_or_else(|_| Err(Error::InvalidOption("row count thread panicked".into())))
@@ -284,7 +291,9 @@ pub(crate) fn extracted_checks(
             tables
                 .into_iter()
                 .map(|(table, module)| {
-                    if writable {
+                    if quick {
+                        db::fts_skipped_quick(&table, &module)
+                    } else if writable {
                         db::fts_check(&conn, &table, &module, true)
                     } else {
                         let check_name = format!("{module} integrity {table}");

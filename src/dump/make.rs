@@ -72,7 +72,7 @@ pub(crate) fn backup_sql(
     let mut clock = crate::progress::PhaseClock::new();
     let snap = snapshot::take(&source, &out_dir, opts.method, opts.limits, progress)?;
     clock.lap("snapshot");
-    let (mut info, problems, fk_violations) = backup::inspect_snapshot(snap.path(), false)?;
+    let (mut info, problems, fk_violations) = backup::inspect_snapshot(snap.path(), false, opts.check_fts)?;
     if !problems.is_empty() {
         return Err(Error::CorruptDatabase {
             path: source,

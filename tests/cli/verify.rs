@@ -128,9 +128,11 @@ fn damaged_fts_index_is_found() {
          INSERT INTO docs SELECT 'word' || value || ' common text' FROM (WITH RECURSIVE s(value) AS (SELECT 1 UNION ALL SELECT value + 1 FROM s WHERE value < 200) SELECT value FROM s);
          UPDATE docs_data SET block = x'0000' WHERE id > 10;",
     );
-    let r = env.run(&["backup", db.to_str().unwrap()]).code(3);
+    // A backup checks storage by default (the index's b-trees are sound); --check-fts also
+    // re-reads the index and refuses.
+    let r = env.run(&["backup", db.to_str().unwrap(), "--check-fts"]).code(3);
     assert!(r.stderr.contains("fts5"), "{}", r.stderr);
-    let archive = env.backup(&db, &["--allow-corrupt"]);
+    let archive = env.backup(&db, &[]);
     let v = env
         .run(&["verify", archive.to_str().unwrap(), "--json"])
         .code(3)
@@ -141,6 +143,34 @@ fn damaged_fts_index_is_found() {
             .any(|n| n == "fts5 integrity docs" || n == "integrity_check"),
         "{v}"
     );
+    // --quick checks storage only and says what it left out.
+    let q = env
+        .run(&["verify", archive.to_str().unwrap(), "--quick", "--json"])
+        .ok()
+        .json();
+    let skipped: Vec<&serde_json::Value> = q["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "skipped")
+        .collect();
+    assert_eq!(skipped.len(), 1, "{q}");
+    assert_eq!(skipped[0]["name"], "fts5 integrity docs", "{q}");
+    env.run(&["verify", db.to_str().unwrap(), "--quick"]).ok();
+    env.run(&["verify", db.to_str().unwrap()]).code(3);
+    // The default restore refuses the damaged index; --quick restores the database as it was.
+    let target = env.path("restored.db");
+    env.run(&["restore", archive.to_str().unwrap(), target.to_str().unwrap()])
+        .code(3);
+    assert!(!target.exists());
+    env.run(&[
+        "restore",
+        archive.to_str().unwrap(),
+        target.to_str().unwrap(),
+        "--quick",
+    ])
+    .ok();
+    assert_eq!(content_hash(&target), content_hash(&db));
 }
 
 /// Byte ranges of each entry's content inside an uncompressed tar.
