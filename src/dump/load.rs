@@ -36,13 +36,11 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};
 
-use super::{Content, Header, Trailer, TRAILER_PREFIX};
+use super::{Content, Header, Trailer, MAX_STATEMENT, TRAILER_PREFIX};
 use crate::db::{self, hex, quote_ident, Check};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
-/// The longest statement accepted: SQLite's own default limit.
-const MAX_STATEMENT: usize = 1_000_000_000;
 /// Every value may be this large, or four times its statement's length if more.
 const MIN_VALUE_LIMIT: usize = 64 << 20;
 /// The database may grow to this plus `GROWTH_FACTOR` times the text read so far.
@@ -164,14 +162,13 @@ pub fn load(
     let mut trailer: Option<(Trailer, u64)> = None;
     let mut bad_trailer = None;
     let mut split = Splitter::default();
-    let mut line = Vec::with_capacity(1 << 16);
     progress.begin("load", None);
     loop {
-        line.clear();
+        // Each line is read straight into the splitter's buffer: a statement's text is held
+        // once, however long it is.
         let cap = (MAX_STATEMENT + 1 - split.pending()) as u64;
-        let n = (&mut *reader)
-            .take(cap)
-            .read_until(b'\n', &mut line)
+        let n = split
+            .read_line(&mut *reader, cap)
             .map_err(|e| Error::bad_archive(path, format!("cannot read the dump: {e}")))?;
         if n == 0 {
             break;
@@ -179,15 +176,17 @@ pub fn load(
         line_no += 1;
         text_read.fetch_add(n as u64, Ordering::Relaxed);
         progress.advance(n as u64);
+        let line = split.line();
         if n as u64 == cap && !line.ends_with(b"\n") {
             return Err(refuse(
                 path,
                 split.start_line.unwrap_or(line_no),
-                "statement longer than 1 GB",
+                &format!("statement longer than {} MiB", MAX_STATEMENT >> 20),
             ));
         }
         if trailer.is_some() || bad_trailer.is_some() {
             if line.iter().all(|b| b.is_ascii_whitespace()) {
+                split.discard_line();
                 continue;
             }
             return Err(refuse(path, line_no, "text after the dump's end line"));
@@ -198,14 +197,15 @@ pub fn load(
                 Some(t) => trailer = Some((t, line_no)),
                 None => bad_trailer = Some(line_no),
             }
+            split.discard_line();
             continue;
         }
         if header.is_some() {
-            all.update(&line);
+            all.update(line);
             data_bytes += n as u64;
         }
         if split.idle() && line.first() == Some(&b'.') {
-            let cmd = String::from_utf8_lossy(&line)
+            let cmd = String::from_utf8_lossy(line)
                 .trim()
                 .chars()
                 .take(40)
@@ -219,7 +219,7 @@ pub fn load(
         if line.contains(&0) {
             return Err(refuse(path, line_no, "a NUL byte in the SQL text"));
         }
-        split.push(&line, line_no, &mut |stmt, at| ld.statement(stmt, at))?;
+        split.split(line_no, &mut |stmt, at| ld.statement(stmt, at))?;
     }
     progress.end();
     if let Some(at) = split.start_line {
@@ -1119,6 +1119,8 @@ impl Loader<'_> {
 #[derive(Default)]
 struct Splitter {
     buf: Vec<u8>,
+    /// Where the line read last starts in `buf`.
+    line_start: usize,
     scan: usize,
     state: Lex,
     /// Offset in `buf` where the current statement's first token is.
@@ -1146,13 +1148,36 @@ impl Splitter {
         self.buf.len().min(MAX_STATEMENT)
     }
 
+    /// Appends the next line of `reader` (at most `cap` bytes) to the buffer; its length.
+    fn read_line(&mut self, reader: &mut dyn BufRead, cap: u64) -> std::io::Result<usize> {
+        self.line_start = self.buf.len();
+        reader.take(cap).read_until(b'\n', &mut self.buf)
+    }
+
+    /// The line read last.
+    fn line(&self) -> &[u8] {
+        &self.buf[self.line_start..]
+    }
+
+    /// Forgets the line read last (one that is not SQL: the end line).
+    fn discard_line(&mut self) {
+        self.buf.truncate(self.line_start);
+    }
+
+    #[cfg(test)]
     fn push(
         &mut self,
         line: &[u8],
         line_no: u64,
         on_stmt: &mut dyn FnMut(&[u8], u64) -> Result<()>,
     ) -> Result<()> {
+        self.line_start = self.buf.len();
         self.buf.extend_from_slice(line);
+        self.split(line_no, on_stmt)
+    }
+
+    /// Hands every statement completed by the line read last to `on_stmt`.
+    fn split(&mut self, line_no: u64, on_stmt: &mut dyn FnMut(&[u8], u64) -> Result<()>) -> Result<()> {
         let mut i = self.scan;
         while i < self.buf.len() {
             let b = self.buf[i];
@@ -1211,13 +1236,17 @@ impl Splitter {
             }
             i += 1;
         }
-        // Drop what is behind the current statement.
+        // Drop what is behind the current statement, and the room a long one needed.
         let keep_from = self.start.unwrap_or(self.buf.len());
         self.buf.drain(..keep_from);
         if let Some(s) = self.start.as_mut() {
             *s = 0;
         }
+        if self.buf.capacity() > 64 << 20 && self.buf.len() < 1 << 20 {
+            self.buf.shrink_to(1 << 20);
+        }
         self.scan = self.buf.len();
+        self.line_start = self.buf.len();
         Ok(())
     }
 

@@ -44,6 +44,10 @@ pub const CREATED_PREFIX: &str = "-- created_at: ";
 pub const MANIFEST_PREFIX: &str = "-- manifest: ";
 /// Prefix of the trailer line (the last line).
 pub const TRAILER_PREFIX: &str = "-- end: ";
+/// The longest statement a dump may hold, written or loaded (SQLite's own limit is 1 GB). It
+/// bounds a load's memory whatever the input: the statement's text, and SQLite's copy of it
+/// and of its values while it runs.
+pub const MAX_STATEMENT: usize = 512 << 20;
 
 /// The first line a dump starts with.
 pub fn header_line() -> String {

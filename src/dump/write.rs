@@ -628,17 +628,17 @@ impl Lines<'_> {
                 }
                 let v = row.get_ref(i).map_err(to_io)?;
                 if let ValueRef::Text(b) | ValueRef::Blob(b) = v {
+                    // Checked before it is spelled: hex doubles it.
                     if b.len() > MAX_VALUE {
-                        return Err(io::Error::other(format!(
-                            "a value of {} bytes: an SQL dump spells it in more than SQLite's 1 GB statement \
-                             limit; back this table up as an archive (--format archive) or leave it out",
-                            b.len()
-                        )));
+                        return Err(too_long(b.len() as u64 * 2));
                     }
                 }
                 push_value(&mut self.buf, v, self.utf16);
             }
             self.buf.extend_from_slice(b");\n");
+            if self.buf.len() > super::MAX_STATEMENT {
+                return Err(too_long(self.buf.len() as u64));
+            }
             self.out.write_all(&self.buf)?;
             self.stats.statements += 1;
             self.stats.rows += 1;
@@ -652,9 +652,18 @@ impl Lines<'_> {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// The largest TEXT or BLOB a dump holds: its hex spelling must stay under SQLite's 1 GB
-/// statement limit.
-const MAX_VALUE: usize = 450 << 20;
+/// The largest TEXT or BLOB a dump holds: its hex spelling must fit in a statement.
+const MAX_VALUE: usize = (super::MAX_STATEMENT - (1 << 20)) / 2;
+
+fn too_long(sql_bytes: u64) -> io::Error {
+    io::Error::other(format!(
+        "a row whose INSERT takes {} MiB of SQL, over the {} MiB a dump's statement may have (so that \
+         loading any dump stays within bounded memory); back this table up as an archive \
+         (--format archive) or leave it out (--exclude-table)",
+        sql_bytes >> 20,
+        super::MAX_STATEMENT >> 20
+    ))
+}
 
 fn push_hex(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.reserve(bytes.len() * 2 + 3);

@@ -670,3 +670,48 @@ fn review_cases_round_trip_many_line_breaks_comments_and_desc_keys() {
         String::from_utf8_lossy(&st.stderr)
     );
 }
+
+#[test]
+fn a_small_compressed_dump_with_one_huge_statement_is_refused_within_bounded_memory() {
+    use std::io::Write;
+    // 600 MiB of text in one statement, about 20 KiB compressed.
+    let env = Env::new();
+    let file = env.path("bomb.sql.zst");
+    let mut z = zstd::Encoder::new(std::fs::File::create(&file).unwrap(), 3).unwrap();
+    z.write_all(b"CREATE TABLE t(a);\nINSERT INTO t VALUES('")
+        .unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    for _ in 0..600 {
+        z.write_all(&chunk).unwrap();
+    }
+    z.write_all(b"');\n").unwrap();
+    z.finish().unwrap();
+    assert!(std::fs::metadata(&file).unwrap().len() < 1 << 20);
+    let target = env.path("new.db");
+    // Waited for with wait4 below, which std does not know of.
+    #[allow(clippy::zombie_processes)]
+    let mut child = env
+        .command(&["restore", s(&file), s(&target)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    // wait4 gives this child's own peak RSS (other tests' children do not count).
+    let mut status = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: a child of this process, waited for once; `ru` and `status` are valid out-params.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(rc, pid);
+    assert_eq!(libc::WEXITSTATUS(status), 3, "{stderr}");
+    assert!(
+        stderr.contains("line 2") && stderr.contains("longer than 512 MiB"),
+        "{stderr}"
+    );
+    assert!(!target.exists());
+    let peak_mib = ru.ru_maxrss / 1024;
+    // The statement's text once (512 MiB at the cap), not a line copy beside it.
+    assert!(peak_mib < 800, "peak RSS {peak_mib} MiB");
+}
