@@ -959,7 +959,7 @@ class Bench:
         else:
             self.run_row("litevault", "restore --quick", "restore",
                          [self.litevault, "restore", a["lv_zst"], new, "--quick", "--json"], [new],
-                         notes="verified before the rename (quick_check, checksums, FTS)")
+                         notes="verified before the rename (storage checks: quick_check, foreign keys, checksums; FTS checks skipped by --quick)")
             self.run_row("litevault", "verify", "verify",
                          [self.litevault, "verify", a["lv_zst"], "--json"], [],
                          notes="full integrity_check + FTS checks")
