@@ -156,7 +156,12 @@ def main() -> int:
             run.remove(target, target + "-wal", target + "-shm")
             shutil.copyfile(base, target)
         run.log(f"merge {label} ...")
-        m = run.measure([lv, "merge", w(archive), target, "--json"])
+        # The safety archive of the target (merge's default) goes into the work directory.
+        safety = w("safety")
+        shutil.rmtree(safety, ignore_errors=True)
+        os.makedirs(safety)
+        m = run.measure([lv, "merge", w(archive), target, "--json", "--safety-dir", safety])
+        shutil.rmtree(safety, ignore_errors=True)
         r = {"case": label, "wall_s": m.wall, "cpu_s": m.cpu, "rss_mib": (m.peak_kib or 0) / 1024, "rc": m.rc}
         try:
             rep = json.loads(m.stdout)
@@ -165,19 +170,19 @@ def main() -> int:
                      remapped=sum(t["remapped"] for t in rep["tables"]),
                      rows_per_s=n / max(m.wall, 1e-9),
                      txn_s=rep["merge_ms"] / 1000, txn_rows_per_s=n / max(rep["merge_ms"] / 1000, 1e-9),
-                     sources_s=rep["sources_ms"] / 1000)
+                     sources_s=rep["sources_ms"] / 1000, safety_s=rep.get("safety_ms", 0) / 1000)
         except (ValueError, KeyError, TypeError):
             r["error"] = m.error_line()
         results.append(r)
 
-    lines = ["| merge | rows | inserted | remapped | wall s | rows/s | merge txn s | rows/s in txn | "
-             "peak RSS MiB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| merge | rows | inserted | remapped | wall s | rows/s | safety archive s | merge txn s | "
+             "rows/s in txn | peak RSS MiB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         if "rows" not in r:
             lines.append(f"| {r['case']} | failed (rc {r['rc']}): {r.get('error', '')} |")
             continue
         lines.append(f"| {r['case']} | {r['rows']:,} | {r['inserted']:,} | {r['remapped']:,} | "
-                     f"{r['wall_s']:.2f} | {r['rows_per_s']:,.0f} | {r['txn_s']:.2f} | "
+                     f"{r['wall_s']:.2f} | {r['rows_per_s']:,.0f} | {r['safety_s']:.2f} | {r['txn_s']:.2f} | "
                      f"{r['txn_rows_per_s']:,.0f} | {r['rss_mib']:.0f} |")
     worst = min((r.get("rows_per_s", 0) for r in results), default=0)
     lines.append("")

@@ -117,13 +117,18 @@ def main() -> int:
     run.remove(archive)
     run.measure([lv, "backup", db, "-o", archive, "-q"])
     for label in ("litevault merge (all rows new)", "litevault merge again (all duplicates)"):
-        r = row(label, "merge", [lv, "merge", archive, merged, "--json"])
+        safety = w("safety")
+        shutil.rmtree(safety, ignore_errors=True)
+        os.makedirs(safety)
+        r = row(label, "merge", [lv, "merge", archive, merged, "--json", "--safety-dir", safety])
+        shutil.rmtree(safety, ignore_errors=True)
         try:
             rep = json.loads(r.pop("stdout"))
             n = sum(t["incoming"] for t in rep["tables"])
             r["note"] = (f"{n} rows: {n / max(r['wall_s'], 1e-9):,.0f} rows/s overall; merge transaction "
                          f"{rep['merge_ms'] / 1000:.2f} s = {n / max(rep['merge_ms'] / 1000, 1e-9):,.0f} rows/s, "
-                         f"reading the source {rep['sources_ms'] / 1000:.2f} s")
+                         f"reading the source {rep['sources_ms'] / 1000:.2f} s, "
+                         f"safety archive of the target {rep.get('safety_ms', 0) / 1000:.2f} s")
         except (ValueError, KeyError):
             r["note"] = "no report"
     def find(tool):

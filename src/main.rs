@@ -145,7 +145,7 @@ enum Command {
     /// Import other backups (archives or SQL dumps) into an existing database: no duplicates,
     /// integer ids remapped with their foreign keys, one transaction.
     #[command(
-        after_help = "Examples:\n  litevault merge teammate.tar.zst app.db --dry-run   # per-table plan, changes nothing\n  litevault merge teammate.sql.zst app.db\n  litevault merge a.tar.zst b.sql app.db              # several sources in one go\n  litevault merge teammate.tar.zst app.db --keys merge.toml --json\n\nRow identity: the keys file's columns, else a non-integer PRIMARY KEY, else the first UNIQUE\nconstraint, else the row's content. Keys file lines: table = [\"column\", ...]"
+        after_help = "Examples:\n  litevault merge teammate.tar.zst app.db --dry-run   # per-table plan, changes nothing\n  litevault merge teammate.sql.zst app.db\n  litevault merge a.tar.zst b.sql app.db              # several sources in one go\n  litevault merge teammate.tar.zst app.db --keys merge.toml --json\n\nRow identity: the keys file's columns, else a non-integer PRIMARY KEY, else the first UNIQUE\nconstraint, else the row's content. Keys file lines: table = [\"column\", ...]\n\nA safety archive of the database as it was is written to the backup directory first\n(<stem>-pre-merge-<stamp>.tar.zst; kept only if the merge changed something)."
     )]
     Merge {
         /// The backups to import, then the database to merge into (last).
@@ -163,6 +163,13 @@ enum Command {
         /// Seconds to wait for the database's write lock.
         #[arg(long, default_value_t = 30)]
         busy_timeout: u64,
+        /// Where to keep the safety archive of the database as it was before the merge
+        /// (default: the backup directory).
+        #[arg(long)]
+        safety_dir: Option<PathBuf>,
+        /// Do not write a safety archive first (the merge is still one transaction).
+        #[arg(long)]
+        no_safety_copy: bool,
     },
     /// Restore an archive or SQL dump to a database file: guarded, verified before the swap, atomic.
     #[command(
@@ -442,6 +449,8 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             keys,
             create_missing_tables,
             busy_timeout,
+            safety_dir,
+            no_safety_copy,
         } => {
             let (target, sources) = paths.split_last().expect("clap requires two paths");
             let keys = match keys {
@@ -458,6 +467,8 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                 create_missing_tables: *create_missing_tables,
                 busy_timeout: Duration::from_secs(*busy_timeout),
                 temp_dir: None,
+                safety_copy: !*no_safety_copy,
+                safety_dir: safety_dir.clone(),
             };
             let r = litevault::merge::merge(sources, target, &opts, progress)?;
             if cli.json {
@@ -606,6 +617,8 @@ fn render_merge(r: &litevault::merge::MergeReport) -> String {
     }
     if r.dry_run {
         s += "nothing was changed\n";
+    } else if let Some(p) = &r.safety_archive {
+        s += &format!("database as it was before the merge kept in {}\n", p.display());
     }
     s
 }

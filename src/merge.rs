@@ -39,11 +39,12 @@ use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::backup::{self, BackupOptions};
 use crate::db::{self, quote_ident, Check};
 use crate::dump::Content;
 use crate::error::{Error, Result};
 use crate::fsutil::TEMP_PREFIX;
-use crate::progress::Progress;
+use crate::progress::{NoProgress, Progress};
 
 /// Row-hash maps: a fast hasher, seeded at random per process.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -238,6 +239,11 @@ pub struct MergeOptions {
     pub busy_timeout: Duration,
     /// Where to materialize the sources (default: the target's directory).
     pub temp_dir: Option<PathBuf>,
+    /// Write a safety archive of the target before changing it (kept only if the merge
+    /// changed something).
+    pub safety_copy: bool,
+    /// Where the safety archive goes (default: the backup directory).
+    pub safety_dir: Option<PathBuf>,
 }
 
 impl Default for MergeOptions {
@@ -248,6 +254,8 @@ impl Default for MergeOptions {
             create_missing_tables: false,
             busy_timeout: Duration::from_secs(30),
             temp_dir: None,
+            safety_copy: true,
+            safety_dir: None,
         }
     }
 }
@@ -288,10 +296,15 @@ pub struct MergeReport {
     pub warnings: Vec<String>,
     /// Checks of each source before it was read.
     pub checks: Vec<Check>,
+    /// The archive of the target as it was just before the merge (None for a dry run, with
+    /// `safety_copy` off, or when the merge changed nothing).
+    pub safety_archive: Option<PathBuf>,
     /// Milliseconds the merge took, in all.
     pub duration_ms: u64,
     /// Of which: reading and checking the sources into private copies.
     pub sources_ms: u64,
+    /// Of which: writing the safety archive of the target.
+    pub safety_ms: u64,
     /// Of which: the merge transaction itself (lookups, inserts, the target's triggers).
     pub merge_ms: u64,
 }
@@ -357,8 +370,10 @@ pub fn merge(
         tables: Vec::new(),
         warnings: Vec::new(),
         checks: Vec::new(),
+        safety_archive: None,
         duration_ms: 0,
         sources_ms: 0,
+        safety_ms: 0,
         merge_ms: 0,
     };
     // 1. Every source, materialized and checked before the target is touched.
@@ -435,17 +450,77 @@ pub fn merge(
     // A 64 MiB page cache: a large merge then writes each page once instead of spilling.
     conn.execute_batch("PRAGMA foreign_keys=OFF; PRAGMA cache_size=-65536")
         .map_err(e)?;
-    conn.execute_batch("BEGIN IMMEDIATE; SAVEPOINT litevault_merge")
-        .map_err(|err| match err.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseBusy) => Error::InUse {
-                path: target.clone(),
-                detail: format!(
-                    "another connection kept the write lock for more than {} s",
-                    opts.busy_timeout.as_secs()
-                ),
-            },
-            _ => e(err),
-        })?;
+    let begin = || {
+        conn.execute_batch("BEGIN IMMEDIATE; SAVEPOINT litevault_merge")
+            .map_err(|err| match err.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DatabaseBusy) => Error::InUse {
+                    path: target.clone(),
+                    detail: format!(
+                        "another connection kept the write lock for more than {} s",
+                        opts.busy_timeout.as_secs()
+                    ),
+                },
+                _ => e(err),
+            })
+    };
+    // The safety archive is written before the write lock is taken (other writers are not
+    // held up by it); `data_version` then tells whether anyone committed in between, in which
+    // case the lock is released and the archive taken again, so that it holds exactly what
+    // the merge starts from.
+    let mut safety: Option<PathBuf> = None;
+    if opts.safety_copy && !opts.dry_run {
+        const ATTEMPTS: u32 = 5;
+        let version = || {
+            conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
+                .map_err(e)
+        };
+        let mut attempt = 0;
+        loop {
+            let seen = version()?;
+            let archive = backup::backup(
+                &target,
+                &BackupOptions {
+                    dir: opts.safety_dir.clone(),
+                    tag: Some("pre-merge".into()),
+                    allow_corrupt: true,
+                    ..Default::default()
+                },
+                &NoProgress,
+            )?
+            .archive;
+            let locked = begin().and_then(|()| version());
+            if let Err(err) = locked {
+                let _ = conn.execute_batch("ROLLBACK");
+                let _ = std::fs::remove_file(&archive);
+                return Err(err);
+            }
+            if locked.ok() == Some(seen) {
+                safety = Some(archive);
+                break;
+            }
+            let _ = conn.execute_batch("ROLLBACK");
+            let _ = std::fs::remove_file(&archive);
+            attempt += 1;
+            if attempt == ATTEMPTS {
+                return Err(Error::InUse {
+                    path: target.clone(),
+                    detail: format!(
+                        "another process kept writing to it while its safety archive was taken ({ATTEMPTS} tries)"
+                    ),
+                });
+            }
+        }
+    } else {
+        begin()?;
+    }
+    report.safety_ms = merge_started.elapsed().as_millis() as u64;
+    let merge_started = Instant::now();
+    // A safety archive of a target that ends unchanged is not kept.
+    let drop_safety = |safety: &mut Option<PathBuf>| {
+        if let Some(p) = safety.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    };
     let has_triggers: bool = conn
         .query_row(
             "SELECT count(*) > 0 FROM main.sqlite_schema WHERE type = 'trigger'",
@@ -519,13 +594,25 @@ pub fn merge(
         }),
     };
     match result {
-        Ok(()) if !opts.dry_run => conn.execute_batch("RELEASE litevault_merge; COMMIT").map_err(e)?,
+        Ok(()) if !opts.dry_run => {
+            let changed = conn.total_changes() > 0;
+            if let Err(err) = conn.execute_batch("RELEASE litevault_merge; COMMIT") {
+                let _ = conn.execute_batch("ROLLBACK");
+                drop_safety(&mut safety);
+                return Err(e(err));
+            }
+            if !changed {
+                drop_safety(&mut safety);
+            }
+        }
         Ok(()) => conn.execute_batch("ROLLBACK").map_err(e)?,
         Err(err) => {
             let _ = conn.execute_batch("ROLLBACK");
+            drop_safety(&mut safety);
             return Err(err);
         }
     }
+    report.safety_archive = safety;
     drop(conn);
     report.merge_ms = merge_started.elapsed().as_millis() as u64;
     report.duration_ms = started.elapsed().as_millis() as u64;

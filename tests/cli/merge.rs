@@ -456,6 +456,12 @@ fn a_live_target_is_waited_for_and_refused_after_the_timeout_without_damage() {
         .run(&["merge", s(&archive), s(&a), "--busy-timeout", "1"])
         .code(4);
     assert!(r.stderr.contains("write lock"), "{}", r.stderr);
+    // The safety archive taken before waiting went: the target never changed.
+    assert!(
+        !env.backup_files().iter().any(|f| f.starts_with("a-pre-merge-")),
+        "{:?}",
+        env.backup_files()
+    );
     holder.execute_batch("COMMIT").unwrap();
     drop(holder);
     assert_eq!(content_hash(&a), before);
@@ -513,6 +519,12 @@ fn a_merge_that_would_add_foreign_key_violations_is_refused() {
         r.stderr
     );
     assert_eq!(content_hash(&target), before);
+    // The safety archive taken before the merge went with it: the target never changed.
+    assert!(
+        !env.backup_files().iter().any(|f| f.contains("pre-merge")),
+        "{:?}",
+        env.backup_files()
+    );
 }
 
 #[test]
@@ -635,4 +647,75 @@ fn rows_written_in_one_batch_are_seen_by_the_next_lookups() {
         2,
         "the trigger fired once a row"
     );
+}
+
+#[test]
+fn a_merge_keeps_a_safety_archive_of_the_target_as_it_was_when_it_changes_something() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    let archive = env.backup(&b, &[]);
+    let pre_merge = |env: &Env| -> Vec<String> {
+        env.backup_files()
+            .into_iter()
+            .filter(|f| f.starts_with("a-pre-merge-"))
+            .collect()
+    };
+    // A dry run and a merge told not to keep one write none.
+    let r = env
+        .run(&["merge", s(&archive), s(&a), "--dry-run", "--json"])
+        .ok()
+        .json();
+    assert!(r["safety_archive"].is_null(), "{r}");
+    let c = env.path("c.db");
+    std::fs::copy(&a, &c).unwrap();
+    let r = env
+        .run(&["merge", s(&archive), s(&c), "--no-safety-copy", "--json"])
+        .ok()
+        .json();
+    assert!(r["safety_archive"].is_null(), "{r}");
+    assert!(pre_merge(&env).is_empty(), "{:?}", env.backup_files());
+
+    let before = content_hash(&a);
+    let r = env.run(&["merge", s(&archive), s(&a), "--json"]).ok().json();
+    let safety = PathBuf::from(r["safety_archive"].as_str().unwrap());
+    assert_eq!(pre_merge(&env).len(), 1, "{:?}", env.backup_files());
+    assert!(safety.starts_with(env.backups()), "{}", safety.display());
+    assert_ne!(content_hash(&a), before, "the merge changed nothing");
+    // It holds the target exactly as it was before the merge.
+    let old = env.path("old.db");
+    env.run(&["restore", s(&safety), s(&old)]).ok();
+    assert_eq!(content_hash(&old), before);
+    // The text report names it.
+    let d = env.path("d.db");
+    std::fs::copy(&old, &d).unwrap();
+    let out = env.run(&["merge", s(&archive), s(&d)]).ok().stdout;
+    assert!(
+        out.contains("before the merge kept in") && out.contains("d-pre-merge-"),
+        "{out}"
+    );
+
+    // A merge that changes nothing keeps none.
+    let r = env.run(&["merge", s(&archive), s(&a), "--json"]).ok().json();
+    assert!(r["safety_archive"].is_null(), "{r}");
+    assert_eq!(pre_merge(&env).len(), 1, "{:?}", env.backup_files());
+
+    // --safety-dir puts it elsewhere.
+    let e = env.path("e.db");
+    std::fs::copy(&old, &e).unwrap();
+    let elsewhere = env.path("safety");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let r = env
+        .run(&[
+            "merge",
+            s(&archive),
+            s(&e),
+            "--safety-dir",
+            s(&elsewhere),
+            "--json",
+        ])
+        .ok()
+        .json();
+    let safety = PathBuf::from(r["safety_archive"].as_str().unwrap());
+    assert_eq!(safety.parent().unwrap(), elsewhere.as_path());
+    assert!(safety.exists());
 }
