@@ -199,6 +199,8 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
     if !out_dir.is_dir() {
         return Err(Error::NotFound { path: out_dir });
     }
+    // Leftovers of killed runs (temp snapshots, unfinished archives) go first.
+    fsutil::sweep_leftovers(&out_dir);
     refuse_writing_over_source(&source, &output)?;
     let mut clock = PhaseClock::new();
     let live = snapshot::begin_live(&source, opts.method)?;

@@ -15,6 +15,78 @@ use crate::error::{Error, Result};
 /// Prefix of every temp file and directory litevault creates, so leftovers are recognisable.
 pub const TEMP_PREFIX: &str = ".litevault-";
 
+/// The prefix of this process's temp files and directories: [`TEMP_PREFIX`], then
+/// `p<pid>@<host>@`, so that a later run can tell the leftover of a killed run on this machine
+/// (its process is gone) from the work of a live one ([`sweep_leftovers`]).
+pub fn temp_prefix() -> String {
+    format!("{TEMP_PREFIX}p{}@{}@", std::process::id(), host())
+}
+
+/// This machine's name as it goes into temp names ("" when unknown).
+fn host() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| {
+                h.trim()
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}
+
+/// Removes from `dir` the temp files and directories that litevault runs on this machine left
+/// when they were killed (`kill -9`, power loss): entries named by [`temp_prefix`] whose process
+/// no longer exists. A live run's files, other machines' (a shared directory), older unnamed
+/// leftovers and symlinks are never touched. Returns what was removed; errors are ignored (a
+/// leftover that cannot be removed stays, as it would have anyway).
+pub fn sweep_leftovers(dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    // Without /proc there is no telling a dead process from a live one.
+    if host().is_empty() || !Path::new("/proc/self").exists() {
+        return removed;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(TEMP_PREFIX))
+            .and_then(|n| n.strip_prefix('p'))
+        else {
+            continue;
+        };
+        let mut parts = rest.splitn(3, '@');
+        let (Some(pid), Some(h), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        if h != host() || pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let gone = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path).is_ok(),
+            Ok(m) if m.is_file() => std::fs::remove_file(&path).is_ok(),
+            _ => false,
+        };
+        if gone {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
 /// A file being written under a temp name, moved to its final name only by [`AtomicFile::commit`].
 /// Dropping it without committing removes the temp file.
 #[derive(Debug)]
@@ -30,7 +102,7 @@ impl AtomicFile {
         use std::os::unix::fs::PermissionsExt;
         let dir = parent_dir(final_path);
         let tmp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
+            .prefix(&temp_prefix())
             .suffix(".partial")
             .permissions(std::fs::Permissions::from_mode(mode))
             .tempfile_in(&dir)
@@ -344,6 +416,50 @@ mod tests {
         f.commit().unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"hello");
         assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn leftovers_of_dead_processes_on_this_host_are_swept_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A process that has exited: its pid is free (reuse within the test is unlikely).
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let me = std::process::id();
+        let h = host();
+        assert!(!h.is_empty());
+        let dead_file = d.join(format!("{TEMP_PREFIX}p{dead}@{h}@abc.partial"));
+        let dead_dir = d.join(format!("{TEMP_PREFIX}p{dead}@{h}@xyz"));
+        let live = d.join(format!("{TEMP_PREFIX}p{me}@{h}@def.partial"));
+        let other_host = d.join(format!("{TEMP_PREFIX}p{dead}@not-{h}@ghi.partial"));
+        let old_style = d.join(format!("{TEMP_PREFIX}jkl.partial"));
+        let link = d.join(format!("{TEMP_PREFIX}p{dead}@{h}@link"));
+        let user_file = d.join("app.db");
+        for f in [&dead_file, &live, &other_host, &old_style, &user_file] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        std::fs::create_dir(&dead_dir).unwrap();
+        std::fs::write(dead_dir.join("source-0.sqlite"), b"x").unwrap();
+        std::os::unix::fs::symlink(&user_file, &link).unwrap();
+        // This process's own prefix is what the sweep parses.
+        assert!(live
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&temp_prefix()));
+
+        let mut removed = sweep_leftovers(d);
+        removed.sort();
+        let mut want = vec![dead_file.clone(), dead_dir.clone()];
+        want.sort();
+        assert_eq!(removed, want);
+        assert!(!dead_file.exists() && !dead_dir.exists());
+        for kept in [&live, &other_host, &old_style, &user_file] {
+            assert!(kept.exists(), "{} was removed", kept.display());
+        }
+        assert!(std::fs::symlink_metadata(&link).is_ok(), "a symlink was removed");
+        assert!(sweep_leftovers(d).is_empty(), "a second sweep finds nothing");
     }
 
     #[test]

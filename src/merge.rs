@@ -43,7 +43,6 @@ use crate::backup::{self, BackupOptions};
 use crate::db::{self, quote_ident, Check};
 use crate::dump::Content;
 use crate::error::{Error, Result};
-use crate::fsutil::TEMP_PREFIX;
 use crate::progress::{NoProgress, Progress};
 
 /// Row-hash maps: a fast hasher, seeded at random per process.
@@ -359,8 +358,16 @@ pub fn merge(
         .temp_dir
         .clone()
         .unwrap_or_else(|| crate::fsutil::parent_dir(&target));
+    // Leftovers of killed runs go first (not in a dry run, which changes nothing).
+    let mut swept = Vec::new();
+    if !opts.dry_run {
+        swept = crate::fsutil::sweep_leftovers(&crate::fsutil::parent_dir(&target));
+        if base != crate::fsutil::parent_dir(&target) {
+            swept.extend(crate::fsutil::sweep_leftovers(&base));
+        }
+    }
     let tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
+        .prefix(&crate::fsutil::temp_prefix())
         .tempdir_in(&base)
         .map_err(|e| Error::io("create temp directory in", &base, e))?;
     let mut report = MergeReport {
@@ -368,7 +375,11 @@ pub fn merge(
         sources: sources.to_vec(),
         dry_run: opts.dry_run,
         tables: Vec::new(),
-        warnings: Vec::new(),
+        warnings: if swept.is_empty() {
+            Vec::new()
+        } else {
+            vec![crate::restore::leftovers_note(&swept)]
+        },
         checks: Vec::new(),
         safety_archive: None,
         duration_ms: 0,

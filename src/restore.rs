@@ -367,8 +367,13 @@ pub fn restore(
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     let mut clock = PhaseClock::new();
+    // Leftovers of killed runs beside the target go first (they may hold the space needed).
+    let swept = fsutil::sweep_leftovers(&fsutil::parent_dir(target));
     let mut plan = plan_restore(archive, target, opts)?;
     let target = plan.target.clone();
+    if !swept.is_empty() {
+        plan.warnings.push(leftovers_note(&swept));
+    }
 
     // 1. Extract beside the target, checking checksums on the way.
     // A replaced file keeps its permission bits; a new one gets the usual 0666 less the umask.
@@ -666,4 +671,17 @@ fn after_check(conn: &Connection, m: &Manifest) -> Check {
             ),
         )
     }
+}
+
+/// The warning that names the leftovers [`fsutil::sweep_leftovers`] removed.
+pub(crate) fn leftovers_note(removed: &[PathBuf]) -> String {
+    format!(
+        "removed {} leftover temp file(s) of killed litevault runs: {}",
+        removed.len(),
+        removed
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }

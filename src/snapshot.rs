@@ -31,7 +31,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{self, DbInfo};
 use crate::error::{Error, Result};
-use crate::fsutil::TEMP_PREFIX;
 use crate::progress::Progress;
 
 /// How the snapshot is taken.
@@ -322,7 +321,7 @@ impl LiveSnapshot {
                         let rest = (self.page_count + 1 - expected) * self.page_size as u64;
                         if crate::fsutil::free_space(spill_dir).unwrap_or(0) > rest + (64 << 20) {
                             let tmp = tempfile::Builder::new()
-                                .prefix(crate::fsutil::TEMP_PREFIX)
+                                .prefix(&crate::fsutil::temp_prefix())
                                 .suffix(".pages")
                                 .tempfile_in(spill_dir)
                                 .map_err(|err| Error::io("create temp file in", spill_dir, err))?;
@@ -393,7 +392,7 @@ pub fn take(
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .map_err(|e| Error::sqlite("read journal mode of", source, e))?;
     let dir = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
+        .prefix(&crate::fsutil::temp_prefix())
         .tempdir_in(work_dir)
         .map_err(|e| Error::io("create temp directory in", work_dir, e))?;
     let path = dir.path().join("snapshot.sqlite");

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::archive::{self, ArchiveContents};
 use crate::db::{self, Check, CheckOptions, DbInfo};
 use crate::error::{Error, ErrorClass, Result};
-use crate::fsutil::{WritebackFile, TEMP_PREFIX};
+use crate::fsutil::WritebackFile;
 use crate::manifest::Manifest;
 use crate::progress::Progress;
 
@@ -119,8 +119,9 @@ fn verify_database(path: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
 
 fn verify_archive(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
     let base = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    crate::fsutil::sweep_leftovers(&base);
     let tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
+        .prefix(&crate::fsutil::temp_prefix())
         .tempdir_in(&base)
         .map_err(|e| Error::io("create temp directory in", &base, e))?;
     let db_path = tmp.path().join("database.sqlite");
@@ -168,8 +169,9 @@ fn verify_archive(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) ->
 /// [`crate::dump::check`]).
 fn verify_dump(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
     let base = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    crate::fsutil::sweep_leftovers(&base);
     let tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
+        .prefix(&crate::fsutil::temp_prefix())
         .tempdir_in(&base)
         .map_err(|e| Error::io("create temp directory in", &base, e))?;
     let db_path = tmp.path().join("database.sqlite");

@@ -231,10 +231,30 @@ fn kill_9_during_restore_leaves_the_target_wholly_old_or_wholly_new() {
             outcomes[2] += 1;
         }
     }
+    let leftovers = |env: &Env| -> Vec<String> {
+        std::fs::read_dir(env.path("."))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".litevault-"))
+            .collect()
+    };
+    let killed = leftovers(&env).len();
     eprintln!(
-        "kill during restore: old {} new {} (fresh completed {})",
+        "kill during restore: old {} new {} (fresh completed {}), {killed} leftovers",
         outcomes[0], outcomes[1], outcomes[2]
     );
+    // The next restore into the directory removes the killed runs' leftovers.
+    let r = env
+        .run(&["restore", s(&archive), s(&env.path("last.db")), "--json"])
+        .ok()
+        .json();
+    assert_eq!(leftovers(&env), Vec::<String>::new());
+    if killed > 0 {
+        assert!(
+            r["plan"]["warnings"].to_string().contains("leftover temp file"),
+            "{r}"
+        );
+    }
     assert!(
         outcomes[0] > 0,
         "no kill landed before the swap; the test proves nothing"
@@ -265,7 +285,20 @@ fn kill_9_during_backup_leaves_no_partial_archive() {
     }
     assert_eq!(content_hash(&db), hash, "source unchanged");
     assert_eq!(integrity(&db), "ok");
-    eprintln!("kill during backup: {complete} runs completed before the kill");
+    let leftovers = env
+        .backup_files()
+        .iter()
+        .filter(|n| n.starts_with(".litevault-"))
+        .count();
+    eprintln!("kill during backup: {complete} runs completed before the kill, {leftovers} leftovers");
+    // The next backup into the directory removes the killed runs' leftovers.
+    env.backup(&db, &[]);
+    let left: Vec<String> = env
+        .backup_files()
+        .into_iter()
+        .filter(|n| n.starts_with(".litevault-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// Runs the binary and returns (exit code, peak RSS in MiB). The peak is the child's own
@@ -329,4 +362,67 @@ fn peak_memory_does_not_grow_with_the_database() {
             rss
         );
     }
+}
+
+/// The name a killed litevault run's temp file has (same host, a pid that has exited).
+fn leftover_name(suffix: &str) -> String {
+    let host: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    format!(".litevault-p{pid}@{host}@{suffix}")
+}
+
+#[test]
+fn leftovers_of_killed_runs_are_removed_by_the_next_run_in_their_directory() {
+    let env = Env::new();
+    let db = env.path("app.db");
+    make_sized_db(&db, 1);
+    // A killed run's unfinished archive in the backup directory: the next backup removes it.
+    std::fs::create_dir_all(env.backups()).unwrap();
+    let in_backups = env.backups().join(leftover_name("a.partial"));
+    std::fs::write(&in_backups, vec![0u8; 4096]).unwrap();
+    let archive = env.backup(&db, &[]);
+    assert!(!in_backups.exists());
+    // Beside a restore's target, and reported.
+    let beside = env.path(&leftover_name("b.partial"));
+    std::fs::write(&beside, b"x").unwrap();
+    let r = env
+        .run(&["restore", s(&archive), s(&env.path("new.db")), "--json"])
+        .ok()
+        .json();
+    assert!(!beside.exists());
+    assert!(
+        r["plan"]["warnings"].to_string().contains("leftover temp file"),
+        "{r}"
+    );
+    // A merge's temp directory beside its target; not in a dry run.
+    let dir = env.path(&leftover_name("c"));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("source-0.sqlite"), b"x").unwrap();
+    env.run(&["merge", s(&archive), s(&db), "--dry-run"]).ok();
+    assert!(dir.exists(), "a dry run removed a leftover");
+    let r = env.run(&["merge", s(&archive), s(&db), "--json"]).ok().json();
+    assert!(!dir.exists());
+    assert!(r["warnings"].to_string().contains("leftover temp file"), "{r}");
+    // A live run's files are left alone: this test process is alive.
+    let live = env.path(&format!(
+        ".litevault-p{}@{}@d.partial",
+        std::process::id(),
+        leftover_name("").split('@').nth(1).unwrap()
+    ));
+    std::fs::write(&live, b"x").unwrap();
+    env.run(&["restore", s(&archive), s(&env.path("new2.db"))]).ok();
+    assert!(live.exists());
 }
