@@ -22,11 +22,13 @@ pub fn temp_prefix() -> String {
     format!("{TEMP_PREFIX}p{}@{}@", std::process::id(), host())
 }
 
-/// This machine's name as it goes into temp names ("" when unknown).
+/// Where this process's pid means something, as it goes into temp names: the machine's name
+/// and the pid namespace's inode (two containers sharing a directory have different ones, even
+/// under the same host name); "" when unknown.
 fn host() -> &'static str {
     static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HOST.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
+        let name: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| {
                 h.trim()
                     .chars()
@@ -39,13 +41,27 @@ fn host() -> &'static str {
                     })
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        // "pid:[4026531836]"
+        let ns: String = std::fs::read_link("/proc/self/ns/pid")
+            .map(|l| {
+                l.to_string_lossy()
+                    .chars()
+                    .filter(|c| c.is_ascii_digit())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if name.is_empty() || ns.is_empty() {
+            String::new()
+        } else {
+            format!("{name}~{ns}")
+        }
     })
 }
 
 /// Removes from `dir` the temp files and directories that litevault runs on this machine left
 /// when they were killed (`kill -9`, power loss): entries named by [`temp_prefix`] whose process
-/// no longer exists. A live run's files, other machines' (a shared directory), older unnamed
+/// no longer exists. A live run's files, other machines' and containers' (a shared directory), older unnamed
 /// leftovers and symlinks are never touched. Returns what was removed; errors are ignored (a
 /// leftover that cannot be removed stays, as it would have anyway).
 pub fn sweep_leftovers(dir: &Path) -> Vec<PathBuf> {

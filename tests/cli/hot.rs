@@ -378,10 +378,16 @@ fn leftover_name(suffix: &str) -> String {
             }
         })
         .collect();
+    let ns: String = std::fs::read_link("/proc/self/ns/pid")
+        .unwrap()
+        .to_string_lossy()
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .collect();
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let pid = child.id();
     child.wait().unwrap();
-    format!(".litevault-p{pid}@{host}@{suffix}")
+    format!(".litevault-p{pid}@{host}~{ns}@{suffix}")
 }
 
 #[test]
