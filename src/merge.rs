@@ -461,18 +461,34 @@ pub fn merge(
     // A 64 MiB page cache: a large merge then writes each page once instead of spilling.
     conn.execute_batch("PRAGMA foreign_keys=OFF; PRAGMA cache_size=-65536")
         .map_err(e)?;
-    let begin = || {
-        conn.execute_batch("BEGIN IMMEDIATE; SAVEPOINT litevault_merge")
-            .map_err(|err| match err.sqlite_error_code() {
-                Some(rusqlite::ErrorCode::DatabaseBusy) => Error::InUse {
-                    path: target.clone(),
-                    detail: format!(
-                        "another connection kept the write lock for more than {} s",
-                        opts.busy_timeout.as_secs()
-                    ),
-                },
-                _ => e(err),
-            })
+    // The write lock, tried every 100 µs up to the timeout: SQLite's own busy handler sleeps
+    // for growing intervals and can miss every gap between a busy writer's commits.
+    let begin = || -> Result<()> {
+        let deadline = Instant::now() + opts.busy_timeout;
+        conn.busy_timeout(Duration::ZERO).map_err(e)?;
+        let result = loop {
+            match conn.execute_batch("BEGIN IMMEDIATE") {
+                Err(err)
+                    if err.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                Err(err) if err.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                    break Err(Error::InUse {
+                        path: target.clone(),
+                        detail: format!(
+                            "another connection kept the write lock for more than {} s",
+                            opts.busy_timeout.as_secs()
+                        ),
+                    });
+                }
+                other => break other.map_err(e),
+            }
+        };
+        conn.busy_timeout(opts.busy_timeout).map_err(e)?;
+        result?;
+        conn.execute_batch("SAVEPOINT litevault_merge").map_err(e)
     };
     // The safety archive is written before the write lock is taken (other writers are not
     // held up by it); `data_version` then tells whether anyone committed in between, in which
@@ -485,10 +501,8 @@ pub fn merge(
             conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
                 .map_err(e)
         };
-        let mut attempt = 0;
-        loop {
-            let seen = version()?;
-            let archive = backup::backup(
+        let take = || {
+            backup::backup(
                 &target,
                 &BackupOptions {
                     dir: opts.safety_dir.clone(),
@@ -497,8 +511,29 @@ pub fn merge(
                     ..Default::default()
                 },
                 &NoProgress,
-            )?
-            .archive;
+            )
+            .map(|r| r.archive)
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if attempt == ATTEMPTS {
+                // Writers kept committing: take it under the write lock (readers, the backup
+                // among them, still run), which holds other writers off while it is written.
+                begin()?;
+                match take() {
+                    Ok(archive) => {
+                        safety = Some(archive);
+                        break;
+                    }
+                    Err(err) => {
+                        let _ = conn.execute_batch("ROLLBACK");
+                        return Err(err);
+                    }
+                }
+            }
+            let seen = version()?;
+            let archive = take()?;
             let locked = begin().and_then(|()| version());
             if let Err(err) = locked {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -511,21 +546,16 @@ pub fn merge(
             }
             let _ = conn.execute_batch("ROLLBACK");
             let _ = std::fs::remove_file(&archive);
-            attempt += 1;
-            if attempt == ATTEMPTS {
-                return Err(Error::InUse {
-                    path: target.clone(),
-                    detail: format!(
-                        "another process kept writing to it while its safety archive was taken ({ATTEMPTS} tries)"
-                    ),
-                });
-            }
         }
     } else {
         begin()?;
     }
     report.safety_ms = merge_started.elapsed().as_millis() as u64;
     let merge_started = Instant::now();
+    // Whether the merge changed anything: rows (total_changes, triggers' included) or the
+    // schema (a table created), which total_changes does not count.
+    let schema_version = || conn.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0));
+    let schema_before = schema_version().map_err(e)?;
     // A safety archive of a target that ends unchanged is not kept.
     let drop_safety = |safety: &mut Option<PathBuf>| {
         if let Some(p) = safety.take() {
@@ -606,10 +636,11 @@ pub fn merge(
     };
     match result {
         Ok(()) if !opts.dry_run => {
-            let changed = conn.total_changes() > 0;
+            let changed = conn.total_changes() > 0 || schema_version().map_err(e)? != schema_before;
             if let Err(err) = conn.execute_batch("RELEASE litevault_merge; COMMIT") {
+                // Whether a failed COMMIT left anything behind is not always known: the
+                // safety archive stays.
                 let _ = conn.execute_batch("ROLLBACK");
-                drop_safety(&mut safety);
                 return Err(e(err));
             }
             if !changed {

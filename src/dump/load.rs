@@ -166,7 +166,7 @@ pub fn load(
     loop {
         // Each line is read straight into the splitter's buffer: a statement's text is held
         // once, however long it is.
-        let cap = (MAX_STATEMENT + 1 - split.pending()) as u64;
+        let cap = (MAX_STATEMENT + 1).saturating_sub(split.pending()) as u64;
         let n = split
             .read_line(&mut *reader, cap)
             .map_err(|e| Error::bad_archive(path, format!("cannot read the dump: {e}")))?;
@@ -220,6 +220,15 @@ pub fn load(
             return Err(refuse(path, line_no, "a NUL byte in the SQL text"));
         }
         split.split(line_no, &mut |stmt, at| ld.statement(stmt, at))?;
+        // An open statement may not outgrow the cap, whatever its lines (a long line, then
+        // endless empty ones, would otherwise add a byte a line).
+        if split.pending() > MAX_STATEMENT {
+            return Err(refuse(
+                path,
+                split.start_line.unwrap_or(line_no),
+                &format!("statement longer than {} MiB", MAX_STATEMENT >> 20),
+            ));
+        }
     }
     progress.end();
     if let Some(at) = split.start_line {
@@ -1144,8 +1153,9 @@ impl Splitter {
         self.start.is_none() && self.state == Lex::Normal
     }
 
+    /// Bytes of the statement still open (after [`Splitter::split`]: nothing else is kept).
     fn pending(&self) -> usize {
-        self.buf.len().min(MAX_STATEMENT)
+        self.buf.len()
     }
 
     /// Appends the next line of `reader` (at most `cap` bytes) to the buffer; its length.

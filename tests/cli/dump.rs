@@ -671,27 +671,13 @@ fn review_cases_round_trip_many_line_breaks_comments_and_desc_keys() {
     );
 }
 
-#[test]
-fn a_small_compressed_dump_with_one_huge_statement_is_refused_within_bounded_memory() {
-    use std::io::Write;
-    // 600 MiB of text in one statement, about 20 KiB compressed.
-    let env = Env::new();
-    let file = env.path("bomb.sql.zst");
-    let mut z = zstd::Encoder::new(std::fs::File::create(&file).unwrap(), 3).unwrap();
-    z.write_all(b"CREATE TABLE t(a);\nINSERT INTO t VALUES('")
-        .unwrap();
-    let chunk = vec![b'a'; 1 << 20];
-    for _ in 0..600 {
-        z.write_all(&chunk).unwrap();
-    }
-    z.write_all(b"');\n").unwrap();
-    z.finish().unwrap();
-    assert!(std::fs::metadata(&file).unwrap().len() < 1 << 20);
+/// Runs `restore FILE new.db` and returns (exit code, stderr, the child's own peak RSS in MiB).
+fn restore_measured(env: &Env, file: &Path) -> (i32, String, i64) {
     let target = env.path("new.db");
     // Waited for with wait4 below, which std does not know of.
     #[allow(clippy::zombie_processes)]
     let mut child = env
-        .command(&["restore", s(&file), s(&target)])
+        .command(&["restore", s(file), s(&target)])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -705,13 +691,61 @@ fn a_small_compressed_dump_with_one_huge_statement_is_refused_within_bounded_mem
     // SAFETY: a child of this process, waited for once; `ru` and `status` are valid out-params.
     let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
     assert_eq!(rc, pid);
-    assert_eq!(libc::WEXITSTATUS(status), 3, "{stderr}");
+    assert!(!target.exists());
+    (libc::WEXITSTATUS(status), stderr, ru.ru_maxrss / 1024)
+}
+
+#[test]
+fn a_small_compressed_dump_with_one_huge_statement_is_refused_within_bounded_memory() {
+    use std::io::Write;
+    const MAX: usize = 512 << 20;
+    let env = Env::new();
+    let chunk = vec![b'a'; 1 << 20];
+    // 1. One line of 600 MiB, about 20 KiB compressed.
+    let file = env.path("bomb.sql.zst");
+    let mut z = zstd::Encoder::new(std::fs::File::create(&file).unwrap(), 3).unwrap();
+    z.write_all(b"CREATE TABLE t(a);\nINSERT INTO t VALUES('")
+        .unwrap();
+    for _ in 0..600 {
+        z.write_all(&chunk).unwrap();
+    }
+    z.write_all(b"');\n").unwrap();
+    z.finish().unwrap();
+    assert!(std::fs::metadata(&file).unwrap().len() < 1 << 20);
+    let (code, stderr, peak_mib) = restore_measured(&env, &file);
+    assert_eq!(code, 3, "{stderr}");
     assert!(
         stderr.contains("line 2") && stderr.contains("longer than 512 MiB"),
         "{stderr}"
     );
-    assert!(!target.exists());
-    let peak_mib = ru.ru_maxrss / 1024;
     // The statement's text once (512 MiB at the cap), not a line copy beside it.
+    assert!(peak_mib < 800, "peak RSS {peak_mib} MiB");
+
+    // 2. A line just over the cap with its newline, then 400 MiB of empty lines inside the
+    // same string literal: the open statement may not keep growing a byte a line.
+    let file = env.path("lines.sql.zst");
+    let mut z = zstd::Encoder::new(std::fs::File::create(&file).unwrap(), 3).unwrap();
+    let head = b"INSERT INTO t VALUES('";
+    z.write_all(b"CREATE TABLE t(a);\n").unwrap();
+    z.write_all(head).unwrap();
+    let mut left = MAX + 1 - head.len() - 1;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        z.write_all(&chunk[..n]).unwrap();
+        left -= n;
+    }
+    z.write_all(b"\n").unwrap();
+    let newlines = vec![b'\n'; 1 << 20];
+    for _ in 0..400 {
+        z.write_all(&newlines).unwrap();
+    }
+    z.write_all(b"');\n").unwrap();
+    z.finish().unwrap();
+    let (code, stderr, peak_mib) = restore_measured(&env, &file);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("line 2") && stderr.contains("longer than 512 MiB"),
+        "{stderr}"
+    );
     assert!(peak_mib < 800, "peak RSS {peak_mib} MiB");
 }

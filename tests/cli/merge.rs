@@ -719,3 +719,87 @@ fn a_merge_keeps_a_safety_archive_of_the_target_as_it_was_when_it_changes_someth
     assert_eq!(safety.parent().unwrap(), elsewhere.as_path());
     assert!(safety.exists());
 }
+
+#[test]
+fn a_schema_only_change_keeps_the_safety_archive() {
+    let env = Env::new();
+    let (a, _) = pair(&env);
+    // The source is the target plus an empty table: every row a duplicate, one table created.
+    let g = env.path("g.db");
+    std::fs::copy(&a, &g).unwrap();
+    make_db(&g, "CREATE TABLE extra(x TEXT);");
+    let archive = env.backup(&g, &[]);
+    let r = env
+        .run(&["merge", s(&archive), s(&a), "--create-missing-tables", "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        query_i64(&a, "SELECT count(*) FROM sqlite_schema WHERE name = 'extra'"),
+        1
+    );
+    assert!(r["safety_archive"].is_string(), "{r}");
+}
+
+#[test]
+fn the_safety_archive_holds_what_the_merge_started_from_while_a_writer_commits() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    make_db(
+        &a,
+        "PRAGMA journal_mode=WAL; CREATE TABLE log(seq INTEGER PRIMARY KEY, merged INTEGER NOT NULL);",
+    );
+    let archive = env.backup(&b, &[]);
+    // A writer commits as fast as it can; each commit records whether it saw the merge's rows.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (a, stop) = (a.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let c = Connection::open(&a).unwrap();
+            c.busy_timeout(std::time::Duration::from_secs(20)).unwrap();
+            let mut seq = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                seq += 1;
+                c.execute(
+                    "INSERT INTO log VALUES(?1, (SELECT count(*) FROM users WHERE email = 'bob@x'))",
+                    [seq],
+                )
+                .unwrap();
+            }
+            seq
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let r = env.run(&["merge", s(&archive), s(&a), "--json"]).ok().json();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    let commits = writer.join().unwrap();
+    eprintln!(
+        "commits {commits}, merge {} ms, safety {} ms",
+        r["duration_ms"], r["safety_ms"]
+    );
+    let safety = PathBuf::from(r["safety_archive"].as_str().unwrap());
+    let old = env.path("old.db");
+    env.run(&["restore", s(&safety), s(&old)]).ok();
+    // Exactly the writer's commits before the merge's: none missing (one made between the
+    // archive and the merge's write lock), none after.
+    let before_merge = query_i64(&a, "SELECT coalesce(max(seq), 0) FROM log WHERE merged = 0");
+    assert!(
+        before_merge > 0 && before_merge < commits,
+        "{before_merge} of {commits}"
+    );
+    assert_eq!(
+        query_i64(&old, "SELECT coalesce(max(seq), 0) FROM log"),
+        before_merge
+    );
+    assert_eq!(query_i64(&old, "SELECT count(*) FROM log"), before_merge);
+    assert_eq!(
+        query_i64(&old, "SELECT count(*) FROM users WHERE email = 'bob@x'"),
+        0
+    );
+    assert_eq!(
+        query_i64(&a, "SELECT count(*) FROM users WHERE email = 'bob@x'"),
+        1
+    );
+}
