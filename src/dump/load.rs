@@ -43,6 +43,45 @@ use crate::progress::Progress;
 
 /// Every value may be this large, or four times its statement's length if more.
 const MIN_VALUE_LIMIT: usize = 64 << 20;
+/// SQLite's whole heap may hold this much while a dump loads (page caches, full-text indexes'
+/// pending data, a statement's values), plus eight times the statement being run: a statement
+/// of a few bytes cannot make SQLite allocate gigabytes (e.g. `randomblob()` under the value
+/// limit in each of 2,000 columns), while a 512 MiB statement keeps room for SQLite's copies.
+const HEAP_BASE: usize = 512 << 20;
+
+/// SQLite's process-wide hard heap limit while it lives (the previous one comes back when it
+/// is dropped). An allocation over it fails, and the statement with it ("out of memory").
+/// Process-wide: other SQLite work in the process meanwhile shares the limit.
+struct HeapLimit {
+    previous: i64,
+}
+
+impl HeapLimit {
+    fn set(bytes: usize) -> HeapLimit {
+        // SAFETY: plain call into SQLite; a negative argument only queries.
+        let previous = unsafe { rusqlite::ffi::sqlite3_hard_heap_limit64(-1) };
+        let limit = HeapLimit { previous };
+        limit.raise_to(bytes);
+        limit
+    }
+
+    /// Sets the limit to `bytes` (never above a limit the process had set before).
+    fn raise_to(&self, bytes: usize) {
+        let mut n = i64::try_from(bytes).unwrap_or(i64::MAX);
+        if self.previous > 0 {
+            n = n.min(self.previous);
+        }
+        // SAFETY: plain call into SQLite.
+        unsafe { rusqlite::ffi::sqlite3_hard_heap_limit64(n) };
+    }
+}
+
+impl Drop for HeapLimit {
+    fn drop(&mut self) {
+        // SAFETY: plain call into SQLite; 0 means no limit.
+        unsafe { rusqlite::ffi::sqlite3_hard_heap_limit64(self.previous.max(0)) };
+    }
+}
 /// The database may grow to this plus `GROWTH_FACTOR` times the text read so far.
 const GROWTH_ALLOWANCE: u64 = 256 << 20;
 const GROWTH_FACTOR: u64 = 64;
@@ -98,6 +137,8 @@ struct Loader<'a> {
     statements: u64,
     inserts: u64,
     warnings: Vec<String>,
+    /// SQLite's heap cap while loading (declared last: dropped after the connections).
+    heap: HeapLimit,
 }
 
 /// Loads the dump read from `reader` (decompressed) into the new, empty database file
@@ -115,6 +156,8 @@ pub fn load(
         Content::ForeignDump => None,
         Content::Archive => return Err(Error::bad_archive(path, "a tar archive, not an SQL dump")),
     };
+    // SQLite's heap is capped while loading (and the cap raised with each statement's length).
+    let heap = HeapLimit::set(HEAP_BASE);
     let text_read = Arc::new(AtomicU64::new(0));
     let ops = Arc::new(AtomicU64::new(0));
     let conn = open_target(target, text_read.clone(), ops.clone())?;
@@ -136,6 +179,7 @@ pub fn load(
         .progress_handler(PROGRESS_PERIOD as i32, Some(|| true))
         .map_err(|e| Error::sqlite("configure", target, e))?;
     let mut ld = Loader {
+        heap,
         conn,
         ops,
         text_read: text_read.clone(),
@@ -650,6 +694,11 @@ impl Loader<'_> {
                      text (an expansion bomb?); refused"
                 )
             }
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::OutOfMemory => format!(
+                "out of memory: SQLite may use {} MiB plus 8x the statement's length while loading a \
+                 dump (an expansion bomb is stopped there); refused",
+                HEAP_BASE >> 20
+            ),
             rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => format!(
                 "database or disk is full: the loaded database may hold {} MiB plus {}x the dump's text read \
                  so far (an expansion bomb is stopped there), or the disk is full",
@@ -686,6 +735,8 @@ impl Loader<'_> {
         let _ = self
             .conn
             .set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, limit);
+        self.heap
+            .raise_to(HEAP_BASE.saturating_add(sql.len().saturating_mul(8)));
         self.ops.store(0, Ordering::Relaxed);
         // The database may hold GROWTH_ALLOWANCE + GROWTH_FACTOR x the text read: a hard cap
         // (SQLITE_FULL), raised as the text comes in.

@@ -749,3 +749,28 @@ fn a_small_compressed_dump_with_one_huge_statement_is_refused_within_bounded_mem
     );
     assert!(peak_mib < 800, "peak RSS {peak_mib} MiB");
 }
+
+#[test]
+fn a_few_bytes_of_sql_cannot_make_sqlite_allocate_gigabytes() {
+    // Each value is under the per-value limit; together they would need 3.6 GB before SQLite
+    // could find the row too big.
+    let env = Env::new();
+    let cols: Vec<String> = (0..60).map(|i| format!("c{i}")).collect();
+    let vals = vec!["randomblob(60000000)"; 60].join(", ");
+    let file = env.path("alloc.sql");
+    std::fs::write(
+        &file,
+        format!(
+            "CREATE TABLE t({});\nINSERT INTO t VALUES({vals});\n",
+            cols.join(", ")
+        ),
+    )
+    .unwrap();
+    let (code, stderr, peak_mib) = restore_measured(&env, &file);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("line 2") && stderr.contains("out of memory"),
+        "{stderr}"
+    );
+    assert!(peak_mib < 1024, "peak RSS {peak_mib} MiB");
+}
