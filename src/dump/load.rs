@@ -1188,6 +1188,8 @@ struct Splitter {
     start_line: Option<u64>,
     /// In a block comment: the previous byte was a '*' of the comment's body.
     star: bool,
+    /// Bytes of the current statement scanned for its end so far.
+    checked: usize,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
@@ -1283,11 +1285,21 @@ impl Splitter {
                     b';' => {
                         if let Some(start) = self.start {
                             let stmt = &self.buf[start..=i];
-                            if is_complete(stmt) {
+                            // Past the budget the statement goes as it is (SQLite then refuses
+                            // it as incomplete): a trigger body of a million `;` would otherwise
+                            // cost a scan of the whole statement at each one.
+                            let complete = if !starts_create(stmt) || self.checked > COMPLETE_BUDGET {
+                                true
+                            } else {
+                                self.checked += stmt.len();
+                                is_complete(stmt)
+                            };
+                            if complete {
                                 let at = self.start_line.unwrap_or(line_no);
                                 on_stmt(stmt, at)?;
                                 self.start = None;
                                 self.start_line = None;
+                                self.checked = 0;
                             }
                         }
                     }
@@ -1321,9 +1333,19 @@ impl Splitter {
 
 /// Whether a statement ending in `;` is complete: always, except inside `CREATE TRIGGER ...
 /// BEGIN ... END`, which SQLite's own `sqlite3_complete` tells.
+/// Bytes of one statement that may be scanned for its end (at each `;` inside a CREATE
+/// TRIGGER's body, the whole statement so far is): far more than any real trigger needs.
+const COMPLETE_BUDGET: usize = 256 << 20;
+
+/// Whether a statement starts with CREATE (only then can a `;` fall inside it: a trigger body).
+fn starts_create(stmt: &[u8]) -> bool {
+    stmt[..stmt.len().min(6)].eq_ignore_ascii_case(b"CREATE")
+}
+
+/// Whether a CREATE statement ending in `;` is complete (SQLite's own rule, which knows that a
+/// trigger ends at its END).
 fn is_complete(stmt: &[u8]) -> bool {
-    let head = &stmt[..stmt.len().min(6)];
-    if !head.eq_ignore_ascii_case(b"CREATE") {
+    if !starts_create(stmt) {
         return true;
     }
     let mut c = Vec::with_capacity(stmt.len() + 1);
