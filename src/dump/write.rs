@@ -634,6 +634,10 @@ impl Lines<'_> {
                     }
                 }
                 push_value(&mut self.buf, v, self.utf16);
+                // Checked as the row grows, so that it never takes much more than the cap.
+                if self.buf.len() > super::MAX_STATEMENT {
+                    return Err(too_long(self.buf.len() as u64));
+                }
             }
             self.buf.extend_from_slice(b");\n");
             if self.buf.len() > super::MAX_STATEMENT {

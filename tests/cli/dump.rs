@@ -809,3 +809,51 @@ fn a_trigger_body_of_endless_statements_is_refused_not_scanned_forever() {
     assert_eq!(status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("line 2"), "{stderr}");
 }
+
+#[test]
+fn a_row_whose_insert_would_pass_the_statement_cap_is_refused_with_advice() {
+    // Two blobs of 150 MiB: each under the value cap, together 600 MiB of hex.
+    let env = Env::new();
+    let db = env.path("big.db");
+    make_db(
+        &db,
+        "CREATE TABLE small(a); INSERT INTO small VALUES(1);
+         CREATE TABLE big(a, b); INSERT INTO big VALUES(zeroblob(150 << 20), zeroblob(150 << 20));",
+    );
+    let out = env.path("big.sql");
+    let r = env
+        .run(&[
+            "backup",
+            s(&db),
+            "--format",
+            "sql",
+            "--compression",
+            "none",
+            "-o",
+            s(&out),
+        ])
+        .code(1);
+    assert!(
+        r.stderr.contains("512 MiB") && r.stderr.contains("--exclude-table"),
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists());
+    // Leaving the table out works.
+    env.run(&[
+        "backup",
+        s(&db),
+        "--format",
+        "sql",
+        "--compression",
+        "none",
+        "-o",
+        s(&out),
+        "--exclude-table",
+        "big",
+    ])
+    .ok();
+    assert!(std::fs::read_to_string(&out)
+        .unwrap()
+        .contains("INSERT INTO \"small\""));
+}
