@@ -165,7 +165,7 @@ enum Command {
         busy_timeout: u64,
         /// Where to keep the safety archive of the database as it was before the merge
         /// (default: the backup directory).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "no_safety_copy")]
         safety_dir: Option<PathBuf>,
         /// Do not write a safety archive first (the merge is still one transaction).
         #[arg(long)]
