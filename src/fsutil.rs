@@ -22,54 +22,75 @@ pub fn temp_prefix() -> String {
     format!("{TEMP_PREFIX}p{}@{}@", std::process::id(), host())
 }
 
-/// Where this process's pid means something, as it goes into temp names: the machine's name
-/// and the pid namespace's inode (two containers sharing a directory have different ones, even
-/// under the same host name); "" when unknown.
+/// Where this process's pid means something, as it goes into temp names: the machine's name,
+/// its boot (two machines of the same name sharing a directory, or one machine after a
+/// reboot, differ there) and the pid namespace (so do two containers of one host); "" when
+/// unknown, or when /proc is not this process's (then nothing is swept).
 fn host() -> &'static str {
     static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HOST.get_or_init(|| {
-        let name: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| {
-                h.trim()
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect()
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let keep =
+            |s: &str, ok: fn(char) -> bool| -> String { s.trim().chars().filter(|&c| ok(c)).collect() };
+        let name: String = read("/proc/sys/kernel/hostname")
+            .trim()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
             })
-            .unwrap_or_default();
+            .collect();
+        let boot: String = keep(&read("/proc/sys/kernel/random/boot_id"), |c| {
+            c.is_ascii_hexdigit()
+        })
+        .chars()
+        .take(12)
+        .collect();
         // "pid:[4026531836]"
         let ns: String = std::fs::read_link("/proc/self/ns/pid")
-            .map(|l| {
-                l.to_string_lossy()
-                    .chars()
-                    .filter(|c| c.is_ascii_digit())
-                    .collect()
-            })
+            .map(|l| keep(&l.to_string_lossy(), |c| c.is_ascii_digit()))
             .unwrap_or_default();
-        if name.is_empty() || ns.is_empty() {
+        let own_proc = std::fs::read_link("/proc/self")
+            .is_ok_and(|l| l.to_string_lossy() == std::process::id().to_string());
+        if name.is_empty() || boot.is_empty() || ns.is_empty() || !own_proc {
             String::new()
         } else {
-            format!("{name}~{ns}")
+            format!("{name}~{boot}~{ns}")
         }
     })
 }
 
-/// Removes from `dir` the temp files and directories that litevault runs on this machine left
-/// when they were killed (`kill -9`, power loss): entries named by [`temp_prefix`] whose process
-/// no longer exists. A live run's files, other machines' and containers' (a shared directory), older unnamed
-/// leftovers and symlinks are never touched. Returns what was removed; errors are ignored (a
-/// leftover that cannot be removed stays, as it would have anyway).
+/// Whether process `pid` of this pid namespace is gone (`kill(pid, 0)` fails with ESRCH; a
+/// process of another user answers EPERM and counts as alive).
+fn process_gone(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 sends nothing; it only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+/// Removes from `dir` the temp files and directories that litevault runs on this machine, since
+/// its last boot, left when they were killed (`kill -9`): entries named by [`temp_prefix`],
+/// owned by this user, whose process no longer exists. A live run's files, other users',
+/// other machines' and containers' (a shared directory), leftovers from before a reboot, older
+/// unnamed ones and symlinks are never touched. Returns what was removed; errors are ignored
+/// (a leftover that cannot be removed stays, as it would have anyway).
 pub fn sweep_leftovers(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
     let mut removed = Vec::new();
-    // Without /proc there is no telling a dead process from a live one.
-    if host().is_empty() || !Path::new("/proc/self").exists() {
+    if host().is_empty() {
         return removed;
     }
+    // SAFETY: no arguments, cannot fail.
+    let me = unsafe { libc::geteuid() };
     let Ok(entries) = std::fs::read_dir(dir) else {
         return removed;
     };
@@ -87,11 +108,12 @@ pub fn sweep_leftovers(dir: &Path) -> Vec<PathBuf> {
             continue;
         };
         let Ok(pid) = pid.parse::<u32>() else { continue };
-        if h != host() || pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
+        if h != host() || pid == std::process::id() || !process_gone(pid) {
             continue;
         }
         let path = entry.path();
         let gone = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.uid() != me => false,
             Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path).is_ok(),
             Ok(m) if m.is_file() => std::fs::remove_file(&path).is_ok(),
             _ => false,
@@ -449,10 +471,23 @@ mod tests {
         let dead_dir = d.join(format!("{TEMP_PREFIX}p{dead}@{h}@xyz"));
         let live = d.join(format!("{TEMP_PREFIX}p{me}@{h}@def.partial"));
         let other_host = d.join(format!("{TEMP_PREFIX}p{dead}@not-{h}@ghi.partial"));
+        // The same host name after a reboot, or on another machine: another boot id.
+        let (name, rest) = h.split_once('~').unwrap();
+        let other_boot = d.join(format!(
+            "{TEMP_PREFIX}p{dead}@{name}~000000000000~{}@mno.partial",
+            rest.split_once('~').unwrap().1
+        ));
         let old_style = d.join(format!("{TEMP_PREFIX}jkl.partial"));
         let link = d.join(format!("{TEMP_PREFIX}p{dead}@{h}@link"));
         let user_file = d.join("app.db");
-        for f in [&dead_file, &live, &other_host, &old_style, &user_file] {
+        for f in [
+            &dead_file,
+            &live,
+            &other_host,
+            &other_boot,
+            &old_style,
+            &user_file,
+        ] {
             std::fs::write(f, b"x").unwrap();
         }
         std::fs::create_dir(&dead_dir).unwrap();
@@ -465,16 +500,25 @@ mod tests {
             .to_string_lossy()
             .starts_with(&temp_prefix()));
 
+        // Another user's leftover (only root can make one here).
+        let theirs = d.join(format!("{TEMP_PREFIX}p{dead}@{h}@pqr.partial"));
+        std::fs::write(&theirs, b"x").unwrap();
+        let theirs_kept = std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).is_ok();
+        if !theirs_kept {
+            std::fs::remove_file(&theirs).unwrap();
+        }
+
         let mut removed = sweep_leftovers(d);
         removed.sort();
         let mut want = vec![dead_file.clone(), dead_dir.clone()];
         want.sort();
         assert_eq!(removed, want);
         assert!(!dead_file.exists() && !dead_dir.exists());
-        for kept in [&live, &other_host, &old_style, &user_file] {
+        for kept in [&live, &other_host, &other_boot, &old_style, &user_file] {
             assert!(kept.exists(), "{} was removed", kept.display());
         }
         assert!(std::fs::symlink_metadata(&link).is_ok(), "a symlink was removed");
+        assert_eq!(theirs.exists(), theirs_kept, "another user's file");
         assert!(sweep_leftovers(d).is_empty(), "a second sweep finds nothing");
     }
 

@@ -49,18 +49,33 @@ const MIN_VALUE_LIMIT: usize = 64 << 20;
 /// limit in each of 2,000 columns), while a 512 MiB statement keeps room for SQLite's copies.
 const HEAP_BASE: usize = 512 << 20;
 
-/// SQLite's process-wide hard heap limit while it lives (the previous one comes back when it
-/// is dropped). An allocation over it fails, and the statement with it ("out of memory").
-/// Process-wide: other SQLite work in the process meanwhile shares the limit.
+/// SQLite's process-wide hard heap limit while it lives (the previous hard and soft limits
+/// come back when it is dropped). An allocation over it fails, and the statement with it ("out
+/// of memory"). Process-wide: other SQLite work in the process meanwhile shares the limit, and
+/// two loads in one process run one after the other.
 struct HeapLimit {
-    previous: i64,
+    previous_hard: i64,
+    previous_soft: i64,
+    /// Loads in one process take turns: each would otherwise save and restore the other's cap.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl HeapLimit {
     fn set(bytes: usize) -> HeapLimit {
-        // SAFETY: plain call into SQLite; a negative argument only queries.
-        let previous = unsafe { rusqlite::ffi::sqlite3_hard_heap_limit64(-1) };
-        let limit = HeapLimit { previous };
+        static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // SAFETY: plain calls into SQLite; a negative argument only queries.
+        let (previous_hard, previous_soft) = unsafe {
+            (
+                rusqlite::ffi::sqlite3_hard_heap_limit64(-1),
+                rusqlite::ffi::sqlite3_soft_heap_limit64(-1),
+            )
+        };
+        let limit = HeapLimit {
+            previous_hard,
+            previous_soft,
+            _turn: turn,
+        };
         limit.raise_to(bytes);
         limit
     }
@@ -68,8 +83,8 @@ impl HeapLimit {
     /// Sets the limit to `bytes` (never above a limit the process had set before).
     fn raise_to(&self, bytes: usize) {
         let mut n = i64::try_from(bytes).unwrap_or(i64::MAX);
-        if self.previous > 0 {
-            n = n.min(self.previous);
+        if self.previous_hard > 0 {
+            n = n.min(self.previous_hard);
         }
         // SAFETY: plain call into SQLite.
         unsafe { rusqlite::ffi::sqlite3_hard_heap_limit64(n) };
@@ -78,10 +93,15 @@ impl HeapLimit {
 
 impl Drop for HeapLimit {
     fn drop(&mut self) {
-        // SAFETY: plain call into SQLite; 0 means no limit.
-        unsafe { rusqlite::ffi::sqlite3_hard_heap_limit64(self.previous.max(0)) };
+        // Setting the hard limit moves the soft one: both are put back. 0 means no limit.
+        // SAFETY: plain calls into SQLite.
+        unsafe {
+            rusqlite::ffi::sqlite3_hard_heap_limit64(self.previous_hard.max(0));
+            rusqlite::ffi::sqlite3_soft_heap_limit64(self.previous_soft.max(0));
+        }
     }
 }
+
 /// The database may grow to this plus `GROWTH_FACTOR` times the text read so far.
 const GROWTH_ALLOWANCE: u64 = 256 << 20;
 const GROWTH_FACTOR: u64 = 64;

@@ -384,10 +384,16 @@ fn leftover_name(suffix: &str) -> String {
         .chars()
         .filter(|c| c.is_ascii_digit())
         .collect();
+    let boot: String = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(12)
+        .collect();
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let pid = child.id();
     child.wait().unwrap();
-    format!(".litevault-p{pid}@{host}~{ns}@{suffix}")
+    format!(".litevault-p{pid}@{host}~{boot}~{ns}@{suffix}")
 }
 
 #[test]
