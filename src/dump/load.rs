@@ -1210,6 +1210,34 @@ struct Splitter {
     star: bool,
     /// Bytes of the current statement scanned for its end so far.
     checked: usize,
+    /// Where a CREATE TRIGGER statement is, in SQLite's terms for finding its end.
+    trig: Trig,
+}
+
+/// The states of `sqlite3_complete()` inside a trigger's body, followed token by token
+/// (comments count as whitespace, quoted names and strings as other tokens).
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+enum Trig {
+    /// Not inside a trigger body (or not known to be).
+    #[default]
+    Unknown,
+    /// Inside the body.
+    Body,
+    /// Just after a `;` of the body.
+    Semi,
+    /// After `; END`: a `;` now ends the trigger.
+    SemiEnd,
+}
+
+impl Trig {
+    /// The state after a token that is not `;` (`is_end`: the word END).
+    fn token(self, is_end: bool) -> Trig {
+        match (self, is_end) {
+            (Trig::Unknown, _) => Trig::Unknown,
+            (Trig::Semi, true) => Trig::SemiEnd,
+            _ => Trig::Body,
+        }
+    }
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
@@ -1291,10 +1319,12 @@ impl Splitter {
                     b'\'' | b'"' | b'`' => {
                         self.begin_token(i, line_no);
                         self.state = Lex::Quote(b);
+                        self.trig = self.trig.token(false);
                     }
                     b'[' => {
                         self.begin_token(i, line_no);
                         self.state = Lex::Quote(b']');
+                        self.trig = self.trig.token(false);
                     }
                     b'-' if self.buf.get(i + 1) == Some(&b'-') => self.state = Lex::LineComment,
                     b'/' if self.buf.get(i + 1) == Some(&b'*') => {
@@ -1305,14 +1335,21 @@ impl Splitter {
                     b';' => {
                         if let Some(start) = self.start {
                             let stmt = &self.buf[start..=i];
-                            // Past the budget the statement goes as it is (SQLite then refuses
-                            // it as incomplete): a trigger body of a million `;` would otherwise
-                            // cost a scan of the whole statement at each one.
+                            // SQLite's own rule says where a CREATE statement ends (a trigger:
+                            // at `; END ;`). It rescans the whole statement, so it is asked at
+                            // the first `;`, then where the tokens seen say a trigger ends, and
+                            // at other `;` only while the statement is short. Past the budget
+                            // the statement goes as it is (SQLite then refuses it).
                             let complete = if !starts_create(stmt) || self.checked > COMPLETE_BUDGET {
                                 true
-                            } else {
+                            } else if self.trig == Trig::Unknown
+                                || self.trig == Trig::SemiEnd
+                                || self.checked <= SHORT_CHECKS
+                            {
                                 self.checked += stmt.len();
                                 is_complete(stmt)
+                            } else {
+                                false
                             };
                             if complete {
                                 let at = self.start_line.unwrap_or(line_no);
@@ -1320,11 +1357,30 @@ impl Splitter {
                                 self.start = None;
                                 self.start_line = None;
                                 self.checked = 0;
+                                self.trig = Trig::Unknown;
+                            } else {
+                                self.trig = Trig::Semi;
                             }
                         }
                     }
                     b if b.is_ascii_whitespace() => {}
-                    _ => self.begin_token(i, line_no),
+                    // A word (as SQLite's tokenizer reads identifiers and keywords): only
+                    // END matters, to follow where a trigger ends.
+                    b if b.is_ascii_alphabetic() || b == b'_' || b >= 0x80 => {
+                        self.begin_token(i, line_no);
+                        let end = self.buf[i..]
+                            .iter()
+                            .position(|&c| {
+                                !(c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80)
+                            })
+                            .map_or(self.buf.len(), |o| i + o);
+                        self.trig = self.trig.token(self.buf[i..end].eq_ignore_ascii_case(b"END"));
+                        i = end - 1;
+                    }
+                    _ => {
+                        self.begin_token(i, line_no);
+                        self.trig = self.trig.token(false);
+                    }
                 },
             }
             i += 1;
@@ -1356,6 +1412,10 @@ impl Splitter {
 /// Bytes of one statement that may be scanned for its end (at each `;` inside a CREATE
 /// TRIGGER's body, the whole statement so far is): far more than any real trigger needs.
 const COMPLETE_BUDGET: usize = 256 << 20;
+/// While a statement has cost less than this, its end is also asked for at every `;` (as
+/// SQLite's own rule, not the token tracking, would say): a short trigger never depends on
+/// the tracking.
+const SHORT_CHECKS: usize = 1 << 20;
 
 /// Whether a statement starts with CREATE (only then can a `;` fall inside it: a trigger body).
 fn starts_create(stmt: &[u8]) -> bool {
@@ -1407,6 +1467,28 @@ mod tests {
                 "COMMIT;"
             ]
         );
+    }
+
+    #[test]
+    fn long_triggers_end_where_sqlite_says_by_their_tokens() {
+        // A body past SHORT_CHECKS, so that only the token tracking decides, with every form
+        // of END that does not end a trigger, and comments between the last `;`, END and `;`.
+        let filler = "  INSERT INTO u VALUES('x; END;'); -- END;\n".repeat(40_000);
+        assert!(filler.len() > SHORT_CHECKS);
+        let tricky = "  SELECT CASE WHEN 1 THEN 2 END;\n  SELECT [END], `END`, \"END\", 'END' FROM v;\n  SELECT 1 AS end_;\n  SELECT endx;\n";
+        let trigger =
+            format!("CREATE TRIGGER tr AFTER INSERT ON t BEGIN\n{filler}{tricky}/* c */ end -- x\n /* y */;");
+        let text = format!("CREATE TABLE t(a);\n{trigger}\nINSERT INTO t VALUES(1);\n");
+        let got = split(&text);
+        assert_eq!(
+            got.len(),
+            3,
+            "{:?}",
+            got.iter().map(|g| g.len()).collect::<Vec<_>>()
+        );
+        assert_eq!(got[1], trigger);
+        assert!(is_complete(got[1].as_bytes()), "SQLite agrees");
+        assert_eq!(got[2], "INSERT INTO t VALUES(1);");
     }
 
     #[test]
