@@ -22,6 +22,27 @@ pub fn temp_prefix() -> String {
     format!("{TEMP_PREFIX}p{}@{}@", std::process::id(), host())
 }
 
+/// A new temp directory in `dir`, named with [`temp_prefix`] (removed when dropped).
+pub fn temp_dir_in(dir: &Path) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&temp_prefix())
+        .tempdir_in(dir)
+        .map_err(|e| Error::io("create temp directory in", dir, e))
+}
+
+/// The warning that names the leftovers [`sweep_leftovers`] removed.
+pub fn leftovers_note(removed: &[PathBuf]) -> String {
+    format!(
+        "removed {} leftover temp file(s) of killed litevault runs: {}",
+        removed.len(),
+        removed
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// Where this process's pid means something, as it goes into temp names: the machine's name,
 /// its boot (two machines of the same name sharing a directory, or one machine after a
 /// reboot, differ there) and the pid namespace (so do two containers of one host); "" when

@@ -366,10 +366,7 @@ pub fn merge(
             swept.extend(crate::fsutil::sweep_leftovers(&base));
         }
     }
-    let tmp = tempfile::Builder::new()
-        .prefix(&crate::fsutil::temp_prefix())
-        .tempdir_in(&base)
-        .map_err(|e| Error::io("create temp directory in", &base, e))?;
+    let tmp = crate::fsutil::temp_dir_in(&base)?;
     let mut report = MergeReport {
         target: target.clone(),
         sources: sources.to_vec(),
@@ -378,7 +375,7 @@ pub fn merge(
         warnings: if swept.is_empty() {
             Vec::new()
         } else {
-            vec![crate::restore::leftovers_note(&swept)]
+            vec![crate::fsutil::leftovers_note(&swept)]
         },
         checks: Vec::new(),
         safety_archive: None,

@@ -372,7 +372,7 @@ pub fn restore(
     let mut plan = plan_restore(archive, target, opts)?;
     let target = plan.target.clone();
     if !swept.is_empty() {
-        plan.warnings.push(leftovers_note(&swept));
+        plan.warnings.push(fsutil::leftovers_note(&swept));
     }
 
     // 1. Extract beside the target, checking checksums on the way.
@@ -671,17 +671,4 @@ fn after_check(conn: &Connection, m: &Manifest) -> Check {
             ),
         )
     }
-}
-
-/// The warning that names the leftovers [`fsutil::sweep_leftovers`] removed.
-pub(crate) fn leftovers_note(removed: &[PathBuf]) -> String {
-    format!(
-        "removed {} leftover temp file(s) of killed litevault runs: {}",
-        removed.len(),
-        removed
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
 }

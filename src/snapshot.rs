@@ -391,10 +391,7 @@ pub fn take(
     let source_journal_mode: String = src
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .map_err(|e| Error::sqlite("read journal mode of", source, e))?;
-    let dir = tempfile::Builder::new()
-        .prefix(&crate::fsutil::temp_prefix())
-        .tempdir_in(work_dir)
-        .map_err(|e| Error::io("create temp directory in", work_dir, e))?;
+    let dir = crate::fsutil::temp_dir_in(work_dir)?;
     let path = dir.path().join("snapshot.sqlite");
     let mut stats = SnapshotStats {
         method,

@@ -120,10 +120,7 @@ fn verify_database(path: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
 fn verify_archive(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
     let base = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
     crate::fsutil::sweep_leftovers(&base);
-    let tmp = tempfile::Builder::new()
-        .prefix(&crate::fsutil::temp_prefix())
-        .tempdir_in(&base)
-        .map_err(|e| Error::io("create temp directory in", &base, e))?;
+    let tmp = crate::fsutil::temp_dir_in(&base)?;
     let db_path = tmp.path().join("database.sqlite");
     // The database is extracted in full: the temp directory needs its declared size.
     if let Ok(m) = archive::read_manifest(path) {
@@ -170,10 +167,7 @@ fn verify_archive(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) ->
 fn verify_dump(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
     let base = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
     crate::fsutil::sweep_leftovers(&base);
-    let tmp = tempfile::Builder::new()
-        .prefix(&crate::fsutil::temp_prefix())
-        .tempdir_in(&base)
-        .map_err(|e| Error::io("create temp directory in", &base, e))?;
+    let tmp = crate::fsutil::temp_dir_in(&base)?;
     let db_path = tmp.path().join("database.sqlite");
     let manifest = crate::dump::read_any_manifest(path).ok().map(|(_, m)| m);
     if let Some(m) = &manifest {

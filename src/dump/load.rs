@@ -76,12 +76,12 @@ impl HeapLimit {
             previous_soft,
             _turn: turn,
         };
-        limit.raise_to(bytes);
+        limit.set_to(bytes);
         limit
     }
 
     /// Sets the limit to `bytes` (never above a limit the process had set before).
-    fn raise_to(&self, bytes: usize) {
+    fn set_to(&self, bytes: usize) {
         let mut n = i64::try_from(bytes).unwrap_or(i64::MAX);
         if self.previous_hard > 0 {
             n = n.min(self.previous_hard);
@@ -241,12 +241,15 @@ pub fn load(
         text_read.fetch_add(n as u64, Ordering::Relaxed);
         progress.advance(n as u64);
         let line = split.line();
-        if n as u64 == cap && !line.ends_with(b"\n") {
-            return Err(refuse(
+        let too_long = |at: u64| {
+            refuse(
                 path,
-                split.start_line.unwrap_or(line_no),
+                at,
                 &format!("statement longer than {} MiB", MAX_STATEMENT >> 20),
-            ));
+            )
+        };
+        if n as u64 == cap && !line.ends_with(b"\n") {
+            return Err(too_long(split.start_line.unwrap_or(line_no)));
         }
         if trailer.is_some() || bad_trailer.is_some() {
             if line.iter().all(|b| b.is_ascii_whitespace()) {
@@ -287,11 +290,7 @@ pub fn load(
         // An open statement may not outgrow the cap, whatever its lines (a long line, then
         // endless empty ones, would otherwise add a byte a line).
         if split.pending() > MAX_STATEMENT {
-            return Err(refuse(
-                path,
-                split.start_line.unwrap_or(line_no),
-                &format!("statement longer than {} MiB", MAX_STATEMENT >> 20),
-            ));
+            return Err(too_long(split.start_line.unwrap_or(line_no)));
         }
     }
     progress.end();
@@ -756,7 +755,7 @@ impl Loader<'_> {
             .conn
             .set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, limit);
         self.heap
-            .raise_to(HEAP_BASE.saturating_add(sql.len().saturating_mul(8)));
+            .set_to(HEAP_BASE.saturating_add(sql.len().saturating_mul(8)));
         self.ops.store(0, Ordering::Relaxed);
         // The database may hold GROWTH_ALLOWANCE + GROWTH_FACTOR x the text read: a hard cap
         // (SQLITE_FULL), raised as the text comes in.

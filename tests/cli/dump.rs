@@ -695,6 +695,15 @@ fn restore_measured(env: &Env, file: &Path) -> (i32, String, i64) {
     (libc::WEXITSTATUS(status), stderr, ru.ru_maxrss / 1024)
 }
 
+/// Restores `file` and expects it refused (exit 3) at line 2 for `what`, the child's peak RSS
+/// under `max_mib`.
+fn expect_refused(env: &Env, file: &Path, what: &str, max_mib: i64) {
+    let (code, stderr, peak_mib) = restore_measured(env, file);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("line 2") && stderr.contains(what), "{stderr}");
+    assert!(peak_mib < max_mib, "peak RSS {peak_mib} MiB");
+}
+
 #[test]
 fn a_small_compressed_dump_with_one_huge_statement_is_refused_within_bounded_memory() {
     use std::io::Write;
@@ -712,14 +721,8 @@ fn a_small_compressed_dump_with_one_huge_statement_is_refused_within_bounded_mem
     z.write_all(b"');\n").unwrap();
     z.finish().unwrap();
     assert!(std::fs::metadata(&file).unwrap().len() < 1 << 20);
-    let (code, stderr, peak_mib) = restore_measured(&env, &file);
-    assert_eq!(code, 3, "{stderr}");
-    assert!(
-        stderr.contains("line 2") && stderr.contains("longer than 512 MiB"),
-        "{stderr}"
-    );
     // The statement's text once (512 MiB at the cap), not a line copy beside it.
-    assert!(peak_mib < 800, "peak RSS {peak_mib} MiB");
+    expect_refused(&env, &file, "longer than 512 MiB", 800);
 
     // 2. A line just over the cap with its newline, then 400 MiB of empty lines inside the
     // same string literal: the open statement may not keep growing a byte a line.
@@ -741,13 +744,7 @@ fn a_small_compressed_dump_with_one_huge_statement_is_refused_within_bounded_mem
     }
     z.write_all(b"');\n").unwrap();
     z.finish().unwrap();
-    let (code, stderr, peak_mib) = restore_measured(&env, &file);
-    assert_eq!(code, 3, "{stderr}");
-    assert!(
-        stderr.contains("line 2") && stderr.contains("longer than 512 MiB"),
-        "{stderr}"
-    );
-    assert!(peak_mib < 800, "peak RSS {peak_mib} MiB");
+    expect_refused(&env, &file, "longer than 512 MiB", 800);
 }
 
 #[test]
@@ -766,13 +763,7 @@ fn a_few_bytes_of_sql_cannot_make_sqlite_allocate_gigabytes() {
         ),
     )
     .unwrap();
-    let (code, stderr, peak_mib) = restore_measured(&env, &file);
-    assert_eq!(code, 3, "{stderr}");
-    assert!(
-        stderr.contains("line 2") && stderr.contains("out of memory"),
-        "{stderr}"
-    );
-    assert!(peak_mib < 1024, "peak RSS {peak_mib} MiB");
+    expect_refused(&env, &file, "out of memory", 1024);
 }
 
 #[test]

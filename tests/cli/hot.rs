@@ -364,36 +364,15 @@ fn peak_memory_does_not_grow_with_the_database() {
     }
 }
 
-/// The name a killed litevault run's temp file has (same host, a pid that has exited).
+/// The name a killed litevault run's temp file has: this process's temp prefix (same host,
+/// boot and pid namespace) with the pid of a process that has exited.
 fn leftover_name(suffix: &str) -> String {
-    let host: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap()
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let ns: String = std::fs::read_link("/proc/self/ns/pid")
-        .unwrap()
-        .to_string_lossy()
-        .chars()
-        .filter(|c| c.is_ascii_digit())
-        .collect();
-    let boot: String = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .unwrap()
-        .chars()
-        .filter(|c| c.is_ascii_hexdigit())
-        .take(12)
-        .collect();
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let pid = child.id();
     child.wait().unwrap();
-    format!(".litevault-p{pid}@{host}~{boot}~{ns}@{suffix}")
+    let prefix = litevault::fsutil::temp_prefix();
+    let (_, place) = prefix.split_once('@').unwrap();
+    format!(".litevault-p{pid}@{place}{suffix}")
 }
 
 #[test]
@@ -429,11 +408,7 @@ fn leftovers_of_killed_runs_are_removed_by_the_next_run_in_their_directory() {
     assert!(!dir.exists());
     assert!(r["warnings"].to_string().contains("leftover temp file"), "{r}");
     // A live run's files are left alone: this test process is alive.
-    let live = env.path(&format!(
-        ".litevault-p{}@{}@d.partial",
-        std::process::id(),
-        leftover_name("").split('@').nth(1).unwrap()
-    ));
+    let live = env.path(&format!("{}d.partial", litevault::fsutil::temp_prefix()));
     std::fs::write(&live, b"x").unwrap();
     env.run(&["restore", s(&archive), s(&env.path("new2.db"))]).ok();
     assert!(live.exists());
