@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::db::{hex, Check};
 use crate::error::{Error, Result};
+use crate::location::{NewObject, Published};
 use crate::manifest::Manifest;
 use crate::progress::Progress;
 
@@ -394,8 +395,7 @@ pub fn manifest_reserve(manifest_len: usize) -> u64 {
 /// (the `zstd` tool, `tar --zstd`, litevault's reader) read the frames as one stream and
 /// ignore the skippable one, so the archive reads exactly like one from [`ArchiveWriter`].
 pub struct ZstdManifestLastWriter {
-    enc: zstd::stream::write::Encoder<'static, io::BufWriter<crate::fsutil::WritebackFile>>,
-    file: std::fs::File,
+    enc: zstd::stream::write::Encoder<'static, Box<dyn NewObject>>,
     reserved: u64,
     level: i32,
     mtime: u64,
@@ -403,12 +403,15 @@ pub struct ZstdManifestLastWriter {
 }
 
 impl ZstdManifestLastWriter {
-    /// Starts an archive in `file` (empty, opened for reading and writing: [`Self::finish`]
-    /// reads it back to hash it), leaving `reserved` bytes at its head for the manifest.
-    pub fn new(file: std::fs::File, level: Option<i32>, mtime: u64, reserved: u64) -> io::Result<Self> {
+    /// Starts an archive in `out` (a new object created with `head_reserve` = `reserved`),
+    /// leaving `reserved` bytes at its head for the manifest.
+    pub fn new(
+        mut out: Box<dyn NewObject>,
+        level: Option<i32>,
+        mtime: u64,
+        reserved: u64,
+    ) -> io::Result<Self> {
         let level = level.unwrap_or(3);
-        let mut out =
-            io::BufWriter::with_capacity(1 << 20, crate::fsutil::WritebackFile::new(file.try_clone()?));
         io::copy(&mut io::repeat(0).take(reserved), &mut out)?;
         let mut enc = zstd::stream::write::Encoder::new(out, level)?;
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -418,7 +421,6 @@ impl ZstdManifestLastWriter {
         enc.include_checksum(true)?;
         Ok(ZstdManifestLastWriter {
             enc,
-            file,
             reserved,
             level,
             mtime,
@@ -439,87 +441,64 @@ impl ZstdManifestLastWriter {
         Ok(sum)
     }
 
-    /// Appends `SHA256SUMS`, ends the stream, writes the manifest frame into the reserved head,
-    /// and hashes the whole file while the kernel writes it to disk (fsync).
-    pub fn finish(mut self, manifest_json: &[u8]) -> io::Result<WrittenArchive<std::fs::File>> {
-        use std::os::unix::fs::FileExt;
+    /// Appends `SHA256SUMS`, ends the stream, has the manifest frame written into the reserved
+    /// head and publishes the object ([`NewObject::finish`]).
+    pub fn finish(
+        mut self,
+        manifest_json: &[u8],
+        io_err: &dyn Fn(io::Error) -> Error,
+    ) -> Result<(Published, Vec<(String, String)>)> {
         let db_sum = self
             .db_sum
             .take()
-            .ok_or_else(|| io::Error::other("the database entry was not written"))?;
+            .ok_or_else(|| io_err(io::Error::other("the database entry was not written")))?;
         let entries = vec![
             (MANIFEST_ENTRY.to_string(), hex(&Sha256::digest(manifest_json))),
             (DATABASE_ENTRY.to_string(), db_sum),
         ];
-        let sums_text = format_sums(&entries);
-        let h = entry_header(SUMS_ENTRY, sums_text.len() as u64, self.mtime)?;
-        self.enc.write_all(h.as_bytes())?;
-        self.enc.write_all(sums_text.as_bytes())?;
-        let pad = (512 - sums_text.len() % 512) % 512;
-        self.enc.write_all(&[0u8; 512][..pad])?;
-        // End of the tar stream: two zero blocks.
-        self.enc.write_all(&[0u8; 1024])?;
-        let out = self.enc.finish()?;
-        out.into_inner().map_err(|e| e.into_error())?;
-
-        let mut tar_head = Vec::with_capacity(512 + manifest_json.len() + 512);
-        let mh = entry_header(MANIFEST_ENTRY, manifest_json.len() as u64, self.mtime)?;
-        tar_head.extend_from_slice(mh.as_bytes());
-        tar_head.extend_from_slice(manifest_json);
-        tar_head.resize(tar_head.len() + (512 - manifest_json.len() % 512) % 512, 0);
-        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), self.level)?;
-        enc.include_checksum(true)?;
-        enc.write_all(&tar_head)?;
-        let mut head = enc.finish()?;
-        let skip = self
-            .reserved
-            .checked_sub(head.len() as u64 + 8)
-            .filter(|&n| n <= u32::MAX as u64)
-            .ok_or_else(|| {
-                io::Error::other(format!(
-                    "the manifest frame ({} bytes) does not fit the {} bytes reserved for it",
-                    head.len(),
-                    self.reserved
-                ))
-            })?;
-        head.extend_from_slice(&ZSTD_SKIPPABLE_MAGIC);
-        head.extend_from_slice(&(skip as u32).to_le_bytes());
-        self.file.write_all_at(&head, 0)?;
-
-        // The archive's own checksum covers the final bytes, so it is computed now, reading
-        // the file back from the page cache while another thread waits for the disk.
-        let file = &self.file;
-        let (synced, hashed) = std::thread::scope(|s| {
-            let sync = s.spawn(|| file.sync_data());
-            let hashed = (|| -> io::Result<(String, u64)> {
-                let mut hasher = Sha256::new();
-                let mut buf = vec![0u8; 1 << 20];
-                let mut at = 0u64;
-                loop {
-                    let n = file.read_at(&mut buf, at)?;
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(&buf[..n]);
-                    at += n as u64;
-                }
-                Ok((hex(&hasher.finalize()), at))
-            })();
-            (
-                sync.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked"))),
-                hashed,
-            )
-        });
-        synced?;
-        let (sha256, size) = hashed?;
-        Ok(WrittenArchive {
-            inner: self.file,
-            sha256,
-            size,
-            entries,
-        })
+        let head = (|| -> io::Result<Vec<u8>> {
+            let sums_text = format_sums(&entries);
+            let h = entry_header(SUMS_ENTRY, sums_text.len() as u64, self.mtime)?;
+            self.enc.write_all(h.as_bytes())?;
+            self.enc.write_all(sums_text.as_bytes())?;
+            let pad = (512 - sums_text.len() % 512) % 512;
+            self.enc.write_all(&[0u8; 512][..pad])?;
+            // End of the tar stream: two zero blocks.
+            self.enc.write_all(&[0u8; 1024])?;
+            manifest_head(manifest_json, self.mtime, self.level, self.reserved)
+        })()
+        .map_err(io_err)?;
+        let out = self.enc.finish().map_err(io_err)?;
+        let published = out.finish(Some(&head))?;
+        Ok((published, entries))
     }
+}
+
+/// The bytes that fill the reserved head: the zstd frame of the `manifest.json` entry, then a
+/// skippable frame over the rest of the reserve.
+fn manifest_head(manifest_json: &[u8], mtime: u64, level: i32, reserved: u64) -> io::Result<Vec<u8>> {
+    let mut tar_head = Vec::with_capacity(512 + manifest_json.len() + 512);
+    let mh = entry_header(MANIFEST_ENTRY, manifest_json.len() as u64, mtime)?;
+    tar_head.extend_from_slice(mh.as_bytes());
+    tar_head.extend_from_slice(manifest_json);
+    tar_head.resize(tar_head.len() + (512 - manifest_json.len() % 512) % 512, 0);
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), level)?;
+    enc.include_checksum(true)?;
+    enc.write_all(&tar_head)?;
+    let mut head = enc.finish()?;
+    let skip = reserved
+        .checked_sub(head.len() as u64 + 8)
+        .filter(|&n| n <= u32::MAX as u64)
+        .ok_or_else(|| {
+            io::Error::other(format!(
+                "the manifest frame ({} bytes) does not fit the {} bytes reserved for it",
+                head.len(),
+                reserved
+            ))
+        })?;
+    head.extend_from_slice(&ZSTD_SKIPPABLE_MAGIC);
+    head.extend_from_slice(&(skip as u32).to_le_bytes());
+    Ok(head)
 }
 
 /// `SHA256SUMS` text: one `<hex>  <name>` line per entry, as `sha256sum` prints.
@@ -554,15 +533,13 @@ fn parse_sums(text: &str) -> std::result::Result<Vec<(String, String)>, String> 
 /// Opens an archive file and returns its decompressing reader, detecting the codec from the
 /// first bytes (not the file name).
 pub fn open_reader(path: &Path) -> Result<(Compression, Box<dyn Read>)> {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(Error::NotFound {
-                path: path.to_path_buf(),
-            })
-        }
-        Err(e) => return Err(Error::io("open", path, e)),
-    };
+    open_reader_with(path, false)
+}
+
+/// [`open_reader`] for a reader that goes only as far as `head_only` says: a remote archive is
+/// then fetched in range reads as far as the reader goes (see [`crate::location::open_read`]).
+pub fn open_reader_with(path: &Path, head_only: bool) -> Result<(Compression, Box<dyn Read>)> {
+    let file = crate::location::open_read(path, head_only)?;
     let mut buf = BufReader::with_capacity(1 << 20, file);
     let head = buf.fill_buf().map_err(|e| Error::io("read", path, e))?;
     let kind = sniff(head);
@@ -602,7 +579,7 @@ pub fn sniff(head: &[u8]) -> Option<Compression> {
 
 /// Reads only the manifest at the head of an archive.
 pub fn read_manifest(path: &Path) -> Result<Manifest> {
-    let (_, reader) = open_reader(path)?;
+    let (_, reader) = open_reader_with(path, true)?;
     let mut tar = tar::Archive::new(reader);
     let mut entries = tar.entries().map_err(|e| bad_read(path, e))?.raw(true);
     let entry = entries
@@ -614,6 +591,9 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
 }
 
 fn bad_read(path: &Path, e: io::Error) -> Error {
+    if let Some(remote) = crate::location::s3::download_error(path, &e) {
+        return remote;
+    }
     Error::bad_archive(path, format!("cannot read archive (truncated or damaged?): {e}"))
 }
 
@@ -904,19 +884,25 @@ mod tests {
         .is_err());
     }
 
+    fn new_object(dir: &Path, name: &str, head_reserve: u64) -> Box<dyn NewObject> {
+        use crate::location::Location;
+        let loc = crate::location::local::LocalDir::new(dir).unwrap();
+        let opts = crate::location::CreateOptions {
+            head_reserve,
+            ..Default::default()
+        };
+        loc.create(name, &opts).unwrap()
+    }
+
     #[test]
     fn manifest_written_last_is_read_first() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("a.tar.zst");
         let db: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let manifest = br#"{"hello": "world"}"#;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
-        let mut w = ZstdManifestLastWriter::new(file, Some(3), 7, manifest_reserve(manifest.len())).unwrap();
+        let reserve = manifest_reserve(manifest.len());
+        let obj = new_object(d.path(), "a.tar.zst", reserve);
+        let mut w = ZstdManifestLastWriter::new(obj, Some(3), 7, reserve).unwrap();
         let io_err = |e| Error::io("write", Path::new("a"), e);
         let sum = w
             .append_database(db.len() as u64, &io_err, |out| {
@@ -926,7 +912,7 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        let written = w.finish(manifest).unwrap();
+        let (written, _) = w.finish(manifest, &io_err).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(written.size, bytes.len() as u64);
         assert_eq!(written.sha256, hex(&Sha256::digest(&bytes)));
@@ -954,15 +940,24 @@ mod tests {
     #[test]
     fn a_manifest_larger_than_its_reserve_is_an_error() {
         let d = tempfile::tempdir().unwrap();
-        let file = std::fs::File::create(d.path().join("a.tar.zst")).unwrap();
-        let mut w = ZstdManifestLastWriter::new(file, None, 0, manifest_reserve(10)).unwrap();
+        let obj = new_object(d.path(), "a.tar.zst", manifest_reserve(10));
+        let mut w = ZstdManifestLastWriter::new(obj, None, 0, manifest_reserve(10)).unwrap();
         let io_err = |e| Error::io("write", Path::new("a"), e);
         w.append_database(0, &io_err, |_| Ok(())).unwrap();
-        // Incompressible text far beyond the 10 bytes the space was reserved for.
-        let big: Vec<u8> = (0..20_000u32)
-            .map(|i| b'a' + (i.wrapping_mul(2_654_435_761) >> 27) as u8 % 26)
+        // Incompressible text far beyond the 10 bytes the space was reserved for (xorshift
+        // letters: ~4.7 bits each, so ~11 KiB compressed against ~1 KiB reserved).
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let big: Vec<u8> = (0..20_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b'a' + (x % 26) as u8
+            })
             .collect();
-        assert!(w.finish(&big).is_err());
+        let r = w.finish(&big, &io_err);
+        assert!(r.is_err(), "{r:?}");
+        assert!(!d.path().join("a.tar.zst").exists());
     }
 
     #[test]

@@ -16,7 +16,6 @@
 //! are removed, and a crash leaves only hidden `.litevault-*` files, never a partial file under
 //! a final name).
 
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -28,7 +27,8 @@ use crate::archive::{
 };
 use crate::db::{self, DbInfo};
 use crate::error::{Error, Result};
-use crate::fsutil::{self, AtomicFile, WritebackFile};
+use crate::fsutil;
+use crate::location::{self, CreateOptions, Location, NewObject, Published};
 use crate::manifest::{Manifest, FORMAT};
 use crate::progress::{Phase, PhaseClock, Progress};
 use crate::snapshot::{self, LiveSnapshot, Method, SnapshotLimits};
@@ -36,11 +36,14 @@ use crate::snapshot::{self, LiveSnapshot, Method, SnapshotLimits};
 /// Options of [`backup`].
 #[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
-    /// Write the archive to this file (must not exist unless `overwrite`).
+    /// Write the archive to this file or object (`s3://bucket/key`; must not exist unless
+    /// `overwrite`, which only local files allow).
     pub output: Option<PathBuf>,
-    /// Otherwise write `<stem>-<stamp>.tar.zst` into this directory (default:
-    /// [`default_backup_dir`]).
+    /// Otherwise write `<name>-<stamp>.tar.zst` into this location, a directory or
+    /// `s3://bucket/prefix` (default: [`default_backup_dir`]).
     pub dir: Option<PathBuf>,
+    /// The database's name in the location (default: its file stem).
+    pub name: Option<String>,
     /// How to take the snapshot.
     pub method: Method,
     /// Archive compression.
@@ -115,15 +118,86 @@ pub struct BackupReport {
     pub phases: Vec<Phase>,
 }
 
-/// The default backup directory: `$LITEVAULT_DIR`, else the platform data directory's
-/// `litevault/backups` (e.g. `~/.local/share/litevault/backups`).
+/// The default backup location: `$LITEVAULT_DIR` (a directory or `s3://bucket/prefix`), else
+/// the platform data directory's `litevault/backups` (e.g. `~/.local/share/litevault/backups`).
 pub fn default_backup_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("LITEVAULT_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
+    crate::location::default_location()
+}
+
+/// Where a backup goes: the location, the object's name, how to create it, and the local
+/// directory for temp work (the location's own when local, else the system temp directory).
+pub(crate) struct Target {
+    pub(crate) loc: std::sync::Arc<dyn Location>,
+    pub(crate) name: String,
+    pub(crate) create: CreateOptions,
+    pub(crate) work_dir: PathBuf,
+}
+
+impl Target {
+    /// Resolves `opts.output` / `opts.dir` for a backup of `source` named with `default_name`.
+    pub(crate) fn resolve(source: &Path, opts: &BackupOptions, default_name: &str) -> Result<Target> {
+        // An archive is as sensitive as its database: it gets the source's permission bits.
+        let mode = {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(source)
+                .map(|m| m.permissions().mode() & 0o666)
+                .unwrap_or(0o600)
+        };
+        let (loc, name, create) = match &opts.output {
+            Some(out) => {
+                let (loc, name) = location::split_object(out)?;
+                if let Some(dir) = loc.local_dir() {
+                    if !dir.is_dir() {
+                        return Err(Error::NotFound {
+                            path: dir.to_path_buf(),
+                        });
+                    }
+                    refuse_writing_over_source(source, out)?;
+                }
+                let exists = loc.head(&name)?.is_some();
+                if exists && (!opts.overwrite || loc.local_dir().is_none()) {
+                    return Err(Error::WouldOverwrite {
+                        path: loc.object_path(&name),
+                    });
+                }
+                let create = CreateOptions {
+                    mode,
+                    replace: exists,
+                    ..Default::default()
+                };
+                (loc, name, create)
+            }
+            None => {
+                let dir = opts.dir.clone().unwrap_or_else(default_backup_dir);
+                let loc = location::open_for_writing(&dir)?;
+                let create = CreateOptions {
+                    mode,
+                    rename_if_taken: true,
+                    ..Default::default()
+                };
+                (loc, default_name.to_string(), create)
+            }
+        };
+        let work_dir = loc
+            .local_dir()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(std::env::temp_dir);
+        Ok(Target {
+            loc,
+            name,
+            create,
+            work_dir,
+        })
     }
-    dirs::data_dir()
-        .map(|d| d.join("litevault").join("backups"))
-        .unwrap_or_else(|| PathBuf::from("litevault-backups"))
+
+    /// Creates the object, with `head_reserve` bytes reserved at its head.
+    pub(crate) fn create(&self, head_reserve: u64) -> Result<Box<dyn NewObject>> {
+        let opts = CreateOptions {
+            head_reserve,
+            ..self.create.clone()
+        };
+        self.loc.create(&self.name, &opts)
+    }
 }
 
 /// The current UTC time as (RFC 3339, compact file-name stamp, seconds since the epoch).
@@ -179,34 +253,19 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
     let source = std::path::absolute(source).map_err(|e| Error::io("resolve", source, e))?;
     let (created_at, stamp, mtime) = now_stamps();
 
-    let output = match &opts.output {
-        Some(out) => {
-            if out.exists() && !opts.overwrite {
-                return Err(Error::WouldOverwrite { path: out.clone() });
-            }
-            out.clone()
-        }
-        None => {
-            let dir = opts.dir.clone().unwrap_or_else(default_backup_dir);
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io("create backup directory", &dir, e))?;
-            unique_name(
-                &dir,
-                &archive::default_file_name(&source, opts.tag.as_deref(), &stamp, opts.compression),
-            )
-        }
-    };
-    let out_dir = fsutil::parent_dir(&output);
-    if !out_dir.is_dir() {
-        return Err(Error::NotFound { path: out_dir });
-    }
+    let name = opts.name.clone().unwrap_or_else(|| location::name_of(&source));
+    let default_name =
+        archive::default_file_name(Path::new(&name), opts.tag.as_deref(), &stamp, opts.compression);
+    let target = Target::resolve(&source, opts, &default_name.to_string_lossy())?;
+    let work_dir = target.work_dir.clone();
     // Leftovers of killed runs (temp snapshots, unfinished archives) go first.
-    fsutil::sweep_leftovers(&out_dir);
-    refuse_writing_over_source(&source, &output)?;
+    fsutil::sweep_leftovers(&work_dir);
     let mut clock = PhaseClock::new();
     let live = snapshot::begin_live(&source, opts.method)?;
 
-    // A temp snapshot (when not streaming) and the archive live in the output directory until
-    // the rename.
+    // A temp snapshot (when not streaming) lives in the work directory; the archive in the
+    // location (a local one until the rename), or for an object store, when its head is
+    // rewritten at the end, a spool of about its size in the system temp directory.
     let source_size = std::fs::metadata(&source).map(|m| m.len()).unwrap_or(0)
         + std::fs::metadata(fsutil::sidecar(&source, "-wal"))
             .map(|m| m.len())
@@ -217,7 +276,11 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         source_size / 3
     };
     let snapshot_estimate = if live.is_some() { 0 } else { source_size };
-    fsutil::ensure_space(&out_dir, snapshot_estimate + archive_estimate)?;
+    if target.loc.local_dir().is_some() {
+        target.loc.ensure_space(snapshot_estimate + archive_estimate)?;
+    } else {
+        fsutil::ensure_space(&work_dir, snapshot_estimate + archive_estimate)?;
+    }
 
     // Everything the manifest says except what the snapshot and its checks tell.
     let base = Manifest {
@@ -239,52 +302,25 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         foreign_key_violations: 0,
         db: DbInfo::from_header_bytes(&[0u8; 100], 0),
     };
-    // An archive is as sensitive as its database: it gets the source's permission bits.
-    let mode = {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(&source)
-            .map(|m| m.permissions().mode() & 0o666)
-            .unwrap_or(0o600)
-    };
-    let mut out = AtomicFile::create(&output, mode)?;
-    let tmp_path = out.temp_path().to_path_buf();
-    let io_err = |e| Error::io("write archive", &tmp_path, e);
-    let file = out.file().try_clone().map_err(io_err)?;
-
     let done = match live {
-        Some(live) => backup_live(live, base, file, &tmp_path, opts, mtime, &mut clock, progress)?,
-        None => backup_copy(
-            &source, &out_dir, base, file, &tmp_path, opts, mtime, &mut clock, progress,
-        )?,
+        Some(live) => backup_live(live, base, &target, opts, mtime, &mut clock, progress)?,
+        None => backup_copy(&source, base, &target, opts, mtime, &mut clock, progress)?,
     };
     let Done {
         manifest,
         database_sha256,
-        archive_sha256,
-        archive_size,
+        published,
         snapshot_ms,
         streamed,
     } = done;
-    let archive = if opts.output.is_some() {
-        if opts.overwrite && output.exists() {
-            out.commit_replace()?
-        } else {
-            out.commit()?
-        }
-    } else {
-        // Another backup may have taken the default name meanwhile: take the next free one.
-        let name = output.file_name().map(PathBuf::from).unwrap_or_default();
-        out.set_final_path(unique_name(&out_dir, &name));
-        out.commit()?
-    };
     clock.lap("fsync and rename");
 
     Ok(BackupReport {
-        archive,
+        archive: published.path,
         source,
-        archive_size,
+        archive_size: published.size,
         db_size: manifest.db_size,
-        archive_sha256,
+        archive_sha256: published.sha256,
         database_sha256,
         duration_ms: started.elapsed().as_millis() as u64,
         snapshot_ms: snapshot_ms.unwrap_or(started.elapsed().as_millis() as u64),
@@ -303,8 +339,7 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
 struct Done {
     manifest: Manifest,
     database_sha256: String,
-    archive_sha256: String,
-    archive_size: u64,
+    published: Published,
     /// Milliseconds of the temp-file snapshot; `None` when the source's read transaction
     /// lasted the whole backup.
     snapshot_ms: Option<u64>,
@@ -388,15 +423,16 @@ fn cap_json_len(mut text: String, max: usize) -> String {
 fn backup_live(
     mut live: LiveSnapshot,
     base: Manifest,
-    file: std::fs::File,
-    tmp_path: &Path,
+    target: &Target,
     opts: &BackupOptions,
     mtime: u64,
     clock: &mut PhaseClock,
     progress: &dyn Progress,
 ) -> Result<Done> {
-    let io_err = |e| Error::io("write archive", tmp_path, e);
-    let spill_dir = fsutil::parent_dir(tmp_path);
+    let out_path = target.loc.object_path(&target.name);
+    let io_err = |e| Error::io("write archive", &out_path, e);
+    let spill_dir = target.work_dir.clone();
+    let tmp_path = out_path.as_path();
     let db_size = live.db_size();
     let source = live.source().to_path_buf();
     let checkers = live.take_checkers();
@@ -414,9 +450,9 @@ fn backup_live(
             let bound_len = serde_json::to_vec_pretty(&bound)
                 .expect("manifest serializes")
                 .len();
-            let mut writer =
-                ZstdManifestLastWriter::new(file, opts.level, mtime, archive::manifest_reserve(bound_len))
-                    .map_err(io_err)?;
+            let reserve = archive::manifest_reserve(bound_len);
+            let mut writer = ZstdManifestLastWriter::new(target.create(reserve)?, opts.level, mtime, reserve)
+                .map_err(io_err)?;
             clock.lap("snapshot");
             let page1 = live.page1().to_vec();
             let (sum, inspected) = std::thread::scope(|s| {
@@ -434,13 +470,12 @@ fn backup_live(
             live.finish();
             clock.lap("pages and checks");
             let (manifest, json) = finish_manifest(base, &source, db_size, inspected, opts.allow_corrupt)?;
-            let written = writer.finish(&json).map_err(io_err)?;
+            let (published, _) = writer.finish(&json, &io_err)?;
             clock.lap("finish archive");
             Ok(Done {
                 manifest,
                 database_sha256,
-                archive_sha256: written.sha256,
-                archive_size: written.size,
+                published,
                 snapshot_ms: None,
                 streamed: true,
             })
@@ -459,13 +494,8 @@ fn backup_live(
             };
             clock.lap("snapshot checks");
             let (manifest, json) = finish_manifest(base, &source, db_size, inspected, opts.allow_corrupt)?;
-            let mut writer = ArchiveWriter::new(
-                BufWriter::with_capacity(1 << 20, WritebackFile::new(file)),
-                opts.compression,
-                opts.level,
-                mtime,
-            )
-            .map_err(io_err)?;
+            let mut writer =
+                ArchiveWriter::new(target.create(0)?, opts.compression, opts.level, mtime).map_err(io_err)?;
             writer.append_bytes(MANIFEST_ENTRY, &json).map_err(io_err)?;
             progress.begin("compress", Some(db_size));
             let database_sha256 = writer.append_with(DATABASE_ENTRY, db_size, &io_err, |w| {
@@ -474,13 +504,12 @@ fn backup_live(
             progress.end();
             live.finish();
             let written = writer.finish().map_err(io_err)?;
-            written.inner.into_inner().map_err(|e| io_err(e.into_error()))?;
+            let published = written.inner.finish(None)?;
             clock.lap("pages");
             Ok(Done {
                 manifest,
                 database_sha256,
-                archive_sha256: written.sha256,
-                archive_size: written.size,
+                published,
                 snapshot_ms: None,
                 streamed: true,
             })
@@ -572,17 +601,16 @@ fn inspected(
 #[allow(clippy::too_many_arguments)]
 fn backup_copy(
     source: &Path,
-    out_dir: &Path,
     mut base: Manifest,
-    file: std::fs::File,
-    tmp_path: &Path,
+    target: &Target,
     opts: &BackupOptions,
     mtime: u64,
     clock: &mut PhaseClock,
     progress: &dyn Progress,
 ) -> Result<Done> {
-    let io_err = |e| Error::io("write archive", tmp_path, e);
-    let snap = snapshot::take(source, out_dir, opts.method, opts.limits, progress)?;
+    let out_path = target.loc.object_path(&target.name);
+    let io_err = |e| Error::io("write archive", &out_path, e);
+    let snap = snapshot::take(source, &target.work_dir, opts.method, opts.limits, progress)?;
     clock.lap("snapshot copy");
     let (info, problems, fk_violations) = inspect_snapshot(snap.path(), opts.allow_corrupt, opts.check_fts)?;
     clock.lap("snapshot checks");
@@ -597,13 +625,8 @@ fn backup_copy(
         fk_violations,
     };
     let (manifest, json) = finish_manifest(base, source, db_size, inspected, opts.allow_corrupt)?;
-    let mut writer = ArchiveWriter::new(
-        BufWriter::with_capacity(1 << 20, WritebackFile::new(file)),
-        opts.compression,
-        opts.level,
-        mtime,
-    )
-    .map_err(io_err)?;
+    let mut writer =
+        ArchiveWriter::new(target.create(0)?, opts.compression, opts.level, mtime).map_err(io_err)?;
     writer.append_bytes(MANIFEST_ENTRY, &json).map_err(io_err)?;
     let snap_file = std::fs::File::open(snap.path()).map_err(|e| Error::io("open", snap.path(), e))?;
     progress.begin("compress", Some(db_size));
@@ -612,13 +635,12 @@ fn backup_copy(
         .map_err(io_err)?;
     progress.end();
     let written = writer.finish().map_err(io_err)?;
-    written.inner.into_inner().map_err(|e| io_err(e.into_error()))?;
+    let published = written.inner.finish(None)?;
     clock.lap("archive");
     Ok(Done {
         manifest,
         database_sha256,
-        archive_sha256: written.sha256,
-        archive_size: written.size,
+        published,
         snapshot_ms: Some(snap.stats.duration_ms),
         streamed: false,
     })
@@ -691,21 +713,4 @@ pub(crate) fn refuse_writing_over_source(source: &Path, output: &Path) -> Result
         }
     }
     Ok(())
-}
-
-/// `name` in `dir`, or `name` with `-2`, `-3`, ... before its extension when taken.
-pub(crate) fn unique_name(dir: &Path, name: &Path) -> PathBuf {
-    let first = dir.join(name);
-    if !first.exists() {
-        return first;
-    }
-    let s = name.to_string_lossy();
-    let (stem, ext) = match s.find(".tar").or_else(|| s.rfind(".sql")) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (&s[..], ""),
-    };
-    (2..)
-        .map(|n| dir.join(format!("{stem}-{n}{ext}")))
-        .find(|p| !p.exists())
-        .expect("an unused name exists")
 }

@@ -133,6 +133,18 @@ pub enum Error {
     /// The caller passed options that do not fit together.
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// An object store (S3) refused or failed a request, after retries where they help.
+    #[error("{url}: {op}: {detail}")]
+    Remote {
+        /// What was being done, e.g. "upload".
+        op: &'static str,
+        /// The object or location concerned (`s3://bucket/key`).
+        url: String,
+        /// What the server said or why it could not be reached (never a secret).
+        detail: String,
+        /// What to try.
+        hint: &'static str,
+    },
 }
 
 impl Error {
@@ -198,6 +210,7 @@ impl Error {
             Error::NotADatabase { .. } => {
                 Some("point litevault at the main database file (not its -wal or -shm)")
             }
+            Error::Remote { hint, .. } => Some(hint),
             _ => None,
         }
     }

@@ -45,14 +45,17 @@
 
 pub mod archive;
 pub mod backup;
+pub mod copy;
 pub mod db;
 pub mod dump;
 pub mod error;
 pub mod fsutil;
 pub mod list;
+pub mod location;
 pub mod manifest;
 pub mod merge;
 pub mod progress;
+pub mod prune;
 pub mod restore;
 pub mod snapshot;
 pub mod verify;

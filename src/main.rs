@@ -72,17 +72,21 @@ enum CompressionArg {
 enum Command {
     /// Take a consistent snapshot of a (live) database into a compressed, checksummed archive.
     #[command(
-        after_help = "Examples:\n  litevault backup app.db\n  litevault backup app.db -o /backups/app.tar.zst\n  litevault backup app.db --dir /backups --method vacuum --compression gzip\n  litevault backup app.db --format sql                          # app-<stamp>.sql.zst\n  litevault backup app.db --format sql --compression none -o history/app.sql\n  litevault backup app.db --format sql --table notes --table tags\n\nDefault location: --dir, else $LITEVAULT_DIR, else ~/.local/share/litevault/backups,\nas <db stem>-<YYYYMMDDTHHMMSSZ>.tar.zst (.sql.zst, .sql.gz or .sql for --format sql)."
+        after_help = "Examples:\n  litevault backup app.db\n  litevault backup app.db -o /backups/app.tar.zst\n  litevault backup app.db --dir /backups --method vacuum --compression gzip\n  litevault backup app.db --format sql                          # app-<stamp>.sql.zst\n  litevault backup app.db --format sql --compression none -o history/app.sql\n  litevault backup app.db --format sql --table notes --table tags\n  litevault backup app.db --dir s3://my-bucket/prod/app          # S3 (AWS_* variables, ~/.aws)\n  litevault backup app.db -o s3://my-bucket/prod/app/pre-migration.tar.zst\n\nDefault location: --dir, else $LITEVAULT_DIR, else ~/.local/share/litevault/backups,\nas <name>-<YYYYMMDDTHHMMSSZ>.tar.zst (.sql.zst, .sql.gz or .sql for --format sql);\nthe name is the database file's stem unless --name says otherwise."
     )]
     Backup {
         /// The database file to back up.
         db: PathBuf,
-        /// Write the archive to this file.
+        /// Write the archive to this file or object (s3://bucket/key).
         #[arg(short, long, conflicts_with = "dir")]
         output: Option<PathBuf>,
-        /// Write the archive into this directory under its default name.
-        #[arg(long)]
+        /// Write the archive into this location (a directory or s3://bucket/prefix) under its
+        /// default name.
+        #[arg(long, value_name = "LOCATION")]
         dir: Option<PathBuf>,
+        /// The database's name in the location (default: its file stem).
+        #[arg(long, conflicts_with = "output")]
+        name: Option<String>,
         /// How to take the snapshot.
         #[arg(long, value_enum, default_value = "pages")]
         method: MethodArg,
@@ -114,11 +118,63 @@ enum Command {
         exclude_tables: Vec<String>,
     },
     /// List the archives in the backup directory (reads only each archive's manifest).
-    #[command(after_help = "Examples:\n  litevault list\n  litevault list --dir /backups --json")]
+    #[command(
+        after_help = "Examples:\n  litevault list\n  litevault list --dir /backups --json\n  litevault list --dir s3://my-bucket/prod/app"
+    )]
     List {
-        /// Directory to list (default: $LITEVAULT_DIR, else ~/.local/share/litevault/backups).
-        #[arg(long)]
+        /// Location to list: a directory or s3://bucket/prefix (default: $LITEVAULT_DIR, else
+        /// ~/.local/share/litevault/backups).
+        #[arg(long, value_name = "LOCATION")]
         dir: Option<PathBuf>,
+    },
+    /// Copy archives to another location, each under its own name (never replacing one), checked
+    /// on arrival (the copy is read back: same size, same SHA-256).
+    #[command(
+        after_help = "Examples:\n  litevault copy ~/.local/share/litevault/backups/app-20261201T101500Z.tar.zst s3://my-bucket/prod/app\n  litevault copy /backups/app-*.tar.zst s3://my-bucket/prod/app   # push several\n  litevault copy s3://my-bucket/prod/app/app-20261201T101500Z.tar.zst /restore-area   # pull one"
+    )]
+    Copy {
+        /// The archives, then the destination location (last).
+        #[arg(required = true, num_args = 2.., value_name = "ARCHIVE... LOCATION")]
+        paths: Vec<PathBuf>,
+    },
+    /// Delete old backups by retention policy (restic's --keep-* rules), per name.
+    #[command(
+        after_help = "Examples:\n  litevault prune --dir /backups --keep-daily 7 --keep-weekly 4 --dry-run\n  litevault prune --dir s3://my-bucket/prod/app --name app --keep-last 3 --keep-within 30d --json\n\nEach --keep-* policy keeps the newest backup in each of its last N periods (UTC) that have one;\npolicies add up; --keep-within keeps everything that much younger than the newest backup.\nBackups are grouped by name (<name>-<stamp>...); safety archives (<name>-pre-restore-...,\n<name>-pre-merge-...) form groups of their own. Objects litevault did not name are never deleted.\nprune also aborts litevault's incomplete uploads there that are older than a day."
+    )]
+    Prune {
+        /// Location to prune (default: $LITEVAULT_DIR, else ~/.local/share/litevault/backups).
+        #[arg(long, value_name = "LOCATION")]
+        dir: Option<PathBuf>,
+        /// Only this name's backups (and its safety archives).
+        #[arg(long)]
+        name: Option<String>,
+        /// Keep the N newest backups.
+        #[arg(long, value_name = "N")]
+        keep_last: Option<u32>,
+        /// Keep the newest backup of each of the last N hours that have one.
+        #[arg(long, value_name = "N")]
+        keep_hourly: Option<u32>,
+        /// Keep the newest backup of each of the last N days that have one.
+        #[arg(long, value_name = "N")]
+        keep_daily: Option<u32>,
+        /// Keep the newest backup of each of the last N ISO weeks that have one.
+        #[arg(long, value_name = "N")]
+        keep_weekly: Option<u32>,
+        /// Keep the newest backup of each of the last N months that have one.
+        #[arg(long, value_name = "N")]
+        keep_monthly: Option<u32>,
+        /// Keep the newest backup of each of the last N years that have one.
+        #[arg(long, value_name = "N")]
+        keep_yearly: Option<u32>,
+        /// Keep every backup created within this long of the newest one (e.g. 30d, 12h, 1w2d).
+        #[arg(long, value_name = "DURATION")]
+        keep_within: Option<String>,
+        /// Print every backup's verdict and reason; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow a policy that removes every backup of a name.
+        #[arg(long)]
+        force: bool,
     },
     /// Print an archive's or SQL dump's manifest.
     #[command(
@@ -173,13 +229,23 @@ enum Command {
     },
     /// Restore an archive or SQL dump to a database file: guarded, verified before the swap, atomic.
     #[command(
-        after_help = "Examples:\n  litevault restore app-20261121T101500Z.tar.zst restored.db\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite --dry-run\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite\n  litevault restore app.sql.zst new.db            # also .sql.gz, plain .sql\n  litevault restore dump-from-sqlite3.sql new.db  # a foreign dump, loaded as untrusted SQL\n\nAn existing database is replaced only with --overwrite, after a safety archive of it is\nwritten to the backup directory. A database open in other processes is restored through\nSQLite, so they see the new content on their next transaction; it is never swapped from\nunder them."
+        after_help = "Examples:\n  litevault restore app-20261121T101500Z.tar.zst restored.db\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite --dry-run\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite\n  litevault restore app.sql.zst new.db            # also .sql.gz, plain .sql\n  litevault restore dump-from-sqlite3.sql new.db  # a foreign dump, loaded as untrusted SQL\n  litevault restore s3://my-bucket/prod/app/app-20261201T101500Z.tar.zst app.db --overwrite\n  litevault restore --latest --dir s3://my-bucket/prod/app app.db --overwrite   # newest backup of `app`\n\nAn existing database is replaced only with --overwrite, after a safety archive of it is\nwritten to the backup directory. A database open in other processes is restored through\nSQLite, so they see the new content on their next transaction; it is never swapped from\nunder them."
     )]
     Restore {
-        /// The archive or SQL dump to restore.
-        archive: PathBuf,
-        /// The database file to create or replace.
-        db: PathBuf,
+        /// The archive or SQL dump to restore (a path or s3://bucket/key; not with --latest),
+        /// then the database file to create or replace.
+        #[arg(required = true, num_args = 1..=2, value_name = "[ARCHIVE] DB")]
+        paths: Vec<PathBuf>,
+        /// Restore the newest backup (archive or dump) of --name in --dir.
+        #[arg(long)]
+        latest: bool,
+        /// With --latest: the name of the backups (default: the target's file stem).
+        #[arg(long, requires = "latest")]
+        name: Option<String>,
+        /// With --latest: the location to look in (default: $LITEVAULT_DIR, else
+        /// ~/.local/share/litevault/backups).
+        #[arg(long, requires = "latest", value_name = "LOCATION")]
+        dir: Option<PathBuf>,
         /// Replace an existing database (a safety archive of it is kept first).
         #[arg(long)]
         overwrite: bool,
@@ -263,7 +329,36 @@ fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")) + "\n"
 }
 
+/// Ctrl-C and SIGTERM: the signals are blocked in every thread and taken by one thread, which
+/// aborts the S3 multipart uploads in progress (so no incomplete upload is left behind) and
+/// exits with 128 + the signal's number. Local temp files are removed by the next run's sweep.
+fn handle_signals() {
+    // SAFETY: plain libc calls on a local, initialised signal set, before any other thread
+    // exists (threads spawned later inherit the mask).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return;
+        }
+        let set = set;
+        let _ = std::thread::Builder::new().name("signals".into()).spawn(move || {
+            let mut sig: libc::c_int = 0;
+            if libc::sigwait(&set, &mut sig) == 0 {
+                let aborted = litevault::location::s3::abort_active_uploads();
+                if aborted > 0 {
+                    eprintln!("interrupted: aborted {aborted} upload(s) in progress");
+                }
+                std::process::exit(128 + sig);
+            }
+        });
+    }
+}
+
 fn main() -> ExitCode {
+    handle_signals();
     let cli = Cli::parse();
     let progress: Box<dyn Progress> = if !cli.quiet && !cli.json && std::io::stderr().is_terminal() {
         Box::new(BarProgress {
@@ -329,6 +424,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             db,
             output,
             dir,
+            name,
             method,
             compression,
             level,
@@ -342,6 +438,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             let opts = BackupOptions {
                 output: output.clone(),
                 dir: dir.clone(),
+                name: name.clone(),
                 method: match method {
                     MethodArg::Pages => Method::Pages,
                     MethodArg::Vacuum => Method::Vacuum,
@@ -406,6 +503,68 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                 out(&json(&items));
             } else if !cli.quiet {
                 out(&render_list(&dir, &items, cli.verbose));
+            }
+            Ok(exit::OK)
+        }
+        Command::Copy { paths } => {
+            let (dest, sources) = paths.split_last().expect("clap requires two paths");
+            let r = litevault::copy::copy(sources, dest, progress)?;
+            if cli.json {
+                out(&json(&r));
+            } else if !cli.quiet {
+                let mut s = String::new();
+                for c in &r.copied {
+                    s += &format!(
+                        "copied {} -> {} ({}, checked)\n",
+                        c.source.display(),
+                        c.destination.display(),
+                        HumanBytes(c.size)
+                    );
+                }
+                out(&s);
+            }
+            Ok(exit::OK)
+        }
+        Command::Prune {
+            dir,
+            name,
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            keep_within,
+            dry_run,
+            force,
+        } => {
+            let keep_within_secs = match keep_within {
+                Some(d) => Some(
+                    litevault::prune::parse_duration(d)
+                        .map_err(|m| Error::InvalidOption(format!("--keep-within: {m}")))?,
+                ),
+                None => None,
+            };
+            let opts = litevault::prune::PruneOptions {
+                policy: litevault::prune::Policy {
+                    keep_last: *keep_last,
+                    keep_hourly: *keep_hourly,
+                    keep_daily: *keep_daily,
+                    keep_weekly: *keep_weekly,
+                    keep_monthly: *keep_monthly,
+                    keep_yearly: *keep_yearly,
+                    keep_within_secs,
+                },
+                name: name.clone(),
+                dry_run: *dry_run,
+                force: *force,
+            };
+            let dir = dir.clone().unwrap_or_else(litevault::default_backup_dir);
+            let r = litevault::prune::prune(&dir, &opts)?;
+            if cli.json {
+                out(&json(&r));
+            } else if !cli.quiet {
+                out(&render_prune(&r, cli.verbose));
             }
             Ok(exit::OK)
         }
@@ -479,8 +638,10 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             Ok(exit::OK)
         }
         Command::Restore {
-            archive,
-            db,
+            paths,
+            latest,
+            name,
+            dir,
             overwrite,
             dry_run,
             allow_newer_schema,
@@ -488,6 +649,30 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             safety_dir,
             busy_timeout,
         } => {
+            let (archive, db) = match (paths.as_slice(), *latest) {
+                ([db], true) => {
+                    let dir = dir.clone().unwrap_or_else(litevault::default_backup_dir);
+                    let name = name.clone().unwrap_or_else(|| litevault::location::name_of(db));
+                    let loc = litevault::location::open(&dir)?;
+                    let newest =
+                        litevault::location::latest(loc.as_ref(), &name)?.ok_or_else(|| Error::NotFound {
+                            path: loc.object_path(&format!("{name}-<stamp>.*")),
+                        })?;
+                    (loc.object_path(&newest), db.clone())
+                }
+                ([archive, db], false) => (archive.clone(), db.clone()),
+                (_, true) => {
+                    return Err(Error::InvalidOption(
+                        "with --latest give only the database (the archive is found in --dir)".into(),
+                    ))
+                }
+                (_, false) => {
+                    return Err(Error::InvalidOption(
+                        "give the archive and the database (or --latest and the database)".into(),
+                    ))
+                }
+            };
+            let (archive, db) = (&archive, &db);
             let opts = RestoreOptions {
                 overwrite: *overwrite,
                 allow_newer_schema: *allow_newer_schema,
@@ -619,6 +804,49 @@ fn render_merge(r: &litevault::merge::MergeReport) -> String {
         s += "nothing was changed\n";
     } else if let Some(p) = &r.safety_archive {
         s += &format!("database as it was before the merge kept in {}\n", p.display());
+    }
+    s
+}
+
+fn render_prune(r: &litevault::prune::PruneReport, verbose: bool) -> String {
+    let mut s = String::new();
+    let mut group = "";
+    for v in &r.verdicts {
+        if v.group != group {
+            group = &v.group;
+            s += &format!("{group}:\n");
+        }
+        if v.keep || verbose || r.dry_run {
+            s += &format!(
+                "  {} {}  {}  ({})\n",
+                if v.keep { "keep  " } else { "remove" },
+                v.created_at,
+                v.name,
+                v.reasons.join(", ")
+            );
+        }
+    }
+    for n in &r.not_managed {
+        s += &format!("  (left alone: {n}, not a name litevault gives)\n");
+    }
+    let removed = r.verdicts.iter().filter(|v| !v.keep).count();
+    let kept = r.verdicts.len() - removed;
+    s += &if r.dry_run {
+        format!(
+            "dry run: would keep {kept} and remove {removed} backups ({}) in {}\n",
+            HumanBytes(r.freed_bytes),
+            r.location
+        )
+    } else {
+        format!(
+            "kept {kept}, removed {} backups ({}) in {}\n",
+            r.deleted.len(),
+            HumanBytes(r.freed_bytes),
+            r.location
+        )
+    };
+    for c in &r.cleaned {
+        s += &format!("  {c}\n");
     }
     s
 }

@@ -58,18 +58,15 @@ pub struct VerifyReport {
 pub fn verify(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
     let started = Instant::now();
     let mut head = Vec::with_capacity(512);
-    match std::fs::File::open(path) {
-        Ok(f) => {
-            f.take(512)
-                .read_to_end(&mut head)
-                .map_err(|e| Error::io("read", path, e))?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NotFound {
-                path: path.to_path_buf(),
-            })
-        }
-        Err(e) => return Err(Error::io("open", path, e)),
+    crate::location::open_read(path, true)?
+        .take(512)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io("read", path, e))?;
+    if crate::location::is_remote(path) && head.starts_with(db::SQLITE_MAGIC) {
+        return Err(Error::InvalidOption(format!(
+            "{} is an SQLite database in a bucket: verify checks databases on this machine only",
+            path.display()
+        )));
     }
     let mut report = if head.starts_with(db::SQLITE_MAGIC) {
         verify_database(path, opts)?

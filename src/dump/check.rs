@@ -34,7 +34,7 @@ pub struct Loaded {
 /// A manifest for a dump without one, from what is known: the file. Marks it as foreign
 /// (empty `tool_version`).
 pub fn foreign_manifest(path: &Path, compression: crate::Compression) -> Manifest {
-    let file = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let file = crate::location::object_size(path).unwrap_or(0);
     // Text is rarely smaller than its database; compressed text is about a quarter.
     let estimate = if compression == crate::Compression::None {
         file

@@ -7,7 +7,7 @@
 //! through the compressor into a temp file that is fsynced and renamed into place.
 
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -18,7 +18,7 @@ use crate::archive::{Encoder, HashWriter};
 use crate::backup::{self, BackupOptions, BackupReport};
 use crate::db::{self, hex};
 use crate::error::{Error, Result};
-use crate::fsutil::{self, AtomicFile};
+use crate::fsutil;
 use crate::manifest::{Manifest, FORMAT};
 use crate::progress::{NoProgress, Progress};
 use crate::snapshot;
@@ -39,24 +39,9 @@ pub(crate) fn backup_sql(
     db::precheck(source)?;
     let source = std::path::absolute(source).map_err(|e| Error::io("resolve", source, e))?;
     let (created_at, stamp, _) = backup::now_stamps();
-    let output = match &opts.output {
-        Some(out) => {
-            if out.exists() && !opts.overwrite {
-                return Err(Error::WouldOverwrite { path: out.clone() });
-            }
-            out.clone()
-        }
-        None => {
-            let dir = opts.dir.clone().unwrap_or_else(backup::default_backup_dir);
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io("create backup directory", &dir, e))?;
-            backup::unique_name(&dir, &default_name(&source, opts, &stamp))
-        }
-    };
-    let out_dir = fsutil::parent_dir(&output);
-    if !out_dir.is_dir() {
-        return Err(Error::NotFound { path: out_dir });
-    }
-    backup::refuse_writing_over_source(&source, &output)?;
+    let target = backup::Target::resolve(&source, opts, &default_name(&source, opts, &stamp))?;
+    let out_dir = target.work_dir.clone();
+    fsutil::sweep_leftovers(&out_dir);
     let source_size = std::fs::metadata(&source).map(|m| m.len()).unwrap_or(0)
         + std::fs::metadata(fsutil::sidecar(&source, "-wal"))
             .map(|m| m.len())
@@ -109,22 +94,9 @@ pub(crate) fn backup_sql(
         serde_json::to_string(&manifest).expect("manifest serializes")
     );
 
-    let mode = {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(&source)
-            .map(|m| m.permissions().mode() & 0o666)
-            .unwrap_or(0o600)
-    };
-    let mut out = AtomicFile::create(&output, mode)?;
-    let tmp_path = out.temp_path().to_path_buf();
-    let io_err = |e| Error::io("write dump", &tmp_path, e);
-    let file = out.file().try_clone().map_err(io_err)?;
-    let file_hashed = HashWriter {
-        inner: BufWriter::with_capacity(1 << 20, file),
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
-    let mut enc = Encoder::new(file_hashed, opts.compression, opts.level).map_err(io_err)?;
+    let out_path = target.loc.object_path(&target.name);
+    let io_err = |e| Error::io("write dump", &out_path, e);
+    let mut enc = Encoder::new(target.create(0)?, opts.compression, opts.level).map_err(io_err)?;
     let line1 = super::header_line();
     enc.write_all(line1.as_bytes()).map_err(io_err)?;
     enc.write_all(format!("{CREATED_PREFIX}{created_at}\n").as_bytes())
@@ -140,35 +112,19 @@ pub(crate) fn backup_sql(
         serde_json::to_string(&trailer).expect("trailer serializes")
     );
     enc.write_all(trailer_line.as_bytes()).map_err(io_err)?;
-    let mut file_hashed = enc.finish().map_err(io_err)?;
-    file_hashed.flush().map_err(io_err)?;
+    let mut object = enc.finish().map_err(io_err)?;
+    object.flush().map_err(io_err)?;
     clock.lap("dump");
-    let archive_sha256 = hex(&file_hashed.hasher.finalize());
-    let archive_size = file_hashed.bytes;
-    file_hashed
-        .inner
-        .into_inner()
-        .map_err(|e| io_err(e.into_error()))?;
     drop(conn);
-    let archive = if opts.output.is_some() {
-        if opts.overwrite && output.exists() {
-            out.commit_replace()?
-        } else {
-            out.commit()?
-        }
-    } else {
-        let name = output.file_name().map(PathBuf::from).unwrap_or_default();
-        out.set_final_path(backup::unique_name(&out_dir, &name));
-        out.commit()?
-    };
+    let published = object.finish(None)?;
     let snapshot_ms = snap.stats.duration_ms;
     drop(snap);
     Ok(BackupReport {
-        archive,
+        archive: published.path,
         source,
-        archive_size,
+        archive_size: published.size,
         db_size,
-        archive_sha256,
+        archive_sha256: published.sha256,
         database_sha256: trailer.sha256,
         duration_ms: started.elapsed().as_millis() as u64,
         snapshot_ms,
@@ -186,17 +142,13 @@ pub(crate) fn backup_sql(
     })
 }
 
-fn default_name(source: &Path, opts: &BackupOptions, stamp: &str) -> PathBuf {
-    let stem = source
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "database".into());
+fn default_name(source: &Path, opts: &BackupOptions, stamp: &str) -> String {
+    let stem = opts
+        .name
+        .clone()
+        .unwrap_or_else(|| crate::location::name_of(source));
     let tag = opts.tag.as_deref().map(|t| format!("-{t}")).unwrap_or_default();
-    PathBuf::from(format!(
-        "{stem}{tag}-{stamp}{}",
-        super::extension(opts.compression)
-    ))
+    format!("{stem}{tag}-{stamp}{}", super::extension(opts.compression))
 }
 
 /// Writes the data section to `out` and returns the trailer: the SHA-256 runs over `prefix`

@@ -97,21 +97,22 @@ pub enum Content {
 /// Opens `path` decompressed (zstd, gzip or plain) and tells what it holds, without reading
 /// more than its first block.
 pub fn open(path: &Path) -> Result<(Compression, Content, Box<dyn BufRead>)> {
-    open_with(path, false)
+    open_inner(path, false, true)
 }
 
 /// Like [`open`]; with `threaded`, a compressed file is decompressed by a second thread a few
 /// MiB ahead of the reader (loading a dump then uses both cores).
 pub fn open_with(path: &Path, threaded: bool) -> Result<(Compression, Content, Box<dyn BufRead>)> {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NotFound {
-                path: path.to_path_buf(),
-            })
-        }
-        Err(e) => return Err(Error::io("open", path, e)),
-    };
+    open_inner(path, threaded, false)
+}
+
+/// `head_only`: the caller reads only the first lines (a remote file is then range-read).
+fn open_inner(
+    path: &Path,
+    threaded: bool,
+    head_only: bool,
+) -> Result<(Compression, Content, Box<dyn BufRead>)> {
+    let file = crate::location::open_read(path, head_only)?;
     let mut buf = BufReader::with_capacity(1 << 20, file);
     let head = buf.fill_buf().map_err(|e| Error::io("read", path, e))?;
     let compression = match head {
@@ -245,6 +246,9 @@ impl Read for ReadAhead {
 }
 
 fn bad(path: &Path, e: std::io::Error) -> Error {
+    if let Some(remote) = crate::location::s3::download_error(path, &e) {
+        return remote;
+    }
     Error::bad_archive(path, format!("cannot decompress: {e}"))
 }
 

@@ -646,7 +646,7 @@ impl Lines<'_> {
             self.out.write_all(&self.buf)?;
             self.stats.statements += 1;
             self.stats.rows += 1;
-            if self.stats.rows % 4096 == 0 {
+            if self.stats.rows.is_multiple_of(4096) {
                 self.progress.advance(4096);
             }
         }

@@ -1,0 +1,1028 @@
+//! A prefix in an S3-compatible bucket as a [`Location`] (`s3://bucket/prefix`), through the AWS
+//! SDK for Rust on a small tokio runtime of its own (the library's API stays blocking).
+//!
+//! Configuration comes from the standard AWS sources: `AWS_ACCESS_KEY_ID` /
+//! `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, `AWS_PROFILE` and the `~/.aws` files,
+//! `AWS_REGION`, `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`) for other servers. With an
+//! endpoint set, requests use path-style addressing (what self-hosted servers expect) unless
+//! `LITEVAULT_S3_VIRTUAL_HOSTED=1`. No secret is ever put in an error, a report or a log.
+//!
+//! New objects: the stream is cut into parts; the first part stays in memory and is sent LAST
+//! (a multipart upload's parts may be uploaded in any order), so that the head of an archive —
+//! its manifest, decided when the database has been read — can still be rewritten at
+//! [`NewObject::finish`]. An object smaller than one part is one `PutObject`. Publishing is
+//! create-only twice over: the name is checked just before the object is made visible, and the
+//! `PutObject` / `CompleteMultipartUpload` carry `If-None-Match: *` (servers that ignore it, like
+//! Garage, are still covered by the check). On failure, drop, Ctrl-C or SIGTERM the multipart
+//! upload is aborted ([`abort_active_uploads`]); a `kill -9` leaves an incomplete upload, never
+//! an object, and `prune` aborts those of litevault's that are older than a day.
+//!
+//! Faults: the SDK's standard retry mode (exponential backoff with jitter) retries throttling
+//! (429, SlowDown), 5xx, timeouts and broken connections; attempts and timeouts are bounded so
+//! that a dead server fails within two minutes, with an error naming the endpoint.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use sha2::{Digest, Sha256};
+
+use super::{CreateOptions, Location, NewObject, ObjectMeta, Published};
+use crate::db::hex;
+use crate::error::{Error, Result};
+
+/// Bytes of each part of a multipart upload (the last may be smaller).
+const PART_SIZE: usize = 8 << 20;
+/// Parts uploading at once (besides the one being filled).
+const PARTS_IN_FLIGHT: usize = 2;
+/// Attempts per request (the first and its retries).
+const MAX_ATTEMPTS: u32 = 7;
+
+/// The shared client: one runtime and one connection pool per process.
+struct Client {
+    rt: tokio::runtime::Runtime,
+    s3: aws_sdk_s3::Client,
+    /// The endpoint, for messages: the configured URL or "AWS S3 (<region>)".
+    endpoint: String,
+}
+
+fn client() -> Result<Arc<Client>> {
+    static CLIENT: OnceLock<std::result::Result<Arc<Client>, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| Client::new(None).map(Arc::new))
+        .clone()
+        .map_err(config_error)
+}
+
+fn config_error(detail: String) -> Error {
+    Error::Remote {
+        op: "configure S3 client",
+        url: "s3://".into(),
+        detail,
+        hint: "set AWS_REGION (and AWS_ENDPOINT_URL for servers other than AWS)",
+    }
+}
+
+/// Explicit settings for [`S3Location::open_with`], for programs that embed litevault and keep
+/// their own credentials (the command line reads the standard AWS sources instead).
+#[derive(Clone, Default)]
+pub struct S3Settings {
+    /// e.g. `http://127.0.0.1:8333`; `None` for AWS itself.
+    pub endpoint_url: Option<String>,
+    /// e.g. `us-east-1`.
+    pub region: Option<String>,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key (never printed).
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint_url", &self.endpoint_url)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    fn new(settings: Option<&S3Settings>) -> std::result::Result<Client, String> {
+        use aws_config::retry::RetryConfig;
+        use aws_config::timeout::TimeoutConfig;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("litevault-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(st) = settings {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                st.access_key_id.clone(),
+                st.secret_access_key.clone(),
+                None,
+                None,
+                "litevault-settings",
+            ));
+            if let Some(e) = &st.endpoint_url {
+                loader = loader.endpoint_url(e.clone());
+            }
+            if let Some(r) = &st.region {
+                loader = loader.region(aws_sdk_s3::config::Region::new(r.clone()));
+            }
+        }
+        let conf = rt.block_on(
+            loader
+                .retry_config(
+                    RetryConfig::standard()
+                        .with_max_attempts(MAX_ATTEMPTS)
+                        .with_initial_backoff(Duration::from_millis(200))
+                        .with_max_backoff(Duration::from_secs(10)),
+                )
+                .timeout_config(
+                    TimeoutConfig::builder()
+                        .connect_timeout(Duration::from_secs(5))
+                        .read_timeout(Duration::from_secs(20))
+                        .operation_attempt_timeout(Duration::from_secs(60))
+                        .operation_timeout(Duration::from_secs(110))
+                        .build(),
+                )
+                .load(),
+        );
+        let endpoint_override = conf.endpoint_url().map(str::to_string);
+        let region = conf.region().map(|r| r.to_string());
+        let mut b = aws_sdk_s3::config::Builder::from(&conf)
+            .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired);
+        if region.is_none() {
+            if endpoint_override.is_none() {
+                return Err("no AWS region is configured (AWS_REGION, or region in the profile)".into());
+            }
+            // Self-hosted servers accept any region.
+            b = b.region(aws_sdk_s3::config::Region::new("us-east-1"));
+        }
+        let virtual_hosted = std::env::var("LITEVAULT_S3_VIRTUAL_HOSTED").is_ok_and(|v| v == "1");
+        if endpoint_override.is_some() && !virtual_hosted {
+            b = b.force_path_style(true);
+        }
+        let endpoint = endpoint_override
+            .clone()
+            .unwrap_or_else(|| format!("AWS S3 ({})", region.as_deref().unwrap_or("us-east-1")));
+        Ok(Client {
+            rt,
+            s3: aws_sdk_s3::Client::from_conf(b.build()),
+            endpoint,
+        })
+    }
+}
+
+/// `s3://bucket/prefix`: the objects whose keys are `prefix/<name>`.
+#[derive(Clone)]
+pub struct S3Location {
+    bucket: String,
+    /// Empty, or ends with '/'.
+    prefix: String,
+    client: Arc<Client>,
+}
+
+impl std::fmt::Debug for S3Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Location")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// Splits `s3://bucket/some/prefix/` into ("bucket", "some/prefix/").
+pub fn parse_url(url: &str) -> Result<(String, String)> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| Error::InvalidOption(format!("{url:?} is not an s3:// URL")))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid_bucket = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !valid_bucket {
+        return Err(Error::InvalidOption(format!(
+            "{url:?}: {bucket:?} is not a bucket name (3-63 characters: a-z, 0-9, '-', '.')"
+        )));
+    }
+    let prefix = prefix.trim_matches('/');
+    if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
+        return Err(Error::InvalidOption(format!("{url:?}: invalid prefix")));
+    }
+    let prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    Ok((bucket.to_string(), prefix))
+}
+
+impl S3Location {
+    /// The location `s3://bucket/prefix`, configured from the standard AWS sources (nothing is
+    /// sent to the server yet).
+    pub fn open(url: &str) -> Result<Self> {
+        let (bucket, prefix) = parse_url(url)?;
+        Ok(S3Location {
+            bucket,
+            prefix,
+            client: client()?,
+        })
+    }
+
+    /// The location `s3://bucket/prefix` with explicit settings (its own client).
+    pub fn open_with(url: &str, settings: &S3Settings) -> Result<Self> {
+        let (bucket, prefix) = parse_url(url)?;
+        Ok(S3Location {
+            bucket,
+            prefix,
+            client: Arc::new(Client::new(Some(settings)).map_err(config_error)?),
+        })
+    }
+
+    fn key(&self, name: &str) -> Result<String> {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(Error::InvalidOption(format!(
+                "{name:?} is not a plain object name"
+            )));
+        }
+        Ok(format!("{}{name}", self.prefix))
+    }
+
+    fn url_of(&self, name: &str) -> String {
+        format!("s3://{}/{}{name}", self.bucket, self.prefix)
+    }
+
+    fn remote_err<E, R>(&self, op: &'static str, name: &str, e: SdkError<E, R>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + HasStatus,
+    {
+        sdk_error(op, &self.url_of(name), &self.client.endpoint, e)
+    }
+}
+
+/// The HTTP status of a raw response, where there is one.
+trait HasStatus {
+    fn http_status(&self) -> Option<u16>;
+}
+
+impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn http_status(&self) -> Option<u16> {
+        Some(self.status().as_u16())
+    }
+}
+
+/// Turns an SDK error into one clear line and a hint; never includes credentials.
+fn sdk_error<E, R>(op: &'static str, url: &str, endpoint: &str, e: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + HasStatus,
+{
+    let status = e.raw_response().and_then(|r| r.http_status());
+    let code = e.code().map(str::to_string);
+    let message = e.message().map(str::to_string);
+    let (detail, hint) = match (&e, code.as_deref(), status) {
+        (SdkError::DispatchFailure(_), ..) | (SdkError::TimeoutError(_), ..) => (
+            format!(
+                "cannot reach {endpoint} (after {MAX_ATTEMPTS} attempts): {}",
+                DisplayErrorContext(&e)
+            ),
+            "check AWS_ENDPOINT_URL and that the server is up",
+        ),
+        (_, Some("InvalidAccessKeyId" | "SignatureDoesNotMatch"), _) => (
+            format!("{endpoint} refused the credentials ({})", code.as_deref().unwrap_or("")),
+            "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)",
+        ),
+        (_, Some("NoSuchBucket"), _) => (
+            format!("the bucket does not exist at {endpoint}"),
+            "create the bucket first, or check the URL",
+        ),
+        (_, Some("AccessDenied"), _) | (_, _, Some(403)) => (
+            format!(
+                "access denied by {endpoint}{}",
+                message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+            ),
+            "the credentials lack permission for this bucket or prefix (s3:ListBucket, s3:GetObject, s3:PutObject, s3:DeleteObject, s3:AbortMultipartUpload)",
+        ),
+        _ => (
+            format!(
+                "{endpoint} answered {}{}{}",
+                status.map(|s| format!("HTTP {s}")).unwrap_or_else(|| "an error".into()),
+                code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(),
+                message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+            ),
+            "retry later; if it persists, check the server",
+        ),
+    };
+    Error::Remote {
+        op,
+        url: url.to_string(),
+        detail,
+        hint,
+    }
+}
+
+fn is_not_found<E: ProvideErrorMetadata, R: HasStatus>(e: &SdkError<E, R>) -> bool {
+    matches!(e.code(), Some("NoSuchKey" | "NotFound"))
+        || e.raw_response().and_then(|r| r.http_status()) == Some(404)
+}
+
+fn is_precondition_failed<E: ProvideErrorMetadata, R: HasStatus>(e: &SdkError<E, R>) -> bool {
+    e.code() == Some("PreconditionFailed") || e.raw_response().and_then(|r| r.http_status()) == Some(412)
+}
+
+impl Location for S3Location {
+    fn url(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix.trim_end_matches('/'))
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    fn object_path(&self, name: &str) -> PathBuf {
+        PathBuf::from(self.url_of(name))
+    }
+
+    fn list(&self) -> Result<Vec<ObjectMeta>> {
+        let c = &self.client;
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = c.s3.list_objects_v2().bucket(&self.bucket).delimiter("/");
+            if !self.prefix.is_empty() {
+                req = req.prefix(&self.prefix);
+            }
+            if let Some(t) = token.take() {
+                req = req.continuation_token(t);
+            }
+            let page =
+                c.rt.block_on(req.send())
+                    .map_err(|e| self.remote_err("list", "", e))?;
+            for o in page.contents() {
+                let Some(name) = o.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
+                    continue;
+                };
+                if name.is_empty() || name.contains('/') {
+                    continue;
+                }
+                out.push(ObjectMeta {
+                    name: name.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    modified: o.last_modified().map(|t| t.secs()).unwrap_or(0),
+                });
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn head(&self, name: &str) -> Result<Option<ObjectMeta>> {
+        let key = self.key(name)?;
+        let c = &self.client;
+        match c
+            .rt
+            .block_on(c.s3.head_object().bucket(&self.bucket).key(&key).send())
+        {
+            Ok(o) => Ok(Some(ObjectMeta {
+                name: name.to_string(),
+                size: o.content_length().unwrap_or(0).max(0) as u64,
+                modified: o.last_modified().map(|t| t.secs()).unwrap_or(0),
+            })),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(self.remote_err("stat", name, e)),
+        }
+    }
+
+    fn read_range(&self, name: &str, start: u64, len: u64) -> Result<Vec<u8>> {
+        let key = self.key(name)?;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let c = &self.client;
+        let range = format!("bytes={start}-{}", start + len - 1);
+        let got = c.rt.block_on(async {
+            let o =
+                c.s3.get_object()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .range(range)
+                    .send()
+                    .await?;
+            Ok::<_, SdkError<_, _>>(o)
+        });
+        let o = match got {
+            Ok(o) => o,
+            Err(e) if is_not_found(&e) => {
+                return Err(Error::NotFound {
+                    path: self.object_path(name),
+                })
+            }
+            // Past the end of the object.
+            Err(e)
+                if e.code() == Some("InvalidRange")
+                    || e.raw_response().and_then(|r| r.http_status()) == Some(416) =>
+            {
+                return Ok(Vec::new())
+            }
+            Err(e) => return Err(self.remote_err("read", name, e)),
+        };
+        let body =
+            c.rt.block_on(o.body.collect())
+                .map_err(|e| Error::io("read", self.object_path(name), io::Error::other(e)))?;
+        let mut bytes = body.into_bytes().to_vec();
+        // A server that ignores the range sends everything.
+        if bytes.len() as u64 > len {
+            let from = (start as usize).min(bytes.len());
+            bytes = bytes[from..].iter().take(len as usize).copied().collect();
+        }
+        Ok(bytes)
+    }
+
+    fn read_stream(&self, name: &str) -> Result<Box<dyn Read + Send>> {
+        let key = self.key(name)?;
+        let c = self.client.clone();
+        let first =
+            c.rt.block_on(c.s3.get_object().bucket(&self.bucket).key(&key).send());
+        let o = match first {
+            Ok(o) => o,
+            Err(e) if is_not_found(&e) => {
+                return Err(Error::NotFound {
+                    path: self.object_path(name),
+                })
+            }
+            Err(e) => return Err(self.remote_err("read", name, e)),
+        };
+        let size = o.content_length().unwrap_or(-1);
+        let etag = o.e_tag().map(str::to_string);
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
+        let bucket = self.bucket.clone();
+        let s3 = c.s3.clone();
+        // The body is pulled by a task on the runtime and handed over in chunks; a connection
+        // that breaks mid-way is resumed (up to 3 times) with a range request for the same
+        // object version (If-Match on its ETag).
+        c.rt.spawn(async move {
+            let mut body = o.body;
+            let mut at: i64 = 0;
+            let mut resumes = 0;
+            loop {
+                match body.next().await {
+                    Some(Ok(chunk)) => {
+                        at += chunk.len() as i64;
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            return; // the reader went away
+                        }
+                    }
+                    None if size < 0 || at >= size => return,
+                    next => {
+                        let why = match next {
+                            Some(Err(e)) => e.to_string(),
+                            _ => format!("stream ended at byte {at} of {size}"),
+                        };
+                        if resumes >= 3 {
+                            let _ = tx
+                                .send(Err(io::Error::other(DownloadError(format!(
+                                    "download broke off: {why}"
+                                )))))
+                                .await;
+                            return;
+                        }
+                        resumes += 1;
+                        tokio::time::sleep(Duration::from_millis(200 << resumes)).await;
+                        let mut req = s3
+                            .get_object()
+                            .bucket(&bucket)
+                            .key(&key)
+                            .range(format!("bytes={at}-"));
+                        if let Some(t) = &etag {
+                            req = req.if_match(t);
+                        }
+                        match req.send().await {
+                            Ok(o) => body = o.body,
+                            Err(e) => {
+                                let _ = tx
+                                    .send(Err(io::Error::other(DownloadError(format!(
+                                        "download broke off ({why}) and could not resume: {}",
+                                        DisplayErrorContext(&e)
+                                    )))))
+                                    .await;
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Box::new(ChannelReader {
+            rx,
+            chunk: bytes::Bytes::new(),
+        }))
+    }
+
+    fn create(&self, name: &str, opts: &CreateOptions) -> Result<Box<dyn NewObject>> {
+        if opts.replace {
+            return Err(Error::InvalidOption(
+                "objects in a bucket are never replaced (--overwrite applies to local files)".into(),
+            ));
+        }
+        let name = if opts.rename_if_taken {
+            super::unique_name(self, name)?
+        } else {
+            if self.head(name)?.is_some() {
+                return Err(Error::WouldOverwrite {
+                    path: self.object_path(name),
+                });
+            }
+            name.to_string()
+        };
+        let key = self.key(&name)?;
+        Ok(Box::new(S3Object {
+            loc: self.clone(),
+            name,
+            key,
+            first: Vec::with_capacity(PART_SIZE.max(opts.head_reserve as usize)),
+            first_len: PART_SIZE.max(opts.head_reserve as usize),
+            head_reserve: opts.head_reserve,
+            current: Vec::new(),
+            upload: None,
+            in_flight: Vec::new(),
+            parts: Vec::new(),
+            next_part: 2,
+            stream_hasher: (opts.head_reserve == 0).then(Sha256::new),
+            spool: None,
+            bytes: 0,
+            failed: None,
+        }))
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        let key = self.key(name)?;
+        let c = &self.client;
+        match c
+            .rt
+            .block_on(c.s3.delete_object().bucket(&self.bucket).key(&key).send())
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(self.remote_err("delete", name, e)),
+        }
+    }
+
+    fn clean_up(&self, older_than_secs: u64) -> Result<Vec<String>> {
+        let c = &self.client;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut done = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        loop {
+            let mut req = c.s3.list_multipart_uploads().bucket(&self.bucket);
+            if !self.prefix.is_empty() {
+                req = req.prefix(&self.prefix);
+            }
+            if let Some(k) = key_marker.take() {
+                req = req.key_marker(k);
+            }
+            if let Some(i) = id_marker.take() {
+                req = req.upload_id_marker(i);
+            }
+            let page =
+                c.rt.block_on(req.send())
+                    .map_err(|e| self.remote_err("list incomplete uploads in", "", e))?;
+            for u in page.uploads() {
+                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                let Some(name) = key.strip_prefix(&self.prefix) else {
+                    continue;
+                };
+                // Only litevault's own kind of objects, directly under the prefix.
+                if name.contains('/') || !super::is_backup_name(name) {
+                    continue;
+                }
+                let started = u.initiated().map(|t| t.secs()).unwrap_or(now);
+                if now - started < older_than_secs as i64 {
+                    continue;
+                }
+                let aborted = c.rt.block_on(
+                    c.s3.abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(id)
+                        .send(),
+                );
+                match aborted {
+                    Ok(_) => done.push(format!(
+                        "aborted an incomplete upload of {} started {}",
+                        self.url_of(name),
+                        super::format_time(started)
+                    )),
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(self.remote_err("abort incomplete upload of", name, e)),
+                }
+            }
+            if page.is_truncated() == Some(true) {
+                key_marker = page.next_key_marker().map(str::to_string);
+                id_marker = page.next_upload_id_marker().map(str::to_string);
+                if key_marker.is_none() {
+                    break;
+                }
+            } else {
+                break;
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// Why a download broke off (inside the `io::Error` a remote stream's `read` returns), so that
+/// readers report a network failure as one, not as a damaged archive.
+#[derive(Debug)]
+pub struct DownloadError(pub String);
+
+impl std::fmt::Display for DownloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DownloadError {}
+
+/// The [`Error::Remote`] for a read error that is a [`DownloadError`], if it is one.
+pub fn download_error(path: &std::path::Path, e: &io::Error) -> Option<Error> {
+    let d = e.get_ref()?.downcast_ref::<DownloadError>()?;
+    Some(Error::Remote {
+        op: "download",
+        url: path.display().to_string(),
+        detail: d.0.clone(),
+        hint: "retry later; if it persists, check the server",
+    })
+}
+
+/// Reads the chunks a download task sends.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>,
+    chunk: bytes::Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(c)) => self.chunk = c,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len());
+        out[..n].copy_from_slice(&self.chunk[..n]);
+        bytes::Buf::advance(&mut self.chunk, n);
+        Ok(n)
+    }
+}
+
+/// Multipart uploads in progress in this process, so that a signal handler can abort them.
+/// An upload in progress: its client, bucket, key and upload id.
+type ActiveUpload = (Arc<Client>, String, String, String);
+
+fn active_uploads() -> &'static Mutex<Vec<ActiveUpload>> {
+    static ACTIVE: OnceLock<Mutex<Vec<ActiveUpload>>> = OnceLock::new();
+    ACTIVE.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// Aborts every multipart upload this process has in progress (for Ctrl-C and SIGTERM
+/// handlers, before the process exits), waiting at most ~10 s in all.
+pub fn abort_active_uploads() -> usize {
+    let uploads: Vec<_> = active_uploads()
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default();
+    let n = uploads.len();
+    for (c, bucket, key, id) in uploads {
+        let _ = c.rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                c.s3.abort_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(id)
+                    .send(),
+            )
+            .await
+        });
+    }
+    n
+}
+
+/// A new object being uploaded ([`S3Location::create`]).
+struct S3Object {
+    loc: S3Location,
+    name: String,
+    key: String,
+    /// The first part, kept in memory and sent last (its head may still change).
+    first: Vec<u8>,
+    first_len: usize,
+    head_reserve: u64,
+    /// The part being filled (parts 2, 3, ...).
+    current: Vec<u8>,
+    upload: Option<String>,
+    in_flight: Vec<(i32, tokio::task::JoinHandle<std::result::Result<String, String>>)>,
+    parts: Vec<CompletedPart>,
+    next_part: i32,
+    /// Hashes every byte as it is written, when the head never changes.
+    stream_hasher: Option<Sha256>,
+    /// Otherwise everything after the first part is kept in an anonymous temp file (gone with
+    /// the process) and hashed at the end, after the final head.
+    spool: Option<io::BufWriter<std::fs::File>>,
+    bytes: u64,
+    failed: Option<String>,
+}
+
+impl S3Object {
+    fn client(&self) -> &Arc<Client> {
+        &self.loc.client
+    }
+
+    fn start_upload(&mut self) -> io::Result<String> {
+        if let Some(id) = &self.upload {
+            return Ok(id.clone());
+        }
+        let c = self.client().clone();
+        let out =
+            c.rt.block_on(
+                c.s3.create_multipart_upload()
+                    .bucket(&self.loc.bucket)
+                    .key(&self.key)
+                    .send(),
+            )
+            .map_err(|e| io::Error::other(self.loc.remote_err("start upload of", &self.name, e)))?;
+        let id = out
+            .upload_id()
+            .ok_or_else(|| io::Error::other("the server returned no upload id"))?
+            .to_string();
+        if let Ok(mut v) = active_uploads().lock() {
+            v.push((c.clone(), self.loc.bucket.clone(), self.key.clone(), id.clone()));
+        }
+        self.upload = Some(id.clone());
+        Ok(id)
+    }
+
+    /// Sends `self.current` as the next part, waiting first while too many are in flight.
+    fn send_current(&mut self) -> io::Result<()> {
+        let id = self.start_upload()?;
+        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+            self.wait_oldest()?;
+        }
+        let data = std::mem::take(&mut self.current);
+        if let Some(s) = &mut self.spool {
+            s.write_all(&data)?;
+        }
+        let number = self.next_part;
+        self.next_part += 1;
+        let c = self.client().clone();
+        let req =
+            c.s3.upload_part()
+                .bucket(&self.loc.bucket)
+                .key(&self.key)
+                .upload_id(id)
+                .part_number(number)
+                .body(ByteStream::from(data));
+        let (url, endpoint) = (self.loc.url_of(&self.name), c.endpoint.clone());
+        let handle = c.rt.spawn(async move {
+            match req.send().await {
+                Ok(o) => o
+                    .e_tag()
+                    .map(str::to_string)
+                    .ok_or_else(|| "no ETag for a part".to_string()),
+                Err(e) => Err(sdk_error("upload part of", &url, &endpoint, e).to_string()),
+            }
+        });
+        self.in_flight.push((number, handle));
+        Ok(())
+    }
+
+    fn wait_oldest(&mut self) -> io::Result<()> {
+        if self.in_flight.is_empty() {
+            return Ok(());
+        }
+        let (number, handle) = self.in_flight.remove(0);
+        let got = self
+            .client()
+            .rt
+            .block_on(handle)
+            .map_err(|e| io::Error::other(format!("upload task failed: {e}")))?;
+        match got {
+            Ok(etag) => {
+                self.parts
+                    .push(CompletedPart::builder().part_number(number).e_tag(etag).build());
+                Ok(())
+            }
+            Err(msg) => {
+                self.failed = Some(msg.clone());
+                Err(io::Error::other(msg))
+            }
+        }
+    }
+
+    fn abort(&mut self) {
+        for (_, h) in self.in_flight.drain(..) {
+            h.abort();
+        }
+        if let Some(id) = self.upload.take() {
+            let c = self.loc.client.clone();
+            let _ = c.rt.block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    c.s3.abort_multipart_upload()
+                        .bucket(&self.loc.bucket)
+                        .key(&self.key)
+                        .upload_id(&id)
+                        .send(),
+                )
+                .await
+            });
+            if let Ok(mut v) = active_uploads().lock() {
+                v.retain(|(_, _, _, i)| *i != id);
+            }
+        }
+    }
+
+    fn finish_inner(&mut self, head: Option<&[u8]>) -> Result<Published> {
+        let url = self.loc.object_path(&self.name);
+        let io_err = |e: io::Error| Error::Remote {
+            op: "upload",
+            url: url.display().to_string(),
+            detail: e.to_string(),
+            hint: "retry later; if it persists, check the server",
+        };
+        if let Some(msg) = &self.failed {
+            return Err(io_err(io::Error::other(msg.clone())));
+        }
+        if let Some(head) = head {
+            if head.len() as u64 > self.head_reserve || head.len() > self.first.len() {
+                return Err(Error::InvalidOption(format!(
+                    "a head of {} bytes does not fit the {} reserved",
+                    head.len(),
+                    self.head_reserve
+                )));
+            }
+            self.first[..head.len()].copy_from_slice(head);
+        }
+        let c = self.client().clone();
+        let mut hasher = Sha256::new();
+        hasher.update(&self.first);
+        if self.upload.is_none() && self.current.is_empty() {
+            // Small enough for one request.
+            let sha256 = hex(&hasher.finalize());
+            let size = self.first.len() as u64;
+            if self.loc.head(&self.name)?.is_some() {
+                return Err(Error::WouldOverwrite { path: url });
+            }
+            let body = ByteStream::from(std::mem::take(&mut self.first));
+            let sent = c.rt.block_on(
+                c.s3.put_object()
+                    .bucket(&self.loc.bucket)
+                    .key(&self.key)
+                    .if_none_match("*")
+                    .body(body)
+                    .send(),
+            );
+            return match sent {
+                Ok(_) => Ok(Published {
+                    path: url,
+                    name: self.name.clone(),
+                    size,
+                    sha256,
+                }),
+                Err(e) if is_precondition_failed(&e) => Err(Error::WouldOverwrite { path: url }),
+                Err(e) => Err(self.loc.remote_err("upload", &self.name, e)),
+            };
+        }
+        if !self.current.is_empty() {
+            self.send_current().map_err(io_err)?;
+        }
+        while !self.in_flight.is_empty() {
+            self.wait_oldest().map_err(io_err)?;
+        }
+        let id = self.start_upload().map_err(io_err)?;
+        // Part 1 last, now that its head is final.
+        let first = std::mem::take(&mut self.first);
+        let size = self.bytes;
+        let part1 =
+            c.rt.block_on(
+                c.s3.upload_part()
+                    .bucket(&self.loc.bucket)
+                    .key(&self.key)
+                    .upload_id(&id)
+                    .part_number(1)
+                    .body(ByteStream::from(first))
+                    .send(),
+            )
+            .map_err(|e| self.loc.remote_err("upload part of", &self.name, e))?;
+        let etag = part1.e_tag().unwrap_or_default().to_string();
+        self.parts
+            .push(CompletedPart::builder().part_number(1).e_tag(etag).build());
+        self.parts.sort_by_key(|p| p.part_number());
+        // SHA-256 needs the bytes in order: when the head changed, the first part (final now)
+        // is followed by the spooled rest.
+        let sha256 = match (self.stream_hasher.take(), self.spool.take()) {
+            (Some(h), _) => hex(&h.finalize()),
+            (None, Some(spool)) => {
+                let mut f = spool.into_inner().map_err(|e| io_err(e.into_error()))?;
+                use std::io::Seek;
+                f.seek(io::SeekFrom::Start(0)).map_err(io_err)?;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = f.read(&mut buf).map_err(io_err)?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                }
+                hex(&hasher.finalize())
+            }
+            (None, None) => hex(&hasher.finalize()),
+        };
+        // Create-only, checked by us too: some servers ignore If-None-Match.
+        if self.loc.head(&self.name)?.is_some() {
+            return Err(Error::WouldOverwrite { path: url });
+        }
+        let done = c.rt.block_on(
+            c.s3.complete_multipart_upload()
+                .bucket(&self.loc.bucket)
+                .key(&self.key)
+                .upload_id(&id)
+                .if_none_match("*")
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(std::mem::take(&mut self.parts)))
+                        .build(),
+                )
+                .send(),
+        );
+        match done {
+            Ok(_) => {
+                self.upload = None;
+                if let Ok(mut v) = active_uploads().lock() {
+                    v.retain(|(_, _, _, i)| *i != id);
+                }
+                Ok(Published {
+                    path: url,
+                    name: self.name.clone(),
+                    size,
+                    sha256,
+                })
+            }
+            Err(e) if is_precondition_failed(&e) => Err(Error::WouldOverwrite { path: url }),
+            Err(e) => Err(self.loc.remote_err("complete upload of", &self.name, e)),
+        }
+    }
+}
+
+impl Write for S3Object {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(msg) = &self.failed {
+            return Err(io::Error::other(msg.clone()));
+        }
+        if self.first.len() < self.first_len {
+            let n = buf.len().min(self.first_len - self.first.len());
+            self.first.extend_from_slice(&buf[..n]);
+            self.bytes += n as u64;
+            if let Some(h) = &mut self.stream_hasher {
+                h.update(&buf[..n]);
+            }
+            return Ok(n);
+        }
+        if self.current.capacity() == 0 {
+            self.current.reserve_exact(PART_SIZE);
+        }
+        if self.spool.is_none() && self.stream_hasher.is_none() {
+            let f = tempfile::tempfile()?;
+            self.spool = Some(io::BufWriter::with_capacity(1 << 20, f));
+        }
+        let n = buf.len().min(PART_SIZE - self.current.len());
+        self.current.extend_from_slice(&buf[..n]);
+        self.bytes += n as u64;
+        if let Some(h) = &mut self.stream_hasher {
+            h.update(&buf[..n]);
+        }
+        if self.current.len() == PART_SIZE {
+            self.send_current()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl NewObject for S3Object {
+    fn finish(mut self: Box<Self>, head: Option<&[u8]>) -> Result<Published> {
+        let r = self.finish_inner(head);
+        if r.is_err() {
+            self.abort();
+        }
+        r
+    }
+}
+
+impl Drop for S3Object {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
