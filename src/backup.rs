@@ -155,7 +155,13 @@ impl Target {
                     refuse_writing_over_source(source, out)?;
                 }
                 let exists = loc.head(&name)?.is_some();
-                if exists && (!opts.overwrite || loc.local_dir().is_none()) {
+                if exists && opts.overwrite && loc.local_dir().is_none() {
+                    return Err(Error::InvalidOption(format!(
+                        "{}: objects in a bucket are never replaced (--overwrite applies to local files)",
+                        loc.object_path(&name).display()
+                    )));
+                }
+                if exists && !opts.overwrite {
                     return Err(Error::WouldOverwrite {
                         path: loc.object_path(&name),
                     });

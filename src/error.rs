@@ -193,6 +193,9 @@ impl Error {
     /// A short suggestion of what to try, where one helps.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
+            Error::WouldOverwrite { path } if crate::location::is_remote(path) => {
+                Some("objects in a bucket are never replaced: choose another name")
+            }
             Error::WouldOverwrite { .. } => Some(
                 "pass --overwrite to replace it (restore keeps a safety archive of a database it replaces)",
             ),

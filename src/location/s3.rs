@@ -382,6 +382,20 @@ impl Location for S3Location {
                 modified: o.last_modified().map(|t| t.secs()).unwrap_or(0),
             })),
             Err(e) if is_not_found(&e) => Ok(None),
+            // A HEAD answer has no body, so a 403 does not say why: a listing does.
+            Err(e) if e.raw_response().and_then(|r| r.http_status()) == Some(403) => {
+                let probe = c.rt.block_on(
+                    c.s3.list_objects_v2()
+                        .bucket(&self.bucket)
+                        .prefix(&key)
+                        .max_keys(1)
+                        .send(),
+                );
+                match probe {
+                    Err(p) if p.code().is_some() => Err(self.remote_err("stat", name, p)),
+                    _ => Err(self.remote_err("stat", name, e)),
+                }
+            }
             Err(e) => Err(self.remote_err("stat", name, e)),
         }
     }

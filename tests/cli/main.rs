@@ -6,6 +6,9 @@
 
 mod util;
 
+mod faultproxy;
+mod s3server;
+
 mod backup;
 mod dump;
 mod helper;
@@ -13,4 +16,5 @@ mod hot;
 mod list;
 mod merge;
 mod restore;
+mod s3;
 mod verify;
