@@ -256,7 +256,7 @@ fn an_object_is_never_replaced() {
         .strip_prefix(&format!("s3://{}/", srv.bucket))
         .unwrap()
         .to_string();
-    assert_eq!(srv.object_keys("prod/"), [key.clone()]);
+    assert_eq!(srv.object_keys("prod/"), [key]);
     let before = run(&env, &srv, &["show", &obj, "--json"]).ok().json();
     make_db(&db, "CREATE TABLE later(x); INSERT INTO later VALUES (1);");
     let r = run(&env, &srv, &["backup", db.to_str().unwrap(), "-o", &obj]).code(4);
@@ -485,7 +485,7 @@ fn sigterm_mid_upload_aborts_it() {
     let env = Env::new();
     let db = big_wal_db(&env, 160);
     let url = srv.url("t");
-    let mut child = start_big_upload(&env, &srv, &db, &url);
+    let child = start_big_upload(&env, &srv, &db, &url);
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
