@@ -16,6 +16,7 @@
 //! are removed, and a crash leaves only hidden `.litevault-*` files, never a partial file under
 //! a final name).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -248,7 +249,7 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         opts.compression.check_level(level)?;
     }
     if opts.format == Format::Sql {
-        return crate::dump::make::backup_sql(source, opts, progress);
+        return backup_sql(source, opts, progress);
     }
     if !opts.selection.tables.is_empty() || !opts.selection.exclude.is_empty() {
         return Err(Error::InvalidOption(
@@ -339,6 +340,110 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         streamed,
         phases: clock.into_phases(),
     })
+}
+
+/// `backup --format sql`: dumps the database at `source` into a dump file.
+fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport> {
+    let started = Instant::now();
+    if opts.allow_corrupt {
+        return Err(Error::InvalidOption(
+            "--allow-corrupt applies to archives (an SQL dump is read through SQLite and needs an intact database)"
+                .into(),
+        ));
+    }
+    db::precheck(source)?;
+    let source = std::path::absolute(source).map_err(|e| Error::io("resolve", source, e))?;
+    let (created_at, stamp, _) = now_stamps();
+    let target = Target::resolve(&source, opts, &sql_file_name(&source, opts, &stamp))?;
+    let out_dir = target.work_dir.clone();
+    fsutil::sweep_leftovers(&out_dir);
+    let source_size = std::fs::metadata(&source).map(|m| m.len()).unwrap_or(0)
+        + std::fs::metadata(fsutil::sidecar(&source, "-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+    // The snapshot, plus the dump (text can be twice the database for BLOB-heavy data).
+    let dump_estimate = if opts.compression == Compression::None {
+        source_size * 2
+    } else {
+        source_size / 2
+    };
+    fsutil::ensure_space(&out_dir, source_size + dump_estimate)?;
+
+    let mut clock = crate::progress::PhaseClock::new();
+    let snap = snapshot::take(&source, &out_dir, opts.method, opts.limits, progress)?;
+    clock.lap("snapshot");
+    let (mut info, problems, fk_violations) = inspect_snapshot(snap.path(), false, opts.check_fts)?;
+    if !problems.is_empty() {
+        return Err(Error::CorruptDatabase {
+            path: source,
+            detail: problems.join("; "),
+        });
+    }
+    clock.lap("checks");
+    let conn = db::open_private(snap.path(), false)?;
+    let plan = crate::dump::write::plan(&conn, &opts.selection).map_err(Error::InvalidOption)?;
+    let included: std::collections::HashSet<&str> = plan.included.iter().map(String::as_str).collect();
+    info.tables.retain(|t| included.contains(t.name.as_str()));
+    let db_size = info.page_count * info.page_size as u64;
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        kind: "sql".into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        created_at: String::new(),
+        source: source.to_string_lossy().into_owned(),
+        host: host_name(),
+        sqlite_version: rusqlite::version().into(),
+        method: opts.method,
+        compression: opts.compression,
+        compression_level: opts.level.or(opts.compression.default_level()),
+        db_size,
+        source_journal_mode: snap.stats.source_journal_mode.clone(),
+        snapshot_restarts: snap.stats.restarts,
+        quick_check: "ok".into(),
+        corrupt: false,
+        foreign_key_violations: fk_violations,
+        db: info,
+    };
+    let out_path = target.loc.object_path(&target.name);
+    let io_err = |e| Error::io("write dump", &out_path, e);
+    let mut enc = archive::Encoder::new(target.create(0)?, opts.compression, opts.level).map_err(io_err)?;
+    let trailer = crate::dump::make::write_dump(&conn, &plan, &manifest, &created_at, &mut enc, progress)
+        .map_err(io_err)?;
+    let mut object = enc.finish().map_err(io_err)?;
+    object.flush().map_err(io_err)?;
+    clock.lap("dump");
+    drop(conn);
+    let published = object.finish(None)?;
+    let snapshot_ms = snap.stats.duration_ms;
+    drop(snap);
+    Ok(BackupReport {
+        archive: published.path,
+        source,
+        archive_size: published.size,
+        db_size,
+        archive_sha256: published.sha256,
+        database_sha256: trailer.sha256,
+        duration_ms: started.elapsed().as_millis() as u64,
+        snapshot_ms,
+        restarts: manifest.snapshot_restarts,
+        method: opts.method,
+        compression: opts.compression,
+        tables: manifest.db.tables.len(),
+        rows: manifest.total_rows(),
+        corrupt: false,
+        streamed: false,
+        phases: {
+            clock.lap("fsync and rename");
+            clock.into_phases()
+        },
+    })
+}
+
+/// The default name of a dump: `<name>[-tag]-<stamp>.sql.zst` (or `.sql.gz`, `.sql`).
+fn sql_file_name(source: &Path, opts: &BackupOptions, stamp: &str) -> String {
+    let stem = opts.name.clone().unwrap_or_else(|| location::name_of(source));
+    let tag = opts.tag.as_deref().map(|t| format!("-{t}")).unwrap_or_default();
+    format!("{stem}{tag}-{stamp}{}", crate::dump::extension(opts.compression))
 }
 
 /// What the two ways of writing an archive hand back.
