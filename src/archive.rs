@@ -175,10 +175,7 @@ impl<W: Write> Encoder<W> {
         Ok(match compression {
             Compression::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(out, level.unwrap_or(3))?;
-                let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-                if threads > 1 {
-                    enc.multithread(threads as u32)?;
-                }
+                zstd_workers(&mut enc)?;
                 enc.include_checksum(true)?;
                 Encoder::Zstd(enc)
             }
@@ -373,6 +370,22 @@ impl<W: Write> ArchiveWriter<W> {
     }
 }
 
+/// Input bytes of each zstd worker's job. zstd's default at level 3 (8 MiB jobs, several in
+/// flight per worker) made up most of a backup's memory; 2 MiB jobs cut a 300 MiB backup's peak
+/// RSS from 72 to 33 MiB at the same speed, for archives 0.3% larger (still smaller than
+/// `zstd -3 -T0`'s, measured 2026-12-01).
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
+
+/// Turns on zstd's worker threads (one per core) for `enc`, with [`ZSTD_JOB_SIZE`] jobs.
+fn zstd_workers<W: Write>(enc: &mut zstd::stream::write::Encoder<'static, W>) -> io::Result<()> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if threads > 1 {
+        enc.multithread(threads as u32)?;
+        enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
+    }
+    Ok(())
+}
+
 /// First bytes of a zstd skippable frame (magic 0x184D2A50, little-endian); decoders,
 /// `zstd -d` included, skip its content.
 const ZSTD_SKIPPABLE_MAGIC: [u8; 4] = [0x50, 0x2a, 0x4d, 0x18];
@@ -414,10 +427,7 @@ impl ZstdManifestLastWriter {
         let level = level.unwrap_or(3);
         io::copy(&mut io::repeat(0).take(reserved), &mut out)?;
         let mut enc = zstd::stream::write::Encoder::new(out, level)?;
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        if threads > 1 {
-            enc.multithread(threads as u32)?;
-        }
+        zstd_workers(&mut enc)?;
         enc.include_checksum(true)?;
         Ok(ZstdManifestLastWriter {
             enc,

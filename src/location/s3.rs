@@ -35,10 +35,32 @@ use super::{CreateOptions, Location, NewObject, ObjectMeta, Published};
 use crate::db::hex;
 use crate::error::{Error, Result};
 
-/// Bytes of each part of a multipart upload (the last may be smaller).
-const PART_SIZE: usize = 8 << 20;
-/// Parts uploading at once (besides the one being filled).
-const PARTS_IN_FLIGHT: usize = 2;
+/// Bytes of each part of a multipart upload (the last may be smaller); `LITEVAULT_S3_PART_MIB`
+/// (5-64) overrides it. With at most 10,000 parts, an archive can be up to ~50 GB at the default.
+fn part_size() -> usize {
+    static SIZE: OnceLock<usize> = OnceLock::new();
+    *SIZE.get_or_init(|| {
+        std::env::var("LITEVAULT_S3_PART_MIB")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|m| (5..=64).contains(m))
+            .unwrap_or(5)
+            << 20
+    })
+}
+
+/// Parts uploading at once (besides the one being filled); `LITEVAULT_S3_PARTS_IN_FLIGHT`
+/// (1-16) overrides it.
+fn parts_in_flight() -> usize {
+    static N: OnceLock<usize> = OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("LITEVAULT_S3_PARTS_IN_FLIGHT")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| (1..=16).contains(n))
+            .unwrap_or(3)
+    })
+}
 /// Attempts per request (the first and its retries).
 const MAX_ATTEMPTS: u32 = 7;
 
@@ -93,6 +115,15 @@ impl std::fmt::Debug for S3Settings {
 
 impl Client {
     fn new(settings: Option<&S3Settings>) -> std::result::Result<Client, String> {
+        // Part buffers are allocated on the writer's thread and freed on the runtime's: with
+        // glibc's sliding mmap threshold they would stay in the heap's arenas after their first
+        // free, and the process would keep several parts' worth of freed memory. Fixed at 1 MiB,
+        // every part buffer is its own mapping, returned to the system when freed.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only changes an allocator tunable; it is safe to call at any time.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        }
         use aws_config::retry::RetryConfig;
         use aws_config::timeout::TimeoutConfig;
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -546,8 +577,8 @@ impl Location for S3Location {
             loc: self.clone(),
             name,
             key,
-            first: Vec::with_capacity(PART_SIZE.max(opts.head_reserve as usize)),
-            first_len: PART_SIZE.max(opts.head_reserve as usize),
+            first: Vec::with_capacity(part_size().max(opts.head_reserve as usize)),
+            first_len: part_size().max(opts.head_reserve as usize),
             head_reserve: opts.head_reserve,
             current: Vec::new(),
             upload: None,
@@ -778,7 +809,7 @@ impl S3Object {
     /// Sends `self.current` as the next part, waiting first while too many are in flight.
     fn send_current(&mut self) -> io::Result<()> {
         let id = self.start_upload()?;
-        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+        while self.in_flight.len() >= parts_in_flight() {
             self.wait_oldest()?;
         }
         let data = std::mem::take(&mut self.current);
@@ -1002,19 +1033,19 @@ impl Write for S3Object {
             return Ok(n);
         }
         if self.current.capacity() == 0 {
-            self.current.reserve_exact(PART_SIZE);
+            self.current.reserve_exact(part_size());
         }
         if self.spool.is_none() && self.stream_hasher.is_none() {
             let f = tempfile::tempfile()?;
             self.spool = Some(io::BufWriter::with_capacity(1 << 20, f));
         }
-        let n = buf.len().min(PART_SIZE - self.current.len());
+        let n = buf.len().min(part_size() - self.current.len());
         self.current.extend_from_slice(&buf[..n]);
         self.bytes += n as u64;
         if let Some(h) = &mut self.stream_hasher {
             h.update(&buf[..n]);
         }
-        if self.current.len() == PART_SIZE {
+        if self.current.len() == part_size() {
             self.send_current()?;
         }
         Ok(n)
