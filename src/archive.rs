@@ -34,7 +34,7 @@ pub const DATABASE_ENTRY: &str = "database.sqlite";
 /// Name of the checksum entry (`sha256sum -c` format).
 pub const SUMS_ENTRY: &str = "SHA256SUMS";
 
-const MAX_MANIFEST: u64 = 16 << 20;
+pub(crate) const MAX_MANIFEST: u64 = 16 << 20;
 // Buffers of the database on their way from the decompressing thread to the writing one.
 const PIPE_BUFFER_SIZE: usize = 1 << 20;
 const PIPE_BUFFERS: usize = 4;
@@ -408,34 +408,61 @@ pub fn manifest_reserve(manifest_len: usize) -> u64 {
 /// (the `zstd` tool, `tar --zstd`, litevault's reader) read the frames as one stream and
 /// ignore the skippable one, so the archive reads exactly like one from [`ArchiveWriter`].
 pub struct ZstdManifestLastWriter {
-    enc: zstd::stream::write::Encoder<'static, Box<dyn NewObject>>,
+    enc: Option<zstd::stream::write::Encoder<'static, Counted>>,
     reserved: u64,
     level: i32,
     mtime: u64,
-    db_sum: Option<String>,
+    sums: Vec<(String, String)>,
+}
+
+/// A new object that counts the bytes written to it (for the byte ranges of frames).
+pub struct Counted {
+    inner: Box<dyn NewObject>,
+    written: u64,
+}
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 impl ZstdManifestLastWriter {
     /// Starts an archive in `out` (a new object created with `head_reserve` = `reserved`),
     /// leaving `reserved` bytes at its head for the manifest.
-    pub fn new(
-        mut out: Box<dyn NewObject>,
-        level: Option<i32>,
-        mtime: u64,
-        reserved: u64,
-    ) -> io::Result<Self> {
+    pub fn new(out: Box<dyn NewObject>, level: Option<i32>, mtime: u64, reserved: u64) -> io::Result<Self> {
         let level = level.unwrap_or(3);
+        let mut out = Counted {
+            inner: out,
+            written: 0,
+        };
         io::copy(&mut io::repeat(0).take(reserved), &mut out)?;
-        let mut enc = zstd::stream::write::Encoder::new(out, level)?;
-        zstd_workers(&mut enc)?;
-        enc.include_checksum(true)?;
+        let enc = Self::frame(out, level)?;
         Ok(ZstdManifestLastWriter {
-            enc,
+            enc: Some(enc),
             reserved,
             level,
             mtime,
-            db_sum: None,
+            sums: Vec::new(),
         })
+    }
+
+    fn frame(out: Counted, level: i32) -> io::Result<zstd::stream::write::Encoder<'static, Counted>> {
+        let mut enc = zstd::stream::write::Encoder::new(out, level)?;
+        zstd_workers(&mut enc)?;
+        enc.include_checksum(true)?;
+        Ok(enc)
+    }
+
+    fn enc(&mut self) -> io::Result<&mut zstd::stream::write::Encoder<'static, Counted>> {
+        self.enc
+            .as_mut()
+            .ok_or_else(|| io::Error::other("archive writer used after a failure"))
     }
 
     /// Streams the database entry, as [`ArchiveWriter::append_with`] does.
@@ -445,10 +472,44 @@ impl ZstdManifestLastWriter {
         io_err: &dyn Fn(io::Error) -> Error,
         fill: impl FnOnce(&mut dyn Write) -> Result<()>,
     ) -> Result<String> {
-        let h = entry_header(DATABASE_ENTRY, size, self.mtime).map_err(io_err)?;
-        let sum = write_entry(&mut self.enc, &h, size, io_err, fill)?;
-        self.db_sum = Some(sum.clone());
+        self.append_entry(DATABASE_ENTRY, size, io_err, fill)
+    }
+
+    /// Streams an entry of exactly `size` bytes that `fill` writes; returns its SHA-256.
+    pub fn append_entry(
+        &mut self,
+        name: &str,
+        size: u64,
+        io_err: &dyn Fn(io::Error) -> Error,
+        fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+    ) -> Result<String> {
+        let h = entry_header(name, size, self.mtime).map_err(io_err)?;
+        let enc = self.enc().map_err(io_err)?;
+        let sum = write_entry(enc, &h, size, io_err, fill)?;
+        self.sums.push((name.to_string(), sum.clone()));
         Ok(sum)
+    }
+
+    /// Appends an entry held in memory in a zstd frame of its own, and returns the byte range
+    /// of that frame in the archive (it can be read alone, with one range read).
+    pub fn append_framed(&mut self, name: &str, data: &[u8]) -> io::Result<(u64, u64)> {
+        let out = self
+            .enc
+            .take()
+            .ok_or_else(|| io::Error::other("archive writer used after a failure"))?
+            .finish()?;
+        let start = out.written;
+        let mut enc = zstd::stream::write::Encoder::new(out, 1)?;
+        enc.include_checksum(true)?;
+        let h = entry_header(name, data.len() as u64, self.mtime)?;
+        enc.write_all(h.as_bytes())?;
+        enc.write_all(data)?;
+        enc.write_all(&[0u8; 512][..(512 - data.len() % 512) % 512])?;
+        let out = enc.finish()?;
+        let range = (start, out.written - start);
+        self.enc = Some(Self::frame(out, self.level)?);
+        self.sums.push((name.to_string(), hex(&Sha256::digest(data))));
+        Ok(range)
     }
 
     /// Appends `SHA256SUMS`, ends the stream, has the manifest frame written into the reserved
@@ -458,28 +519,28 @@ impl ZstdManifestLastWriter {
         manifest_json: &[u8],
         io_err: &dyn Fn(io::Error) -> Error,
     ) -> Result<(Published, Vec<(String, String)>)> {
-        let db_sum = self
-            .db_sum
-            .take()
-            .ok_or_else(|| io_err(io::Error::other("the database entry was not written")))?;
-        let entries = vec![
-            (MANIFEST_ENTRY.to_string(), hex(&Sha256::digest(manifest_json))),
-            (DATABASE_ENTRY.to_string(), db_sum),
-        ];
+        let mut entries = vec![(MANIFEST_ENTRY.to_string(), hex(&Sha256::digest(manifest_json)))];
+        entries.extend(std::mem::take(&mut self.sums));
+        let mtime = self.mtime;
         let head = (|| -> io::Result<Vec<u8>> {
             let sums_text = format_sums(&entries);
-            let h = entry_header(SUMS_ENTRY, sums_text.len() as u64, self.mtime)?;
-            self.enc.write_all(h.as_bytes())?;
-            self.enc.write_all(sums_text.as_bytes())?;
+            let h = entry_header(SUMS_ENTRY, sums_text.len() as u64, mtime)?;
+            let enc = self.enc()?;
+            enc.write_all(h.as_bytes())?;
+            enc.write_all(sums_text.as_bytes())?;
             let pad = (512 - sums_text.len() % 512) % 512;
-            self.enc.write_all(&[0u8; 512][..pad])?;
+            enc.write_all(&[0u8; 512][..pad])?;
             // End of the tar stream: two zero blocks.
-            self.enc.write_all(&[0u8; 1024])?;
-            manifest_head(manifest_json, self.mtime, self.level, self.reserved)
+            enc.write_all(&[0u8; 1024])?;
+            manifest_head(manifest_json, mtime, self.level, self.reserved)
         })()
         .map_err(io_err)?;
-        let out = self.enc.finish().map_err(io_err)?;
-        let published = out.finish(Some(&head))?;
+        let enc = self
+            .enc
+            .take()
+            .ok_or_else(|| io_err(io::Error::other("archive writer used after a failure")))?;
+        let out = enc.finish().map_err(io_err)?;
+        let published = out.inner.finish(Some(&head))?;
         Ok((published, entries))
     }
 }
@@ -529,7 +590,14 @@ fn parse_sums(text: &str) -> std::result::Result<Vec<(String, String)>, String> 
         if sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!("malformed checksum in line {line:?}"));
         }
-        if name != MANIFEST_ENTRY && name != DATABASE_ENTRY {
+        if ![
+            MANIFEST_ENTRY,
+            DATABASE_ENTRY,
+            crate::pageset::PAGES_ENTRY,
+            crate::pageset::HASHES_ENTRY,
+        ]
+        .contains(&name)
+        {
             return Err(format!("unexpected name {name:?}"));
         }
         if out.iter().any(|(n, _)| n == name) {
@@ -549,7 +617,11 @@ pub fn open_reader(path: &Path) -> Result<(Compression, Box<dyn Read>)> {
 /// [`open_reader`] for a reader that goes only as far as `head_only` says: a remote archive is
 /// then fetched in range reads as far as the reader goes (see [`crate::location::open_read`]).
 pub fn open_reader_with(path: &Path, head_only: bool) -> Result<(Compression, Box<dyn Read>)> {
-    let file = crate::location::open_read(path, head_only)?;
+    decoder(path, crate::location::open_read(path, head_only)?)
+}
+
+/// The decompressing reader of an archive's bytes, the codec detected from its first bytes.
+fn decoder(path: &Path, file: Box<dyn Read + Send>) -> Result<(Compression, Box<dyn Read>)> {
     let mut buf = BufReader::with_capacity(1 << 20, file);
     let head = buf.fill_buf().map_err(|e| Error::io("read", path, e))?;
     let kind = sniff(head);
@@ -670,6 +742,10 @@ pub struct ArchiveContents {
     pub computed: Vec<(String, String)>,
     /// SHA-256 recorded in `SHA256SUMS`, by name.
     pub recorded: Vec<(String, String)>,
+    /// SHA-256 of the archive's bytes as read (the whole file once it was read to its end).
+    pub archive_sha256: Option<String>,
+    /// Bytes of the archive read.
+    pub archive_bytes: u64,
 }
 
 impl ArchiveContents {
@@ -724,9 +800,18 @@ pub fn read_archive(
     db_out: &mut (dyn Write + Send),
     progress: &dyn Progress,
 ) -> Result<ArchiveContents> {
-    let (compression, reader) = open_reader(path)?;
+    let raw = crate::location::open_read(path, false)?;
+    let raw_hash = std::sync::Arc::new(std::sync::Mutex::new((Sha256::new(), 0u64)));
+    let (compression, reader) = decoder(
+        path,
+        Box::new(RawHashReader {
+            inner: raw,
+            hash: raw_hash.clone(),
+        }),
+    )?;
     let mut tar = tar::Archive::new(reader);
-    let (manifest, manifest_sum, db_sum, recorded) = read_entries(path, &mut tar, db_out, progress)?;
+    let (manifest, manifest_sum, (data_name, db_sum), extra_sums, recorded) =
+        read_entries(path, &mut tar, db_out, progress)?;
     // Read the compressed stream to its end: only then do zstd and gzip check their frame
     // checksums, so a truncated or damaged tail is caught even though every entry was intact.
     let mut rest = tar.into_inner();
@@ -738,18 +823,50 @@ pub fn read_archive(
             "unexpected data after the end of the tar stream",
         ));
     }
+    drop(rest);
+    let (archive_sha256, archive_bytes) = match std::sync::Arc::try_unwrap(raw_hash) {
+        Ok(m) => {
+            let (h, n) = m.into_inner().unwrap_or_else(|p| p.into_inner());
+            (Some(hex(&h.finalize())), n)
+        }
+        Err(_) => (None, 0),
+    };
+    let mut computed = vec![(MANIFEST_ENTRY.into(), manifest_sum), (data_name.into(), db_sum)];
+    computed.extend(extra_sums);
     Ok(ArchiveContents {
         manifest,
         compression,
-        computed: vec![
-            (MANIFEST_ENTRY.into(), manifest_sum),
-            (DATABASE_ENTRY.into(), db_sum),
-        ],
+        computed,
         recorded,
+        archive_sha256,
+        archive_bytes,
     })
 }
 
-type Entries = (Manifest, String, String, Vec<(String, String)>);
+/// Hashes the raw (compressed) bytes of an archive as they are read.
+struct RawHashReader {
+    inner: Box<dyn Read + Send>,
+    hash: std::sync::Arc<std::sync::Mutex<(Sha256, u64)>>,
+}
+
+impl Read for RawHashReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Ok(mut h) = self.hash.lock() {
+            h.0.update(&buf[..n]);
+            h.1 += n as u64;
+        }
+        Ok(n)
+    }
+}
+
+type Entries = (
+    Manifest,
+    String,
+    (&'static str, String),
+    Vec<(String, String)>,
+    Vec<(String, String)>,
+);
 
 fn read_entries(
     path: &Path,
@@ -767,15 +884,21 @@ fn read_entries(
 
     let (manifest, manifest_sum) = read_manifest_entry(path, next(MANIFEST_ENTRY)?)?;
 
-    let db_entry = next(DATABASE_ENTRY)?;
-    let size = expect_entry(path, &db_entry, DATABASE_ENTRY, manifest.db_size)?;
-    if size != manifest.db_size {
+    // A full archive holds the database; an incremental one the pages that changed.
+    let (data_name, data_size) = match manifest.kind.as_str() {
+        "incremental" => {
+            let changed = manifest.changed_pages.unwrap_or(0);
+            let record = 4 + manifest.db.page_size as u64;
+            (crate::pageset::PAGES_ENTRY, changed.saturating_mul(record))
+        }
+        _ => (DATABASE_ENTRY, manifest.db_size),
+    };
+    let db_entry = next(data_name)?;
+    let size = expect_entry(path, &db_entry, data_name, data_size)?;
+    if size != data_size {
         return Err(Error::bad_archive(
             path,
-            format!(
-                "database.sqlite is {size} bytes but the manifest says {}",
-                manifest.db_size
-            ),
+            format!("{data_name} is {size} bytes but the manifest says {data_size}"),
         ));
     }
     progress.begin("read archive", Some(size));
@@ -843,7 +966,22 @@ fn read_entries(
         }
     };
 
-    let sums_entry = next(SUMS_ENTRY)?;
+    let mut extra_sums = Vec::new();
+    let mut sums_entry = next(SUMS_ENTRY)?;
+    if sums_entry.path_bytes().as_ref() == crate::pageset::HASHES_ENTRY.as_bytes() {
+        let want = manifest
+            .page_hashes
+            .as_ref()
+            .map(|p| p.count.saturating_mul(crate::pageset::HASH_LEN as u64))
+            .unwrap_or(manifest.db.page_count * crate::pageset::HASH_LEN as u64);
+        let size = expect_entry(path, &sums_entry, crate::pageset::HASHES_ENTRY, want)?;
+        let data = read_small(path, sums_entry, size)?;
+        extra_sums.push((
+            crate::pageset::HASHES_ENTRY.to_string(),
+            hex(&Sha256::digest(&data)),
+        ));
+        sums_entry = next(SUMS_ENTRY)?;
+    }
     let sums_size = expect_entry(path, &sums_entry, SUMS_ENTRY, MAX_SUMS)?;
     let sums_data = read_small(path, sums_entry, sums_size)?;
     let text =
@@ -860,7 +998,7 @@ fn read_entries(
             ),
         ));
     }
-    Ok((manifest, manifest_sum, db_sum, recorded))
+    Ok((manifest, manifest_sum, (data_name, db_sum), extra_sums, recorded))
 }
 
 /// The default file name of an archive: `<stem>[-tag]-<YYYYMMDDTHHMMSSZ><ext>`.

@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::archive::{
     self, ArchiveWriter, Compression, ZstdManifestLastWriter, DATABASE_ENTRY, MANIFEST_ENTRY,
 };
-use crate::db::{self, DbInfo};
+use crate::chain::Parent;
+use crate::db::{self, hex, DbInfo};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::location::{self, CreateOptions, Location, NewObject, Published};
@@ -63,6 +64,13 @@ pub struct BackupOptions {
     pub format: Format,
     /// For SQL dumps: which tables to dump.
     pub selection: crate::dump::write::Selection,
+    /// Store only the pages that changed since the newest backup of the same name in the
+    /// location (its parent); a full backup when there is no usable parent (the report and
+    /// the manifest say why).
+    pub incremental: bool,
+    /// With `incremental`: a full backup once a chain has this many links (the full one
+    /// included).
+    pub full_every: Option<u32>,
     /// Also run each full-text index's own integrity check (part of SQLite's `quick_check`
     /// since 3.44; it re-reads the whole index). By default a backup checks storage only: every
     /// b-tree (shadow tables included) with the page accounting, and the foreign keys.
@@ -117,6 +125,14 @@ pub struct BackupReport {
     pub streamed: bool,
     /// Wall time of each phase, in order.
     pub phases: Vec<Phase>,
+    /// "full", "incremental" or "sql".
+    pub kind: String,
+    /// For an incremental backup: its parent's object name.
+    pub parent: Option<String>,
+    /// For an incremental backup: the pages it holds.
+    pub changed_pages: Option<u64>,
+    /// Why a backup asked to be incremental is a full one.
+    pub full_reason: Option<String>,
 }
 
 /// The default backup location: `$LITEVAULT_DIR` (a directory or `s3://bucket/prefix`), else
@@ -256,6 +272,26 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
             "--table and --exclude-table apply to SQL dumps (--format sql)".into(),
         ));
     }
+    if opts.incremental {
+        if opts.compression != Compression::Zstd {
+            return Err(Error::InvalidOption(
+                "--incremental needs zstd compression (the default)".into(),
+            ));
+        }
+        if opts.method == Method::Vacuum {
+            return Err(Error::InvalidOption(
+                "--incremental copies pages; --method vacuum rewrites every page".into(),
+            ));
+        }
+        if opts.output.is_some() {
+            return Err(Error::InvalidOption(
+                "--incremental needs --dir: a chain lives in a location, under the database's name".into(),
+            ));
+        }
+    }
+    if opts.full_every == Some(0) {
+        return Err(Error::InvalidOption("--full-every must be at least 1".into()));
+    }
     db::precheck(source)?;
     let source = std::path::absolute(source).map_err(|e| Error::io("resolve", source, e))?;
     let (created_at, stamp, mtime) = now_stamps();
@@ -308,10 +344,19 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         corrupt: false,
         foreign_key_violations: 0,
         db: DbInfo::from_header_bytes(&[0u8; 100], 0),
+        snapshot_sha256: None,
+        page_hashes: None,
+        parent: None,
+        chain_depth: 0,
+        changed_pages: None,
+        full_reason: None,
     };
+    let parent = opts
+        .incremental
+        .then(|| crate::chain::find_parent(target.loc.as_ref(), &name, opts.full_every));
     let done = match live {
-        Some(live) => backup_live(live, base, &target, opts, mtime, &mut clock, progress)?,
-        None => backup_copy(&source, base, &target, opts, mtime, &mut clock, progress)?,
+        Some(live) => backup_live(live, base, &target, opts, parent, mtime, &mut clock, progress)?,
+        None => backup_copy(&source, base, &target, opts, parent, mtime, &mut clock, progress)?,
     };
     let Done {
         manifest,
@@ -321,8 +366,15 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         streamed,
     } = done;
     clock.lap("fsync and rename");
+    if manifest.page_hashes.is_some() {
+        crate::chain::remember(target.loc.as_ref(), &published.name, &published.sha256);
+    }
 
     Ok(BackupReport {
+        kind: manifest.kind.clone(),
+        parent: manifest.parent.as_ref().map(|p| p.name.clone()),
+        changed_pages: manifest.changed_pages,
+        full_reason: manifest.full_reason.clone(),
         archive: published.path,
         source,
         archive_size: published.size,
@@ -403,6 +455,12 @@ fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         corrupt: false,
         foreign_key_violations: fk_violations,
         db: info,
+        snapshot_sha256: None,
+        page_hashes: None,
+        parent: None,
+        chain_depth: 0,
+        changed_pages: None,
+        full_reason: None,
     };
     let out_path = target.loc.object_path(&target.name);
     let io_err = |e| Error::io("write dump", &out_path, e);
@@ -432,6 +490,10 @@ fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         rows: manifest.total_rows(),
         corrupt: false,
         streamed: false,
+        kind: "sql".into(),
+        parent: None,
+        changed_pages: None,
+        full_reason: None,
         phases: {
             clock.lap("fsync and rename");
             clock.into_phases()
@@ -536,6 +598,7 @@ fn backup_live(
     base: Manifest,
     target: &Target,
     opts: &BackupOptions,
+    parent: Option<std::result::Result<Parent, String>>,
     mtime: u64,
     clock: &mut PhaseClock,
     progress: &dyn Progress,
@@ -548,44 +611,53 @@ fn backup_live(
     let source = live.source().to_path_buf();
     let checkers = live.take_checkers();
     match (checkers, opts.compression) {
-        (Some((btree_conn, info_conn)), Compression::Zstd) => {
-            // The largest manifest these tables can give: every count and number at its widest.
+        (checkers, Compression::Zstd) => {
+            // Without the two extra connections the checks run first, on the main one.
+            let early = checkers.is_none().then(|| checks_on_main(&live));
             let mut bound = base.clone();
             bound.db = DbInfo::read_with_header(live.conn(), &source, live.page1(), false)?;
-            for t in &mut bound.db.tables {
-                t.rows = Some(u64::MAX);
-            }
-            bound.db_size = db_size;
-            bound.foreign_key_violations = u64::MAX;
-            bound.quick_check = "x".repeat(QUICK_CHECK_TEXT_MAX);
-            let bound_len = serde_json::to_vec_pretty(&bound)
-                .expect("manifest serializes")
-                .len();
-            let reserve = archive::manifest_reserve(bound_len);
+            let reserve = manifest_reserve_for(bound, db_size, parent.as_ref());
             let mut writer = ZstdManifestLastWriter::new(target.create(reserve)?, opts.level, mtime, reserve)
                 .map_err(io_err)?;
             clock.lap("snapshot");
             let page1 = live.page1().to_vec();
-            let (sum, inspected) = std::thread::scope(|s| {
-                let checks = s.spawn(|| {
-                    run_live_checks(btree_conn, info_conn, &source, &page1, db_size, opts.check_fts)
+            let pages = PageSource::Live {
+                live: &live,
+                out_path: tmp_path,
+                spill_dir: &spill_dir,
+            };
+            let (body, inspected) = std::thread::scope(|s| {
+                let checks = checkers.map(|(btree_conn, info_conn)| {
+                    s.spawn(|| {
+                        run_live_checks(btree_conn, info_conn, &source, &page1, db_size, opts.check_fts)
+                    })
                 });
-                progress.begin("compress", Some(db_size));
-                let sum = writer.append_database(db_size, &io_err, |w| {
-                    live.write_pages(w, tmp_path, &spill_dir, SPILL_AFTER_WAL_GROWTH, progress)
-                });
-                progress.end();
-                (sum, checks.join().expect("check thread does not panic"))
+                let body = write_zstd_body(
+                    &mut writer,
+                    &pages,
+                    live.page_size(),
+                    db_size,
+                    parent,
+                    &io_err,
+                    progress,
+                );
+                let inspected = match (checks, early) {
+                    (Some(c), _) => c.join().expect("check thread does not panic"),
+                    (None, Some(i)) => i,
+                    (None, None) => unreachable!("checks run early when there are no checkers"),
+                };
+                (body, inspected)
             });
-            let database_sha256 = sum?;
+            let body = body?;
             live.finish();
             clock.lap("pages and checks");
+            let base = body.apply(base);
             let (manifest, json) = finish_manifest(base, &source, db_size, inspected, opts.allow_corrupt)?;
             let (published, _) = writer.finish(&json, &io_err)?;
             clock.lap("finish archive");
             Ok(Done {
                 manifest,
-                database_sha256,
+                database_sha256: body.entry_sha256,
                 published,
                 snapshot_ms: None,
                 streamed: true,
@@ -715,6 +787,7 @@ fn backup_copy(
     mut base: Manifest,
     target: &Target,
     opts: &BackupOptions,
+    parent: Option<std::result::Result<Parent, String>>,
     mtime: u64,
     clock: &mut PhaseClock,
     progress: &dyn Progress,
@@ -735,6 +808,27 @@ fn backup_copy(
         problems,
         fk_violations,
     };
+    if opts.compression == Compression::Zstd {
+        let page_size = inspected.info.page_size;
+        let mut bound = base.clone();
+        bound.db = inspected.info.clone();
+        let reserve = manifest_reserve_for(bound, db_size, parent.as_ref());
+        let mut writer = ZstdManifestLastWriter::new(target.create(reserve)?, opts.level, mtime, reserve)
+            .map_err(io_err)?;
+        let pages = PageSource::File(snap.path());
+        let body = write_zstd_body(&mut writer, &pages, page_size, db_size, parent, &io_err, progress)?;
+        let base = body.apply(base);
+        let (manifest, json) = finish_manifest(base, source, db_size, inspected, opts.allow_corrupt)?;
+        let (published, _) = writer.finish(&json, &io_err)?;
+        clock.lap("archive");
+        return Ok(Done {
+            manifest,
+            database_sha256: body.entry_sha256,
+            published,
+            snapshot_ms: Some(snap.stats.duration_ms),
+            streamed: false,
+        });
+    }
     let (manifest, json) = finish_manifest(base, source, db_size, inspected, opts.allow_corrupt)?;
     let mut writer =
         ArchiveWriter::new(target.create(0)?, opts.compression, opts.level, mtime).map_err(io_err)?;
@@ -754,6 +848,232 @@ fn backup_copy(
         published,
         snapshot_ms: Some(snap.stats.duration_ms),
         streamed: false,
+    })
+}
+
+/// Bytes to reserve for the manifest of a zstd archive: the largest manifest these tables can
+/// give, every count and number at its widest, chain fields included.
+fn manifest_reserve_for(
+    mut bound: Manifest,
+    db_size: u64,
+    parent: Option<&std::result::Result<Parent, String>>,
+) -> u64 {
+    for t in &mut bound.db.tables {
+        t.rows = Some(u64::MAX);
+    }
+    bound.db_size = db_size;
+    bound.foreign_key_violations = u64::MAX;
+    bound.quick_check = "x".repeat(QUICK_CHECK_TEXT_MAX);
+    bound.kind = "incremental".into();
+    bound.snapshot_sha256 = Some("0".repeat(64));
+    bound.page_hashes = Some(crate::pageset::PageHashes {
+        algorithm: crate::pageset::ALGORITHM.into(),
+        key: "0".repeat(32),
+        count: u64::MAX,
+        sha256: "0".repeat(64),
+        frame: Some((u64::MAX, u64::MAX)),
+    });
+    let parent_name = match parent {
+        Some(Ok(p)) => p.link.name.clone(),
+        _ => "x".repeat(1024),
+    };
+    bound.parent = Some(crate::manifest::ParentLink {
+        name: parent_name,
+        archive_sha256: "0".repeat(64),
+        manifest_sha256: "0".repeat(64),
+        created_at: "x".repeat(40),
+    });
+    bound.chain_depth = u32::MAX;
+    bound.changed_pages = Some(u64::MAX);
+    bound.full_reason = Some("x".repeat(FULL_REASON_MAX + 64));
+    let len = serde_json::to_vec_pretty(&bound)
+        .map(|v| v.len())
+        .unwrap_or(1 << 20);
+    archive::manifest_reserve(len)
+}
+
+/// Longest reason for a full backup a manifest records.
+const FULL_REASON_MAX: usize = 400;
+
+/// Where a zstd archive's pages come from.
+enum PageSource<'a> {
+    /// A live snapshot's read transaction.
+    Live {
+        live: &'a LiveSnapshot,
+        out_path: &'a Path,
+        spill_dir: &'a Path,
+    },
+    /// A private temp copy.
+    File(&'a Path),
+}
+
+impl PageSource<'_> {
+    /// Every page in order into `out`; with `again`, the snapshot stays readable for another
+    /// pass.
+    fn stream(&self, out: &mut dyn Write, again: bool, progress: &dyn Progress) -> Result<()> {
+        match self {
+            PageSource::Live {
+                live,
+                out_path,
+                spill_dir,
+            } => {
+                let spill = if again { u64::MAX } else { SPILL_AFTER_WAL_GROWTH };
+                live.write_pages_then(out, out_path, spill_dir, spill, progress, !again)
+            }
+            PageSource::File(p) => {
+                let mut f = std::fs::File::open(p).map_err(|e| Error::io("open", p, e))?;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = std::io::Read::read(&mut f, &mut buf).map_err(|e| Error::io("read", p, e))?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    out.write_all(&buf[..n])
+                        .map_err(|e| Error::io("write archive", p, e))?;
+                    progress.advance(n as u64);
+                }
+            }
+        }
+    }
+}
+
+/// What [`write_zstd_body`] wrote.
+struct Body {
+    /// SHA-256 of the data entry (`database.sqlite` or `pages.bin`).
+    entry_sha256: String,
+    snapshot_sha256: String,
+    page_hashes: crate::pageset::PageHashes,
+    incremental: Option<(crate::manifest::ParentLink, u32, u64)>,
+    full_reason: Option<String>,
+}
+
+impl Body {
+    /// `base` with this body's chain fields.
+    fn apply(&self, mut base: Manifest) -> Manifest {
+        base.snapshot_sha256 = Some(self.snapshot_sha256.clone());
+        base.page_hashes = Some(self.page_hashes.clone());
+        base.full_reason = self.full_reason.clone();
+        if let Some((link, depth, changed)) = &self.incremental {
+            base.kind = "incremental".into();
+            base.parent = Some(link.clone());
+            base.chain_depth = *depth;
+            base.changed_pages = Some(*changed);
+        }
+        base
+    }
+}
+
+/// Writes the data entry (the whole database, or for an incremental backup the pages that
+/// differ from the parent's) and the page-hash table in its own frame.
+fn write_zstd_body(
+    writer: &mut ZstdManifestLastWriter,
+    pages: &PageSource,
+    page_size: u32,
+    db_size: u64,
+    parent: Option<std::result::Result<Parent, String>>,
+    io_err: &dyn Fn(std::io::Error) -> Error,
+    progress: &dyn Progress,
+) -> Result<Body> {
+    use crate::pageset::PageHasher;
+    let page_count = db_size / page_size as u64;
+    let mut full_reason = None;
+    let mut parent = match parent {
+        None => None,
+        Some(Ok(p)) if p.page_size != page_size => {
+            full_reason = Some(format!(
+                "the page size changed ({} -> {page_size}) since {}",
+                p.page_size, p.link.name
+            ));
+            None
+        }
+        Some(Ok(p)) => Some(p),
+        Some(Err(why)) => {
+            full_reason = Some(why);
+            None
+        }
+    };
+    let key = match &parent {
+        Some(p) => p.key,
+        None => crate::pageset::new_key().map_err(io_err)?,
+    };
+    let mut incremental = None;
+    let mut hashes = None;
+    let mut snapshot_sha256 = None;
+    let mut entry_sha256 = None;
+    if let Some(p) = parent.take() {
+        progress.begin("compare pages", Some(db_size));
+        let mut hasher =
+            PageHasher::new(std::io::sink(), key, page_size, Some(p.hashes), true).map_err(io_err)?;
+        pages.stream(&mut hasher, true, progress)?;
+        progress.end();
+        let done = hasher.finish().map_err(io_err)?;
+        if done.changed_count * 2 > page_count {
+            full_reason = Some(format!(
+                "{} of {page_count} pages changed since {} (a VACUUM?)",
+                done.changed_count, p.link.name
+            ));
+        } else if let Some(mut changed) = done.changed {
+            let size = done.changed_count * (4 + page_size as u64);
+            progress.begin("compress", Some(size));
+            let sum = writer.append_entry(crate::pageset::PAGES_ENTRY, size, io_err, |w| {
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = std::io::Read::read(&mut changed, &mut buf).map_err(io_err)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    w.write_all(&buf[..n]).map_err(io_err)?;
+                    progress.advance(n as u64);
+                }
+            })?;
+            progress.end();
+            // The snapshot is no longer needed: let the source's checkpoints go on.
+            if let PageSource::Live { live, .. } = pages {
+                let _ = live.conn().execute_batch("COMMIT");
+            }
+            incremental = Some((p.link.clone(), p.depth + 1, done.changed_count));
+            hashes = Some(done.hashes);
+            snapshot_sha256 = done.sha256;
+            entry_sha256 = Some(sum);
+        }
+    }
+    if incremental.is_none() {
+        progress.begin("compress", Some(db_size));
+        let mut table = None;
+        let sum = writer.append_database(db_size, io_err, |w| {
+            let mut hasher = PageHasher::new(w, key, page_size, None, false).map_err(io_err)?;
+            pages.stream(&mut hasher, false, progress)?;
+            table = Some(hasher.finish().map_err(io_err)?.hashes);
+            Ok(())
+        })?;
+        progress.end();
+        hashes = table;
+        snapshot_sha256 = Some(sum.clone());
+        entry_sha256 = Some(sum);
+    }
+    let hashes = hashes.unwrap_or_default();
+    if hashes.len() as u64 != page_count {
+        return Err(io_err(std::io::Error::other(format!(
+            "{} pages hashed of {page_count}",
+            hashes.len()
+        ))));
+    }
+    let table = crate::pageset::encode(&hashes);
+    let frame = writer
+        .append_framed(crate::pageset::HASHES_ENTRY, &table)
+        .map_err(io_err)?;
+    Ok(Body {
+        entry_sha256: entry_sha256.unwrap_or_default(),
+        snapshot_sha256: snapshot_sha256.unwrap_or_default(),
+        page_hashes: crate::pageset::PageHashes {
+            algorithm: crate::pageset::ALGORITHM.into(),
+            key: hex(&key),
+            count: page_count,
+            sha256: hex(&<sha2::Sha256 as sha2::Digest>::digest(&table)),
+            frame: Some(frame),
+        },
+        incremental,
+        full_reason: full_reason.map(|r| cap_json_len(r, FULL_REASON_MAX)),
     })
 }
 

@@ -45,6 +45,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod chain;
 pub mod copy;
 pub mod db;
 pub mod dump;
@@ -54,6 +55,7 @@ pub mod list;
 pub mod location;
 pub mod manifest;
 pub mod merge;
+pub mod pageset;
 pub mod progress;
 pub mod prune;
 pub mod restore;

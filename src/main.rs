@@ -72,7 +72,7 @@ enum CompressionArg {
 enum Command {
     /// Take a consistent snapshot of a (live) database into a compressed, checksummed archive.
     #[command(
-        after_help = "Examples:\n  litevault backup app.db\n  litevault backup app.db -o /backups/app.tar.zst\n  litevault backup app.db --dir /backups --method vacuum --compression gzip\n  litevault backup app.db --format sql                          # app-<stamp>.sql.zst\n  litevault backup app.db --format sql --compression none -o history/app.sql\n  litevault backup app.db --format sql --table notes --table tags\n  litevault backup app.db --dir s3://my-bucket/prod/app          # S3 (AWS_* variables, ~/.aws)\n  litevault backup app.db -o s3://my-bucket/prod/app/pre-migration.tar.zst\n\nDefault location: --dir, else $LITEVAULT_DIR, else ~/.local/share/litevault/backups,\nas <name>-<YYYYMMDDTHHMMSSZ>.tar.zst (.sql.zst, .sql.gz or .sql for --format sql);\nthe name is the database file's stem unless --name says otherwise."
+        after_help = "Examples:\n  litevault backup app.db\n  litevault backup app.db -o /backups/app.tar.zst\n  litevault backup app.db --dir /backups --method vacuum --compression gzip\n  litevault backup app.db --format sql                          # app-<stamp>.sql.zst\n  litevault backup app.db --format sql --compression none -o history/app.sql\n  litevault backup app.db --format sql --table notes --table tags\n  litevault backup app.db --dir s3://my-bucket/prod/app          # S3 (AWS_* variables, ~/.aws)\n  litevault backup app.db -o s3://my-bucket/prod/app/pre-migration.tar.zst\n  litevault backup app.db --dir /backups --incremental --full-every 24   # changed pages only\n\nDefault location: --dir, else $LITEVAULT_DIR, else ~/.local/share/litevault/backups,\nas <name>-<YYYYMMDDTHHMMSSZ>.tar.zst (.sql.zst, .sql.gz or .sql for --format sql);\nthe name is the database file's stem unless --name says otherwise."
     )]
     Backup {
         /// The database file to back up.
@@ -87,6 +87,13 @@ enum Command {
         /// The database's name in the location (default: its file stem).
         #[arg(long, conflicts_with = "output")]
         name: Option<String>,
+        /// Store only the pages that changed since the newest backup of this name in the
+        /// location (a full backup when there is none or it cannot be a parent; says why).
+        #[arg(long, conflicts_with = "output")]
+        incremental: bool,
+        /// With --incremental: a full backup once a chain has N links.
+        #[arg(long, value_name = "N", requires = "incremental")]
+        full_every: Option<u32>,
         /// How to take the snapshot.
         #[arg(long, value_enum, default_value = "pages")]
         method: MethodArg,
@@ -229,7 +236,7 @@ enum Command {
     },
     /// Restore an archive or SQL dump to a database file: guarded, verified before the swap, atomic.
     #[command(
-        after_help = "Examples:\n  litevault restore app-20261121T101500Z.tar.zst restored.db\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite --dry-run\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite\n  litevault restore app.sql.zst new.db            # also .sql.gz, plain .sql\n  litevault restore dump-from-sqlite3.sql new.db  # a foreign dump, loaded as untrusted SQL\n  litevault restore s3://my-bucket/prod/app/app-20261201T101500Z.tar.zst app.db --overwrite\n  litevault restore --latest --dir s3://my-bucket/prod/app app.db --overwrite   # newest backup of `app`\n\nAn existing database is replaced only with --overwrite, after a safety archive of it is\nwritten to the backup directory. A database open in other processes is restored through\nSQLite, so they see the new content on their next transaction; it is never swapped from\nunder them."
+        after_help = "Examples:\n  litevault restore app-20261121T101500Z.tar.zst restored.db\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite --dry-run\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite\n  litevault restore app.sql.zst new.db            # also .sql.gz, plain .sql\n  litevault restore dump-from-sqlite3.sql new.db  # a foreign dump, loaded as untrusted SQL\n  litevault restore s3://my-bucket/prod/app/app-20261201T101500Z.tar.zst app.db --overwrite\n  litevault restore --latest --dir s3://my-bucket/prod/app app.db --overwrite   # newest backup of `app`\n  litevault restore --latest --dir /backups --at 2026-12-01T09:00:00Z new.db    # also --at \"2h ago\"\n\nAn existing database is replaced only with --overwrite, after a safety archive of it is\nwritten to the backup directory. A database open in other processes is restored through\nSQLite, so they see the new content on their next transaction; it is never swapped from\nunder them."
     )]
     Restore {
         /// The archive or SQL dump to restore (a path or s3://bucket/key; not with --latest),
@@ -246,6 +253,9 @@ enum Command {
         /// ~/.local/share/litevault/backups).
         #[arg(long, requires = "latest", value_name = "LOCATION")]
         dir: Option<PathBuf>,
+        /// With --latest: the newest backup created at or before TIME (RFC 3339, or "2h ago").
+        #[arg(long, requires = "latest", value_name = "TIME")]
+        at: Option<String>,
         /// Replace an existing database (a safety archive of it is kept first).
         #[arg(long)]
         overwrite: bool,
@@ -425,6 +435,8 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             output,
             dir,
             name,
+            incremental,
+            full_every,
             method,
             compression,
             level,
@@ -439,6 +451,8 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                 output: output.clone(),
                 dir: dir.clone(),
                 name: name.clone(),
+                incremental: *incremental,
+                full_every: *full_every,
                 method: match method {
                     MethodArg::Pages => Method::Pages,
                     MethodArg::Vacuum => Method::Vacuum,
@@ -642,6 +656,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             latest,
             name,
             dir,
+            at,
             overwrite,
             dry_run,
             allow_newer_schema,
@@ -654,10 +669,22 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                     let dir = dir.clone().unwrap_or_else(litevault::default_backup_dir);
                     let name = name.clone().unwrap_or_else(|| litevault::location::name_of(db));
                     let loc = litevault::location::open(&dir)?;
-                    let newest =
-                        litevault::location::latest(loc.as_ref(), &name)?.ok_or_else(|| Error::NotFound {
-                            path: loc.object_path(&format!("{name}-<stamp>.*")),
-                        })?;
+                    let at = match at {
+                        Some(t) => Some(
+                            litevault::chain::parse_at(t)
+                                .map_err(|m| Error::InvalidOption(format!("--at: {m}")))?,
+                        ),
+                        None => None,
+                    };
+                    let newest = litevault::location::latest(loc.as_ref(), &name, at)?.ok_or_else(|| {
+                        Error::NotFound {
+                            path: loc.object_path(&format!(
+                                "{name}-<stamp>.*{}",
+                                at.map(|t| format!(" at or before {}", litevault::location::format_time(t)))
+                                    .unwrap_or_default()
+                            )),
+                        }
+                    })?;
                     (loc.object_path(&newest), db.clone())
                 }
                 ([archive, db], false) => (archive.clone(), db.clone()),
@@ -878,10 +905,15 @@ fn render_list(dir: &std::path::Path, items: &[litevault::ArchiveSummary], verbo
                 HumanBytes(it.archive_size).to_string(),
                 format!(
                     "{}{}",
-                    if m.kind == "sql" {
-                        "sql dump".to_string()
-                    } else {
-                        format!("archive ({})", m.method)
+                    match (m.kind.as_str(), &m.parent) {
+                        ("sql", _) => "sql dump".to_string(),
+                        ("incremental", Some(p)) => format!(
+                            "incremental, link {} ({} pages) of {}",
+                            m.chain_depth,
+                            m.changed_pages.unwrap_or(0),
+                            clean(&p.name)
+                        ),
+                        _ => format!("archive ({})", m.method),
                     },
                     if m.corrupt { ", corrupt" } else { "" }
                 ),
@@ -927,6 +959,21 @@ fn render_manifest(m: &litevault::Manifest) -> String {
             clean(&m.kind)
         },
     );
+    if let Some(p) = &m.parent {
+        kv(
+            "parent",
+            format!(
+                "{} ({}), link {} of its chain, {} changed pages",
+                clean(&p.name),
+                clean(&p.created_at),
+                m.chain_depth,
+                m.changed_pages.unwrap_or(0)
+            ),
+        );
+    }
+    if let Some(r) = &m.full_reason {
+        kv("full because", clean(r));
+    }
     kv("created_at", clean(&m.created_at));
     kv("source", clean(&m.source));
     kv("host", clean(&m.host));

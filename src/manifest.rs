@@ -51,6 +51,43 @@ pub struct Manifest {
     /// Header state and tables of the database.
     #[serde(flatten)]
     pub db: DbInfo,
+    /// SHA-256 of the whole database this archive restores to (for an incremental archive,
+    /// the database its chain composes to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_sha256: Option<String>,
+    /// The archive's table of page hashes (archives made by litevault 0.1 have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_hashes: Option<crate::pageset::PageHashes>,
+    /// For an incremental archive: the archive it builds on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentLink>,
+    /// Links between this archive and its chain's full backup (0 for a full backup).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chain_depth: u32,
+    /// For an incremental archive: how many pages it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_pages: Option<u64>,
+    /// Why a backup asked to be incremental is a full one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_reason: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// An incremental archive's parent: the newest backup of the same name in the location when
+/// the incremental was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentLink {
+    /// The parent's object name (in the same location).
+    pub name: String,
+    /// SHA-256 of the parent archive's bytes.
+    pub archive_sha256: String,
+    /// SHA-256 of the parent's `manifest.json`.
+    pub manifest_sha256: String,
+    /// The parent's creation time.
+    pub created_at: String,
 }
 
 impl Manifest {
@@ -63,7 +100,7 @@ impl Manifest {
                 self.format
             ));
         }
-        if self.kind != "full" && self.kind != "sql" {
+        if !["full", "sql", "incremental"].contains(&self.kind.as_str()) {
             return Err(format!("unsupported archive kind {:?}", self.kind));
         }
         let ps = self.db.page_size as u64;
@@ -76,6 +113,21 @@ impl Manifest {
         // SQLite's own limit on pages; also keeps every size computed from these in range.
         if self.db.page_count == 0 || self.db.page_count > 4_294_967_294 {
             return Err(format!("invalid page count {}", self.db.page_count));
+        }
+        if self.kind == "incremental" {
+            let p = self
+                .parent
+                .as_ref()
+                .ok_or("an incremental archive without a parent")?;
+            if p.name.is_empty() || p.name.contains('/') || p.name.contains('\\') {
+                return Err(format!("invalid parent name {:?}", p.name));
+            }
+            if self.changed_pages.is_none_or(|n| n > self.db.page_count) || self.chain_depth == 0 {
+                return Err("incremental archive without a valid page count or chain depth".into());
+            }
+            if self.snapshot_sha256.is_none() {
+                return Err("incremental archive without the snapshot's SHA-256".into());
+            }
         }
         if Some(self.db_size) != self.db.page_count.checked_mul(ps) {
             return Err(format!(

@@ -243,6 +243,11 @@ impl LiveSnapshot {
         &self.page1
     }
 
+    /// The snapshot's page size.
+    pub(crate) fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
     /// Bytes of the database at this snapshot.
     pub(crate) fn db_size(&self) -> u64 {
         self.page_count * self.page_size as u64
@@ -273,6 +278,20 @@ impl LiveSnapshot {
         spill_dir: &Path,
         spill_after: u64,
         progress: &dyn Progress,
+    ) -> Result<()> {
+        self.write_pages_then(out, out_path, spill_dir, spill_after, progress, true)
+    }
+
+    /// [`Self::write_pages`], leaving the read transaction open unless `end_transaction` (for
+    /// a first pass that only hashes the pages, before a second one on the same snapshot).
+    pub(crate) fn write_pages_then(
+        &self,
+        out: &mut dyn Write,
+        out_path: &Path,
+        spill_dir: &Path,
+        spill_after: u64,
+        progress: &dyn Progress,
+        end_transaction: bool,
     ) -> Result<()> {
         let e = |err| Error::sqlite("read pages of", &self.source, err);
         let wal_path = crate::fsutil::sidecar(&self.source, "-wal");
@@ -344,7 +363,9 @@ impl LiveSnapshot {
             }
         }
         // Every page is read: the source's checkpoints may go on.
-        let _ = self.conn.execute_batch("COMMIT");
+        if end_transaction {
+            let _ = self.conn.execute_batch("COMMIT");
+        }
         if let Some((tmp, w)) = spill {
             let f = w
                 .into_inner()

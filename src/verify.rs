@@ -152,6 +152,15 @@ fn verify_archive(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) ->
         ),
     ));
     report.checks.extend(contents.checksum_checks());
+    if contents.manifest.kind == "incremental" {
+        report.checks.push(Check::pass(
+            "chain",
+            format!(
+                "{} links composed (every link's checksums and identity checked); the result's SHA-256 is the one recorded",
+                contents.manifest.chain_depth + 1
+            ),
+        ));
+    }
     report
         .checks
         .extend(extracted_checks(&db_path, &contents.manifest, opts.quick, true));
@@ -193,10 +202,24 @@ fn verify_dump(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Re
     Ok(report)
 }
 
+/// Whether `path` is an incremental archive (its head says so).
+fn is_incremental(path: &Path) -> bool {
+    archive::read_manifest(path).is_ok_and(|m| m.kind == "incremental")
+}
+
 /// Streams an archive's database into `db_path` (created) and returns what was read. The file
 /// is a scratch copy: it is not fsynced.
 pub(crate) fn extract(path: &Path, db_path: &Path, progress: &dyn Progress) -> Result<ArchiveContents> {
-    let file = std::fs::File::create(db_path).map_err(|e| Error::io("create", db_path, e))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(db_path)
+        .map_err(|e| Error::io("create", db_path, e))?;
+    if is_incremental(path) {
+        return crate::chain::compose(path, &file, db_path, progress);
+    }
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let contents = archive::read_archive(path, &mut out, progress)?;
     out.flush().map_err(|e| Error::io("write", db_path, e))?;
@@ -212,6 +235,10 @@ pub(crate) fn extract_into(
     db_path: &Path,
     progress: &dyn Progress,
 ) -> Result<(ArchiveContents, std::fs::File)> {
+    if is_incremental(path) {
+        let contents = crate::chain::compose(path, &file, db_path, progress)?;
+        return Ok((contents, file));
+    }
     let mut out = BufWriter::with_capacity(1 << 20, WritebackFile::new(file));
     let contents = archive::read_archive(path, &mut out, progress)?;
     out.flush().map_err(|e| Error::io("write", db_path, e))?;

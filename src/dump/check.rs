@@ -70,6 +70,12 @@ pub fn foreign_manifest(path: &Path, compression: crate::Compression) -> Manifes
             auto_vacuum: "none".into(),
             tables: Vec::new(),
         },
+        snapshot_sha256: None,
+        page_hashes: None,
+        parent: None,
+        chain_depth: 0,
+        changed_pages: None,
+        full_reason: None,
     }
 }
 

@@ -318,11 +318,12 @@ pub fn is_backup_name(name: &str) -> bool {
     crate::archive::is_archive_name(name) || crate::dump::is_dump_name(name)
 }
 
-/// The newest backup (archive or dump) of `name` in `loc`: by the stamp in the object names
-/// litevault gives (`<name>-<stamp>...`), ties broken by name. Safety archives
-/// (`<name>-pre-restore-...`) belong to their own names.
-pub fn latest(loc: &dyn Location, name: &str) -> Result<Option<String>> {
-    let mut best: Option<(i64, String)> = None;
+/// The newest backup (archive or dump) of `name` in `loc`, created at or before `at` (seconds
+/// since the epoch) when given: by the stamp in the object names litevault gives
+/// (`<name>-<stamp>...`), ties broken by name. Safety archives (`<name>-pre-restore-...`)
+/// belong to their own names.
+pub fn latest(loc: &dyn Location, name: &str, at: Option<i64>) -> Result<Option<String>> {
+    let mut best: Option<((i64, u32), String)> = None;
     for m in loc.list()? {
         if !is_backup_name(&m.name) {
             continue;
@@ -330,14 +331,32 @@ pub fn latest(loc: &dyn Location, name: &str) -> Result<Option<String>> {
         let Some((group, created)) = crate::prune::parse_backup_name(&m.name) else {
             continue;
         };
-        if group != name {
+        if group != name || at.is_some_and(|t| created > t) {
             continue;
         }
-        if best.as_ref().is_none_or(|(c, n)| (created, &m.name) > (*c, n)) {
-            best = Some((created, m.name));
+        let key = (created, sequence(&m.name));
+        if best.as_ref().is_none_or(|(k, n)| (key, &m.name) > (*k, n)) {
+            best = Some((key, m.name));
         }
     }
     Ok(best.map(|(_, n)| n))
+}
+
+/// The `-N` a name got when its stamp was taken (`app-<stamp>-2.tar.zst` is 2, no suffix 1):
+/// backups made in the same second are in this order.
+pub fn sequence(name: &str) -> u32 {
+    let Some(dot) = name.find(".tar").or_else(|| name.rfind(".sql")) else {
+        return 1;
+    };
+    let stem = &name[..dot];
+    match stem.rsplit_once('-') {
+        Some((before, n))
+            if before.ends_with('Z') && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            n.parse().unwrap_or(1)
+        }
+        _ => 1,
+    }
 }
 
 /// `secs` since the epoch as RFC 3339 UTC (`2026-12-01T10:15:00Z`).

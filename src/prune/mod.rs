@@ -51,6 +51,39 @@ pub struct PruneReport {
     pub cleaned: Vec<String>,
 }
 
+/// Keeps every parent of a kept incremental archive, transitively, with the reason "parent of
+/// X". Manifests are read only when some backup is to go.
+fn keep_parents(loc: &dyn location::Location, verdicts: &mut [Verdict]) {
+    if verdicts.iter().all(|v| v.keep) {
+        return;
+    }
+    let parent_of = |name: &str| -> Option<String> {
+        crate::dump::read_manifest(&loc.object_path(name))
+            .ok()
+            .and_then(|m| m.parent.map(|p| p.name))
+    };
+    let mut stack: Vec<String> = verdicts
+        .iter()
+        .filter(|v| v.keep)
+        .map(|v| v.name.clone())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    while let Some(child) = stack.pop() {
+        if !seen.insert(child.clone()) {
+            continue;
+        }
+        let Some(parent) = parent_of(&child) else { continue };
+        if let Some(v) = verdicts.iter_mut().find(|v| v.name == parent) {
+            if !v.keep {
+                v.keep = true;
+                v.reasons.clear();
+            }
+            v.reasons.push(format!("parent of {child}"));
+            stack.push(parent);
+        }
+    }
+}
+
 /// Age after which an incomplete multipart upload is litevault's leftover, not a live upload.
 pub const STALE_UPLOAD_SECS: u64 = 24 * 3600;
 
@@ -90,7 +123,8 @@ pub fn prune(dir: &Path, opts: &PruneOptions) -> Result<PruneReport> {
             created,
         });
     }
-    let verdicts = plan(&candidates, &opts.policy);
+    let mut verdicts = plan(&candidates, &opts.policy);
+    keep_parents(loc.as_ref(), &mut verdicts);
     if !opts.force {
         let mut groups: std::collections::BTreeMap<&str, bool> = Default::default();
         for v in &verdicts {
@@ -103,9 +137,13 @@ pub fn prune(dir: &Path, opts: &PruneOptions) -> Result<PruneReport> {
         }
     }
     let mut doomed: Vec<&Verdict> = verdicts.iter().filter(|v| !v.keep).collect();
-    // Oldest first: a crash part-way leaves the newest backups.
-    let created = |v: &Verdict| parse_backup_name(&v.name).map(|(_, c)| c).unwrap_or(0);
-    doomed.sort_by(|a, b| created(a).cmp(&created(b)).then_with(|| a.name.cmp(&b.name)));
+    // Newest first: an incremental is always newer than its parent, so children go before
+    // parents and a crash part-way never leaves a link without its parent.
+    let order = |v: &Verdict| {
+        let created = parse_backup_name(&v.name).map(|(_, c)| c).unwrap_or(0);
+        (created, location::sequence(&v.name))
+    };
+    doomed.sort_by(|a, b| order(b).cmp(&order(a)).then_with(|| b.name.cmp(&a.name)));
     let freed_bytes = doomed
         .iter()
         .map(|v| sizes.get(&v.name).copied().unwrap_or(0))

@@ -14,7 +14,7 @@ fn s(p: &Path) -> &str {
 
 /// The bank database the writer works on: 100 accounts of 1000, a log, a counter, and some
 /// bulk so that a backup takes a while.
-fn bank_db(path: &Path, journal: &str, bulk_mb: usize) {
+pub(crate) fn bank_db(path: &Path, journal: &str, bulk_mb: usize) {
     make_db(
         path,
         &format!(
@@ -30,7 +30,7 @@ fn bank_db(path: &Path, journal: &str, bulk_mb: usize) {
     );
 }
 
-fn check_bank_invariants(db: &Path) -> i64 {
+pub(crate) fn check_bank_invariants(db: &Path) -> i64 {
     assert_eq!(integrity(db), "ok");
     assert_eq!(
         query_i64(db, "SELECT sum(bal) FROM acct"),

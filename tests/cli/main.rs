@@ -13,6 +13,7 @@ mod backup;
 mod dump;
 mod helper;
 mod hot;
+mod incremental;
 mod list;
 mod merge;
 mod restore;

@@ -82,6 +82,7 @@ impl Env {
         c.args(args)
             .current_dir(self.dir.path())
             .env("LITEVAULT_DIR", self.backups())
+            .env("LITEVAULT_STATE_DIR", self.path(".state"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -1,0 +1,429 @@
+//! Incremental chains: choosing an incremental backup's parent, and composing a chain back into
+//! a database for restore and verify.
+//!
+//! A chain is a full archive followed by incremental archives, each naming its parent (the
+//! newest backup of the same name in the same location when it was taken) by object name,
+//! archive SHA-256 and manifest SHA-256. [`find_parent`] picks the parent for a new incremental
+//! or says why the backup must be full instead; [`compose`] streams the chain, base first, into
+//! one database file and proves the result bit for bit against the newest link's
+//! `snapshot_sha256`. A missing or damaged link is refused by name before anything is used.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::archive::{self, ArchiveContents, Compression};
+use crate::db::hex;
+use crate::error::{Error, Result};
+use crate::location::{self, Location};
+use crate::manifest::{Manifest, ParentLink};
+use crate::pageset::{self, PageHash};
+use crate::progress::Progress;
+
+/// Parses a point in time for `restore --latest --at`: RFC 3339 (`2026-12-01T09:00:00Z`,
+/// `2026-12-01T10:00:00+01:00`) or a duration before now (`2h ago`, `1d12h ago`).
+pub fn parse_at(text: &str) -> std::result::Result<i64, String> {
+    let t = text.trim();
+    if let Some(d) = t.strip_suffix("ago") {
+        let secs = crate::prune::parse_duration(d.trim())?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        return Ok(now - secs as i64);
+    }
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .map(|d| d.unix_timestamp())
+        .map_err(|_| {
+            format!("{text:?} is neither an RFC 3339 time (2026-12-01T09:00:00Z) nor a duration ago (2h ago)")
+        })
+}
+
+/// Longest chain [`compose`] follows.
+pub const MAX_DEPTH: u32 = 10_000;
+
+/// The parent an incremental backup builds on.
+#[derive(Debug, Clone)]
+pub struct Parent {
+    /// How the child records it.
+    pub link: ParentLink,
+    /// The chain's key for page hashes.
+    pub key: [u8; 16],
+    /// The parent's page hashes.
+    pub hashes: Vec<PageHash>,
+    /// The parent's chain depth.
+    pub depth: u32,
+    /// The parent's page size.
+    pub page_size: u32,
+}
+
+/// Finds the parent for an incremental backup of `name` in `loc`: the newest backup of that
+/// name, if it can be one. `Err(reason)` says why the backup must be full instead.
+pub fn find_parent(
+    loc: &dyn Location,
+    name: &str,
+    full_every: Option<u32>,
+) -> std::result::Result<Parent, String> {
+    let newest = location::latest(loc, name, None)
+        .map_err(|e| format!("the location cannot be listed ({e})"))?
+        .ok_or_else(|| format!("no earlier backup of {name:?} in {}", loc.url()))?;
+    let path = loc.object_path(&newest);
+    let m = crate::dump::read_manifest(&path)
+        .map_err(|e| format!("the newest backup {newest} is unreadable: {e}"))?;
+    if m.kind == "sql" {
+        return Err(format!("the newest backup {newest} is an SQL dump"));
+    }
+    if m.compression != Compression::Zstd {
+        return Err(format!(
+            "the newest backup {newest} is not zstd-compressed (no page-hash table)"
+        ));
+    }
+    if m.corrupt {
+        return Err(format!("the newest backup {newest} is marked corrupt"));
+    }
+    let Some(ph) = m.page_hashes.clone() else {
+        return Err(format!(
+            "the newest backup {newest} has no page hashes (made by an older litevault)"
+        ));
+    };
+    if let Some(n) = full_every {
+        if m.chain_depth + 1 >= n {
+            return Err(format!(
+                "--full-every {n} reached (the newest backup is link {} of its chain)",
+                m.chain_depth
+            ));
+        }
+    }
+    if m.chain_depth + 1 > MAX_DEPTH {
+        return Err(format!("the chain is {MAX_DEPTH} links long"));
+    }
+    let key = pageset::parse_key(&ph.key).ok_or_else(|| format!("{newest}: invalid page-hash key"))?;
+    let hashes = read_hashes(loc, &newest, &ph)
+        .map_err(|e| format!("the page hashes of {newest} cannot be read: {e}"))?;
+    let archive_sha256 = archive_sha256(loc, &newest)
+        .map_err(|e| format!("the newest backup {newest} cannot be read: {e}"))?;
+    let manifest_json = manifest_sha256(&path).map_err(|e| format!("{newest}: {e}"))?;
+    Ok(Parent {
+        link: ParentLink {
+            name: newest,
+            archive_sha256,
+            manifest_sha256: manifest_json,
+            created_at: m.created_at.clone(),
+        },
+        key,
+        hashes,
+        depth: m.chain_depth,
+        page_size: m.db.page_size,
+    })
+}
+
+/// Reads a page-hash table through its frame's byte range (one range read), checked against
+/// the SHA-256 its manifest records.
+fn read_hashes(loc: &dyn Location, name: &str, ph: &pageset::PageHashes) -> Result<Vec<PageHash>> {
+    let path = loc.object_path(name);
+    let (start, len) = ph
+        .frame
+        .ok_or_else(|| Error::bad_archive(&path, "no byte range for the page-hash table"))?;
+    let want = ph.count.saturating_mul(pageset::HASH_LEN as u64);
+    if len > want + (1 << 20) {
+        return Err(Error::bad_archive(&path, "page-hash frame larger than its table"));
+    }
+    let frame = loc.read_range(name, start, len)?;
+    let mut d = zstd::stream::read::Decoder::new(&frame[..]).map_err(|e| Error::io("decode", &path, e))?;
+    let mut tar_bytes = Vec::new();
+    (&mut d)
+        .take(want + 1024 + 512)
+        .read_to_end(&mut tar_bytes)
+        .map_err(|e| Error::bad_archive(&path, format!("page-hash frame: {e}")))?;
+    if tar_bytes.len() < 512 + want as usize {
+        return Err(Error::bad_archive(&path, "page-hash frame is truncated"));
+    }
+    let table = &tar_bytes[512..512 + want as usize];
+    if hex(&Sha256::digest(table)) != ph.sha256 {
+        return Err(Error::bad_archive(
+            &path,
+            "page-hash table does not match its checksum",
+        ));
+    }
+    pageset::decode(table).ok_or_else(|| Error::bad_archive(&path, "page-hash table has a partial entry"))
+}
+
+fn manifest_sha256(path: &Path) -> Result<String> {
+    // The manifest as stored: the first tar entry's bytes.
+    let (_, reader) = archive::open_reader_with(path, true)?;
+    let mut tar = tar::Archive::new(reader);
+    let mut entries = tar
+        .entries()
+        .map_err(|e| Error::bad_archive(path, e.to_string()))?
+        .raw(true);
+    let mut first = entries
+        .next()
+        .ok_or_else(|| Error::bad_archive(path, "archive is empty"))?
+        .map_err(|e| Error::bad_archive(path, e.to_string()))?;
+    let mut data = Vec::new();
+    (&mut first)
+        .take(archive::MAX_MANIFEST)
+        .read_to_end(&mut data)
+        .map_err(|e| Error::bad_archive(path, e.to_string()))?;
+    Ok(hex(&Sha256::digest(&data)))
+}
+
+/// The SHA-256 of archive `name`: from this machine's record of the backups it made (see
+/// [`remember`]), else by reading the archive once.
+fn archive_sha256(loc: &dyn Location, name: &str) -> Result<String> {
+    if let Some(sum) = recall(loc, name) {
+        return Ok(sum);
+    }
+    let mut r = loc.read_stream(name)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r.read(&mut buf).map_err(|e| {
+            location::s3::download_error(&loc.object_path(name), &e)
+                .unwrap_or_else(|| Error::io("read", loc.object_path(name), e))
+        })?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Where this machine records the SHA-256 of the archives it wrote (so that the next
+/// incremental need not read its parent whole to learn it): `$LITEVAULT_STATE_DIR`, else the
+/// platform state directory's `litevault` (e.g. `~/.local/state/litevault`).
+fn state_file(loc: &dyn Location) -> Option<PathBuf> {
+    let dir = std::env::var_os("LITEVAULT_STATE_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            dirs::state_dir()
+                .or_else(dirs::data_dir)
+                .map(|d| d.join("litevault"))
+        })?;
+    let id = hex(&Sha256::digest(loc.url().as_bytes()));
+    Some(dir.join("archives").join(format!("{}.json", &id[..16])))
+}
+
+/// Records archive `name`'s SHA-256 (best effort; a failure only costs a later read).
+pub fn remember(loc: &dyn Location, name: &str, sha256: &str) {
+    let Some(file) = state_file(loc) else { return };
+    let mut map: std::collections::BTreeMap<String, String> = std::fs::read(&file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    map.insert(name.to_string(), sha256.to_string());
+    // Bounded: the newest entries by name stamp are the ones a parent lookup needs.
+    while map.len() > 1000 {
+        let Some(k) = map.keys().next().cloned() else {
+            break;
+        };
+        map.remove(&k);
+    }
+    let Some(dir) = file.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let Ok(json) = serde_json::to_vec(&map) else {
+        return;
+    };
+    let tmp = file.with_extension(format!("json.{}.tmp", std::process::id()));
+    if std::fs::write(&tmp, json).is_ok() {
+        let _ = std::fs::rename(&tmp, &file);
+    }
+}
+
+fn recall(loc: &dyn Location, name: &str) -> Option<String> {
+    let file = state_file(loc)?;
+    let map: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
+    map.get(name).cloned()
+}
+
+/// The links of the chain that ends at `path`, base (full) first, with their manifests. Every
+/// link must exist and name a parent in the same location.
+pub fn links(path: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
+    let (loc, _) = location::split_object(path)?;
+    let mut chain = vec![(path.to_path_buf(), crate::dump::read_manifest(path)?)];
+    while let Some(parent) = chain.last().and_then(|(_, m)| m.parent.clone()) {
+        if chain.len() as u32 > MAX_DEPTH {
+            return Err(Error::bad_archive(
+                path,
+                format!("the chain is longer than {MAX_DEPTH} links"),
+            ));
+        }
+        let child = chain.last().map(|(p, _)| p.clone()).unwrap_or_default();
+        let ppath = loc.object_path(&parent.name);
+        let m = match crate::dump::read_manifest(&ppath) {
+            Ok(m) => m,
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::bad_archive(
+                    &child,
+                    format!("its parent {} is missing: the chain is broken", ppath.display()),
+                ))
+            }
+            Err(e) => {
+                return Err(Error::bad_archive(
+                    &child,
+                    format!("its parent {} cannot be read: {e}", ppath.display()),
+                ))
+            }
+        };
+        if m.db.page_size != chain[chain.len() - 1].1.db.page_size {
+            return Err(Error::bad_archive(&child, "its parent has another page size"));
+        }
+        chain.push((ppath, m));
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+/// Composes the chain that ends at `path` into `out` (an empty file): the base's database,
+/// then each incremental's pages; checks every link's checksums and that each link is the
+/// archive its child names (archive and manifest SHA-256), then the result's SHA-256 against
+/// the newest link's. Returns the newest link's contents.
+pub fn compose(
+    path: &Path,
+    out: &std::fs::File,
+    out_path: &Path,
+    progress: &dyn Progress,
+) -> Result<ArchiveContents> {
+    let chain = links(path)?;
+    let mut last: Option<ArchiveContents> = None;
+    for (i, (link, m)) in chain.iter().enumerate() {
+        let contents = if i == 0 {
+            if m.kind != "full" {
+                return Err(Error::bad_archive(
+                    link,
+                    "a chain's first link is not a full archive",
+                ));
+            }
+            let mut w = io::BufWriter::with_capacity(1 << 20, out);
+            let c = archive::read_archive(link, &mut w, progress)?;
+            w.flush().map_err(|e| Error::io("write", out_path, e))?;
+            c
+        } else {
+            let mut w = PageApplier::new(out, m.db.page_size, m.db.page_count);
+            let c = archive::read_archive(link, &mut w, progress)?;
+            w.finish().map_err(|e| Error::io("write", out_path, e))?;
+            out.set_len(m.db_size)
+                .map_err(|e| Error::io("truncate", out_path, e))?;
+            c
+        };
+        contents.ensure_checksums(link)?;
+        if let Some((child, cm)) = chain.get(i + 1) {
+            let p = cm
+                .parent
+                .as_ref()
+                .ok_or_else(|| Error::bad_archive(child, "no parent recorded"))?;
+            let manifest_sum = contents
+                .computed
+                .iter()
+                .find(|(n, _)| n == archive::MANIFEST_ENTRY)
+                .map(|(_, s)| s.clone())
+                .unwrap_or_default();
+            let same_archive = contents
+                .archive_sha256
+                .as_deref()
+                .is_none_or(|s| s == p.archive_sha256);
+            if manifest_sum != p.manifest_sha256 || !same_archive {
+                return Err(Error::bad_archive(
+                    child,
+                    format!(
+                        "its parent {} is not the archive it was made from (replaced or modified)",
+                        link.display()
+                    ),
+                ));
+            }
+        }
+        last = Some(contents);
+    }
+    let last = last.ok_or_else(|| Error::bad_archive(path, "empty chain"))?;
+    let want = last
+        .manifest
+        .snapshot_sha256
+        .clone()
+        .ok_or_else(|| Error::bad_archive(path, "no snapshot SHA-256 recorded"))?;
+    let got = hash_file(out).map_err(|e| Error::io("read", out_path, e))?;
+    if got != want {
+        return Err(Error::ChecksumMismatch {
+            path: path.to_path_buf(),
+            entry: format!("the database composed from {} links", chain.len()),
+            expected: want,
+            actual: got,
+        });
+    }
+    Ok(last)
+}
+
+fn hash_file(f: &std::fs::File) -> io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    loop {
+        let n = f.read_at(&mut buf, at)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Writes `pages.bin` records (4-byte page number, page) arriving as a stream into a file.
+struct PageApplier<'a> {
+    file: &'a std::fs::File,
+    page_size: usize,
+    page_count: u64,
+    buf: Vec<u8>,
+}
+
+impl<'a> PageApplier<'a> {
+    fn new(file: &'a std::fs::File, page_size: u32, page_count: u64) -> Self {
+        PageApplier {
+            file,
+            page_size: page_size as usize,
+            page_count,
+            buf: Vec::with_capacity(4 + page_size as usize),
+        }
+    }
+
+    fn finish(self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(io::Error::other("pages.bin ends inside a record"))
+        }
+    }
+}
+
+impl Write for PageApplier<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let record = 4 + self.page_size;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let take = (record - self.buf.len()).min(rest.len());
+            self.buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.buf.len() == record {
+                let pgno = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as u64;
+                if pgno == 0 || pgno > self.page_count {
+                    return Err(io::Error::other(format!(
+                        "page number {pgno} in pages.bin is outside the database's {} pages",
+                        self.page_count
+                    )));
+                }
+                self.file
+                    .write_all_at(&self.buf[4..], (pgno - 1) * self.page_size as u64)?;
+                self.buf.clear();
+            }
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
