@@ -868,7 +868,7 @@ fn manifest_reserve_for(
     bound.snapshot_sha256 = Some("0".repeat(64));
     bound.page_hashes = Some(crate::pageset::PageHashes {
         algorithm: crate::pageset::ALGORITHM.into(),
-        key: "0".repeat(32),
+        key: "0".repeat(2 * crate::pageset::KEY_LEN),
         count: u64::MAX,
         sha256: "0".repeat(64),
         frame: Some((u64::MAX, u64::MAX)),

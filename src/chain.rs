@@ -46,7 +46,7 @@ pub struct Parent {
     /// How the child records it.
     pub link: ParentLink,
     /// The chain's key for page hashes.
-    pub key: [u8; 16],
+    pub key: crate::pageset::Key,
     /// The parent's page hashes.
     pub hashes: Vec<PageHash>,
     /// The parent's chain depth.

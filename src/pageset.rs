@@ -1,10 +1,11 @@
 //! Page sets: the per-page hashes every archive records, and the changed pages an incremental
 //! archive holds.
 //!
-//! A page hash is the first 16 bytes of SHA-256(key ‖ page), where the key is 16 random bytes
-//! chosen by a chain's full backup and kept by every link of that chain (recorded in each
-//! manifest). Crafted page content cannot be made to collide with another page's hash without
-//! breaking SHA-256, and the key rules out tables of precomputed pages; besides, a restore checks
+//! A page hash is the first 16 bytes of BLAKE3 in keyed mode (a keyed cryptographic hash, a
+//! MAC) of the page, where the key is 32 random bytes chosen by a chain's full backup and kept
+//! by every link of that chain (recorded in each manifest). Crafted page content cannot be made
+//! to collide with another page's hash without breaking BLAKE3, and the key rules out tables of
+//! precomputed pages; besides, a restore checks
 //! the composed database's SHA-256 against the newest link's manifest, so a collision could at
 //! worst make a restore refuse, never make it return wrong data.
 //!
@@ -30,7 +31,7 @@ pub const PAGES_ENTRY: &str = "pages.bin";
 /// Bytes of one page hash.
 pub const HASH_LEN: usize = 16;
 /// The algorithm recorded in manifests.
-pub const ALGORITHM: &str = "sha256-keyed-128";
+pub const ALGORITHM: &str = "blake3-keyed-128";
 
 /// What a manifest records about its archive's page-hash table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,19 +53,25 @@ pub struct PageHashes {
 /// A page hash.
 pub type PageHash = [u8; HASH_LEN];
 
-/// 16 random bytes for a new chain.
-pub fn new_key() -> io::Result<[u8; 16]> {
-    let mut key = [0u8; 16];
+/// Bytes of a chain's key.
+pub const KEY_LEN: usize = 32;
+
+/// A chain's key.
+pub type Key = [u8; KEY_LEN];
+
+/// Random bytes for a new chain's key.
+pub fn new_key() -> io::Result<Key> {
+    let mut key = [0u8; KEY_LEN];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
     Ok(key)
 }
 
 /// Parses a hex key.
-pub fn parse_key(hex_key: &str) -> Option<[u8; 16]> {
-    if hex_key.len() != 32 {
+pub fn parse_key(hex_key: &str) -> Option<Key> {
+    if hex_key.len() != 2 * KEY_LEN {
         return None;
     }
-    let mut key = [0u8; 16];
+    let mut key = [0u8; KEY_LEN];
     for (i, k) in key.iter_mut().enumerate() {
         *k = u8::from_str_radix(hex_key.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
@@ -72,13 +79,10 @@ pub fn parse_key(hex_key: &str) -> Option<[u8; 16]> {
 }
 
 /// The hash of one page under `key`.
-pub fn page_hash(key: &[u8; 16], page: &[u8]) -> PageHash {
-    let mut h = Sha256::new();
-    h.update(key);
-    h.update(page);
-    let d = h.finalize();
+pub fn page_hash(key: &Key, page: &[u8]) -> PageHash {
+    let d = blake3::keyed_hash(key, page);
     let mut out = [0u8; HASH_LEN];
-    out.copy_from_slice(&d[..HASH_LEN]);
+    out.copy_from_slice(&d.as_bytes()[..HASH_LEN]);
     out
 }
 
@@ -110,11 +114,11 @@ pub fn decode(bytes: &[u8]) -> Option<Vec<PageHash>> {
 /// full archive's `database.sqlite` entry.
 pub struct PageHasher<W: Write> {
     inner: W,
-    key: [u8; 16],
+    key: Key,
     page_size: usize,
     partial: Vec<u8>,
     hashes: Vec<PageHash>,
-    whole: Option<Sha256>,
+    whole: Option<WholeHasher>,
     parent: Option<Vec<PageHash>>,
     changed: Option<io::BufWriter<std::fs::File>>,
     changed_count: u64,
@@ -125,7 +129,7 @@ impl<W: Write> PageHasher<W> {
     /// With `whole`, also the SHA-256 of all the bytes.
     pub fn new(
         inner: W,
-        key: [u8; 16],
+        key: Key,
         page_size: u32,
         parent: Option<Vec<PageHash>>,
         whole: bool,
@@ -140,7 +144,7 @@ impl<W: Write> PageHasher<W> {
             page_size: page_size as usize,
             partial: Vec::with_capacity(page_size as usize),
             hashes: Vec::new(),
-            whole: whole.then(Sha256::new),
+            whole: whole.then(WholeHasher::spawn),
             parent,
             changed,
             changed_count: 0,
@@ -197,10 +201,66 @@ impl<W: Write> PageHasher<W> {
         Ok(Finished {
             inner: self.inner,
             hashes: self.hashes,
-            sha256: self.whole.take().map(|h| hex(&h.finalize())),
+            sha256: match self.whole.take() {
+                Some(w) => Some(w.finish()?),
+                None => None,
+            },
             changed,
             changed_count: self.changed_count,
         })
+    }
+}
+
+/// SHA-256 of a stream on a thread of its own (1 MiB batches), so that hashing the whole
+/// database and hashing its pages use both cores.
+struct WholeHasher {
+    batch: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    done: Option<std::thread::JoinHandle<String>>,
+}
+
+impl WholeHasher {
+    fn spawn() -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let done = std::thread::spawn(move || {
+            let mut h = Sha256::new();
+            for b in rx {
+                h.update(&b);
+            }
+            hex(&h.finalize())
+        });
+        WholeHasher {
+            batch: Vec::with_capacity(1 << 20),
+            tx: Some(tx),
+            done: Some(done),
+        }
+    }
+
+    fn update(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.batch.extend_from_slice(buf);
+        if self.batch.len() >= 1 << 20 {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let b = std::mem::replace(&mut self.batch, Vec::with_capacity(1 << 20));
+        self.tx
+            .as_ref()
+            .and_then(|t| t.send(b).ok())
+            .ok_or_else(|| io::Error::other("hashing thread stopped"))
+    }
+
+    fn finish(mut self) -> io::Result<String> {
+        if !self.batch.is_empty() {
+            self.send()?;
+        }
+        drop(self.tx.take());
+        self.done
+            .take()
+            .and_then(|d| d.join().ok())
+            .ok_or_else(|| io::Error::other("hashing thread panicked"))
     }
 }
 
@@ -222,7 +282,7 @@ impl<W: Write> Write for PageHasher<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.inner.write_all(buf)?;
         if let Some(w) = &mut self.whole {
-            w.update(buf);
+            w.update(buf)?;
         }
         let mut rest = buf;
         if !self.partial.is_empty() {
@@ -258,7 +318,7 @@ mod tests {
     #[test]
     fn pages_are_hashed_whatever_the_write_sizes_and_changes_found() {
         let ps = 512u32;
-        let key = [7u8; 16];
+        let key = [7u8; KEY_LEN];
         let db: Vec<u8> = (0..ps as usize * 6).map(|i| (i * 7 % 251) as u8).collect();
         let whole = |chunks: usize| {
             let mut h = PageHasher::new(Vec::new(), key, ps, None, true).unwrap();
@@ -288,7 +348,10 @@ mod tests {
         assert_eq!(&recs[4..516], &db2[1024..1536]);
         assert_eq!(&recs[516..520], &7u32.to_be_bytes());
         // Another key, other hashes.
-        assert_ne!(page_hash(&[1; 16], &db[..512]), page_hash(&[2; 16], &db[..512]));
+        assert_ne!(
+            page_hash(&[1; KEY_LEN], &db[..512]),
+            page_hash(&[2; KEY_LEN], &db[..512])
+        );
         assert_eq!(decode(&encode(&a.hashes)).unwrap(), a.hashes);
         assert_eq!(parse_key(&hex(&key)).unwrap(), key);
     }
