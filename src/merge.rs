@@ -43,6 +43,7 @@ use crate::backup::{self, BackupOptions};
 use crate::db::{self, quote_ident, Check};
 use crate::dump::Content;
 use crate::error::{Error, Result};
+use crate::findings::PROBLEM_LIMIT;
 use crate::progress::{NoProgress, Progress};
 
 /// Row-hash maps: a fast hasher, seeded at random per process.
@@ -404,16 +405,8 @@ pub fn merge(
                 loaded.checks
             }
         };
-        let failed: Vec<String> = checks
-            .iter()
-            .filter(|c| c.failed())
-            .map(|c| format!("{}: {}", c.name, c.detail))
-            .collect();
-        if !failed.is_empty() {
-            return Err(Error::VerificationFailed {
-                path: src.clone(),
-                failed: failed.join("; "),
-            });
+        if let Some(err) = Error::from_failed_checks(src, &checks) {
+            return Err(err);
         }
         report.checks.extend(checks);
         copies.push(copy);
@@ -427,17 +420,16 @@ pub fn merge(
         let mut out = Vec::new();
         for (i, copy) in check_copies.iter().enumerate() {
             // Storage only: the source's full-text indexes are never read (virtual tables
-            // are not merged row by row).
-            let problems = db::open_private(copy, false).and_then(|conn| {
+            // are not merged row by row). What it finds is classified as verify's checks are.
+            let found = db::open_private(copy, false).and_then(|conn| {
                 db::drop_vtab_modules(&conn)
-                    .and_then(|()| db::integrity_problems(&conn, false, 10))
+                    .map(|()| db::integrity_findings(&conn, false, PROBLEM_LIMIT))
                     .map_err(|e| Error::sqlite("check", copy, e))
             });
             out.push((
                 i,
-                match problems {
-                    Ok(p) if p.is_empty() => Check::pass("quick_check", "ok"),
-                    Ok(p) => Check::fail("quick_check", p.join("; ")),
+                match found {
+                    Ok(found) => Check::from_findings("quick_check", found),
                     Err(e) => Check::fail("quick_check", e.to_string()),
                 },
             ));
@@ -608,6 +600,7 @@ pub fn merge(
                     failed: format!(
                         "foreign_key_check: {fk_after} violations after the merge, {fk_before} before; nothing was merged"
                     ),
+                    class: None,
                 });
             }
             warnings.clear();
@@ -624,6 +617,7 @@ pub fn merge(
         Some((i, c)) => Err(Error::VerificationFailed {
             path: sources[*i].clone(),
             failed: format!("{}: {}", c.name, c.detail),
+            class: c.class,
         }),
         None => result.map(|(warnings, totals)| {
             report.checks.extend(checked.into_iter().map(|(_, c)| c));

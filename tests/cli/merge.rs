@@ -487,6 +487,45 @@ fn a_source_that_fails_quick_check_is_refused_and_nothing_is_merged() {
     let r = env.run(&["merge", s(&archive), s(&a)]).code(3);
     assert!(r.stderr.contains("quick_check"), "{}", r.stderr);
     assert!(r.stderr.contains("Freelist"), "{}", r.stderr);
+    // Classified as verify classifies it: storage damage, once, with what to do.
+    assert!(r.stderr.contains("freelist: 1 storage problem"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("hint: the backup holds a damaged database"),
+        "{}",
+        r.stderr
+    );
+    let j = env.run(&["merge", s(&archive), s(&a), "--json"]).code(3).json();
+    assert!(j["hint"].as_str().unwrap().contains("use another backup"), "{j}");
+    assert_eq!(content_hash(&a), before);
+}
+
+#[test]
+fn a_source_whose_rows_break_their_constraints_is_refused_as_constraint_damage() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    // A NULL where the schema (edited afterwards) says NOT NULL: pages and indexes are sound.
+    make_db(
+        &b,
+        "INSERT INTO tags VALUES('green', NULL);
+         PRAGMA writable_schema=ON;
+         UPDATE sqlite_schema SET sql = 'CREATE TABLE tags(name TEXT PRIMARY KEY, color TEXT NOT NULL) WITHOUT ROWID'
+           WHERE name = 'tags';",
+    );
+    let archive = env.backup(&b, &["--allow-corrupt"]);
+    let before = content_hash(&a);
+    let r = env.run(&["merge", s(&archive), s(&a)]).code(3);
+    assert!(
+        r.stderr
+            .contains("table \"tags\": 1 constraint problem (NULL value in tags.color)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("hint: rows break their table's declared constraints"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(content_hash(&a), before);
 }
 
