@@ -387,9 +387,29 @@ fn handle_signals() {
     }
 }
 
+/// `--reindex` takes an optional value (`all`, `disputed`), so clap would read the path after a
+/// bare `--reindex` as that value (`restore --reindex app.tar.zst app.db` would fail). A bare
+/// `--reindex` followed by anything but a value or an option is therefore `--reindex=disputed`.
+fn bare_reindex_means_disputed(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let args: Vec<std::ffi::OsString> = args.collect();
+    let mut out = Vec::with_capacity(args.len());
+    let mut options_end = false;
+    for (i, arg) in args.iter().enumerate() {
+        options_end |= arg == "--";
+        let next = args.get(i + 1).and_then(|n| n.to_str());
+        let takes_next = matches!(next, Some("all" | "disputed")) || next.is_none_or(|n| n.starts_with('-'));
+        if !options_end && arg == "--reindex" && !takes_next {
+            out.push("--reindex=disputed".into());
+        } else {
+            out.push(arg.clone());
+        }
+    }
+    out
+}
+
 fn main() -> ExitCode {
     handle_signals();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(bare_reindex_means_disputed(std::env::args_os()));
     let progress: Box<dyn Progress> = if !cli.quiet && !cli.json && std::io::stderr().is_terminal() {
         Box::new(BarProgress {
             bar: Mutex::new(None),

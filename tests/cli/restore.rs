@@ -494,6 +494,18 @@ fn a_backup_whose_index_disagrees_under_this_sqlite_is_refused_with_a_hint_and_r
         out.contains("rebuilt 1 index(es) in the restored copy: i"),
         "{out}"
     );
+    // The option may come first: a bare --reindex does not take the archive for its value.
+    let r = env
+        .run(&[
+            "restore",
+            "--reindex",
+            s(&archive),
+            s(&env.path("first.db")),
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(r["reindexed"], serde_json::json!(["i"]), "{r}");
     // --reindex all, over an existing database (a live copy into it): every index rebuilt.
     let live = env.path("live.db");
     make_db(

@@ -457,6 +457,8 @@ fn verify_reindex_checks_a_rebuilt_copy_and_says_what_it_rebuilt() {
     assert_eq!(r["findings"][0]["count"], 6, "what the first check found: {r}");
     assert_eq!(check(&v, "integrity_check")["status"], "pass");
     assert_eq!(check(&v, "row counts")["status"], "pass");
+    let v = env.run(&["verify", "--reindex", a, "--json"]).ok().json();
+    assert_eq!(v["reindexed"], serde_json::json!(["i"]), "{v}");
     let out = env.run(&["verify", a, "--reindex"]).ok().stdout;
     assert!(
         out.contains("rebuilt 1 index(es) in the checked copy: i"),
