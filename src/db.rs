@@ -6,9 +6,11 @@
 //! security guide asks for with untrusted files (defensive mode, `trusted_schema=OFF`,
 //! `cell_size_check=ON`, no ATTACH, no extensions). [`DbInfo`] gathers the header state and the
 //! table list that manifests record; [`run_checks`] runs the integrity checks that verify and
-//! restore report by name, and [`drop_vtab_modules`] / [`vtab_problems`] split SQLite's
-//! whole-database check in two parts that run on two connections at once; [`content_hash`]
-//! hashes a database's logical content independently of its page layout.
+//! restore report by name ([`integrity_findings`] classifies what SQLite reports, see
+//! [`crate::findings`]), and [`drop_vtab_modules`] / [`vtab_problems`] split SQLite's
+//! whole-database check in two parts that run on two connections at once; [`reindex`] rebuilds
+//! indexes of a private copy (never of a user's database); [`content_hash`] hashes a
+//! database's logical content independently of its page layout.
 
 use std::io::Read;
 use std::path::Path;
@@ -18,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::findings::{Finding, Findings, ProblemClass, SchemaNames, PROBLEM_LIMIT};
 
 /// The magic string at the start of every SQLite database file.
 pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -400,6 +403,29 @@ pub fn integrity_problems(conn: &Connection, full: bool, limit: usize) -> rusqli
     Ok(rows.into_iter().filter(|r| r != "ok").collect())
 }
 
+/// Runs `PRAGMA quick_check` (or `integrity_check` when `full`), up to `limit` problems, and
+/// sorts what it reports into findings by class and object (see [`crate::findings`]); messages
+/// are tallied as they are read. An error that stops the check (SQLite's "database disk image
+/// is malformed") is a finding too.
+pub fn integrity_findings(conn: &Connection, full: bool, limit: usize) -> Findings {
+    let names = SchemaNames::read(conn);
+    let mut found = Findings::default();
+    let pragma = if full { "integrity_check" } else { "quick_check" };
+    let result = (|| -> rusqlite::Result<()> {
+        let mut stmt = conn.prepare(&format!("PRAGMA {pragma}({limit})"))?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            found.add_row(&row.get::<_, String>(0)?, &names);
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        found.add_error(&e);
+    }
+    found.truncated = found.total >= limit as u64;
+    found
+}
+
 /// Removes every virtual-table module from `conn` (`sqlite3_drop_modules`), so that
 /// `PRAGMA quick_check` and `integrity_check` on it check the b-trees only: all of them,
 /// shadow tables included, with the page accounting. Since SQLite 3.44 these pragmas also run
@@ -446,6 +472,72 @@ pub fn vtab_problems(
         out.push((name, problems));
     }
     Ok(out)
+}
+
+/// Which indexes `restore` and `verify` rebuild in their private copy before checking it
+/// (`--reindex`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reindex {
+    /// None: the copy is checked as it is.
+    #[default]
+    No,
+    /// The indexes the checks find disagreeing with their tables (class
+    /// [`ProblemClass::Index`]), after which the checks run again.
+    Disputed,
+    /// Every index, before the checks.
+    All,
+}
+
+/// Rebuilds indexes of a private database file (one litevault wrote, never a user's database)
+/// from their tables' rows with `REINDEX`, in one transaction: the indexes named in `which`
+/// (names not in the schema are ignored), or every index when `which` is `None`. Table rows are
+/// never written. Returns the indexes rebuilt, in name order. In WAL mode the WAL is folded
+/// into the file before it is closed, so that a read-only (immutable) open sees the rebuilt
+/// indexes. A failure (e.g. a UNIQUE index whose table holds duplicates) rolls everything back
+/// and is reported as [`Error::CorruptDatabase`] naming the index.
+pub fn reindex(path: &Path, which: Option<&[String]>) -> Result<Vec<String>> {
+    let conn = open_private(path, true)?;
+    let e = |err| Error::sqlite("rebuild indexes of", path, err);
+    let all: Vec<String> = conn
+        .prepare("SELECT name FROM main.sqlite_schema WHERE type = 'index' ORDER BY name")
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .map_err(e)?;
+    let names: Vec<String> = match which {
+        None => all,
+        Some(w) => all.into_iter().filter(|n| w.contains(n)).collect(),
+    };
+    if names.is_empty() {
+        return Ok(names);
+    }
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(e)?;
+    for name in &names {
+        // Schema-qualified, so that the name is never taken for a collation's.
+        if let Err(err) = conn.execute_batch(&format!("REINDEX main.{}", quote_ident(name))) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(Error::CorruptDatabase {
+                path: path.to_path_buf(),
+                detail: format!("index {name:?} cannot be rebuilt from its table: {err}"),
+            });
+        }
+    }
+    conn.execute_batch("COMMIT").map_err(e)?;
+    let (busy, log, done): (i64, i64, i64) = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .map_err(e)?;
+    if busy != 0 || log != done {
+        return Err(Error::InUse {
+            path: path.to_path_buf(),
+            detail: format!("its WAL could not be checkpointed after REINDEX ({done} of {log} frames)"),
+        });
+    }
+    conn.close().map_err(|(_, err)| e(err))?;
+    Ok(names)
 }
 
 /// Counts the rows that `PRAGMA foreign_key_check` reports.
@@ -498,6 +590,10 @@ pub enum CheckStatus {
 }
 
 /// One named check and its outcome, as verify and restore report them.
+///
+/// A failed integrity or full-text check also says what kind of problem it found
+/// ([`ProblemClass`]: storage, index, fts, constraint, other), in which objects, and what to
+/// do; those fields are left out of the JSON when empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
     /// Name, e.g. "integrity_check", "checksum manifest.json", "fts5 integrity docs_fts".
@@ -506,32 +602,65 @@ pub struct Check {
     pub status: CheckStatus,
     /// What was found, in a line.
     pub detail: String,
+    /// The most serious class of problem found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<ProblemClass>,
+    /// The objects concerned (indexes, tables, full-text tables; "freelist", "pages" or
+    /// "database" for problems outside any object), once each. For the `reindex` check: the
+    /// indexes rebuilt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<String>,
+    /// What to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The problems, one entry per object and class, counted. For the `reindex` check: what
+    /// the first check had found in the indexes it rebuilt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
+    /// The check stopped at its limit ([`crate::findings::PROBLEM_LIMIT`] problems): there
+    /// may be more.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 impl Check {
-    /// A passed check.
-    pub fn pass(name: impl Into<String>, detail: impl Into<String>) -> Check {
+    fn new(name: impl Into<String>, status: CheckStatus, detail: impl Into<String>) -> Check {
         Check {
             name: name.into(),
-            status: CheckStatus::Pass,
+            status,
             detail: detail.into(),
+            class: None,
+            objects: Vec::new(),
+            action: None,
+            findings: Vec::new(),
+            truncated: false,
         }
+    }
+    /// A passed check.
+    pub fn pass(name: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check::new(name, CheckStatus::Pass, detail)
     }
     /// A failed check.
     pub fn fail(name: impl Into<String>, detail: impl Into<String>) -> Check {
-        Check {
-            name: name.into(),
-            status: CheckStatus::Fail,
-            detail: detail.into(),
-        }
+        Check::new(name, CheckStatus::Fail, detail)
     }
     /// A check that could not run.
     pub fn skipped(name: impl Into<String>, detail: impl Into<String>) -> Check {
-        Check {
-            name: name.into(),
-            status: CheckStatus::Skipped,
-            detail: detail.into(),
+        Check::new(name, CheckStatus::Skipped, detail)
+    }
+    /// A check that passes when nothing was found and otherwise fails with the findings: their
+    /// class, objects and what to do.
+    pub fn from_findings(name: impl Into<String>, found: Findings) -> Check {
+        if found.is_empty() {
+            return Check::pass(name, "ok");
         }
+        let mut c = Check::fail(name, found.summary());
+        c.class = found.worst();
+        c.objects = found.objects();
+        c.action = found.action();
+        c.truncated = found.truncated;
+        c.findings = found.findings;
+        c
     }
     /// Whether it failed.
     pub fn failed(&self) -> bool {
@@ -564,23 +693,19 @@ pub fn run_checks(conn: &Connection, opts: CheckOptions) -> Vec<Check> {
     } else {
         "integrity_check"
     };
-    let storage_only = || -> Option<rusqlite::Result<Vec<String>>> {
+    let storage_only = || -> Option<Findings> {
         let path = conn.path().filter(|p| !p.is_empty())?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let other = Connection::open_with_flags(path, flags).ok()?;
         harden(&other, Path::new(path)).ok()?;
         drop_vtab_modules(&other).ok()?;
-        Some(integrity_problems(&other, false, 20))
+        Some(integrity_findings(&other, false, PROBLEM_LIMIT))
     };
-    let problems = match opts.quick.then(storage_only).flatten() {
-        Some(p) => p,
-        None => integrity_problems(conn, !opts.quick, 20),
+    let found = match opts.quick.then(storage_only).flatten() {
+        Some(f) => f,
+        None => integrity_findings(conn, !opts.quick, PROBLEM_LIMIT),
     };
-    match problems {
-        Ok(p) if p.is_empty() => checks.push(Check::pass(name, "ok")),
-        Ok(p) => checks.push(Check::fail(name, p.join("; "))),
-        Err(e) => checks.push(Check::fail(name, e.to_string())),
-    }
+    checks.push(Check::from_findings(name, found));
     checks.push(fk_check(
         foreign_key_violations(conn),
         opts.expected_fk_violations,
@@ -641,14 +766,15 @@ pub(crate) fn fts_check(conn: &Connection, table: &str, module: &str, writable: 
                 .map(|v| v.into_iter().filter(|r| r != "ok").collect())
         })
     };
+    let mut found = Findings::default();
     match result {
-        Ok(p) if p.is_empty() => Check::pass(name, "ok"),
-        Ok(p) => Check::fail(name, p.join("; ")),
         Err(e) if e.to_string().contains("no such module") => {
-            Check::skipped(name, format!("not checked: {e}"))
+            return Check::skipped(name, format!("not checked: {e}"))
         }
-        Err(e) => Check::fail(name, e.to_string()),
+        Ok(p) => p.iter().for_each(|m| found.add_vtab(table, Some(module), m)),
+        Err(e) => found.add_vtab(table, Some(module), &e.to_string()),
     }
+    Check::from_findings(name, found)
 }
 
 /// A SHA-256 of the database's logical content, independent of page layout: every table's

@@ -6,6 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::db::Check;
+use crate::findings::ProblemClass;
+
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -95,6 +98,9 @@ pub enum Error {
         path: PathBuf,
         /// The failed checks, by name and detail.
         failed: String,
+        /// The most serious class of problem the failed checks found, when they say (it
+        /// chooses the hint).
+        class: Option<ProblemClass>,
     },
     /// A file would be replaced without `overwrite` (restore target, backup output).
     #[error("{}: already exists; refusing to replace it", path.display())]
@@ -174,6 +180,24 @@ impl Error {
         }
     }
 
+    /// The error for `checks` of which some failed (`None` when none did): the failed checks
+    /// by name and detail, and the most serious class of problem they found.
+    pub fn from_failed_checks(path: impl AsRef<Path>, checks: &[Check]) -> Option<Self> {
+        let failed: Vec<&Check> = checks.iter().filter(|c| c.failed()).collect();
+        if failed.is_empty() {
+            return None;
+        }
+        Some(Error::VerificationFailed {
+            path: path.as_ref().to_path_buf(),
+            failed: failed
+                .iter()
+                .map(|c| format!("{}: {}", c.name, c.detail))
+                .collect::<Vec<_>>()
+                .join("; "),
+            class: failed.iter().filter_map(|c| c.class).max(),
+        })
+    }
+
     /// Which class of failure this is.
     pub fn class(&self) -> ErrorClass {
         match self {
@@ -214,6 +238,7 @@ impl Error {
                 Some("point litevault at the main database file (not its -wal or -shm)")
             }
             Error::Remote { hint, .. } => Some(hint),
+            Error::VerificationFailed { class: Some(class), .. } => Some(class.hint()),
             _ => None,
         }
     }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use litevault::{
-    BackupOptions, Check, CheckStatus, Compression, Error, ErrorClass, Method, Progress, RestoreOptions,
-    VerifyOptions,
+    BackupOptions, Check, CheckStatus, Compression, Error, ErrorClass, Method, Progress, Reindex,
+    RestoreOptions, VerifyOptions,
 };
 
 /// Exit codes, as documented in the README.
@@ -59,6 +59,25 @@ enum FormatArg {
     Archive,
     /// SQL text: exact values, deterministic, one row per line (diffable, git-friendly).
     Sql,
+}
+
+/// Which indexes `--reindex` rebuilds.
+#[derive(Clone, Copy, ValueEnum)]
+enum ReindexArg {
+    /// The indexes integrity_check finds disagreeing with their tables (then checks again).
+    Disputed,
+    /// Every index, before the checks.
+    All,
+}
+
+impl ReindexArg {
+    fn to_lib(arg: Option<ReindexArg>) -> Reindex {
+        match arg {
+            None => Reindex::No,
+            Some(ReindexArg::Disputed) => Reindex::Disputed,
+            Some(ReindexArg::All) => Reindex::All,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -193,7 +212,7 @@ enum Command {
     },
     /// Check an archive or SQL dump (checksums, manifest, SQLite integrity) or a database file.
     #[command(
-        after_help = "Examples:\n  litevault verify app-20261121T101500Z.tar.zst\n  litevault verify app.db --quick\n  litevault verify app-20261121T101500Z.sql.zst     # rebuilds it in a temp file, proves the round trip\n\nExit code 3 when any check fails."
+        after_help = "Examples:\n  litevault verify app-20261121T101500Z.tar.zst\n  litevault verify app.db --quick\n  litevault verify app-20261121T101500Z.sql.zst     # rebuilds it in a temp file, proves the round trip\n  litevault verify app-20261121T101500Z.tar.zst --reindex   # rebuild disputed indexes in the temp copy, check again\n\nA failed integrity check says what it found, once per object: storage (damaged pages), index\n(an index disagrees with its table; the rows are intact: --reindex), fts (a full-text index\nno longer matches its content), constraint (rows break their table's constraints).\n\nExit code 3 when any check fails."
     )]
     Verify {
         /// An archive, an SQL dump or a database file.
@@ -204,6 +223,11 @@ enum Command {
         /// Where to extract an archive's database while checking it (default: system temp dir).
         #[arg(long)]
         temp_dir: Option<PathBuf>,
+        /// Rebuild indexes in a temp copy and check that: the ones integrity_check disputes
+        /// (then the checks run again), or `--reindex all`. A database file is copied first and
+        /// never changed.
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "disputed", value_name = "WHICH")]
+        reindex: Option<ReindexArg>,
     },
     /// Import other backups (archives or SQL dumps) into an existing database: no duplicates,
     /// integer ids remapped with their foreign keys, one transaction.
@@ -236,7 +260,7 @@ enum Command {
     },
     /// Restore an archive or SQL dump to a database file: guarded, verified before the swap, atomic.
     #[command(
-        after_help = "Examples:\n  litevault restore app-20261121T101500Z.tar.zst restored.db\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite --dry-run\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite\n  litevault restore app.sql.zst new.db            # also .sql.gz, plain .sql\n  litevault restore dump-from-sqlite3.sql new.db  # a foreign dump, loaded as untrusted SQL\n  litevault restore s3://my-bucket/prod/app/app-20261201T101500Z.tar.zst app.db --overwrite\n  litevault restore --latest --dir s3://my-bucket/prod/app app.db --overwrite   # newest backup of `app`\n  litevault restore --latest --dir /backups --at 2026-12-01T09:00:00Z new.db    # also --at \"2h ago\"\n\nAn existing database is replaced only with --overwrite, after a safety archive of it is\nwritten to the backup directory. A database open in other processes is restored through\nSQLite, so they see the new content on their next transaction; it is never swapped from\nunder them."
+        after_help = "Examples:\n  litevault restore app-20261121T101500Z.tar.zst restored.db\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite --dry-run\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite\n  litevault restore app.sql.zst new.db            # also .sql.gz, plain .sql\n  litevault restore dump-from-sqlite3.sql new.db  # a foreign dump, loaded as untrusted SQL\n  litevault restore s3://my-bucket/prod/app/app-20261201T101500Z.tar.zst app.db --overwrite\n  litevault restore --latest --dir s3://my-bucket/prod/app app.db --overwrite   # newest backup of `app`\n  litevault restore --latest --dir /backups --at 2026-12-01T09:00:00Z new.db    # also --at \"2h ago\"\n  litevault restore old-sqlite.tar.zst app.db --reindex   # rebuild the indexes the checks dispute\n\nAn existing database is replaced only with --overwrite, after a safety archive of it is\nwritten to the backup directory. A database open in other processes is restored through\nSQLite, so they see the new content on their next transaction; it is never swapped from\nunder them."
     )]
     Restore {
         /// The archive or SQL dump to restore (a path or s3://bucket/key; not with --latest),
@@ -268,6 +292,12 @@ enum Command {
         /// Run quick_check instead of integrity_check before the swap.
         #[arg(long)]
         quick: bool,
+        /// Rebuild indexes in the extracted copy before it goes in place: the ones
+        /// integrity_check disputes (then the checks run again), or `--reindex all`. For a
+        /// backup whose indexes disagree with their tables under this SQLite while every row is
+        /// intact (e.g. written by an older SQLite). Table rows are never changed.
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "disputed", value_name = "WHICH")]
+        reindex: Option<ReindexArg>,
         /// Where to keep the safety archive (default: the backup directory).
         #[arg(long)]
         safety_dir: Option<PathBuf>,
@@ -367,9 +397,29 @@ fn handle_signals() {
     }
 }
 
+/// `--reindex` takes an optional value (`all`, `disputed`), so clap would read the path after a
+/// bare `--reindex` as that value (`restore --reindex app.tar.zst app.db` would fail). A bare
+/// `--reindex` followed by anything but a value or an option is therefore `--reindex=disputed`.
+fn bare_reindex_means_disputed(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let args: Vec<std::ffi::OsString> = args.collect();
+    let mut out = Vec::with_capacity(args.len());
+    let mut options_end = false;
+    for (i, arg) in args.iter().enumerate() {
+        options_end |= arg == "--";
+        let next = args.get(i + 1).and_then(|n| n.to_str());
+        let takes_next = matches!(next, Some("all" | "disputed")) || next.is_none_or(|n| n.starts_with('-'));
+        if !options_end && arg == "--reindex" && !takes_next {
+            out.push("--reindex=disputed".into());
+        } else {
+            out.push(arg.clone());
+        }
+    }
+    out
+}
+
 fn main() -> ExitCode {
     handle_signals();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(bare_reindex_means_disputed(std::env::args_os()));
     let progress: Box<dyn Progress> = if !cli.quiet && !cli.json && std::io::stderr().is_terminal() {
         Box::new(BarProgress {
             bar: Mutex::new(None),
@@ -595,10 +645,12 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             path,
             quick,
             temp_dir,
+            reindex,
         } => {
             let opts = VerifyOptions {
                 quick: *quick,
                 temp_dir: temp_dir.clone(),
+                reindex: ReindexArg::to_lib(*reindex),
             };
             let r = litevault::verify(path, &opts, progress)?;
             if cli.json {
@@ -606,6 +658,13 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             } else if !cli.quiet || !r.ok {
                 let mut s = format!("verify {} ({})\n", r.path.display(), r.kind);
                 s += &render_checks(&r.checks, cli.verbose || !r.ok);
+                if !r.reindexed.is_empty() {
+                    s += &format!(
+                        "rebuilt {} index(es) in the checked copy: {} (table rows untouched)\n",
+                        r.reindexed.len(),
+                        clean(&r.reindexed.join(", "))
+                    );
+                }
                 let failed = r.checks.iter().filter(|c| c.failed()).count();
                 s += &if r.ok {
                     format!("ok: {}\n", passed_and_skipped(&r.checks))
@@ -661,6 +720,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             dry_run,
             allow_newer_schema,
             quick,
+            reindex,
             safety_dir,
             busy_timeout,
         } => {
@@ -704,6 +764,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                 overwrite: *overwrite,
                 allow_newer_schema: *allow_newer_schema,
                 quick: *quick,
+                reindex: ReindexArg::to_lib(*reindex),
                 safety_dir: safety_dir.clone(),
                 busy_timeout: Duration::from_secs(*busy_timeout),
             };
@@ -732,6 +793,13 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                 }
                 for p in &r.moved_aside {
                     s += &format!("  moved aside: {}\n", p.display());
+                }
+                if !r.reindexed.is_empty() {
+                    s += &format!(
+                        "  rebuilt {} index(es) in the restored copy: {} (table rows untouched)\n",
+                        r.reindexed.len(),
+                        clean(&r.reindexed.join(", "))
+                    );
                 }
                 for w in &r.plan.warnings {
                     s += &format!("  warning: {w}\n");
@@ -779,7 +847,22 @@ fn render_checks(checks: &[Check], all: bool) -> String {
             CheckStatus::Fail => "FAIL",
             CheckStatus::Skipped => "skip",
         };
-        s += &format!("  {tag} {}: {}\n", c.name, c.detail);
+        if c.findings.is_empty() {
+            s += &format!("  {tag} {}: {}\n", c.name, clean(&c.detail));
+        } else {
+            // One line per object and class (counted), then what to do.
+            let class = c.class.map(|k| format!(" ({k})")).unwrap_or_default();
+            s += &format!("  {tag} {}{class}:\n", c.name);
+            for f in &c.findings {
+                s += &format!("         {}\n", clean(&f.to_string()));
+            }
+            if c.truncated {
+                s += "         (the check stopped at its limit: there may be more)\n";
+            }
+        }
+        if let Some(action) = &c.action {
+            s += &format!("         what to do: {}\n", clean(action));
+        }
     }
     s
 }

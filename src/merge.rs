@@ -14,7 +14,9 @@
 //! - **integer keys**: an inserted row keeps its id when that id is free in the target, else
 //!   gets the next free one; every foreign key pointing at it (other tables and the same table)
 //!   is rewritten through the id map. A foreign key whose parent is in neither database becomes
-//!   NULL where the column allows it (an orphan), else the row is skipped and reported.
+//!   NULL where the column allows it (an orphan), else the row is skipped and reported. Such a
+//!   key (and one to a row not merged yet) matches a target row holding the same untranslated
+//!   value or NULL, so a backup merged into its own source, or merged twice, adds nothing.
 //! - **schema differences**: columns only in the incoming data are dropped with a warning,
 //!   columns only in the target get their defaults, tables only in the incoming data are reported
 //!   and skipped unless `create_missing_tables`.
@@ -43,6 +45,7 @@ use crate::backup::{self, BackupOptions};
 use crate::db::{self, quote_ident, Check};
 use crate::dump::Content;
 use crate::error::{Error, Result};
+use crate::findings::PROBLEM_LIMIT;
 use crate::progress::{NoProgress, Progress};
 
 /// Row-hash maps: a fast hasher, seeded at random per process.
@@ -404,16 +407,8 @@ pub fn merge(
                 loaded.checks
             }
         };
-        let failed: Vec<String> = checks
-            .iter()
-            .filter(|c| c.failed())
-            .map(|c| format!("{}: {}", c.name, c.detail))
-            .collect();
-        if !failed.is_empty() {
-            return Err(Error::VerificationFailed {
-                path: src.clone(),
-                failed: failed.join("; "),
-            });
+        if let Some(err) = Error::from_failed_checks(src, &checks) {
+            return Err(err);
         }
         report.checks.extend(checks);
         copies.push(copy);
@@ -427,17 +422,16 @@ pub fn merge(
         let mut out = Vec::new();
         for (i, copy) in check_copies.iter().enumerate() {
             // Storage only: the source's full-text indexes are never read (virtual tables
-            // are not merged row by row).
-            let problems = db::open_private(copy, false).and_then(|conn| {
+            // are not merged row by row). What it finds is classified as verify's checks are.
+            let found = db::open_private(copy, false).and_then(|conn| {
                 db::drop_vtab_modules(&conn)
-                    .and_then(|()| db::integrity_problems(&conn, false, 10))
+                    .map(|()| db::integrity_findings(&conn, false, PROBLEM_LIMIT))
                     .map_err(|e| Error::sqlite("check", copy, e))
             });
             out.push((
                 i,
-                match problems {
-                    Ok(p) if p.is_empty() => Check::pass("quick_check", "ok"),
-                    Ok(p) => Check::fail("quick_check", p.join("; ")),
+                match found {
+                    Ok(found) => Check::from_findings("quick_check", found),
                     Err(e) => Check::fail("quick_check", e.to_string()),
                 },
             ));
@@ -608,6 +602,7 @@ pub fn merge(
                     failed: format!(
                         "foreign_key_check: {fk_after} violations after the merge, {fk_before} before; nothing was merged"
                     ),
+                    class: None,
                 });
             }
             warnings.clear();
@@ -624,6 +619,7 @@ pub fn merge(
         Some((i, c)) => Err(Error::VerificationFailed {
             path: sources[*i].clone(),
             failed: format!("{}: {}", c.name, c.detail),
+            class: c.class,
         }),
         None => result.map(|(warnings, totals)| {
             report.checks.extend(checked.into_iter().map(|(_, c)| c));
@@ -1090,58 +1086,117 @@ fn merge_table(
         });
         let mut self_refs = Vec::new();
         let mut cycle_refs: Vec<(usize, String, i64)> = Vec::new();
+        // Keys whose value in the target is not known at the lookup: orphans (the parent is
+        // in neither database) and references to rows not merged yet (later in this table, or
+        // in a table still to come). A target row matches with the untranslated value (the
+        // source's own row, merged into its own database) or with NULL (a previous merge of
+        // the same row, which nulled an orphan).
+        let mut unresolved: Vec<(usize, i64)> = Vec::new();
+        let mut orphaned: Vec<usize> = Vec::new();
         for (p, parent, is_self) in &fk_pos {
             let ValueRef::Integer(v) = vals[*p] else { continue };
             if *is_self {
                 match map.get(v) {
                     Some(n) => vals[*p] = ValueRef::Integer(n),
-                    None => self_refs.push((*p, v)),
+                    None => {
+                        self_refs.push((*p, v));
+                        unresolved.push((*p, v));
+                    }
                 }
                 continue;
             }
             if pending.contains(parent) {
                 cycle_refs.push((*p, parent.clone(), v));
+                unresolved.push((*p, v));
                 continue;
             }
             let Some(pmap) = id_maps.get(parent) else { continue };
             match pmap.get(v) {
                 Some(n) => vals[*p] = ValueRef::Integer(n),
                 None => {
-                    let col = &common[*p];
-                    if t.notnull.contains(col) {
-                        report.skipped_orphans += 1;
-                        continue 'rows;
-                    }
-                    vals[*p] = ValueRef::Null;
-                    report.orphans += 1;
+                    orphaned.push(*p);
+                    unresolved.push((*p, v));
                 }
             }
         }
-        // Some(key of the matching target row) when this row is already there.
-        let h = if by_sql {
-            [0u8; 16]
+        // The identity's unresolved keys and whether each may be NULL in the target.
+        let open: Vec<(usize, i64, bool)> = unresolved
+            .iter()
+            .filter(|(p, _)| id_pos.contains(p))
+            .map(|&(p, v)| (p, v, !t.notnull.contains(&common[p])))
+            .collect();
+        let nullable: Vec<usize> = (0..open.len()).filter(|&i| open[i].2).collect();
+        // Every mix of untranslated and NULL values, the untranslated first; past 8 nullable
+        // keys in one identity (2^8 lookups), only all-untranslated and all-NULL.
+        let mixes: u32 = if nullable.len() <= 8 {
+            1 << nullable.len()
         } else {
-            hash_values(id_pos.iter().map(|&p| vals[p]))
+            2
         };
-        let mut loose = [0u8; 16];
-        let there: Option<Option<i64>> = match lookup.as_mut() {
-            Some(stmt) => {
-                loose = loose_key(id_pos.iter().map(|&p| vals[p]));
-                if batch.keys.contains(&loose) {
-                    batch.flush(conn, &insert_sql)?;
-                }
-                let mut found =
-                    stmt.query(rusqlite::params_from_iter(id_pos.iter().map(|&p| bind(&vals[p]))))?;
-                found.next()?.map(|row| row.get::<_, i64>(0).ok())
+        // Some(key of the matching target row) when this row is already there. The row's
+        // hash (content identity) or loose key (key identity) as first looked up; they are
+        // those of the values inserted unless a key was unresolved.
+        let mut there: Option<Option<i64>> = None;
+        let (mut h, mut loose) = ([0u8; 16], [0u8; 16]);
+        for mix in 0..mixes {
+            for (j, &i) in nullable.iter().enumerate() {
+                let null = if nullable.len() <= 8 {
+                    (mix >> j) & 1 == 1
+                } else {
+                    mix == 1
+                };
+                vals[open[i].0] = if null {
+                    ValueRef::Null
+                } else {
+                    ValueRef::Integer(open[i].1)
+                };
             }
-            None => existing.get(&h).map(|&rowid| Some(rowid)),
-        };
+            there = match lookup.as_mut() {
+                Some(stmt) => {
+                    loose = loose_key(id_pos.iter().map(|&p| vals[p]));
+                    if batch.keys.contains(&loose) {
+                        batch.flush(conn, &insert_sql)?;
+                    }
+                    let mut found =
+                        stmt.query(rusqlite::params_from_iter(id_pos.iter().map(|&p| bind(&vals[p]))))?;
+                    found.next()?.map(|row| row.get::<_, i64>(0).ok())
+                }
+                None => {
+                    h = hash_values(id_pos.iter().map(|&p| vals[p]));
+                    existing.get(&h).map(|&rowid| Some(rowid))
+                }
+            };
+            if there.is_some() {
+                break;
+            }
+        }
         if let Some(there) = there {
             report.duplicates += 1;
             if let (Some(old), Some(n)) = (old_id, there) {
                 map.insert(old, n);
             }
             continue 'rows;
+        }
+        // Not there: the values to insert. An orphan becomes NULL where its column allows it,
+        // else the row is skipped; references to rows not merged yet keep their old value
+        // until those rows are merged.
+        for &(p, v) in &unresolved {
+            vals[p] = ValueRef::Integer(v);
+        }
+        if orphaned.iter().any(|p| t.notnull.contains(&common[*p])) {
+            report.skipped_orphans += 1;
+            continue 'rows;
+        }
+        for &p in &orphaned {
+            vals[p] = ValueRef::Null;
+            report.orphans += 1;
+        }
+        if !open.is_empty() {
+            if by_sql {
+                loose = loose_key(id_pos.iter().map(|&p| vals[p]));
+            } else {
+                h = hash_values(id_pos.iter().map(|&p| vals[p]));
+            }
         }
         if let (Some(old), Some(p), Some(ex)) = (old_id, pk_pos, exists.as_mut()) {
             let taken = old <= next_id && (batch.ids.contains(&old) || ex.exists([old])?);

@@ -7,7 +7,9 @@
 //!
 //! 1. extract the database into a hidden temp file beside the target, checking every checksum;
 //! 2. check the extracted file against its manifest and with SQLite's integrity checks — nothing
-//!    is touched if any check fails;
+//!    is touched if any check fails (the failure says what kind of problem it is, see
+//!    [`crate::findings`]); with `reindex`, indexes are first rebuilt in the extracted copy
+//!    (every one, or those the checks dispute, after which the checks run again);
 //! 3. when a database is replaced, back it up first into a safety archive;
 //! 4. put the new content in place by one of three strategies ([`Strategy`]):
 //!    - `create` (no target): fsync, rename without replacing, fsync the directory;
@@ -28,7 +30,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::backup::{self, BackupOptions};
-use crate::db::{self, Check};
+use crate::db::{self, Check, Reindex};
 use crate::dump::Content;
 use crate::error::{Error, Result};
 use crate::fsutil::{self, AtomicFile};
@@ -45,6 +47,10 @@ pub struct RestoreOptions {
     pub allow_newer_schema: bool,
     /// Run `quick_check` instead of `integrity_check` before the swap.
     pub quick: bool,
+    /// Rebuild indexes in the extracted copy before (or, for the disputed ones, between) its
+    /// checks: for an archive whose indexes disagree with their tables under this SQLite
+    /// (e.g. written by an older one) while every row is intact.
+    pub reindex: Reindex,
     /// Where the safety archive goes (default: the backup directory).
     pub safety_dir: Option<PathBuf>,
     /// How long to wait for other connections' locks on a live target.
@@ -57,6 +63,7 @@ impl Default for RestoreOptions {
             overwrite: false,
             allow_newer_schema: false,
             quick: false,
+            reindex: Reindex::No,
             safety_dir: None,
             busy_timeout: Duration::from_secs(30),
         }
@@ -133,6 +140,8 @@ pub struct RestoreReport {
     pub safety_archive: Option<PathBuf>,
     /// Files moved aside (kept, never deleted): the replaced file for `swap`, stale side files.
     pub moved_aside: Vec<PathBuf>,
+    /// The indexes rebuilt in the restored copy (`reindex`), in name order.
+    pub reindexed: Vec<String>,
     /// Milliseconds the restore took.
     pub duration_ms: u64,
     /// Wall time of each phase, in order.
@@ -142,6 +151,9 @@ pub struct RestoreReport {
 /// Works out what restoring `archive` to `target` would do, refusing what is unsafe. Changes
 /// nothing.
 pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Result<RestorePlan> {
+    if opts.quick && opts.reindex == Reindex::Disputed {
+        return Err(Error::InvalidOption(verify::QUICK_DISPUTED.into()));
+    }
     let (content, manifest) = crate::dump::read_any_manifest(archive)?;
     let target = std::path::absolute(target).map_err(|e| Error::io("resolve", target, e))?;
     let dir = fsutil::parent_dir(&target);
@@ -297,6 +309,27 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
     if manifest.db.tables.iter().any(|t| t.kind == "virtual") {
         checks.push("fts integrity (each full-text table)".into());
     }
+    match (opts.reindex, content) {
+        (Reindex::No, _) => {}
+        (_, Content::LitevaultDump | Content::ForeignDump) => {
+            warnings.push(format!("--reindex: {}", verify::DUMP_REINDEX));
+        }
+        (Reindex::All, Content::Archive) => {
+            let at = checks
+                .iter()
+                .position(|c| c == "manifest header")
+                .unwrap_or(checks.len());
+            checks.insert(
+                at,
+                "reindex (every index rebuilt from its table before the checks)".into(),
+            );
+        }
+        (Reindex::Disputed, Content::Archive) => checks.push(
+            "reindex (the indexes integrity_check disputes, if no storage damage is found, rebuilt from \
+             their tables; then the checks again)"
+                .into(),
+        ),
+    }
     if manifest.corrupt {
         warnings
             .push("the archive is marked corrupt (made with --allow-corrupt): its checks will fail".into());
@@ -391,6 +424,7 @@ pub fn restore(
         .map_err(|e| Error::io("open", &tmp_path, e))?;
     // The manifest read again with the data (it must match the plan's) and the one the new
     // database must match after a live copy.
+    let mut reindexed = Vec::new();
     let (manifest_now, manifest_after, mut checks) = if plan.manifest.kind == "sql" {
         drop(file);
         // load_checked fsyncs the loaded file itself.
@@ -407,13 +441,16 @@ pub fn restore(
         // 2. Check the new content before anything is touched, while the disk catches up with
         // it: the fsync that must precede the rename runs meanwhile.
         progress.begin("verify", None);
-        let (synced, extracted) = std::thread::scope(|s| {
+        let (synced, (extracted, rebuilt)) = std::thread::scope(|s| {
             let sync = s.spawn(|| file.sync_all());
-            let extracted = verify::extracted_checks(&tmp_path, &contents.manifest, opts.quick, false);
+            let extracted = verify::checks_with_reindex(&tmp_path, opts.reindex, &mut |rebuilt| {
+                verify::extracted_checks(&tmp_path, &contents.manifest, opts.quick, false, rebuilt)
+            });
             clock.lap("checks");
             (sync.join(), extracted)
         });
         checks.extend(extracted);
+        reindexed = rebuilt;
         progress.end();
         match synced {
             Ok(Ok(())) => {}
@@ -426,19 +463,22 @@ pub fn restore(
                 ))
             }
         }
+        let mut after = contents.manifest.clone();
+        if !reindexed.is_empty() {
+            // SQLite synced its own writes; this covers them whatever its settings. The rebuilt
+            // indexes took pages of their own: a live copy must find the new page count.
+            file.sync_all().map_err(|e| Error::io("fsync", &tmp_path, e))?;
+            let len = file
+                .metadata()
+                .map_err(|e| Error::io("stat", &tmp_path, e))?
+                .len();
+            after.db.page_count = len / u64::from(after.db.page_size.max(512));
+        }
         clock.lap("rest of the fsync");
-        (contents.manifest.clone(), contents.manifest, checks)
+        (contents.manifest, after, checks)
     };
-    let failed: Vec<String> = checks
-        .iter()
-        .filter(|c| c.failed())
-        .map(|c| format!("{}: {}", c.name, c.detail))
-        .collect();
-    if !failed.is_empty() {
-        return Err(Error::VerificationFailed {
-            path: archive.to_path_buf(),
-            failed: failed.join("; "),
-        });
+    if let Some(err) = Error::from_failed_checks(archive, &checks) {
+        return Err(err);
     }
 
     // The archive must not have changed since it was planned (the plan's checks used it).
@@ -533,6 +573,7 @@ pub fn restore(
         checks,
         safety_archive,
         moved_aside,
+        reindexed,
         duration_ms: started.elapsed().as_millis() as u64,
         phases: clock.into_phases(),
     })
@@ -635,6 +676,7 @@ fn restore_live(
         return Err(Error::VerificationFailed {
             path: target.to_path_buf(),
             failed: format!("{}: {}", check.name, check.detail),
+            class: None,
         });
     }
     if wal {

@@ -5,7 +5,11 @@
 //! manifest (header state, row counts) and by SQLite (`integrity_check` or `quick_check`,
 //! `foreign_key_check`, FTS integrity). A database file is checked in place, read-only, inside
 //! one read transaction. Problems found are failed checks in the report, not errors: an error
-//! means verification itself could not run.
+//! means verification itself could not run. A failed integrity check says what kind of problem
+//! it found, in which objects, and what to do ([`crate::findings`]). With `reindex`, indexes are
+//! rebuilt in the private copy (a database file is then copied first, with a snapshot)
+//! and the copy is checked: proof that `restore --reindex` would give the data back. Nothing
+//! here ever writes to a user's database.
 
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -14,8 +18,10 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::archive::{self, ArchiveContents};
+use crate::db::Reindex;
 use crate::db::{self, Check, CheckOptions, DbInfo};
 use crate::error::{Error, ErrorClass, Result};
+use crate::findings::{Finding, Findings, ProblemClass, PROBLEM_LIMIT};
 use crate::fsutil::WritebackFile;
 use crate::manifest::Manifest;
 use crate::progress::Progress;
@@ -25,8 +31,12 @@ use crate::progress::Progress;
 pub struct VerifyOptions {
     /// Run `quick_check` (O(N)) instead of `integrity_check` (O(N log N)).
     pub quick: bool,
-    /// Where to extract an archive's database (default: the system temp directory).
+    /// Where to extract an archive's database, or copy a database file for `reindex`
+    /// (default: the system temp directory).
     pub temp_dir: Option<PathBuf>,
+    /// Rebuild indexes in the private copy before (or, for the disputed ones, between) the
+    /// checks; a database file is then checked in a consistent temp copy, never in place.
+    pub reindex: Reindex,
 }
 
 /// What was verified and how each check went.
@@ -42,6 +52,8 @@ pub struct VerifyReport {
     pub checks: Vec<Check>,
     /// The archive's manifest, when there is one and it could be read.
     pub manifest: Option<Manifest>,
+    /// The indexes rebuilt in the checked copy (`reindex`), in name order.
+    pub reindexed: Vec<String>,
     /// Milliseconds verification took.
     pub duration_ms: u64,
 }
@@ -57,6 +69,9 @@ pub struct VerifyReport {
 /// ```
 pub fn verify(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
     let started = Instant::now();
+    if opts.quick && opts.reindex == Reindex::Disputed {
+        return Err(Error::InvalidOption(QUICK_DISPUTED.into()));
+    }
     let mut head = Vec::with_capacity(512);
     crate::location::open_read(path, true)?
         .take(512)
@@ -68,7 +83,9 @@ pub fn verify(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Res
             path.display()
         )));
     }
-    let mut report = if head.starts_with(db::SQLITE_MAGIC) {
+    let mut report = if head.starts_with(db::SQLITE_MAGIC) && opts.reindex != Reindex::No {
+        verify_database_copy(path, opts, progress)?
+    } else if head.starts_with(db::SQLITE_MAGIC) {
         verify_database(path, opts)?
     } else if let Ok((_, content, _)) = crate::dump::open(path) {
         match content {
@@ -110,8 +127,179 @@ fn verify_database(path: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
         ok: false,
         checks,
         manifest: None,
+        reindexed: Vec::new(),
         duration_ms: 0,
     })
+}
+
+/// `--quick` finds no index that disagrees with its table, so there would be none to rebuild.
+pub(crate) const QUICK_DISPUTED: &str =
+    "--reindex rebuilds the indexes that integrity_check disputes, which --quick does not check; \
+     with --quick use --reindex all";
+
+/// A database file with `reindex`: a consistent snapshot into a private temp file (the
+/// database itself is only read), whose indexes are rebuilt there before it is checked.
+fn verify_database_copy(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
+    let base = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    crate::fsutil::sweep_leftovers(&base);
+    crate::fsutil::ensure_space(&base, db::precheck(path)?)?;
+    let snapshot = crate::snapshot::take(
+        path,
+        &base,
+        crate::snapshot::Method::Pages,
+        crate::snapshot::SnapshotLimits::default(),
+        progress,
+    )?;
+    let copy = snapshot.path();
+    let mut checks = vec![
+        Check::pass("header", "valid SQLite header"),
+        Check::pass(
+            "snapshot",
+            "checked in a consistent copy in a private temp file (--reindex changes only the copy)",
+        ),
+    ];
+    let (rest, reindexed) =
+        checks_with_reindex(copy, opts.reindex, &mut |_| match db::open_private(copy, true) {
+            Ok(conn) => db::run_checks(
+                &conn,
+                CheckOptions {
+                    quick: opts.quick,
+                    writable: true,
+                    expected_fk_violations: None,
+                },
+            ),
+            Err(e) => vec![Check::fail("open database", e.to_string())],
+        });
+    checks.extend(rest);
+    Ok(VerifyReport {
+        path: path.to_path_buf(),
+        kind: "database".into(),
+        ok: false,
+        checks,
+        manifest: None,
+        reindexed,
+        duration_ms: 0,
+    })
+}
+
+/// Checks a private copy (an extracted archive, a snapshot of a database file) after rebuilding
+/// indexes in it as `reindex` asks, with `run(rebuilt)` running the checks:
+///
+/// - [`Reindex::All`]: every index is rebuilt, then the checks run;
+/// - [`Reindex::Disputed`]: the checks run; when they find indexes that disagree with their
+///   tables ([`ProblemClass::Index`]) and no storage damage (which rebuilding cannot repair,
+///   and which may be why an index looks wrong), those indexes are rebuilt (every index when
+///   the check stopped at its limit, as more may be disputed) and the checks run again;
+/// - [`Reindex::No`]: the checks run.
+///
+/// Only indexes are written; table rows never are. Returns the checks, led by a `reindex`
+/// check (unless [`Reindex::No`]) that lists the indexes rebuilt as its `objects` and what the
+/// first check found in them as its `findings`, and the indexes rebuilt.
+pub(crate) fn checks_with_reindex(
+    db_path: &Path,
+    reindex: Reindex,
+    run: &mut dyn FnMut(bool) -> Vec<Check>,
+) -> (Vec<Check>, Vec<String>) {
+    let rebuilt_check = |rebuilt: &[String], detail: String| {
+        let mut c = Check::pass("reindex", detail);
+        c.objects = rebuilt.to_vec();
+        c
+    };
+    let with = |first: Check, rest: Vec<Check>| {
+        let mut checks = vec![first];
+        checks.extend(rest);
+        checks
+    };
+    match reindex {
+        Reindex::No => (run(false), Vec::new()),
+        Reindex::All => match db::reindex(db_path, None) {
+            Ok(rebuilt) if rebuilt.is_empty() => (
+                with(
+                    Check::pass("reindex", "nothing to rebuild: the database has no index"),
+                    run(false),
+                ),
+                rebuilt,
+            ),
+            Ok(rebuilt) => {
+                let detail = format!(
+                    "rebuilt every index from its table before the checks ({}: {}); table rows untouched",
+                    rebuilt.len(),
+                    name_list(&rebuilt)
+                );
+                (with(rebuilt_check(&rebuilt, detail), run(true)), rebuilt)
+            }
+            Err(e) => (with(reindex_failed(e), run(false)), Vec::new()),
+        },
+        Reindex::Disputed => {
+            let first = run(false);
+            let disputed = first
+                .iter()
+                .find(|c| c.failed() && c.findings.iter().any(|f| f.class == ProblemClass::Index));
+            let Some(found) = disputed else {
+                let none = Check::pass("reindex", "nothing to rebuild: no index disagrees with its table");
+                return (with(none, first), Vec::new());
+            };
+            if found.class == Some(ProblemClass::Storage) {
+                let not = Check::skipped(
+                    "reindex",
+                    format!(
+                        "not run: {} found storage damage, which rebuilding indexes cannot repair",
+                        found.name
+                    ),
+                );
+                return (with(not, first), Vec::new());
+            }
+            let index_findings: Vec<Finding> = found
+                .findings
+                .iter()
+                .filter(|f| f.class == ProblemClass::Index)
+                .cloned()
+                .collect();
+            let names: Vec<String> = index_findings.iter().filter_map(|f| f.object.clone()).collect();
+            let (which, why) = if found.truncated {
+                (
+                    None,
+                    "every index (the first check stopped at its limit, so more may be disputed)",
+                )
+            } else {
+                (Some(names.as_slice()), "the disputed indexes")
+            };
+            let check_name = found.name.clone();
+            match db::reindex(db_path, which) {
+                Ok(rebuilt) => {
+                    let total: u64 = index_findings.iter().map(|f| f.count).sum();
+                    let detail = format!(
+                        "rebuilt {why} from their tables, then ran the checks again: {} (the first {check_name} \
+                         found {total} index problems in {}); table rows untouched",
+                        name_list(&rebuilt),
+                        name_list(&names)
+                    );
+                    let mut c = rebuilt_check(&rebuilt, detail);
+                    c.findings = index_findings;
+                    (with(c, run(true)), rebuilt)
+                }
+                Err(e) => (with(reindex_failed(e), first), Vec::new()),
+            }
+        }
+    }
+}
+
+/// Names for a line of text: the first ten, then how many more.
+fn name_list(names: &[String]) -> String {
+    let mut s = names.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > 10 {
+        s += &format!(" and {} more", names.len() - 10);
+    }
+    s
+}
+
+/// The `reindex` check when rebuilding failed (and was rolled back): what SQLite said, without
+/// the temp file's name.
+fn reindex_failed(e: Error) -> Check {
+    match e {
+        Error::CorruptDatabase { detail, .. } => Check::fail("reindex", detail),
+        e => Check::fail("reindex", e.to_string()),
+    }
 }
 
 fn verify_archive(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
@@ -129,6 +317,7 @@ fn verify_archive(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) ->
         ok: false,
         checks: Vec::new(),
         manifest: None,
+        reindexed: Vec::new(),
         duration_ms: 0,
     };
     let contents = match extract(path, &db_path, progress) {
@@ -161,12 +350,18 @@ fn verify_archive(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) ->
             ),
         ));
     }
-    report
-        .checks
-        .extend(extracted_checks(&db_path, &contents.manifest, opts.quick, true));
+    let (checks, reindexed) = checks_with_reindex(&db_path, opts.reindex, &mut |rebuilt| {
+        extracted_checks(&db_path, &contents.manifest, opts.quick, true, rebuilt)
+    });
+    report.checks.extend(checks);
+    report.reindexed = reindexed;
     report.manifest = Some(contents.manifest);
     Ok(report)
 }
+
+/// Why `--reindex` does nothing to a dump.
+pub(crate) const DUMP_REINDEX: &str =
+    "not needed: a dump's indexes are built from its rows, by this SQLite, as it loads";
 
 /// Rebuilds a dump's database in a private temp directory and checks it (see
 /// [`crate::dump::check`]).
@@ -185,11 +380,15 @@ fn verify_dump(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Re
         ok: false,
         checks: Vec::new(),
         manifest: manifest.filter(|m| !m.tool_version.is_empty()),
+        reindexed: Vec::new(),
         duration_ms: 0,
     };
     match crate::dump::check::load_checked(path, &db_path, opts.quick, true, progress) {
         Ok(loaded) => {
-            report.checks = loaded.checks;
+            if opts.reindex != Reindex::No {
+                report.checks.push(Check::skipped("reindex", DUMP_REINDEX));
+            }
+            report.checks.extend(loaded.checks);
             if !loaded.manifest.tool_version.is_empty() {
                 report.manifest = Some(loaded.manifest);
             }
@@ -255,35 +454,36 @@ pub(crate) fn extract_into(
 /// part of that check and the FTS checks on another; header state and row counts on a third.
 /// Together that is SQLite's whole check (see [`db::drop_vtab_modules`]). With `quick`, the
 /// virtual tables' part is left out (storage-level checks only, FTS checks reported skipped).
-/// With `writable`,
-/// FTS tables also get their `'integrity-check'` command, which compares an external-content
-/// index with its content table; without it, the FTS checks are the virtual tables' part of
-/// the whole check, reported per table rather than run twice.
+/// With `writable`, FTS tables also get their `'integrity-check'` command, which compares an
+/// external-content index with its content table; without it, the FTS checks are the virtual
+/// tables' part of the whole check, reported per table rather than run twice. What the
+/// integrity check finds is classified ([`crate::findings`]). After indexes were `rebuilt`
+/// the file's page count is its own, so it is not compared with the manifest's.
 pub(crate) fn extracted_checks(
     db_path: &Path,
     manifest: &Manifest,
     quick: bool,
     writable: bool,
+    rebuilt: bool,
 ) -> Vec<Check> {
     let mut checks = Vec::new();
-    let open = |writable| match db::open_private(db_path, writable) {
-        Ok(c) => Ok(c),
-        Err(e) => Err(Check::fail("open database", e.to_string())),
-    };
-    let (conn, btree_conn) = match (open(writable), open(false)) {
+    let (conn, btree_conn) = match (
+        db::open_private(db_path, writable),
+        db::open_private(db_path, false),
+    ) {
         (Ok(a), Ok(b)) => (a, b),
-        (Err(c), _) | (_, Err(c)) => {
-            checks.push(c);
+        (Err(e), _) | (_, Err(e)) => {
+            checks.push(Check::fail("open database", e.to_string()));
             return checks;
         }
     };
     let name = if quick { "quick_check" } else { "integrity_check" };
-    type Part = rusqlite::Result<(Vec<String>, rusqlite::Result<u64>)>;
-    let (btree, vtabs, fts) = std::thread::scope(|s| {
+    type Part = rusqlite::Result<(Findings, rusqlite::Result<u64>)>;
+    let (btree, vtabs, fts_tables, fts) = std::thread::scope(|s| {
         let btree = s.spawn(move || -> Part {
             db::drop_vtab_modules(&btree_conn)?;
-            let problems = db::integrity_problems(&btree_conn, !quick, 20)?;
-            Ok((problems, db::foreign_key_violations(&btree_conn)))
+            let found = db::integrity_findings(&btree_conn, !quick, PROBLEM_LIMIT);
+            Ok((found, db::foreign_key_violations(&btree_conn)))
         });
         // Header state and row counts on a third connection: the FTS part is usually the
         // longest, so it gets a thread of its own.
@@ -302,24 +502,28 @@ pub(crate) fn extracted_checks(
             .unwrap_or_else(|_| Err(Error::InvalidOption("row count thread panicked".into())))
         {
             Ok(info) => {
-                checks.push(compare_header(manifest, &info, false));
+                checks.push(compare_header(manifest, &info, rebuilt));
                 checks.push(compare_counts(manifest, &info));
             }
             Err(e) => checks.push(Check::fail("manifest header", e.to_string())),
         }
-        let fts = db::fts_tables(&conn).map(|tables| {
+        let fts_tables = db::fts_tables(&conn);
+        let fts = fts_tables.as_ref().map_err(|e| e.to_string()).map(|tables| {
             tables
-                .into_iter()
+                .iter()
                 .map(|(table, module)| {
                     if quick {
-                        db::fts_skipped_quick(&table, &module)
+                        db::fts_skipped_quick(table, module)
                     } else if writable {
-                        db::fts_check(&conn, &table, &module, true)
+                        db::fts_check(&conn, table, module, true)
                     } else {
                         let check_name = format!("{module} integrity {table}");
-                        match vtabs.as_ref().map(|v| v.iter().find(|(t, _)| *t == table)) {
-                            Ok(Some((_, p))) if p.is_empty() => Check::pass(check_name, "ok"),
-                            Ok(Some((_, p))) => Check::fail(check_name, p.join("; ")),
+                        match vtabs.as_ref().map(|v| v.iter().find(|(t, _)| t == table)) {
+                            Ok(Some((_, p))) => {
+                                let mut found = Findings::default();
+                                p.iter().for_each(|m| found.add_vtab(table, Some(module), m));
+                                Check::from_findings(check_name, found)
+                            }
                             Ok(None) => Check::fail(check_name, "not checked"),
                             Err(e) => Check::fail(check_name, e.to_string()),
                         }
@@ -330,20 +534,27 @@ pub(crate) fn extracted_checks(
         let btree = btree
             .join()
             .unwrap_or_else(|_| Err(rusqlite::Error::InvalidQuery));
-        (btree, vtabs, fts)
+        (btree, vtabs, fts_tables, fts)
     });
-    let (problems, fk) = match (btree, vtabs) {
-        (Ok((mut problems, fk)), Ok(vtabs)) => {
-            problems.extend(vtabs.into_iter().flat_map(|(_, p)| p));
-            (Ok(problems), fk)
+    let modules: Vec<(String, String)> = fts_tables.unwrap_or_default();
+    let (found, fk) = match (btree, vtabs) {
+        (Ok((mut found, fk)), Ok(vtabs)) => {
+            for (table, problems) in vtabs {
+                let module = modules.iter().find(|(t, _)| *t == table).map(|(_, m)| m.as_str());
+                problems.iter().for_each(|m| found.add_vtab(&table, module, m));
+            }
+            (Ok(found), fk)
         }
-        (Err(e), _) | (_, Err(e)) => (Err(e.to_string()), Err(rusqlite::Error::InvalidQuery)),
+        (Err(e), _) | (_, Err(e)) => (Err(e), Err(rusqlite::Error::InvalidQuery)),
     };
-    match problems {
-        Ok(p) if p.is_empty() => checks.push(Check::pass(name, "ok")),
-        Ok(p) => checks.push(Check::fail(name, p.join("; "))),
-        Err(e) => checks.push(Check::fail(name, e)),
-    }
+    checks.push(match found {
+        Ok(found) => Check::from_findings(name, found),
+        Err(e) => {
+            let mut found = Findings::default();
+            found.add_error(&e);
+            Check::from_findings(name, found)
+        }
+    });
     checks.push(db::fk_check(fk, Some(manifest.foreign_key_violations)));
     match fts {
         Ok(fts) => checks.extend(fts),

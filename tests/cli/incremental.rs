@@ -442,7 +442,7 @@ fn prune_keeps_every_parent_of_a_kept_link_and_deletes_children_first() {
 fn kill_9_during_an_incremental_leaves_the_chain_usable() {
     let env = Env::new();
     let db = env.path("big.db");
-    make_sized_db(&db, 150);
+    make_sized_db(&db, 300);
     make_db(&db, "PRAGMA journal_mode=WAL;");
     let first = incremental(&env, &db, &[]);
     next_second();
@@ -452,7 +452,15 @@ fn kill_9_during_an_incremental_leaves_the_chain_usable() {
         .command(&["backup", s(&db), "--dir", s(&dir), "--incremental"])
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    // Killed as soon as its unfinished archive exists (it lives for the whole page pass).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !env.backup_files().iter().any(|f| f.ends_with(".partial")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never started its archive"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     let finals: Vec<String> = env

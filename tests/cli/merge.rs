@@ -200,6 +200,76 @@ fn orphans_become_null_or_are_skipped_and_reported() {
 }
 
 #[test]
+fn a_backup_merged_into_its_own_source_adds_nothing_even_with_dangling_foreign_keys() {
+    let env = Env::new();
+    let b = env.path("b.db");
+    // A parent gone (nullable key), an author gone (NOT NULL key), a self-reference to a note
+    // that is not there; and a row that a previous merge left with its dangling key nulled.
+    make_db(
+        &b,
+        &(SCHEMA.to_string()
+            + "PRAGMA foreign_keys=OFF;
+               CREATE TABLE links(id INTEGER PRIMARY KEY, note_id INTEGER REFERENCES notes(id), label TEXT);
+               INSERT INTO notes VALUES(7, 1, 99, 'parent gone');
+               INSERT INTO notes VALUES(8, 42, NULL, 'author gone');
+               INSERT INTO links VALUES(1, 77, 'to nowhere'), (2, 1, 'to the root');"),
+    );
+    let archive = env.backup(&b, &[]);
+    let before = content_hash(&b);
+    let r = env.run(&["merge", s(&archive), s(&b), "--json"]).ok().json();
+    for t in r["tables"].as_array().unwrap() {
+        assert_eq!(t["inserted"], 0, "{t}");
+        assert_eq!(t["duplicates"], t["incoming"], "{t}");
+        assert_eq!(t["orphans"], 0, "nothing was set to NULL: {t}");
+        assert_eq!(t["skipped_orphans"], 0, "a row already there is a duplicate: {t}");
+    }
+    assert_eq!(content_hash(&b), before, "the merge changed its own source");
+    assert!(r["safety_archive"].is_null(), "{r}");
+
+    // Into another database: the orphans arrive nulled (or skipped, NOT NULL) ...
+    let t = env.path("t.db");
+    make_db(
+        &t,
+        &(SCHEMA.to_string()
+            + "CREATE TABLE links(id INTEGER PRIMARY KEY, note_id INTEGER REFERENCES notes(id), label TEXT);"),
+    );
+    let r = env.run(&["merge", s(&archive), s(&t), "--json"]).ok().json();
+    let table = |r: &serde_json::Value, name: &str| {
+        r["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["table"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(table(&r, "links")["orphans"], 1, "{r}");
+    assert_eq!(table(&r, "notes")["orphans"], 1, "{r}");
+    assert_eq!(table(&r, "notes")["skipped_orphans"], 1, "{r}");
+    assert_eq!(
+        query_i64(
+            &t,
+            "SELECT count(*) FROM links WHERE label = 'to nowhere' AND note_id IS NULL"
+        ),
+        1
+    );
+    // ... and merging the same backup again matches them by NULL: nothing added, whether the
+    // identity is the row's content or a key (looked up through SQL) that holds the orphan.
+    let after = content_hash(&t);
+    let keys = env.path("keys.toml");
+    std::fs::write(&keys, "links = [\"note_id\", \"label\"]\n").unwrap();
+    for extra in [&[][..], &["--keys", s(&keys)][..]] {
+        let mut args = vec!["merge", s(&archive), s(&t), "--json"];
+        args.extend_from_slice(extra);
+        let r = env.run(&args).ok().json();
+        for t in r["tables"].as_array().unwrap() {
+            assert_eq!(t["inserted"], 0, "{extra:?}: {t}");
+        }
+        assert_eq!(content_hash(&t), after);
+    }
+}
+
+#[test]
 fn schema_differences_are_reported_and_handled() {
     let env = Env::new();
     let target = env.path("t.db");
@@ -331,6 +401,50 @@ fn diverge(db: &Path, rng: &mut Lcg, who: &str) {
         )
         .unwrap();
     }
+    // Dangling foreign keys: a parent note that is not there (nullable key) and, last, so that
+    // no later note of this database replies to it, an author who is not there (NOT NULL).
+    c.execute_batch("PRAGMA foreign_keys=OFF").unwrap();
+    if rng.next(2) == 0 {
+        c.execute(
+            "INSERT INTO notes(user_id, parent_id, body) VALUES(1, ?1, ?2)",
+            rusqlite::params![
+                100_000 + rng.next(1000) as i64,
+                format!("{who} reply to a lost note")
+            ],
+        )
+        .unwrap();
+    }
+    if rng.next(3) == 0 {
+        c.execute(
+            "INSERT INTO notes(user_id, parent_id, body) VALUES(?1, NULL, ?2)",
+            rusqlite::params![
+                200_000 + rng.next(1000) as i64,
+                format!("{who} note of a lost author")
+            ],
+        )
+        .unwrap();
+    }
+}
+
+fn fk_violations(db: &Path) -> i64 {
+    query_i64(db, "SELECT count(*) FROM pragma_foreign_key_check")
+}
+
+/// Merges a backup of `db` into `db` itself and asserts that nothing was added.
+#[track_caller]
+fn self_merge_adds_nothing(env: &Env, db: &Path, format: &[&str], round: usize) {
+    let before = content_hash(db);
+    let own = env.backup(db, format);
+    let r = env.run(&["merge", s(&own), s(db), "--json"]).ok().json();
+    for t in r["tables"].as_array().unwrap() {
+        assert_eq!(t["inserted"], 0, "round {round}: {t}");
+    }
+    assert_eq!(
+        content_hash(db),
+        before,
+        "round {round}: a self-merge changed {}",
+        db.display()
+    );
 }
 
 #[test]
@@ -346,15 +460,20 @@ fn property_random_divergent_pairs_merge_to_the_exact_union() {
         diverge(&a, &mut rng, "a");
         diverge(&b, &mut rng, "b");
         let expected: BTreeSet<String> = natural(&a).union(&natural(&b)).cloned().collect();
-        let archive = env.backup(&b, if round % 2 == 0 { &[] } else { &["--format", "sql"] });
+        let format: &[&str] = if round % 2 == 0 { &[] } else { &["--format", "sql"] };
+        let archive = env.backup(&b, format);
+        let fk_before = fk_violations(&a);
         env.run(&["merge", s(&archive), s(&a)]).ok();
         assert_eq!(natural(&a), expected, "round {round}");
         assert_eq!(
-            query_i64(&a, "SELECT count(*) FROM pragma_foreign_key_check"),
-            0,
-            "round {round}"
+            fk_violations(&a),
+            fk_before,
+            "round {round}: the merge added violations"
         );
         assert_eq!(integrity(&a), "ok");
+        // A backup merged into its own source adds nothing: the merged one and the other.
+        self_merge_adds_nothing(&env, &a, format, round);
+        self_merge_adds_nothing(&env, &b, format, round);
     }
 }
 
@@ -487,6 +606,45 @@ fn a_source_that_fails_quick_check_is_refused_and_nothing_is_merged() {
     let r = env.run(&["merge", s(&archive), s(&a)]).code(3);
     assert!(r.stderr.contains("quick_check"), "{}", r.stderr);
     assert!(r.stderr.contains("Freelist"), "{}", r.stderr);
+    // Classified as verify classifies it: storage damage, once, with what to do.
+    assert!(r.stderr.contains("freelist: 1 storage problem"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("hint: the backup holds a damaged database"),
+        "{}",
+        r.stderr
+    );
+    let j = env.run(&["merge", s(&archive), s(&a), "--json"]).code(3).json();
+    assert!(j["hint"].as_str().unwrap().contains("use another backup"), "{j}");
+    assert_eq!(content_hash(&a), before);
+}
+
+#[test]
+fn a_source_whose_rows_break_their_constraints_is_refused_as_constraint_damage() {
+    let env = Env::new();
+    let (a, b) = pair(&env);
+    // A NULL where the schema (edited afterwards) says NOT NULL: pages and indexes are sound.
+    make_db(
+        &b,
+        "INSERT INTO tags VALUES('green', NULL);
+         PRAGMA writable_schema=ON;
+         UPDATE sqlite_schema SET sql = 'CREATE TABLE tags(name TEXT PRIMARY KEY, color TEXT NOT NULL) WITHOUT ROWID'
+           WHERE name = 'tags';",
+    );
+    let archive = env.backup(&b, &["--allow-corrupt"]);
+    let before = content_hash(&a);
+    let r = env.run(&["merge", s(&archive), s(&a)]).code(3);
+    assert!(
+        r.stderr
+            .contains("table \"tags\": 1 constraint problem (NULL value in tags.color)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("hint: rows break their table's declared constraints"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(content_hash(&a), before);
 }
 

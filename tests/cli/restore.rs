@@ -16,10 +16,15 @@ fn every_real_database_round_trips_through_restore() {
     for db in fixtures_in("real") {
         let archive = env.backup(&db, &[]);
         let target = env.path(&format!("restored-{}", db.file_name().unwrap().to_string_lossy()));
-        let r = env
-            .run(&["restore", s(&archive), s(&target), "--json"])
-            .ok()
-            .json();
+        // The old SQLite's database needs its disputed index rebuilt (tested below).
+        let extra: &[&str] = if is_old_sqlite_index(&db) {
+            &["--reindex"]
+        } else {
+            &[]
+        };
+        let mut args = vec!["restore", s(&archive), s(&target), "--json"];
+        args.extend_from_slice(extra);
+        let r = env.run(&args).ok().json();
         assert_eq!(r["restored"], true);
         assert_eq!(r["plan"]["strategy"], "create");
         assert_eq!(content_hash(&db), content_hash(&target), "{}", db.display());
@@ -429,4 +434,160 @@ fn decompression_bomb_is_refused_before_it_expands() {
         })
         .collect();
     assert!(leftovers.is_empty());
+}
+
+#[test]
+fn a_backup_whose_index_disagrees_under_this_sqlite_is_refused_with_a_hint_and_restored_with_reindex() {
+    let env = Env::new();
+    let db = copy_fixture(&env, OLD_SQLITE_INDEX);
+    let archive = env.backup(&db, &[]);
+    let target = env.path("restored.db");
+    // Refused, naming the class and the way out; nothing is created.
+    let r = env.run(&["restore", s(&archive), s(&target)]).code(3);
+    assert!(
+        r.stderr.contains("index \"i\" on table \"t\": 6 index problems"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("hint: the table data is intact; run with --reindex"),
+        "{}",
+        r.stderr
+    );
+    let j = env
+        .run(&["restore", s(&archive), s(&target), "--json"])
+        .code(3)
+        .json();
+    assert_eq!(j["class"], "corrupt");
+    assert!(j["hint"].as_str().unwrap().contains("--reindex"), "{j}");
+    assert!(!target.exists());
+    // The plan says what --reindex will do.
+    let plan = env
+        .run(&[
+            "restore",
+            s(&archive),
+            s(&target),
+            "--reindex",
+            "--dry-run",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert!(plan["checks"].to_string().contains("reindex"), "{plan}");
+    // --reindex: the disputed index is rebuilt in the extracted copy; the rows are the same.
+    let r = env
+        .run(&["restore", s(&archive), s(&target), "--reindex", "--json"])
+        .ok()
+        .json();
+    assert_eq!(r["reindexed"], serde_json::json!(["i"]), "{r}");
+    assert_eq!(check(&r, "reindex")["objects"], serde_json::json!(["i"]), "{r}");
+    assert_eq!(check(&r, "integrity_check")["status"], "pass", "{r}");
+    assert_eq!(integrity(&target), "ok");
+    assert_eq!(content_hash(&target), content_hash(&db), "table data changed");
+    env.run(&["verify", s(&target)]).ok();
+    let out = env
+        .run(&["restore", s(&archive), s(&env.path("again.db")), "--reindex"])
+        .ok()
+        .stdout;
+    assert!(
+        out.contains("rebuilt 1 index(es) in the restored copy: i"),
+        "{out}"
+    );
+    // The option may come first: a bare --reindex does not take the archive for its value.
+    let r = env
+        .run(&[
+            "restore",
+            "--reindex",
+            s(&archive),
+            s(&env.path("first.db")),
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(r["reindexed"], serde_json::json!(["i"]), "{r}");
+    // --reindex all, over an existing database (a live copy into it): every index rebuilt.
+    let live = env.path("live.db");
+    make_db(
+        &live,
+        "PRAGMA journal_mode=WAL; CREATE TABLE other(x); INSERT INTO other VALUES (1);",
+    );
+    let r = env
+        .run(&[
+            "restore",
+            s(&archive),
+            s(&live),
+            "--reindex",
+            "all",
+            "--overwrite",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(r["plan"]["strategy"], "live");
+    assert_eq!(r["reindexed"], serde_json::json!(["i", "j"]), "{r}");
+    assert_eq!(integrity(&live), "ok");
+    assert_eq!(content_hash(&live), content_hash(&db));
+    // With --quick there is nothing disputed to find: a usage error, unless all.
+    env.run(&[
+        "restore",
+        s(&archive),
+        s(&env.path("q.db")),
+        "--quick",
+        "--reindex",
+    ])
+    .code(2);
+    env.run(&[
+        "restore",
+        s(&archive),
+        s(&env.path("q.db")),
+        "--quick",
+        "--reindex",
+        "all",
+    ])
+    .ok();
+}
+
+#[test]
+fn reindex_all_leaves_every_real_database_s_rows_as_they_were() {
+    let env = Env::new();
+    for db in fixtures_in("real") {
+        let archive = env.backup(&db, &[]);
+        let target = env.path(&format!(
+            "reindexed-{}",
+            db.file_name().unwrap().to_string_lossy()
+        ));
+        let r = env
+            .run(&["restore", s(&archive), s(&target), "--reindex", "all", "--json"])
+            .ok()
+            .json();
+        let indexes = query_i64(&db, "SELECT count(*) FROM sqlite_schema WHERE type = 'index'");
+        assert_eq!(
+            r["reindexed"].as_array().unwrap().len() as i64,
+            indexes,
+            "{}",
+            db.display()
+        );
+        assert_eq!(content_hash(&db), content_hash(&target), "{}", db.display());
+        assert_eq!(integrity(&target), "ok", "{}", db.display());
+    }
+}
+
+#[test]
+fn storage_damage_is_refused_even_with_reindex() {
+    let env = Env::new();
+    let archive = env.backup(&fixture("corrupt/corruptL_11.db"), &["--allow-corrupt"]);
+    let target = env.path("never.db");
+    for extra in [&[][..], &["--reindex"][..], &["--reindex", "all"][..]] {
+        let mut args = vec!["restore", s(&archive), s(&target)];
+        args.extend_from_slice(extra);
+        let r = env.run(&args).code(3);
+        assert!(r.stderr.contains("storage problem"), "{extra:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("hint: the backup holds a damaged database"),
+            "{extra:?}: {}",
+            r.stderr
+        );
+        assert!(!target.exists());
+    }
 }

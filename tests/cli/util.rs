@@ -130,6 +130,27 @@ pub fn fixtures_in(folder: &str) -> Vec<PathBuf> {
     v
 }
 
+/// The fixture in real/ written by SQLite 3.40 whose expression index over REAL values
+/// disagrees with its table under SQLite 3.47+ (REALs are spelled with more digits): every row
+/// intact, `integrity_check` reports "row N missing from index i".
+pub const OLD_SQLITE_INDEX: &str = "real/old-sqlite-real-index.db";
+
+/// Whether `path` is that fixture.
+pub fn is_old_sqlite_index(path: &Path) -> bool {
+    path.ends_with(OLD_SQLITE_INDEX)
+}
+
+/// The check named `name` in a verify or restore report.
+#[track_caller]
+pub fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name:?} in {report}"))
+}
+
 /// Copies a fixture into the workspace (writable) and returns the copy.
 pub fn copy_fixture(env: &Env, rel: &str) -> PathBuf {
     let src = fixture(rel);

@@ -67,6 +67,16 @@ fn verify_archive_runs_every_check_by_name() {
 fn verify_database_files() {
     let env = Env::new();
     for db in fixtures_in("real") {
+        if is_old_sqlite_index(&db) {
+            // Intact under the SQLite that wrote it; an index disagrees under ours.
+            let v = env
+                .run(&["verify", db.to_str().unwrap(), "--json"])
+                .code(3)
+                .json();
+            assert_eq!(failed(&v), ["integrity_check"]);
+            assert_eq!(check(&v, "integrity_check")["class"], "index", "{v}");
+            continue;
+        }
         let v = env.run(&["verify", db.to_str().unwrap(), "--json"]).ok().json();
         assert_eq!(v["kind"], "database");
         assert_eq!(v["ok"], true, "{}: {v}", db.display());
@@ -143,6 +153,16 @@ fn damaged_fts_index_is_found() {
             .any(|n| n == "fts5 integrity docs" || n == "integrity_check"),
         "{v}"
     );
+    // Classified as full-text damage of that table, with what to do.
+    for name in failed(&v) {
+        let c = check(&v, &name);
+        assert_eq!(c["class"], "fts", "{c}");
+        assert_eq!(c["objects"], serde_json::json!(["docs"]), "{c}");
+        assert!(c["action"].as_str().unwrap().contains("--quick"), "{c}");
+    }
+    // Rebuilding indexes does not touch a full-text index.
+    env.run(&["verify", archive.to_str().unwrap(), "--reindex", "all"])
+        .code(3);
     // --quick checks storage only and says what it left out.
     let q = env
         .run(&["verify", archive.to_str().unwrap(), "--quick", "--json"])
@@ -160,8 +180,14 @@ fn damaged_fts_index_is_found() {
     env.run(&["verify", db.to_str().unwrap()]).code(3);
     // The default restore refuses the damaged index; --quick restores the database as it was.
     let target = env.path("restored.db");
-    env.run(&["restore", archive.to_str().unwrap(), target.to_str().unwrap()])
+    let r = env
+        .run(&["restore", archive.to_str().unwrap(), target.to_str().unwrap()])
         .code(3);
+    assert!(
+        r.stderr.contains("hint: a full-text index") && r.stderr.contains("--quick"),
+        "{}",
+        r.stderr
+    );
     assert!(!target.exists());
     env.run(&[
         "restore",
@@ -359,4 +385,163 @@ fn manifest_claims_are_checked_against_the_database() {
     rewrite_manifest(&archive, &bad, |m| m["format"] = serde_json::json!("litevault/9"));
     let r = env.run(&["verify", bad.to_str().unwrap()]).code(3);
     assert!(r.stdout.contains("unsupported format"), "{}", r.stdout);
+}
+
+#[test]
+fn an_index_that_disagrees_with_its_table_is_classified_once_per_index_with_a_count() {
+    let env = Env::new();
+    let db = copy_fixture(&env, OLD_SQLITE_INDEX);
+    // The backup's storage check passes: the rows and pages are sound.
+    let archive = env.backup(&db, &[]);
+    let a = archive.to_str().unwrap();
+    let v = env.run(&["verify", a, "--json"]).code(3).json();
+    assert_eq!(failed(&v), ["integrity_check"], "{v}");
+    let c = check(&v, "integrity_check");
+    assert_eq!(c["class"], "index", "{c}");
+    assert_eq!(c["objects"], serde_json::json!(["i"]), "{c}");
+    let action = c["action"].as_str().unwrap();
+    assert!(
+        action.contains("the table data is intact; run with --reindex"),
+        "{action}"
+    );
+    let findings = c["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "one finding per index, not one per row: {c}");
+    let f = &findings[0];
+    assert_eq!(
+        (f["class"].as_str(), f["kind"].as_str()),
+        (Some("index"), Some("index"))
+    );
+    assert_eq!(
+        (f["object"].as_str(), f["table"].as_str()),
+        (Some("i"), Some("t"))
+    );
+    assert_eq!(f["count"], 6, "{f}");
+    assert_eq!(f["examples"].as_array().unwrap().len(), 3, "{f}");
+    assert_eq!(f["examples"][0], "row 1 missing from index i");
+    // The text report: the index once, with its count and what to do; not a line per row.
+    let out = env.run(&["verify", a]).code(3).stdout;
+    assert_eq!(
+        out.matches("index \"i\" on table \"t\": 6 index problems")
+            .count(),
+        1,
+        "{out}"
+    );
+    assert!(!out.contains("row 7 missing"), "{out}");
+    assert!(out.contains("integrity_check (index)"), "{out}");
+    assert!(
+        out.contains("what to do: the table data is intact; run with --reindex"),
+        "{out}"
+    );
+    // The database file itself reads the same way.
+    let v = env
+        .run(&["verify", db.to_str().unwrap(), "--json"])
+        .code(3)
+        .json();
+    assert_eq!(check(&v, "integrity_check")["objects"], serde_json::json!(["i"]));
+}
+
+#[test]
+fn verify_reindex_checks_a_rebuilt_copy_and_says_what_it_rebuilt() {
+    let env = Env::new();
+    let db = copy_fixture(&env, OLD_SQLITE_INDEX);
+    let before = std::fs::read(&db).unwrap();
+    let archive = env.backup(&db, &[]);
+    let a = archive.to_str().unwrap();
+    // The disputed index only; the other one (j, over the REAL itself) agrees.
+    let v = env.run(&["verify", a, "--reindex", "--json"]).ok().json();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["reindexed"], serde_json::json!(["i"]), "{v}");
+    let r = check(&v, "reindex");
+    assert_eq!(r["status"], "pass");
+    assert_eq!(r["objects"], serde_json::json!(["i"]), "{r}");
+    assert_eq!(r["findings"][0]["count"], 6, "what the first check found: {r}");
+    assert_eq!(check(&v, "integrity_check")["status"], "pass");
+    assert_eq!(check(&v, "row counts")["status"], "pass");
+    let v = env.run(&["verify", "--reindex", a, "--json"]).ok().json();
+    assert_eq!(v["reindexed"], serde_json::json!(["i"]), "{v}");
+    let out = env.run(&["verify", a, "--reindex"]).ok().stdout;
+    assert!(
+        out.contains("rebuilt 1 index(es) in the checked copy: i"),
+        "{out}"
+    );
+    // --reindex all rebuilds every index, before the checks.
+    let v = env.run(&["verify", a, "--reindex", "all", "--json"]).ok().json();
+    assert_eq!(v["reindexed"], serde_json::json!(["i", "j"]), "{v}");
+    let v = env.run(&["verify", a, "--reindex=all", "--json"]).ok().json();
+    assert_eq!(v["reindexed"], serde_json::json!(["i", "j"]), "{v}");
+    // A database file is checked in a temp copy; the file is not changed.
+    let v = env
+        .run(&["verify", db.to_str().unwrap(), "--reindex", "--json"])
+        .ok()
+        .json();
+    assert_eq!(v["reindexed"], serde_json::json!(["i"]), "{v}");
+    assert_eq!(std::fs::read(&db).unwrap(), before, "verify changed the database");
+    env.run(&["verify", db.to_str().unwrap()]).code(3);
+    // Nothing disputed: nothing rebuilt, and the report says so.
+    let fine = copy_fixture(&env, "real/Chinook_Sqlite.sqlite");
+    let fine_archive = env.backup(&fine, &[]);
+    let v = env
+        .run(&["verify", fine_archive.to_str().unwrap(), "--reindex", "--json"])
+        .ok()
+        .json();
+    assert_eq!(v["reindexed"], serde_json::json!([]));
+    assert!(check(&v, "reindex")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("nothing to rebuild"));
+    // --quick does not check indexes against tables: there is nothing it could dispute.
+    let r = env.run(&["verify", a, "--quick", "--reindex"]).code(2);
+    assert!(r.stderr.contains("--reindex all"), "{}", r.stderr);
+    env.run(&["verify", a, "--quick", "--reindex", "all"]).ok();
+}
+
+#[test]
+fn storage_damage_is_classified_storage_and_reindex_does_not_make_it_pass() {
+    let env = Env::new();
+    // Damaged pages in a table and in an index, and the index's count off as a result.
+    let db = fixture("corrupt/corruptL_11.db");
+    let archive = env.backup(&db, &["--allow-corrupt"]);
+    let a = archive.to_str().unwrap();
+    for extra in [&[][..], &["--reindex"][..], &["--reindex", "all"][..]] {
+        let mut args = vec!["verify", a, "--json"];
+        args.extend_from_slice(extra);
+        let v = env.run(&args).code(3).json();
+        let c = check(&v, "integrity_check");
+        assert_eq!(c["class"], "storage", "{extra:?}: {c}");
+        assert!(
+            c["action"].as_str().unwrap().contains("--reindex cannot repair"),
+            "{extra:?}: {c}"
+        );
+        assert!(
+            !c["action"].as_str().unwrap().contains("the table data is intact"),
+            "storage damage speaks alone: {c}"
+        );
+        let kinds: Vec<(&str, &str)> = c["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["class"].as_str().unwrap(), f["object"].as_str().unwrap_or("")))
+            .collect();
+        assert!(kinds.contains(&("storage", "t1")), "{kinds:?}");
+        if extra == ["--reindex"] {
+            // The disputed index is not rebuilt on top of damaged pages.
+            assert_eq!(check(&v, "reindex")["status"], "skipped", "{v}");
+            assert_eq!(v["reindexed"], serde_json::json!([]));
+        }
+    }
+    // A database file that is damaged reads the same way.
+    let v = env
+        .run(&[
+            "verify",
+            fixture("corrupt/corruptL_08.db").to_str().unwrap(),
+            "--json",
+        ])
+        .code(3)
+        .json();
+    assert_eq!(check(&v, "integrity_check")["class"], "storage", "{v}");
+    assert_eq!(
+        check(&v, "integrity_check")["objects"],
+        serde_json::json!(["t1"]),
+        "{v}"
+    );
 }
