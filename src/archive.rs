@@ -16,7 +16,7 @@
 //! the declared database size.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -800,6 +800,18 @@ pub fn read_archive(
     db_out: &mut (dyn Write + Send),
     progress: &dyn Progress,
 ) -> Result<ArchiveContents> {
+    read_archive_as(path, db_out, false, progress)
+}
+
+/// [`read_archive`]; with `link`, an incremental archive's `pages.bin` is accepted (its
+/// records go to `db_out`, for [`crate::chain::compose`]); without it an incremental archive
+/// is refused, since its data entry is not a database.
+pub(crate) fn read_archive_as(
+    path: &Path,
+    db_out: &mut (dyn Write + Send),
+    link: bool,
+    progress: &dyn Progress,
+) -> Result<ArchiveContents> {
     let raw = crate::location::open_read(path, false)?;
     let raw_hash = std::sync::Arc::new(std::sync::Mutex::new((Sha256::new(), 0u64)));
     let (compression, reader) = decoder(
@@ -811,7 +823,7 @@ pub fn read_archive(
     )?;
     let mut tar = tar::Archive::new(reader);
     let (manifest, manifest_sum, (data_name, db_sum), extra_sums, recorded) =
-        read_entries(path, &mut tar, db_out, progress)?;
+        read_entries(path, &mut tar, db_out, link, progress)?;
     // Read the compressed stream to its end: only then do zstd and gzip check their frame
     // checksums, so a truncated or damaged tail is caught even though every entry was intact.
     let mut rest = tar.into_inner();
@@ -872,6 +884,7 @@ fn read_entries(
     path: &Path,
     tar: &mut tar::Archive<Box<dyn Read>>,
     db_out: &mut (dyn Write + Send),
+    link: bool,
     progress: &dyn Progress,
 ) -> Result<Entries> {
     let mut entries = tar.entries().map_err(|e| bad_read(path, e))?.raw(true);
@@ -885,6 +898,12 @@ fn read_entries(
     let (manifest, manifest_sum) = read_manifest_entry(path, next(MANIFEST_ENTRY)?)?;
 
     // A full archive holds the database; an incremental one the pages that changed.
+    if manifest.kind == "incremental" && !link {
+        return Err(Error::bad_archive(
+            path,
+            "an incremental archive read as a whole database (its chain must be composed)",
+        ));
+    }
     let (data_name, data_size) = match manifest.kind.as_str() {
         "incremental" => {
             let changed = manifest.changed_pages.unwrap_or(0);
@@ -975,10 +994,22 @@ fn read_entries(
             .map(|p| p.count.saturating_mul(crate::pageset::HASH_LEN as u64))
             .unwrap_or(manifest.db.page_count * crate::pageset::HASH_LEN as u64);
         let size = expect_entry(path, &sums_entry, crate::pageset::HASHES_ENTRY, want)?;
-        let data = read_small(path, sums_entry, size)?;
+        // Hashed as it streams: the table's size comes from an untrusted manifest.
+        let mut hashed = HashWriter {
+            inner: io::sink(),
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        io::copy(&mut sums_entry.take(size), &mut hashed).map_err(|e| bad_read(path, e))?;
+        if hashed.bytes != size {
+            return Err(Error::bad_archive(
+                path,
+                "archive is truncated inside pages.hashes",
+            ));
+        }
         extra_sums.push((
             crate::pageset::HASHES_ENTRY.to_string(),
-            hex(&Sha256::digest(&data)),
+            hex(&hashed.hasher.finalize()),
         ));
         sums_entry = next(SUMS_ENTRY)?;
     }
@@ -1001,15 +1032,11 @@ fn read_entries(
     Ok((manifest, manifest_sum, (data_name, db_sum), extra_sums, recorded))
 }
 
-/// The default file name of an archive: `<stem>[-tag]-<YYYYMMDDTHHMMSSZ><ext>`.
-pub fn default_file_name(source: &Path, tag: Option<&str>, stamp: &str, compression: Compression) -> PathBuf {
-    let stem = source
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "database".into());
+/// The default file name of an archive of the database named `name` in its location (see
+/// [`crate::location::name_of`]): `<name>[-tag]-<YYYYMMDDTHHMMSSZ><ext>`.
+pub fn default_file_name(name: &str, tag: Option<&str>, stamp: &str, compression: Compression) -> String {
     let tag = tag.map(|t| format!("-{t}")).unwrap_or_default();
-    PathBuf::from(format!("{stem}{tag}-{stamp}{}", compression.extension()))
+    format!("{name}{tag}-{stamp}{}", compression.extension())
 }
 
 #[cfg(test)]
@@ -1129,11 +1156,11 @@ mod tests {
     #[test]
     fn default_names_carry_stem_tag_and_stamp() {
         let n = default_file_name(
-            Path::new("/x/app.db"),
+            "my.app",
             Some("pre-restore"),
             "20261121T101500Z",
             Compression::Zstd,
         );
-        assert_eq!(n, PathBuf::from("app-pre-restore-20261121T101500Z.tar.zst"));
+        assert_eq!(n, "my.app-pre-restore-20261121T101500Z.tar.zst");
     }
 }

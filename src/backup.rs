@@ -297,13 +297,18 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
     let (created_at, stamp, mtime) = now_stamps();
 
     let name = opts.name.clone().unwrap_or_else(|| location::name_of(&source));
-    let default_name =
-        archive::default_file_name(Path::new(&name), opts.tag.as_deref(), &stamp, opts.compression);
-    let target = Target::resolve(&source, opts, &default_name.to_string_lossy())?;
+    check_name(&name)?;
+    let default_name = archive::default_file_name(&name, opts.tag.as_deref(), &stamp, opts.compression);
+    let target = Target::resolve(&source, opts, &default_name)?;
     let work_dir = target.work_dir.clone();
     // Leftovers of killed runs (temp snapshots, unfinished archives) go first.
     fsutil::sweep_leftovers(&work_dir);
     let mut clock = PhaseClock::new();
+    // The parent is found before the snapshot starts: its lookups (and, without this machine's
+    // record of its checksum, a read of it) must not hold the source's checkpoints back.
+    let parent = opts
+        .incremental
+        .then(|| crate::chain::find_parent(target.loc.as_ref(), &name, opts.full_every));
     let live = snapshot::begin_live(&source, opts.method)?;
 
     // A temp snapshot (when not streaming) lives in the work directory; the archive in the
@@ -351,9 +356,6 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         changed_pages: None,
         full_reason: None,
     };
-    let parent = opts
-        .incremental
-        .then(|| crate::chain::find_parent(target.loc.as_ref(), &name, opts.full_every));
     let done = match live {
         Some(live) => backup_live(live, base, &target, opts, parent, mtime, &mut clock, progress)?,
         None => backup_copy(&source, base, &target, opts, parent, mtime, &mut clock, progress)?,
@@ -406,6 +408,9 @@ fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
     db::precheck(source)?;
     let source = std::path::absolute(source).map_err(|e| Error::io("resolve", source, e))?;
     let (created_at, stamp, _) = now_stamps();
+    if let Some(n) = &opts.name {
+        check_name(n)?;
+    }
     let target = Target::resolve(&source, opts, &sql_file_name(&source, opts, &stamp))?;
     let out_dir = target.work_dir.clone();
     fsutil::sweep_leftovers(&out_dir);
@@ -499,6 +504,16 @@ fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
             clock.into_phases()
         },
     })
+}
+
+/// Refuses a `--name` that cannot be part of an object name.
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.starts_with('.') || name.contains('/') || name.chars().any(char::is_control) {
+        return Err(Error::InvalidOption(format!(
+            "{name:?} cannot name backups (no '/', no leading '.', not empty)"
+        )));
+    }
+    Ok(())
 }
 
 /// The default name of a dump: `<name>[-tag]-<stamp>.sql.zst` (or `.sql.gz`, `.sql`).
@@ -657,7 +672,7 @@ fn backup_live(
             clock.lap("finish archive");
             Ok(Done {
                 manifest,
-                database_sha256: body.entry_sha256,
+                database_sha256: body.snapshot_sha256,
                 published,
                 snapshot_ms: None,
                 streamed: true,
@@ -823,7 +838,7 @@ fn backup_copy(
         clock.lap("archive");
         return Ok(Done {
             manifest,
-            database_sha256: body.entry_sha256,
+            database_sha256: body.snapshot_sha256,
             published,
             snapshot_ms: Some(snap.stats.duration_ms),
             streamed: false,
@@ -939,8 +954,6 @@ impl PageSource<'_> {
 
 /// What [`write_zstd_body`] wrote.
 struct Body {
-    /// SHA-256 of the data entry (`database.sqlite` or `pages.bin`).
-    entry_sha256: String,
     snapshot_sha256: String,
     page_hashes: crate::pageset::PageHashes,
     incremental: Option<(crate::manifest::ParentLink, u32, u64)>,
@@ -999,7 +1012,6 @@ fn write_zstd_body(
     let mut incremental = None;
     let mut hashes = None;
     let mut snapshot_sha256 = None;
-    let mut entry_sha256 = None;
     if let Some(p) = parent.take() {
         progress.begin("compare pages", Some(db_size));
         let mut hasher =
@@ -1015,7 +1027,7 @@ fn write_zstd_body(
         } else if let Some(mut changed) = done.changed {
             let size = done.changed_count * (4 + page_size as u64);
             progress.begin("compress", Some(size));
-            let sum = writer.append_entry(crate::pageset::PAGES_ENTRY, size, io_err, |w| {
+            writer.append_entry(crate::pageset::PAGES_ENTRY, size, io_err, |w| {
                 let mut buf = vec![0u8; 1 << 20];
                 loop {
                     let n = std::io::Read::read(&mut changed, &mut buf).map_err(io_err)?;
@@ -1031,10 +1043,9 @@ fn write_zstd_body(
             if let PageSource::Live { live, .. } = pages {
                 let _ = live.conn().execute_batch("COMMIT");
             }
-            incremental = Some((p.link.clone(), p.depth + 1, done.changed_count));
+            incremental = Some((p.link.clone(), p.depth.saturating_add(1), done.changed_count));
             hashes = Some(done.hashes);
             snapshot_sha256 = done.sha256;
-            entry_sha256 = Some(sum);
         }
     }
     if incremental.is_none() {
@@ -1048,8 +1059,7 @@ fn write_zstd_body(
         })?;
         progress.end();
         hashes = table;
-        snapshot_sha256 = Some(sum.clone());
-        entry_sha256 = Some(sum);
+        snapshot_sha256 = Some(sum);
     }
     let hashes = hashes.unwrap_or_default();
     if hashes.len() as u64 != page_count {
@@ -1063,7 +1073,6 @@ fn write_zstd_body(
         .append_framed(crate::pageset::HASHES_ENTRY, &table)
         .map_err(io_err)?;
     Ok(Body {
-        entry_sha256: entry_sha256.unwrap_or_default(),
         snapshot_sha256: snapshot_sha256.unwrap_or_default(),
         page_hashes: crate::pageset::PageHashes {
             algorithm: crate::pageset::ALGORITHM.into(),

@@ -28,7 +28,10 @@ pub fn parse_at(text: &str) -> std::result::Result<i64, String> {
     if let Some(d) = t.strip_suffix("ago") {
         let secs = crate::prune::parse_duration(d.trim())?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        return Ok(now - secs as i64);
+        return i64::try_from(secs)
+            .ok()
+            .and_then(|s| now.checked_sub(s))
+            .ok_or_else(|| format!("{text:?} is too long ago"));
     }
     time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
         .map(|d| d.unix_timestamp())
@@ -85,14 +88,14 @@ pub fn find_parent(
         ));
     };
     if let Some(n) = full_every {
-        if m.chain_depth + 1 >= n {
+        if m.chain_depth.saturating_add(1) >= n {
             return Err(format!(
                 "--full-every {n} reached (the newest backup is link {} of its chain)",
                 m.chain_depth
             ));
         }
     }
-    if m.chain_depth + 1 > MAX_DEPTH {
+    if m.chain_depth >= MAX_DEPTH {
         return Err(format!("the chain is {MAX_DEPTH} links long"));
     }
     let key = pageset::parse_key(&ph.key).ok_or_else(|| format!("{newest}: invalid page-hash key"))?;
@@ -122,21 +125,25 @@ fn read_hashes(loc: &dyn Location, name: &str, ph: &pageset::PageHashes) -> Resu
     let (start, len) = ph
         .frame
         .ok_or_else(|| Error::bad_archive(&path, "no byte range for the page-hash table"))?;
-    let want = ph.count.saturating_mul(pageset::HASH_LEN as u64);
-    if len > want + (1 << 20) {
+    let want = ph
+        .count
+        .checked_mul(pageset::HASH_LEN as u64)
+        .filter(|w| *w <= usize::MAX as u64 / 2)
+        .ok_or_else(|| Error::bad_archive(&path, "page-hash table too large"))?;
+    if len > want.saturating_add(64 << 10) {
         return Err(Error::bad_archive(&path, "page-hash frame larger than its table"));
     }
     let frame = loc.read_range(name, start, len)?;
     let mut d = zstd::stream::read::Decoder::new(&frame[..]).map_err(|e| Error::io("decode", &path, e))?;
     let mut tar_bytes = Vec::new();
     (&mut d)
-        .take(want + 1024 + 512)
+        .take(want.saturating_add(1024 + 512))
         .read_to_end(&mut tar_bytes)
         .map_err(|e| Error::bad_archive(&path, format!("page-hash frame: {e}")))?;
-    if tar_bytes.len() < 512 + want as usize {
-        return Err(Error::bad_archive(&path, "page-hash frame is truncated"));
-    }
-    let table = &tar_bytes[512..512 + want as usize];
+    let end = 512 + want as usize;
+    let table = tar_bytes
+        .get(512..end)
+        .ok_or_else(|| Error::bad_archive(&path, "page-hash frame is truncated"))?;
     if hex(&Sha256::digest(table)) != ph.sha256 {
         return Err(Error::bad_archive(
             &path,
@@ -303,7 +310,7 @@ pub fn compose(
             c
         } else {
             let mut w = PageApplier::new(out, m.db.page_size, m.db.page_count);
-            let c = archive::read_archive(link, &mut w, progress)?;
+            let c = archive::read_archive_as(link, &mut w, true, progress)?;
             w.finish().map_err(|e| Error::io("write", out_path, e))?;
             out.set_len(m.db_size)
                 .map_err(|e| Error::io("truncate", out_path, e))?;

@@ -114,6 +114,27 @@ impl Manifest {
         if self.db.page_count == 0 || self.db.page_count > 4_294_967_294 {
             return Err(format!("invalid page count {}", self.db.page_count));
         }
+        if let Some(ph) = &self.page_hashes {
+            if ph.count != self.db.page_count {
+                return Err(format!(
+                    "{} page hashes for {} pages",
+                    ph.count, self.db.page_count
+                ));
+            }
+            let table = ph.count.saturating_mul(crate::pageset::HASH_LEN as u64);
+            if ph.frame.is_some_and(|(start, len)| {
+                start.checked_add(len).is_none() || len > table.saturating_add(64 << 10)
+            }) {
+                return Err("the page-hash frame's byte range does not fit its table".into());
+            }
+        }
+        if self.chain_depth > crate::chain::MAX_DEPTH {
+            return Err(format!(
+                "chain depth {} is over {}",
+                self.chain_depth,
+                crate::chain::MAX_DEPTH
+            ));
+        }
         if self.kind == "incremental" {
             let p = self
                 .parent

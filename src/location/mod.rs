@@ -342,22 +342,7 @@ pub fn latest(loc: &dyn Location, name: &str, at: Option<i64>) -> Result<Option<
     Ok(best.map(|(_, n)| n))
 }
 
-/// The `-N` a name got when its stamp was taken (`app-<stamp>-2.tar.zst` is 2, no suffix 1):
-/// backups made in the same second are in this order.
-pub fn sequence(name: &str) -> u32 {
-    let Some(dot) = name.find(".tar").or_else(|| name.rfind(".sql")) else {
-        return 1;
-    };
-    let stem = &name[..dot];
-    match stem.rsplit_once('-') {
-        Some((before, n))
-            if before.ends_with('Z') && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            n.parse().unwrap_or(1)
-        }
-        _ => 1,
-    }
-}
+pub use crate::prune::policy::sequence;
 
 /// `secs` since the epoch as RFC 3339 UTC (`2026-12-01T10:15:00Z`).
 pub fn format_time(secs: i64) -> String {

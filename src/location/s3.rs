@@ -437,7 +437,8 @@ impl Location for S3Location {
             return Ok(Vec::new());
         }
         let c = &self.client;
-        let range = format!("bytes={start}-{}", start + len - 1);
+        let last = start.saturating_add(len - 1);
+        let range = format!("bytes={start}-{last}");
         let got = c.rt.block_on(async {
             let o =
                 c.s3.get_object()
@@ -589,6 +590,7 @@ impl Location for S3Location {
             spool: None,
             bytes: 0,
             failed: None,
+            parts_running: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }))
     }
 
@@ -720,31 +722,57 @@ impl Read for ChannelReader {
     }
 }
 
-/// Multipart uploads in progress in this process, so that a signal handler can abort them.
-/// An upload in progress: its client, bucket, key and upload id.
-type ActiveUpload = (Arc<Client>, String, String, String);
+/// A multipart upload in progress in this process, so that a signal handler can abort it.
+struct ActiveUpload {
+    client: Arc<Client>,
+    bucket: String,
+    key: String,
+    id: String,
+    /// Its part uploads still running.
+    parts_running: Arc<std::sync::atomic::AtomicUsize>,
+}
 
 fn active_uploads() -> &'static Mutex<Vec<ActiveUpload>> {
     static ACTIVE: OnceLock<Mutex<Vec<ActiveUpload>>> = OnceLock::new();
     ACTIVE.get_or_init(|| Mutex::new(Vec::new()))
 }
 
+/// `CreateMultipartUpload` requests sent and not yet registered in [`active_uploads`].
+static CREATING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Waits (at most `limit`) until `running` is zero: a part that reaches the server after the
+/// upload is aborted could bring the upload back on some servers.
+fn wait_parts(running: &std::sync::atomic::AtomicUsize, limit: Duration) {
+    let until = std::time::Instant::now() + limit;
+    while running.load(std::sync::atomic::Ordering::SeqCst) > 0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Aborts every multipart upload this process has in progress (for Ctrl-C and SIGTERM
-/// handlers, before the process exits), waiting at most ~10 s in all.
+/// handlers, before the process exits): waits up to 5 s for uploads being started to be known,
+/// lets each upload's running parts end (up to 10 s), then aborts it.
 pub fn abort_active_uploads() -> usize {
+    use std::sync::atomic::Ordering;
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while CREATING.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let uploads: Vec<_> = active_uploads()
         .lock()
         .map(|mut v| std::mem::take(&mut *v))
         .unwrap_or_default();
     let n = uploads.len();
-    for (c, bucket, key, id) in uploads {
+    for u in uploads {
+        wait_parts(&u.parts_running, Duration::from_secs(10));
+        let c = &u.client;
         let _ = c.rt.block_on(async {
             tokio::time::timeout(
                 Duration::from_secs(10),
                 c.s3.abort_multipart_upload()
-                    .bucket(bucket)
-                    .key(key)
-                    .upload_id(id)
+                    .bucket(&u.bucket)
+                    .key(&u.key)
+                    .upload_id(&u.id)
                     .send(),
             )
             .await
@@ -775,6 +803,8 @@ struct S3Object {
     spool: Option<io::BufWriter<std::fs::File>>,
     bytes: u64,
     failed: Option<String>,
+    /// Part uploads running (shared with this upload's entry in [`active_uploads`]).
+    parts_running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl S3Object {
@@ -786,22 +816,36 @@ impl S3Object {
         if let Some(id) = &self.upload {
             return Ok(id.clone());
         }
+        use std::sync::atomic::Ordering;
         let c = self.client().clone();
-        let out =
-            c.rt.block_on(
-                c.s3.create_multipart_upload()
-                    .bucket(&self.loc.bucket)
-                    .key(&self.key)
-                    .send(),
-            )
-            .map_err(|e| io::Error::other(self.loc.remote_err("start upload of", &self.name, e)))?;
-        let id = out
-            .upload_id()
-            .ok_or_else(|| io::Error::other("the server returned no upload id"))?
-            .to_string();
-        if let Ok(mut v) = active_uploads().lock() {
-            v.push((c.clone(), self.loc.bucket.clone(), self.key.clone(), id.clone()));
-        }
+        // Counted until registered, so that a signal arriving meanwhile waits for the id.
+        CREATING.fetch_add(1, Ordering::SeqCst);
+        let out = c.rt.block_on(
+            c.s3.create_multipart_upload()
+                .bucket(&self.loc.bucket)
+                .key(&self.key)
+                .send(),
+        );
+        let registered = (|| -> io::Result<String> {
+            let out =
+                out.map_err(|e| io::Error::other(self.loc.remote_err("start upload of", &self.name, e)))?;
+            let id = out
+                .upload_id()
+                .ok_or_else(|| io::Error::other("the server returned no upload id"))?
+                .to_string();
+            if let Ok(mut v) = active_uploads().lock() {
+                v.push(ActiveUpload {
+                    client: c.clone(),
+                    bucket: self.loc.bucket.clone(),
+                    key: self.key.clone(),
+                    id: id.clone(),
+                    parts_running: self.parts_running.clone(),
+                });
+            }
+            Ok(id)
+        })();
+        CREATING.fetch_sub(1, Ordering::SeqCst);
+        let id = registered?;
         self.upload = Some(id.clone());
         Ok(id)
     }
@@ -827,14 +871,18 @@ impl S3Object {
                 .part_number(number)
                 .body(ByteStream::from(data));
         let (url, endpoint) = (self.loc.url_of(&self.name), c.endpoint.clone());
+        let running = self.parts_running.clone();
+        running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let handle = c.rt.spawn(async move {
-            match req.send().await {
+            let r = match req.send().await {
                 Ok(o) => o
                     .e_tag()
                     .map(str::to_string)
                     .ok_or_else(|| "no ETag for a part".to_string()),
                 Err(e) => Err(sdk_error("upload part of", &url, &endpoint, e).to_string()),
-            }
+            };
+            running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            r
         });
         self.in_flight.push((number, handle));
         Ok(())
@@ -864,9 +912,10 @@ impl S3Object {
     }
 
     fn abort(&mut self) {
-        for (_, h) in self.in_flight.drain(..) {
-            h.abort();
-        }
+        // Parts still on their way are let finish first: one that reached the server after
+        // the abort could bring the upload back.
+        self.in_flight.clear();
+        wait_parts(&self.parts_running, Duration::from_secs(30));
         if let Some(id) = self.upload.take() {
             let c = self.loc.client.clone();
             let _ = c.rt.block_on(async {
@@ -881,7 +930,7 @@ impl S3Object {
                 .await
             });
             if let Ok(mut v) = active_uploads().lock() {
-                v.retain(|(_, _, _, i)| *i != id);
+                v.retain(|u| u.id != id);
             }
         }
     }
@@ -1003,7 +1052,7 @@ impl S3Object {
             Ok(_) => {
                 self.upload = None;
                 if let Ok(mut v) = active_uploads().lock() {
-                    v.retain(|(_, _, _, i)| *i != id);
+                    v.retain(|u| u.id != id);
                 }
                 Ok(Published {
                     path: url,

@@ -52,15 +52,18 @@ pub struct PruneReport {
 }
 
 /// Keeps every parent of a kept incremental archive, transitively, with the reason "parent of
-/// X". Manifests are read only when some backup is to go.
-fn keep_parents(loc: &dyn location::Location, verdicts: &mut [Verdict]) {
+/// X". Manifests are read only when some backup is to go; a kept backup whose manifest cannot
+/// be read stops the prune (its parents are unknown, so nothing may be deleted).
+fn keep_parents(loc: &dyn location::Location, verdicts: &mut [Verdict]) -> Result<()> {
     if verdicts.iter().all(|v| v.keep) {
-        return;
+        return Ok(());
     }
-    let parent_of = |name: &str| -> Option<String> {
-        crate::dump::read_manifest(&loc.object_path(name))
-            .ok()
-            .and_then(|m| m.parent.map(|p| p.name))
+    let parent_of = |name: &str| -> Result<Option<String>> {
+        match crate::dump::read_manifest(&loc.object_path(name)) {
+            Ok(m) => Ok(m.parent.map(|p| p.name)),
+            // Nothing is deleted: the error stops the prune before any deletion.
+            Err(e) => Err(e),
+        }
     };
     let mut stack: Vec<String> = verdicts
         .iter()
@@ -72,7 +75,9 @@ fn keep_parents(loc: &dyn location::Location, verdicts: &mut [Verdict]) {
         if !seen.insert(child.clone()) {
             continue;
         }
-        let Some(parent) = parent_of(&child) else { continue };
+        let Some(parent) = parent_of(&child)? else {
+            continue;
+        };
         if let Some(v) = verdicts.iter_mut().find(|v| v.name == parent) {
             if !v.keep {
                 v.keep = true;
@@ -82,6 +87,7 @@ fn keep_parents(loc: &dyn location::Location, verdicts: &mut [Verdict]) {
             stack.push(parent);
         }
     }
+    Ok(())
 }
 
 /// Age after which an incomplete multipart upload is litevault's leftover, not a live upload.
@@ -124,7 +130,7 @@ pub fn prune(dir: &Path, opts: &PruneOptions) -> Result<PruneReport> {
         });
     }
     let mut verdicts = plan(&candidates, &opts.policy);
-    keep_parents(loc.as_ref(), &mut verdicts);
+    keep_parents(loc.as_ref(), &mut verdicts)?;
     if !opts.force {
         let mut groups: std::collections::BTreeMap<&str, bool> = Default::default();
         for v in &verdicts {

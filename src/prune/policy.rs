@@ -129,6 +129,23 @@ enum Rule {
     Every(Period),
 }
 
+/// The `-N` a name got when its stamp was taken (`app-<stamp>-2.tar.zst` is 2, no suffix 1):
+/// backups made in the same second are in this order.
+pub fn sequence(name: &str) -> u32 {
+    let Some(dot) = name.find(".tar").or_else(|| name.rfind(".sql")) else {
+        return 1;
+    };
+    let stem = &name[..dot];
+    match stem.rsplit_once('-') {
+        Some((before, n))
+            if before.ends_with('Z') && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            n.parse().unwrap_or(1)
+        }
+        _ => 1,
+    }
+}
+
 /// Plans retention per group: returns one verdict per candidate, grouped by group (groups sorted
 /// by name), newest first within a group (ties: name descending).
 ///
@@ -142,7 +159,11 @@ pub fn plan(candidates: &[Candidate], policy: &Policy) -> Vec<Verdict> {
     }
     let mut out = Vec::with_capacity(candidates.len());
     for members in groups.values_mut() {
-        members.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.name.cmp(&a.name)));
+        members.sort_by(|a, b| {
+            (b.created, sequence(&b.name))
+                .cmp(&(a.created, sequence(&a.name)))
+                .then_with(|| b.name.cmp(&a.name))
+        });
         let reasons = if policy.is_empty() {
             vec![vec![NO_POLICY.to_string()]; members.len()]
         } else {
@@ -461,7 +482,7 @@ mod tests {
     }
 
     #[test]
-    fn equal_times_are_ordered_by_name_descending() {
+    fn equal_times_are_ordered_by_their_sequence_then_name() {
         let t = at("2026-12-01T10:15:00Z");
         let cands = ["app-20261201T101500Z-2.tar.zst", "app-20261201T101500Z.tar.zst"].map(|n| Candidate {
             name: n.into(),
@@ -475,7 +496,8 @@ mod tests {
                 ..policy()
             },
         );
-        assert_eq!(v[0].name, "app-20261201T101500Z.tar.zst");
+        // "-2" was taken after the plain name in the same second: it is the newer.
+        assert_eq!(v[0].name, "app-20261201T101500Z-2.tar.zst");
         assert!(v[0].keep && !v[1].keep);
         let v = plan(
             &cands,
@@ -484,7 +506,8 @@ mod tests {
                 ..policy()
             },
         );
-        assert_eq!(v[0].name, "app-20261201T101500Z.tar.zst");
+        // "-2" was taken after the plain name in the same second: it is the newer.
+        assert_eq!(v[0].name, "app-20261201T101500Z-2.tar.zst");
         assert!(v[0].keep && !v[1].keep);
     }
 

@@ -483,3 +483,43 @@ fn kill_9_during_an_incremental_leaves_the_chain_usable() {
     let restored = restore_to(&env, r["archive"].as_str().unwrap(), "r.db");
     assert_eq!(content_hash(&restored), content_hash(&db));
 }
+
+#[test]
+fn names_with_dots_keep_their_whole_stem() {
+    let env = Env::new();
+    let a = env.path("notes.db");
+    let b = env.path("notes.old.db");
+    make_db(&a, "CREATE TABLE t(x); INSERT INTO t VALUES ('a');");
+    make_db(&b, "CREATE TABLE t(x); INSERT INTO t VALUES ('b');");
+    let ra = incremental(&env, &a, &[]);
+    let rb = incremental(&env, &b, &[]);
+    let name_b = rb["archive"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(name_b.starts_with("notes.old-"), "{name_b}");
+    assert!(ra["archive"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .starts_with("notes-2"));
+    // --latest for notes.db finds notes.db's backup, not notes.old.db's.
+    let out = env.path("notes.db.restored");
+    env.run(&[
+        "restore",
+        "--latest",
+        "--dir",
+        s(&env.backups()),
+        "--name",
+        "notes",
+        s(&out),
+    ])
+    .ok();
+    assert_eq!(query_i64(&out, "SELECT count(*) FROM t WHERE x = 'a'"), 1);
+    env.run(&["backup", s(&a), "--name", "../x"]).code(2);
+}
