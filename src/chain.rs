@@ -98,6 +98,10 @@ pub fn find_parent(
     if m.chain_depth >= MAX_DEPTH {
         return Err(format!("the chain is {MAX_DEPTH} links long"));
     }
+    // A parent whose own chain is broken could not be restored: nor could its children.
+    if m.kind == "incremental" {
+        links(&path).map_err(|e| format!("the chain of the newest backup {newest} is broken ({e})"))?;
+    }
     let key = pageset::parse_key(&ph.key).ok_or_else(|| format!("{newest}: invalid page-hash key"))?;
     let hashes = read_hashes(loc, &newest, &ph)
         .map_err(|e| format!("the page hashes of {newest} cannot be read: {e}"))?;

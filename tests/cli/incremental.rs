@@ -523,3 +523,24 @@ fn names_with_dots_keep_their_whole_stem() {
     assert_eq!(query_i64(&out, "SELECT count(*) FROM t WHERE x = 'a'"), 1);
     env.run(&["backup", s(&a), "--name", "../x"]).code(2);
 }
+
+#[test]
+fn an_incremental_is_never_built_on_a_broken_chain() {
+    let env = Env::new();
+    let db = env.path("app.db");
+    make_sized_db(&db, 2);
+    let a = incremental(&env, &db, &[]);
+    next_second();
+    make_db(&db, "UPDATE items SET name = 'x' || name WHERE id % 9 = 0;");
+    let b = incremental(&env, &db, &[]);
+    assert_eq!(b["kind"], "incremental");
+    // The base disappears (deleted by hand): the next backup must not extend the chain.
+    std::fs::remove_file(a["archive"].as_str().unwrap()).unwrap();
+    next_second();
+    make_db(&db, "UPDATE items SET name = 'y' || name WHERE id % 9 = 1;");
+    let c = incremental(&env, &db, &[]);
+    assert_eq!(c["kind"], "full", "{c}");
+    assert!(c["full_reason"].as_str().unwrap().contains("broken"), "{c}");
+    let out = restore_to(&env, c["archive"].as_str().unwrap(), "c.db");
+    assert_eq!(content_hash(&out), content_hash(&db));
+}
