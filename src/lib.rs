@@ -13,6 +13,12 @@
 //! - SQL dumps ([`dump`]): `BackupOptions { format: Format::Sql, .. }` writes an exact,
 //!   deterministic SQL dump; `restore` and `verify` accept dumps (any SQL dump is loaded as
 //!   untrusted input).
+//! - Locations ([`location`]): every path above may be a local one or `s3://bucket/prefix/...`
+//!   (S3-compatible object storage); [`prune`] applies retention, [`copy`] moves archives
+//!   between locations.
+//! - Incremental backups ([`chain`], [`pageset`]): `BackupOptions { incremental: true, .. }`
+//!   stores only the pages changed since the newest backup of the same name; restore composes
+//!   the chain.
 //!
 //! ```
 //! use litevault::{backup, restore, verify, BackupOptions, RestoreOptions, VerifyOptions, NoProgress};

@@ -110,7 +110,7 @@ pub fn decode(bytes: &[u8]) -> Option<Vec<PageHash>> {
 
 /// Receives a database's pages in order (in writes of any size) and hashes each one; with a
 /// parent table, also keeps the pages that differ from it (or are beyond its end) in an
-/// unnamed temp file for [`PageHasher::changed_pages`]. `inner` (if any) gets every byte, for a
+/// unnamed temp file (see [`Finished::changed`]). `inner` (if any) gets every byte, for a
 /// full archive's `database.sqlite` entry.
 pub struct PageHasher<W: Write> {
     inner: W,

@@ -1,7 +1,7 @@
 //! Writing a dump's bytes (`backup --format sql`) and re-dumping a restored database to prove a
 //! round trip.
 //!
-//! [`write_dump`] writes header, data section and trailer of a snapshot into any writer; the
+//! `write_dump` writes header, data section and trailer of a snapshot into any writer; the
 //! orchestration (snapshot, checks, plan, where the bytes go) is `backup`'s, so data flows one
 //! way: snapshot -> dump writer -> location.
 
