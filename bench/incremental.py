@@ -8,6 +8,8 @@ private copy, in one run:
 
   litevault  backup --incremental (the first one is full), then `--repeat` times: edit 1% of the
              rows of one table (comments), backup --incremental; bytes stored and wall time.
+  restic     (when installed) `restic backup` of the database file after each checkpointed edit:
+             repository growth.
   litestream 0.5 as a daemon (`litestream replicate DB file://REPLICA`): bytes it ships for the
              same edit (replica growth once it settles); and `replicate -once` from cron, which
              needs no daemon: bytes stored by a run after the edit.
@@ -67,12 +69,12 @@ def edit(db: str, k: int) -> int:
     return n
 
 
-def settle(path: str, quiet_s: float = 3.0, timeout: float = 180.0) -> int:
-    """Waits until the size of `path` has not changed for `quiet_s` seconds."""
+def settle(path: str, quiet_s: float = 3.0, timeout: float = 300.0) -> int:
+    """Waits until `path` holds something and its size has not changed for `quiet_s` seconds."""
     last, since, t0 = -1, time.time(), time.time()
     while time.time() - t0 < timeout:
         now = dir_bytes(path)
-        if now != last:
+        if now != last or now == 0:
             last, since = now, time.time()
         elif time.time() - since >= quiet_s:
             return now
@@ -97,6 +99,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=run.DEFAULT_SEED)
     ap.add_argument("--work", default=os.path.join(HERE, "work"))
     ap.add_argument("--skip-litestream", action="store_true")
+    ap.add_argument("--skip-restic", action="store_true")
     ap.add_argument("--json", nargs="?", const="-", default=None)
     args = ap.parse_args(argv)
     os.makedirs(args.work, exist_ok=True)
@@ -182,6 +185,31 @@ def main(argv=None) -> int:
             subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             rows.append({"tool": "litestream -once", "op": "run after 1% edit",
                          "bytes": dir_bytes(replica2) - before, "wall": time.time() - t0})
+
+    restic = shutil.which("restic")
+    if restic and not args.skip_restic:
+        rdb = os.path.join(work, "restic.db")
+        fresh_copy(src, rdb)
+        repo = os.path.join(work, "restic-repo")
+        renv = dict(os.environ, RESTIC_PASSWORD="bench", RESTIC_REPOSITORY=repo)
+        subprocess.run([restic, "init", "-q"], env=renv, check=True, stdout=subprocess.DEVNULL)
+
+        def restic_backup(op):
+            before = dir_bytes(repo)
+            r = run.measure([restic, "backup", "-q", rdb], env=renv)
+            rows.append({"tool": "restic", "op": op, "wall": r.wall, "cpu": r.cpu,
+                         "peak_mib": (r.peak_kib or 0) / 1024, "bytes": dir_bytes(repo) - before})
+
+        restic_backup("backup (first)")
+        for k in range(args.repeat):
+            con = sqlite3.connect(rdb)
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            con.close()
+            edit(rdb, 10 + k)
+            con = sqlite3.connect(rdb)
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            con.close()
+            restic_backup("backup after 1% edit")
 
     def med(tool, op, key):
         v = [r[key] for r in rows if r["tool"] == tool and r["op"] == op and r.get(key) is not None]

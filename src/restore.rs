@@ -269,6 +269,15 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
     }
     let safety_dir = exists.then(|| opts.safety_dir.clone().unwrap_or_else(backup::default_backup_dir));
     let mut checks = match content {
+        Content::Archive if manifest.kind == "incremental" => vec![
+            "archive structure (every link of the chain)".to_string(),
+            format!(
+                "chain: {} links composed, each link's checksums and identity, the result's SHA-256",
+                manifest.chain_depth + 1
+            ),
+            "manifest header".into(),
+            "row counts".into(),
+        ],
         Content::Archive => vec![
             "archive structure".to_string(),
             "checksum manifest.json".into(),
