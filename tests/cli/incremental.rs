@@ -544,3 +544,32 @@ fn an_incremental_is_never_built_on_a_broken_chain() {
     let out = restore_to(&env, c["archive"].as_str().unwrap(), "c.db");
     assert_eq!(content_hash(&out), content_hash(&db));
 }
+
+#[test]
+fn merge_reads_an_incremental_through_its_chain() {
+    let env = Env::new();
+    let db = env.path("app.db");
+    make_sized_db(&db, 2);
+    incremental(&env, &db, &[]);
+    next_second();
+    make_db(&db, "INSERT INTO items(name, body) VALUES ('new one', x'00');");
+    let r = incremental(&env, &db, &[]);
+    assert_eq!(r["kind"], "incremental");
+    let archive = r["archive"].as_str().unwrap();
+    // Into a copy that lacks the last row: exactly that row comes in.
+    let other = env.path("other.db");
+    std::fs::copy(&db, &other).unwrap();
+    make_db(&other, "DELETE FROM items WHERE name = 'new one';");
+    let m = env
+        .run(&["merge", archive, s(&other), "--no-safety-copy", "--json"])
+        .ok()
+        .json();
+    let inserted: u64 = m["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["inserted"].as_u64().unwrap())
+        .sum();
+    assert_eq!(inserted, 1, "{m}");
+    assert_eq!(content_hash(&other), content_hash(&db));
+}
