@@ -963,6 +963,7 @@ struct Body {
 impl Body {
     /// `base` with this body's chain fields.
     fn apply(&self, mut base: Manifest) -> Manifest {
+        base.format = crate::manifest::FORMAT_PAGES.into();
         base.snapshot_sha256 = Some(self.snapshot_sha256.clone());
         base.page_hashes = Some(self.page_hashes.clone());
         base.full_reason = self.full_reason.clone();

@@ -10,8 +10,12 @@ use crate::archive::Compression;
 use crate::db::DbInfo;
 use crate::snapshot::Method;
 
-/// The format tag of archives this version writes and reads.
+/// The format tag of SQL dumps, and of archives without page hashes (gzip, uncompressed).
 pub const FORMAT: &str = "litevault/1";
+
+/// The format tag of archives that hold a page-hash table (`pages.hashes`, every zstd archive)
+/// and may be incremental: litevault 0.1 cannot read them, and says so by this tag.
+pub const FORMAT_PAGES: &str = "litevault/2";
 
 /// Everything an archive records about its database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,11 +98,17 @@ impl Manifest {
     /// Checks what a reader relies on: the format tag, the kind and a size consistent with the
     /// page size and count. Returns the reason when the manifest cannot be used.
     pub fn validate(&self) -> Result<(), String> {
-        if self.format != FORMAT {
+        if self.format != FORMAT && self.format != FORMAT_PAGES {
             return Err(format!(
-                "unsupported format {:?} (this litevault reads {FORMAT})",
+                "unsupported format {:?} (this litevault reads {FORMAT} and {FORMAT_PAGES}; is it from a newer litevault?)",
                 self.format
             ));
+        }
+        if self.format == FORMAT_PAGES && self.kind == "sql" {
+            return Err(format!("an SQL dump tagged {FORMAT_PAGES}"));
+        }
+        if self.format == FORMAT && (self.kind == "incremental" || self.page_hashes.is_some()) {
+            return Err(format!("page hashes in an archive tagged {FORMAT}"));
         }
         if !["full", "sql", "incremental"].contains(&self.kind.as_str()) {
             return Err(format!("unsupported archive kind {:?}", self.kind));

@@ -318,7 +318,7 @@ fn json_report_and_manifest_describe_the_backup() {
     assert_eq!(r["archive_sha256"].as_str().unwrap().len(), 64);
     assert_eq!(r["method"], "pages");
     let m = env.run(&["show", archive, "--json"]).ok().json();
-    assert_eq!(m["format"], "litevault/1");
+    assert_eq!(m["format"], "litevault/2"); // zstd: with page hashes
     assert_eq!(m["kind"], "full");
     assert_eq!(m["compression"], "zstd");
     assert_eq!(m["compression_level"], 7);

@@ -106,7 +106,7 @@ fn backup_list_show_verify_restore_merge_round_trip() {
         assert!(it["error"].is_null());
     }
     let show = run(&env, &srv, &["show", &archive, "--json"]).ok().json();
-    assert_eq!(show["format"], "litevault/1");
+    assert_eq!(show["format"], "litevault/2");
     let v = run(&env, &srv, &["verify", &archive, "--json"]).ok().json();
     assert_eq!(v["ok"], true, "{v}");
 
