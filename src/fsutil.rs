@@ -22,8 +22,53 @@ pub fn temp_prefix() -> String {
     format!("{TEMP_PREFIX}p{}@{}@", std::process::id(), host())
 }
 
+/// Directories where this process has made temp files or directories (for
+/// [`remove_own_temps`]).
+fn temp_dirs() -> &'static std::sync::Mutex<Vec<PathBuf>> {
+    static DIRS: std::sync::OnceLock<std::sync::Mutex<Vec<PathBuf>>> = std::sync::OnceLock::new();
+    DIRS.get_or_init(|| std::sync::Mutex::new(Vec::new()))
+}
+
+/// Records that this process makes temp entries in `dir`.
+pub fn note_temp_dir(dir: &Path) {
+    if let Ok(mut v) = temp_dirs().lock() {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        if !v.contains(&dir) {
+            v.push(dir);
+        }
+    }
+}
+
+/// Removes every temp file and directory of this process (named with [`temp_prefix`]) from the
+/// directories where it made some: for a process about to exit on a signal, whose destructors
+/// will not run. Returns how many entries it removed. Symlinks are never followed.
+pub fn remove_own_temps() -> usize {
+    let prefix = temp_prefix();
+    let dirs = temp_dirs().lock().map(|v| v.clone()).unwrap_or_default();
+    let mut removed = 0;
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+                continue;
+            }
+            let path = entry.path();
+            let gone = match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path).is_ok(),
+                Ok(m) if m.is_file() => std::fs::remove_file(&path).is_ok(),
+                _ => false,
+            };
+            removed += gone as usize;
+        }
+    }
+    removed
+}
+
 /// A new temp directory in `dir`, named with [`temp_prefix`] (removed when dropped).
 pub fn temp_dir_in(dir: &Path) -> Result<tempfile::TempDir> {
+    note_temp_dir(dir);
     tempfile::Builder::new()
         .prefix(&temp_prefix())
         .tempdir_in(dir)
@@ -160,6 +205,7 @@ impl AtomicFile {
     pub fn create(final_path: &Path, mode: u32) -> Result<Self> {
         use std::os::unix::fs::PermissionsExt;
         let dir = parent_dir(final_path);
+        note_temp_dir(&dir);
         let tmp = tempfile::Builder::new()
             .prefix(&temp_prefix())
             .suffix(".partial")

@@ -370,8 +370,9 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 }
 
 /// Ctrl-C and SIGTERM: the signals are blocked in every thread and taken by one thread, which
-/// aborts the S3 multipart uploads in progress (so no incomplete upload is left behind) and
-/// exits with 128 + the signal's number. Local temp files are removed by the next run's sweep.
+/// aborts the S3 multipart uploads in progress (so no incomplete upload is left behind),
+/// removes this process's temp files and exits with 128 + the signal's number (130, 143). A
+/// restore into a live database that is cut short is rolled back by SQLite's journal.
 fn handle_signals() {
     // SAFETY: plain libc calls on a local, initialised signal set, before any other thread
     // exists (threads spawned later inherit the mask).
@@ -388,9 +389,11 @@ fn handle_signals() {
             let mut sig: libc::c_int = 0;
             if libc::sigwait(&set, &mut sig) == 0 {
                 let aborted = litevault::location::s3::abort_active_uploads();
-                if aborted > 0 {
-                    eprintln!("interrupted: aborted {aborted} upload(s) in progress");
-                }
+                let removed = litevault::fsutil::remove_own_temps();
+                let name = if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
+                eprintln!(
+                    "interrupted ({name}): aborted {aborted} upload(s) in progress, removed {removed} temp file(s); nothing was published or replaced"
+                );
                 std::process::exit(128 + sig);
             }
         });

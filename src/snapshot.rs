@@ -339,6 +339,7 @@ impl LiveSnapshot {
                     if spill.is_none() && wal_size().saturating_sub(wal_at_start) > spill_after {
                         let rest = (self.page_count + 1 - expected) * self.page_size as u64;
                         if crate::fsutil::free_space(spill_dir).unwrap_or(0) > rest + (64 << 20) {
+                            crate::fsutil::note_temp_dir(spill_dir);
                             let tmp = tempfile::Builder::new()
                                 .prefix(&crate::fsutil::temp_prefix())
                                 .suffix(".pages")

@@ -11,6 +11,7 @@ mod s3server;
 
 mod backup;
 mod dump;
+mod faults;
 mod helper;
 mod hot;
 mod incremental;

@@ -1,0 +1,132 @@
+//! Faults a user meets: Ctrl-C (SIGINT) and SIGTERM in the middle of a command. Each must exit
+//! with 130 or 143, remove its temp files, and leave the target as it was.
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// This process's-style temp entries (`.litevault-...`) in `dir`.
+fn temps_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".litevault-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until a temp entry exists in one of `dirs` (the command is mid-work), then sends
+/// `sig`; returns the exit code and stderr.
+fn interrupt(mut child: Child, dirs: &[PathBuf], sig: i32) -> (Option<i32>, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dirs.iter().all(|d| temps_in(d).is_empty()) {
+        assert!(Instant::now() < deadline, "the command never made a temp file");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the command ended before it could be interrupted"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn big_db(env: &Env) -> PathBuf {
+    let db = env.path("big.db");
+    make_sized_db(&db, 200);
+    db
+}
+
+#[test]
+fn sigint_during_a_backup_removes_its_temp_files_and_publishes_nothing() {
+    let env = Env::new();
+    let db = big_db(&env);
+    // Rollback mode: the snapshot is a temp copy first, then the archive.
+    let child = env.command(&["backup", s(&db)]).spawn().unwrap();
+    let (code, stderr) = interrupt(child, &[env.backups()], libc::SIGINT);
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted (SIGINT)"), "{stderr}");
+    assert!(env.backup_files().is_empty(), "left: {:?}", env.backup_files());
+}
+
+#[test]
+fn sigterm_during_a_restore_leaves_the_target_untouched_and_no_temp_files() {
+    let env = Env::new();
+    let db = big_db(&env);
+    let archive = env.backup(&db, &[]);
+    // Over an existing database (with --overwrite): the safety archive, then the restore.
+    let target = env.path("target.db");
+    make_db(&target, "CREATE TABLE kept(x); INSERT INTO kept VALUES (42);");
+    let before = content_hash(&target);
+    let child = env
+        .command(&["restore", s(&archive), s(&target), "--overwrite"])
+        .spawn()
+        .unwrap();
+    let (code, stderr) = interrupt(
+        child,
+        &[env.backups(), env.dir.path().to_path_buf()],
+        libc::SIGTERM,
+    );
+    assert_eq!(code, Some(143), "{stderr}");
+    assert_eq!(content_hash(&target), before, "the target changed");
+    assert!(
+        temps_in(env.dir.path()).is_empty(),
+        "{:?}",
+        temps_in(env.dir.path())
+    );
+    assert!(
+        temps_in(&env.backups()).is_empty(),
+        "{:?}",
+        temps_in(&env.backups())
+    );
+    // And a new target is not created at all.
+    let fresh = env.path("fresh.db");
+    let child = env.command(&["restore", s(&archive), s(&fresh)]).spawn().unwrap();
+    let (code, _) = interrupt(child, &[env.dir.path().to_path_buf()], libc::SIGINT);
+    assert_eq!(code, Some(130));
+    assert!(!fresh.exists());
+    assert!(temps_in(env.dir.path()).is_empty());
+}
+
+#[test]
+fn sigint_during_verify_and_a_dump_restore_removes_their_temp_files() {
+    let env = Env::new();
+    let db = big_db(&env);
+    let archive = env.backup(&db, &[]);
+    let scratch = env.path("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let child = env
+        .command(&["verify", s(&archive), "--temp-dir", s(&scratch)])
+        .spawn()
+        .unwrap();
+    let (code, stderr) = interrupt(child, std::slice::from_ref(&scratch), libc::SIGINT);
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(temps_in(&scratch).is_empty(), "{:?}", temps_in(&scratch));
+
+    let dump = env.backup(&db, &["--format", "sql"]);
+    let target = env.path("from-dump.db");
+    let child = env.command(&["restore", s(&dump), s(&target)]).spawn().unwrap();
+    let (code, stderr) = interrupt(child, &[env.dir.path().to_path_buf()], libc::SIGTERM);
+    assert_eq!(code, Some(143), "{stderr}");
+    assert!(!target.exists());
+    assert!(
+        temps_in(env.dir.path()).is_empty(),
+        "{:?}",
+        temps_in(env.dir.path())
+    );
+}
