@@ -231,6 +231,12 @@ impl Error {
                 "`litevault backup --allow-corrupt` archives it as it is (marked corrupt); `sqlite3 DB .recover` salvages its rows",
             ),
             Error::NoSpace { .. } => Some("free some space or choose another directory"),
+            Error::Sqlite { source, .. }
+                if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) =>
+            {
+                Some(NO_SPACE_HINT)
+            }
+            Error::Io { source, .. } if is_out_of_space(source) => Some(NO_SPACE_HINT),
             Error::BadArchive { .. } | Error::ChecksumMismatch { .. } => {
                 Some("the archive is damaged or was modified; use another copy")
             }
@@ -242,6 +248,17 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// The hint for every way of running out of space.
+const NO_SPACE_HINT: &str = "no space left (the disk, a quota or a file-size limit is full): free some space or choose another directory; nothing was published or replaced";
+
+/// Whether an I/O error means the disk, a quota or a file-size limit is full.
+pub(crate) fn is_out_of_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
+    ) || e.kind() == std::io::ErrorKind::StorageFull
 }
 
 /// Whether an SQLite error means the file is corrupt or not a database.

@@ -616,15 +616,20 @@ impl Drop for RawBackup {
     }
 }
 
-/// Builds a rusqlite error from a result code and the connection's last message.
+/// Builds a rusqlite error from a result code and the connection's last message (a backup
+/// step's failure is not recorded on the connection: then the result code's own text).
 fn sqlite_error(conn: &Connection, rc: c_int) -> rusqlite::Error {
-    // SAFETY: valid connection; errmsg returns a NUL-terminated string owned by SQLite.
+    // SAFETY: valid connection; errmsg and errstr return NUL-terminated strings owned by
+    // SQLite.
     let msg = unsafe {
         let p = ffi::sqlite3_errmsg(conn.handle());
-        if p.is_null() {
-            None
-        } else {
-            Some(std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned())
+        let last = (!p.is_null()).then(|| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned());
+        match last {
+            Some(m) if m != "not an error" => Some(m),
+            _ => {
+                let p = ffi::sqlite3_errstr(rc);
+                (!p.is_null()).then(|| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned())
+            }
         }
     };
     rusqlite::Error::SqliteFailure(ffi::Error::new(rc), msg)

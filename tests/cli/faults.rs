@@ -130,3 +130,93 @@ fn sigint_during_verify_and_a_dump_restore_removes_their_temp_files() {
         temps_in(env.dir.path())
     );
 }
+
+/// A small tmpfs mounted in the workspace (root only), unmounted when dropped: a real full disk.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: PathBuf, mib: u32) -> Option<SmallDisk> {
+        std::fs::create_dir_all(&at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk(at))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_leaves_targets_and_directories_as_they_were() {
+    let env = Env::new();
+    let db = env.path("app.db");
+    make_sized_db(&db, 12);
+    let Some(disk) = SmallDisk::mount(env.path("small"), 5) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and must mount a tmpfs"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let small = disk.0.clone();
+    let no_space = |r: &Run, what: &str| {
+        assert_eq!(r.code, 1, "{what}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("no space left") || r.stderr.contains("not enough free space"),
+            "{what}: {}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("panicked"), "{what}");
+        assert!(temps_in(&small).is_empty(), "{what}: {:?}", temps_in(&small));
+    };
+    // Backup (archive, SQL dump, incremental) onto the small disk: nothing published. The WAL
+    // copy streams its pages (no temp copy, so the space check passes and the disk fills up
+    // while the archive is written); the rollback-mode one is refused by the space check.
+    let wal = env.path("wal.db");
+    std::fs::copy(&db, &wal).unwrap();
+    make_db(&wal, "PRAGMA journal_mode=WAL;");
+    let backups = small.join("backups");
+    for source in [&wal, &db] {
+        for extra in [&[][..], &["--format", "sql"][..], &["--incremental"][..]] {
+            let mut args = vec!["backup", s(source), "--dir", s(&backups)];
+            args.extend_from_slice(extra);
+            let r = env.run(&args);
+            no_space(&r, &format!("backup {} {extra:?}", s(source)));
+            let left = std::fs::read_dir(&backups).map(|d| d.count()).unwrap_or(0);
+            assert_eq!(left, 0, "backup {extra:?} left files");
+        }
+    }
+    // Restore to a new file and over an existing one on the small disk.
+    let archive = env.backup(&db, &[]);
+    let fresh = small.join("fresh.db");
+    no_space(&env.run(&["restore", s(&archive), s(&fresh)]), "restore");
+    assert!(!fresh.exists());
+    let target = small.join("target.db");
+    make_db(&target, "CREATE TABLE kept(x); INSERT INTO kept VALUES (42);");
+    let before = content_hash(&target);
+    no_space(
+        &env.run(&["restore", s(&archive), s(&target), "--overwrite"]),
+        "restore --overwrite",
+    );
+    assert_eq!(content_hash(&target), before);
+    // A dump load, and a merge that outgrows the disk inside its transaction.
+    let dump = env.backup(&db, &["--format", "sql"]);
+    no_space(&env.run(&["restore", s(&dump), s(&fresh)]), "dump restore");
+    assert!(!fresh.exists());
+    let r = env.run(&[
+        "merge",
+        s(&archive),
+        s(&target),
+        "--no-safety-copy",
+        "--create-missing-tables",
+    ]);
+    no_space(&r, "merge");
+    assert_eq!(content_hash(&target), before);
+}
