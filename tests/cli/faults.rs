@@ -220,3 +220,69 @@ fn a_full_disk_is_a_clear_error_and_leaves_targets_and_directories_as_they_were(
     no_space(&r, "merge");
     assert_eq!(content_hash(&target), before);
 }
+
+#[test]
+fn read_only_and_forbidden_places_are_clear_errors_that_change_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let db = copy_fixture(&env, "real/Chinook_Sqlite.sqlite");
+    let archive = env.backup(&db, &[]);
+    // Running as root ignores permission bits: drop to nobody for these checks when root.
+    let as_nobody = unsafe { libc::geteuid() } == 0;
+    let run_as = |args: &[&str]| -> Run {
+        use std::os::unix::process::CommandExt;
+        let mut c = env.command(args);
+        if as_nobody {
+            c.uid(65534).gid(65534);
+        }
+        let out = c.output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    // Everything the other user needs to read.
+    for p in [env.dir.path().to_path_buf(), env.backups()] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for p in [&db, &archive] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let locked = env.path("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    // A backup into a read-only directory.
+    let r = run_as(&["backup", s(&db), "--dir", s(&locked)]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("Permission denied") || r.stderr.contains("Read-only"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(std::fs::read_dir(&locked).unwrap().count(), 0);
+    // A restore into it, and over a database the user may not write.
+    let r = run_as(&["restore", s(&archive), s(&locked.join("new.db"))]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(std::fs::read_dir(&locked).unwrap().count(), 0);
+    let theirs = env.path("theirs.db");
+    make_db(&theirs, "CREATE TABLE kept(x); INSERT INTO kept VALUES (1);");
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let before = content_hash(&theirs);
+    let r = run_as(&[
+        "restore",
+        s(&archive),
+        s(&theirs),
+        "--overwrite",
+        "--safety-dir",
+        s(&env.path("safety")),
+    ]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    assert_eq!(content_hash(&theirs), before);
+    assert!(
+        temps_in(env.dir.path()).is_empty(),
+        "{:?}",
+        temps_in(env.dir.path())
+    );
+}
