@@ -627,3 +627,37 @@ fn an_incremental_chain_lives_in_the_bucket_too() {
     .json();
     assert_eq!(v["ok"], true, "{v}");
 }
+
+#[test]
+fn credentials_come_from_an_aws_profile_too() {
+    let srv = S3Server::start();
+    let env = Env::new();
+    let db = copy_fixture(&env, "real/Chinook_Sqlite.sqlite");
+    let creds = env.path("aws-credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[default]\naws_access_key_id = AKWRONG\naws_secret_access_key = wrong\n\n[backups]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            srv.access_key, srv.secret_key
+        ),
+    )
+    .unwrap();
+    let with_profile = |profile: Option<&str>| {
+        let mut c = env.command(&["backup", db.to_str().unwrap(), "--dir", &srv.url("profile")]);
+        srv.apply_env(&mut c);
+        c.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY");
+        c.env("AWS_SHARED_CREDENTIALS_FILE", &creds);
+        if let Some(p) = profile {
+            c.env("AWS_PROFILE", p);
+        }
+        c.output().unwrap()
+    };
+    let out = with_profile(Some("backups"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(srv.object_keys("profile/").len(), 1);
+    // The default profile's wrong keys: refused, one clear line.
+    let out = with_profile(None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused the credentials"));
+}
