@@ -286,3 +286,45 @@ fn read_only_and_forbidden_places_are_clear_errors_that_change_nothing() {
         temps_in(env.dir.path())
     );
 }
+
+#[test]
+fn temp_and_safety_directories_on_another_filesystem_work() {
+    let env = Env::new();
+    let db = copy_fixture(&env, "real/Chinook_Sqlite.sqlite");
+    let archive = env.backup(&db, &[]);
+    let Some(disk) = SmallDisk::mount(env.path("other-fs"), 64) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and must mount a tmpfs"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let other = disk.0.clone();
+    // verify extracts onto the other filesystem.
+    let v = env
+        .run(&["verify", s(&archive), "--temp-dir", s(&other), "--json"])
+        .ok()
+        .json();
+    assert_eq!(v["ok"], true);
+    // A restore whose safety archive goes to the other filesystem, and a backup published there.
+    let target = env.path("target.db");
+    make_db(&target, "CREATE TABLE kept(x); INSERT INTO kept VALUES (1);");
+    let r = env
+        .run(&[
+            "restore",
+            s(&archive),
+            s(&target),
+            "--overwrite",
+            "--safety-dir",
+            s(&other),
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert!(r["safety_archive"].as_str().unwrap().starts_with(s(&other)));
+    assert_eq!(content_hash(&target), content_hash(&db));
+    let b = env.backup(&db, &["--dir", s(&other.join("b"))]);
+    assert!(b.starts_with(&other));
+    assert!(temps_in(&other).is_empty() && temps_in(env.dir.path()).is_empty());
+}
