@@ -229,11 +229,26 @@ fn read_only_and_forbidden_places_are_clear_errors_that_change_nothing() {
     let archive = env.backup(&db, &[]);
     // Running as root ignores permission bits: drop to nobody for these checks when root.
     let as_nobody = unsafe { libc::geteuid() } == 0;
+    // The other user runs a copy of the binary inside the workspace (the build directory may sit
+    // under a home directory it cannot enter).
+    let own_bin = env.path("litevault-bin");
+    std::fs::copy(bin(), &own_bin).unwrap();
+    std::fs::set_permissions(&own_bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let run_as = |args: &[&str]| -> Run {
         use std::os::unix::process::CommandExt;
         let mut c = env.command(args);
         if as_nobody {
-            c.uid(65534).gid(65534);
+            let mut other = std::process::Command::new(&own_bin);
+            other
+                .args(args)
+                .current_dir(env.dir.path())
+                .env("LITEVAULT_DIR", env.backups())
+                .env("LITEVAULT_STATE_DIR", env.path(".state"))
+                .env("HOME", env.path("home-of-nobody"))
+                .stdin(std::process::Stdio::null())
+                .uid(65534)
+                .gid(65534);
+            c = other;
         }
         let out = c.output().unwrap();
         Run {
