@@ -661,6 +661,11 @@ pub fn sniff(head: &[u8]) -> Option<Compression> {
 
 /// Reads only the manifest at the head of an archive.
 pub fn read_manifest(path: &Path) -> Result<Manifest> {
+    read_manifest_and_sha256(path).map(|(m, _)| m)
+}
+
+/// [`read_manifest`], with the SHA-256 of `manifest.json` as stored.
+pub fn read_manifest_and_sha256(path: &Path) -> Result<(Manifest, String)> {
     let (_, reader) = open_reader_with(path, true)?;
     let mut tar = tar::Archive::new(reader);
     let mut entries = tar.entries().map_err(|e| bad_read(path, e))?.raw(true);
@@ -668,8 +673,7 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
         .next()
         .ok_or_else(|| Error::bad_archive(path, "archive is empty"))?
         .map_err(|e| bad_read(path, e))?;
-    let (manifest, _) = read_manifest_entry(path, entry)?;
-    Ok(manifest)
+    read_manifest_entry(path, entry)
 }
 
 fn bad_read(path: &Path, e: io::Error) -> Error {

@@ -69,11 +69,14 @@ pub fn find_parent(
         .map_err(|e| format!("the location cannot be listed ({e})"))?
         .ok_or_else(|| format!("no earlier backup of {name:?} in {}", loc.url()))?;
     let path = loc.object_path(&newest);
-    let m = crate::dump::read_manifest(&path)
-        .map_err(|e| format!("the newest backup {newest} is unreadable: {e}"))?;
-    if m.kind == "sql" {
-        return Err(format!("the newest backup {newest} is an SQL dump"));
-    }
+    // One read of the head gives the manifest and its stored bytes' SHA-256.
+    let (m, manifest_json) = match archive::read_manifest_and_sha256(&path) {
+        Ok(found) => found,
+        Err(_) if crate::dump::is_dump_name(&newest) => {
+            return Err(format!("the newest backup {newest} is an SQL dump"))
+        }
+        Err(e) => return Err(format!("the newest backup {newest} is unreadable: {e}")),
+    };
     if m.compression != Compression::Zstd {
         return Err(format!(
             "the newest backup {newest} is not zstd-compressed (no page-hash table)"
@@ -107,7 +110,6 @@ pub fn find_parent(
         .map_err(|e| format!("the page hashes of {newest} cannot be read: {e}"))?;
     let archive_sha256 = archive_sha256(loc, &newest)
         .map_err(|e| format!("the newest backup {newest} cannot be read: {e}"))?;
-    let manifest_json = manifest_sha256(&path).map_err(|e| format!("{newest}: {e}"))?;
     Ok(Parent {
         link: ParentLink {
             name: newest,
@@ -155,26 +157,6 @@ fn read_hashes(loc: &dyn Location, name: &str, ph: &pageset::PageHashes) -> Resu
         ));
     }
     pageset::decode(table).ok_or_else(|| Error::bad_archive(&path, "page-hash table has a partial entry"))
-}
-
-fn manifest_sha256(path: &Path) -> Result<String> {
-    // The manifest as stored: the first tar entry's bytes.
-    let (_, reader) = archive::open_reader_with(path, true)?;
-    let mut tar = tar::Archive::new(reader);
-    let mut entries = tar
-        .entries()
-        .map_err(|e| Error::bad_archive(path, e.to_string()))?
-        .raw(true);
-    let mut first = entries
-        .next()
-        .ok_or_else(|| Error::bad_archive(path, "archive is empty"))?
-        .map_err(|e| Error::bad_archive(path, e.to_string()))?;
-    let mut data = Vec::new();
-    (&mut first)
-        .take(archive::MAX_MANIFEST)
-        .read_to_end(&mut data)
-        .map_err(|e| Error::bad_archive(path, e.to_string()))?;
-    Ok(hex(&Sha256::digest(&data)))
 }
 
 /// The SHA-256 of archive `name`: from this machine's record of the backups it made (see
