@@ -25,6 +25,52 @@ pub enum ErrorClass {
     Usage,
 }
 
+impl ErrorClass {
+    /// The exit code the command line gives this class: 1 failed, 2 usage, 3 corrupt, 4 refused.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorClass::Failed => 1,
+            ErrorClass::Usage => 2,
+            ErrorClass::Corrupt => 3,
+            ErrorClass::Refused => 4,
+        }
+    }
+
+    /// Its name in JSON reports: "error", "usage", "corrupt" or "refused".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Failed => "error",
+            ErrorClass::Usage => "usage",
+            ErrorClass::Corrupt => "corrupt",
+            ErrorClass::Refused => "refused",
+        }
+    }
+}
+
+/// An error as `--json` prints it (and the daemon's API answers it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorReport {
+    /// The message, e.g. "app.db: already exists; refusing to replace it".
+    pub error: String,
+    /// [`ErrorClass::as_str`].
+    pub class: String,
+    /// What to try, when there is a suggestion.
+    pub hint: Option<String>,
+    /// The command line's exit code for it.
+    pub exit_code: u8,
+}
+
+impl From<&Error> for ErrorReport {
+    fn from(e: &Error) -> Self {
+        ErrorReport {
+            error: e.to_string(),
+            class: e.class().as_str().to_string(),
+            hint: e.hint().map(str::to_string),
+            exit_code: e.class().exit_code(),
+        }
+    }
+}
+
 /// Everything that can go wrong in litevault.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -66,6 +66,7 @@ pub mod pageset;
 pub mod progress;
 pub mod prune;
 pub mod restore;
+pub mod serve;
 pub mod snapshot;
 pub mod verify;
 

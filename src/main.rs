@@ -11,17 +11,16 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use litevault::{
-    BackupOptions, Check, CheckStatus, Compression, Error, ErrorClass, Method, Progress, Reindex,
-    RestoreOptions, VerifyOptions,
+    BackupOptions, Check, CheckStatus, Compression, Error, Method, Progress, Reindex, RestoreOptions,
+    VerifyOptions,
 };
 
 /// Exit codes, as documented in the README.
+mod serve_cmd;
+
 mod exit {
     pub(crate) const OK: u8 = 0;
-    pub(crate) const ERROR: u8 = 1;
-    pub(crate) const USAGE: u8 = 2;
     pub(crate) const CORRUPT: u8 = 3;
-    pub(crate) const REFUSED: u8 = 4;
 }
 
 #[derive(Parser)]
@@ -85,6 +84,12 @@ enum CompressionArg {
     Zstd,
     Gzip,
     None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -201,6 +206,21 @@ enum Command {
         /// Allow a policy that removes every backup of a name.
         #[arg(long)]
         force: bool,
+    },
+    /// Run the daemon: scheduled backups, retention, restore drills, an HTTP API and metrics.
+    #[command(
+        after_help = "Examples:\n  litevault serve --config litevault.toml            # foreground; logs to stderr\n  litevault serve --config litevault.toml --check    # check the file and exit\n  LITEVAULT_TOKEN=$(cat /etc/litevault/token) litevault serve --config /etc/litevault/litevault.toml --log-format json\n\nSignals: SIGTERM or SIGINT stop it (running jobs get `shutdown_grace`, 8 s by default, then are\ncancelled: uploads aborted, temp files removed; exit 0); SIGHUP reloads the configuration (a bad\nfile keeps the running one, and the log says why). The README documents the file and the API."
+    )]
+    Serve {
+        /// The configuration file (TOML).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Check the configuration, print what would run, and exit (0 when valid).
+        #[arg(long)]
+        check: bool,
+        /// How log lines are written to stderr.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormatArg,
     },
     /// Print an archive's or SQL dump's manifest.
     #[command(
@@ -421,8 +441,21 @@ fn bare_reindex_means_disputed(args: impl Iterator<Item = std::ffi::OsString>) -
 }
 
 fn main() -> ExitCode {
-    handle_signals();
     let cli = Cli::parse_from(bare_reindex_means_disputed(std::env::args_os()));
+    if let Command::Serve {
+        config,
+        check,
+        log_format,
+    } = &cli.command
+    {
+        let format = match log_format {
+            LogFormatArg::Text => litevault::serve::LogFormat::Text,
+            LogFormatArg::Json => litevault::serve::LogFormat::Json,
+        };
+        return ExitCode::from(serve_cmd::main(config, *check, format, cli.json));
+    }
+    // Parsed before any thread exists, so the signal mask set here is every thread's.
+    handle_signals();
     let progress: Box<dyn Progress> = if !cli.quiet && !cli.json && std::io::stderr().is_terminal() {
         Box::new(BarProgress {
             bar: Mutex::new(None),
@@ -433,25 +466,9 @@ fn main() -> ExitCode {
     match run(&cli, progress.as_ref()) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            let code = match err.class() {
-                ErrorClass::Failed => exit::ERROR,
-                ErrorClass::Corrupt => exit::CORRUPT,
-                ErrorClass::Refused => exit::REFUSED,
-                ErrorClass::Usage => exit::USAGE,
-            };
+            let code = err.class().exit_code();
             if cli.json {
-                let class = match err.class() {
-                    ErrorClass::Failed => "error",
-                    ErrorClass::Corrupt => "corrupt",
-                    ErrorClass::Refused => "refused",
-                    ErrorClass::Usage => "usage",
-                };
-                out(&json(&serde_json::json!({
-                    "error": err.to_string(),
-                    "class": class,
-                    "hint": err.hint(),
-                    "exit_code": code,
-                })));
+                out(&json(&litevault::error::ErrorReport::from(&err)));
             }
             eprintln!("error: {err}");
             if let Some(hint) = err.hint() {
@@ -592,6 +609,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             }
             Ok(exit::OK)
         }
+        Command::Serve { .. } => unreachable!("serve runs from main"),
         Command::Prune {
             dir,
             name,

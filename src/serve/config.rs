@@ -1,0 +1,553 @@
+//! The daemon's configuration: the TOML file `litevault serve --config` reads, checked whole
+//! before anything starts (and before a reload replaces the running configuration).
+//!
+//! Every mistake is reported with the file, the database it concerns and what to write instead;
+//! [`Config::load`] either returns a configuration that can run or an error, never a half-read one.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::backup::Format;
+use crate::prune::policy::{parse_duration, Policy};
+
+/// The default address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
+
+/// The shortest token accepted (a guessable token is no protection).
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// A configuration that was read and checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from, when it came from one.
+    pub source: Option<PathBuf>,
+    /// Where the HTTP API listens.
+    pub listen: SocketAddr,
+    /// The bearer token every `/api` and `/metrics` request must carry; `None` only on a
+    /// loopback address (the API is then open to every local user, and a warning is logged).
+    pub token: Option<Token>,
+    /// How many jobs (of different databases) may run at once.
+    pub max_parallel: usize,
+    /// How long a shutdown waits for running jobs before it cancels them, in seconds.
+    pub shutdown_grace_secs: u64,
+    /// Where the daemon keeps what it must remember across restarts (the drills' results).
+    pub state_dir: PathBuf,
+    /// The databases it looks after, in the file's order.
+    pub databases: Vec<DatabaseConfig>,
+}
+
+/// A bearer token (its text is never printed: `Debug` hides it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(pub(crate) String);
+
+impl Token {
+    /// The token's text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+/// One database the daemon backs up.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// Its name: the API's `database`, the metrics' label and the backups' name in the location.
+    pub name: String,
+    /// The database file (absolute).
+    pub path: PathBuf,
+    /// Where its backups go: a directory or `s3://bucket/prefix`.
+    pub location: PathBuf,
+    /// When backups run.
+    pub schedule: Schedule,
+    /// Store only changed pages since the newest backup (see [`crate::chain`]).
+    pub incremental: bool,
+    /// With `incremental`: a full backup once a chain has this many links.
+    pub full_every: Option<u32>,
+    /// An archive of the database file or an SQL dump.
+    pub format: Format,
+    /// Retention, applied after each successful backup (none: keep everything).
+    pub keep: Option<Policy>,
+    /// When restore drills run (none: never).
+    pub verify: Option<Schedule>,
+}
+
+/// When something runs: every fixed interval, or at the times a cron expression names (UTC).
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    /// `every 15m`: this many seconds after the previous run started.
+    Every {
+        /// The interval in seconds.
+        secs: u64,
+        /// As written.
+        text: String,
+    },
+    /// A five-field cron expression (`0 */6 * * *`), evaluated in UTC.
+    Cron {
+        /// The parsed expression.
+        cron: Box<croner::Cron>,
+        /// As written.
+        text: String,
+    },
+}
+
+impl Schedule {
+    /// Parses `every <duration>` (units s, m, h, d, w: `every 15m`, `every 1h30m`) or a cron
+    /// expression (5 fields, or `@hourly`, `@daily`...).
+    pub fn parse(text: &str) -> Result<Schedule, String> {
+        let t = text.trim();
+        if let Some(rest) = t.strip_prefix("every ") {
+            let secs = parse_duration(rest.trim())?;
+            if secs == 0 {
+                return Err(format!("{text:?}: the interval must be longer than 0 s"));
+            }
+            return Ok(Schedule::Every {
+                secs,
+                text: t.to_string(),
+            });
+        }
+        if t.split_whitespace().count() != 5 && !t.starts_with('@') {
+            return Err(format!(
+                "{text:?} is neither \"every <duration>\" (e.g. \"every 15m\") nor a cron expression of 5 fields (e.g. \"0 */6 * * *\")"
+            ));
+        }
+        let cron =
+            croner::Cron::from_str(t).map_err(|e| format!("{text:?}: not a valid cron expression: {e}"))?;
+        // An expression that never fires (e.g. 30 February) would leave the database unbacked-up.
+        let now = chrono::Utc::now();
+        cron.find_next_occurrence(&now, false)
+            .map_err(|e| format!("{text:?}: the expression never fires: {e}"))?;
+        Ok(Schedule::Cron {
+            cron: Box::new(cron),
+            text: t.to_string(),
+        })
+    }
+
+    /// As written in the file.
+    pub fn text(&self) -> &str {
+        match self {
+            Schedule::Every { text, .. } | Schedule::Cron { text, .. } => text,
+        }
+    }
+
+    /// The first time (seconds since the epoch) strictly after `after` at which this runs.
+    pub fn next_after(&self, after: i64) -> i64 {
+        match self {
+            Schedule::Every { secs, .. } => after.saturating_add(*secs as i64),
+            Schedule::Cron { cron, .. } => {
+                let t = chrono::DateTime::from_timestamp(after, 0).unwrap_or_default();
+                cron.find_next_occurrence(&t, false)
+                    .map(|n| n.timestamp())
+                    // Checked when parsed: it fires; a far future keeps a wrong clock harmless.
+                    .unwrap_or(i64::MAX / 2)
+            }
+        }
+    }
+
+    /// The interval between two runs around `now`, in seconds (for a cron expression, the gap
+    /// between its next two times).
+    pub fn interval(&self, now: i64) -> u64 {
+        match self {
+            Schedule::Every { secs, .. } => *secs,
+            Schedule::Cron { .. } => {
+                let a = self.next_after(now);
+                (self.next_after(a) - a).max(1) as u64
+            }
+        }
+    }
+}
+
+/// A configuration error: what is wrong, where.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    token_file: Option<PathBuf>,
+    max_parallel: Option<usize>,
+    shutdown_grace: Option<String>,
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    databases: Vec<RawDatabase>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    name: String,
+    path: PathBuf,
+    location: Option<String>,
+    schedule: Option<String>,
+    incremental: Option<bool>,
+    full_every: Option<u32>,
+    format: Option<String>,
+    keep: Option<RawKeep>,
+    verify: Option<String>,
+    include: Option<Vec<PathBuf>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeep {
+    last: Option<u32>,
+    hourly: Option<u32>,
+    daily: Option<u32>,
+    weekly: Option<u32>,
+    monthly: Option<u32>,
+    yearly: Option<u32>,
+    within: Option<String>,
+}
+
+impl Config {
+    /// Reads and checks `path`; the token comes from `token_file` or else from
+    /// `$LITEVAULT_TOKEN`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read the configuration: {e}", path.display())))?;
+        let env_token = std::env::var("LITEVAULT_TOKEN").ok().filter(|t| !t.is_empty());
+        let base =
+            crate::fsutil::parent_dir(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+        Config::parse(&text, &base, env_token)
+            .map(|mut c| {
+                c.source = Some(path.to_path_buf());
+                c
+            })
+            .map_err(|ConfigError(m)| ConfigError(format!("{}: {m}", path.display())))
+    }
+
+    /// Parses and checks configuration text; relative paths are relative to `base`;
+    /// `env_token` is `$LITEVAULT_TOKEN`'s value.
+    pub fn parse(text: &str, base: &Path, env_token: Option<String>) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError(e.to_string().trim_end().to_string()))?;
+        let err = |m: String| Err(ConfigError(m));
+
+        let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen = SocketAddr::from_str(listen_text).map_err(|_| {
+            ConfigError(format!(
+                "listen = {listen_text:?}: expected an IP address and a port, e.g. \"127.0.0.1:8750\" or \"[::1]:8750\""
+            ))
+        })?;
+
+        let token = match (&raw.token_file, env_token) {
+            (Some(_), Some(_)) => {
+                return err("the token is given twice (token_file and $LITEVAULT_TOKEN): keep one".into())
+            }
+            (Some(file), None) => Some(read_token_file(&base.join(file))?),
+            (None, Some(t)) => Some(check_token(t.trim().to_string(), "$LITEVAULT_TOKEN")?),
+            (None, None) => None,
+        };
+        if token.is_none() && !listen.ip().is_loopback() {
+            return err(format!(
+                "listen = {listen_text:?} is not a loopback address: a token is required (set $LITEVAULT_TOKEN or token_file = \"/etc/litevault/token\")"
+            ));
+        }
+
+        let max_parallel = raw.max_parallel.unwrap_or(2);
+        if max_parallel == 0 {
+            return err("max_parallel must be at least 1".into());
+        }
+        let shutdown_grace_secs = match raw.shutdown_grace.as_deref() {
+            Some(t) => parse_duration(t).map_err(|m| ConfigError(format!("shutdown_grace: {m}")))?,
+            None => 8,
+        };
+        if shutdown_grace_secs > 600 {
+            return err("shutdown_grace: at most 10m (a service manager stops waiting long before)".into());
+        }
+        let state_dir = match raw.state_dir {
+            Some(d) => base.join(d),
+            None => default_state_dir(),
+        };
+
+        if raw.databases.is_empty() {
+            return err("no [[databases]]: add at least one (name, path, location, schedule)".into());
+        }
+        let mut databases: Vec<DatabaseConfig> = Vec::new();
+        for d in raw.databases {
+            let db = check_database(d, base)?;
+            if databases.iter().any(|o| o.name == db.name) {
+                return err(format!(
+                    "two databases are named {:?}: names must be unique",
+                    db.name
+                ));
+            }
+            databases.push(db);
+        }
+        Ok(Config {
+            source: None,
+            listen,
+            token,
+            max_parallel,
+            shutdown_grace_secs,
+            state_dir,
+            databases,
+        })
+    }
+
+    /// The database called `name`.
+    pub fn database(&self, name: &str) -> Option<&DatabaseConfig> {
+        self.databases.iter().find(|d| d.name == name)
+    }
+}
+
+/// The daemon's state directory: `$LITEVAULT_STATE_DIR/serve`, else the platform state
+/// directory's `litevault/serve` (e.g. `~/.local/state/litevault/serve`).
+fn default_state_dir() -> PathBuf {
+    std::env::var_os("LITEVAULT_STATE_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            dirs::state_dir()
+                .or_else(dirs::data_dir)
+                .map(|d| d.join("litevault"))
+        })
+        .unwrap_or_else(|| PathBuf::from(".litevault-state"))
+        .join("serve")
+}
+
+fn read_token_file(path: &Path) -> Result<Token, ConfigError> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| ConfigError(format!("token_file {}: {e}", path.display())))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError(format!(
+            "token_file {}: readable by other users (mode {mode:o}); run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("token_file {}: {e}", path.display())))?;
+    check_token(text.trim().to_string(), &format!("token_file {}", path.display()))
+}
+
+fn check_token(token: String, from: &str) -> Result<Token, ConfigError> {
+    if token.len() < MIN_TOKEN_LEN {
+        return Err(ConfigError(format!(
+            "{from}: the token is shorter than {MIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 32`)"
+        )));
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConfigError(format!(
+            "{from}: the token must not contain spaces or control characters"
+        )));
+    }
+    Ok(Token(token))
+}
+
+/// Database names become object names, URL query values and metric labels: keep them plain.
+fn check_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError(format!(
+            "database name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-' (not first)"
+        )))
+    }
+}
+
+fn check_database(d: RawDatabase, base: &Path) -> Result<DatabaseConfig, ConfigError> {
+    check_name(&d.name)?;
+    let name = d.name;
+    let at = |m: String| ConfigError(format!("database {name:?}: {m}"));
+    let path = base.join(&d.path);
+    if path.is_dir() {
+        return Err(at(format!(
+            "path {} is a directory, not a database file",
+            path.display()
+        )));
+    }
+    let location = match d.location {
+        Some(l) if l.starts_with("s3://") => PathBuf::from(l),
+        Some(l) if !l.is_empty() => base.join(l),
+        _ => {
+            return Err(at(
+                "no location: add location = \"/backups/app\" or \"s3://bucket/app\"".into(),
+            ))
+        }
+    };
+    let schedule = Schedule::parse(
+        d.schedule
+            .as_deref()
+            .ok_or_else(|| at("no schedule: add schedule = \"every 15m\" or a cron expression".into()))?,
+    )
+    .map_err(|m| at(format!("schedule {m}")))?;
+    let format = match d.format.as_deref() {
+        None | Some("archive") => Format::Archive,
+        Some("sql") => Format::Sql,
+        Some(other) => return Err(at(format!("format {other:?}: expected \"archive\" or \"sql\""))),
+    };
+    let incremental = d.incremental.unwrap_or(false);
+    if incremental && format == Format::Sql {
+        return Err(at(
+            "incremental backups are archives: remove format = \"sql\" or incremental".into(),
+        ));
+    }
+    if d.full_every.is_some() && !incremental {
+        return Err(at(
+            "full_every is for incremental backups: add incremental = true".into(),
+        ));
+    }
+    if d.full_every == Some(0) {
+        return Err(at("full_every must be at least 1".into()));
+    }
+    let keep = match d.keep {
+        None => None,
+        Some(k) => {
+            let policy = Policy {
+                keep_last: k.last,
+                keep_hourly: k.hourly,
+                keep_daily: k.daily,
+                keep_weekly: k.weekly,
+                keep_monthly: k.monthly,
+                keep_yearly: k.yearly,
+                keep_within_secs: match k.within.as_deref() {
+                    Some(w) => Some(parse_duration(w).map_err(|m| at(format!("keep.within: {m}")))?),
+                    None => None,
+                },
+            };
+            if policy.is_empty() {
+                return Err(at(
+                    "keep keeps nothing: give at least one non-zero count (e.g. keep = { last = 4, daily = 7 })".into(),
+                ));
+            }
+            Some(policy)
+        }
+    };
+    let verify = match d.verify.as_deref() {
+        Some(v) => Some(Schedule::parse(v).map_err(|m| at(format!("verify {m}")))?),
+        None => None,
+    };
+    if d.include.is_some_and(|i| !i.is_empty()) {
+        return Err(at(
+            "include: backing up files beside the database is not supported by this version of litevault yet"
+                .into(),
+        ));
+    }
+    Ok(DatabaseConfig {
+        name,
+        path,
+        location,
+        schedule,
+        incremental,
+        full_every: d.full_every,
+        format,
+        keep,
+        verify,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "0123456789abcdef0123";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/srv"), None)
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let c = Config::parse(
+            r#"
+listen = "127.0.0.1:8750"
+[[databases]]
+name = "app"
+path = "app.db"
+location = "s3://backups/app"
+schedule = "every 15m"
+incremental = true
+full_every = 24
+format = "archive"
+keep = { last = 4, hourly = 24, daily = 7, weekly = 4, monthly = 12 }
+verify = "0 */6 * * *"
+"#,
+            Path::new("/srv"),
+            Some(TOKEN.into()),
+        )
+        .unwrap();
+        let d = &c.databases[0];
+        assert_eq!(d.path, Path::new("/srv/app.db"));
+        assert_eq!(d.location, Path::new("s3://backups/app"));
+        assert!(matches!(d.schedule, Schedule::Every { secs: 900, .. }));
+        assert_eq!(d.keep.as_ref().unwrap().keep_monthly, Some(12));
+        assert_eq!(c.token.as_ref().unwrap().expose(), TOKEN);
+        assert!(!format!("{c:?}").contains(TOKEN), "the token is never printed");
+        // 00:00, 06:00, 12:00, 18:00 UTC.
+        let v = d.verify.as_ref().unwrap();
+        let t0 = 1_764_547_200; // 2025-12-01T00:00:00Z
+        assert_eq!(v.next_after(t0), t0 + 6 * 3600);
+        assert_eq!(v.next_after(t0 + 1), t0 + 6 * 3600);
+        assert_eq!(v.interval(t0), 6 * 3600);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let db =
+            "[[databases]]\nname = \"app\"\npath = \"app.db\"\nlocation = \"/b\"\nschedule = \"every 1h\"\n";
+        assert!(parse(db).is_ok());
+        let cases = [
+            (format!("listen = \"0.0.0.0:8750\"\n{db}"), "token is required"),
+            (format!("listen = \"localhost\"\n{db}"), "IP address and a port"),
+            (db.replace("every 1h", "every 1x"), "unknown unit"),
+            (db.replace("every 1h", "* * *"), "neither"),
+            (db.replace("every 1h", "0 0 30 2 *"), "never fires"),
+            (db.replace("every 1h", "99 * * * *"), "cron"),
+            (db.replace("location = \"/b\"\n", ""), "no location"),
+            (db.replace("name = \"app\"", "name = \"a/b\""), "database name"),
+            (format!("{db}keep = {{ last = 0 }}\n"), "keeps nothing"),
+            (
+                format!("{db}format = \"sql\"\nincremental = true\n"),
+                "incremental backups are archives",
+            ),
+            (format!("{db}include = [\"uploads\"]\n"), "not supported"),
+            (format!("{db}colour = \"blue\"\n"), "unknown field"),
+            (format!("{db}{db}"), "unique"),
+            (String::new(), "no [[databases]]"),
+        ];
+        for (text, expected) in cases {
+            let e = parse(&text).expect_err(&text).0;
+            assert!(e.contains(expected), "{text:?}: {e}");
+        }
+        assert!(Config::parse(db, Path::new("/"), Some("short".into()))
+            .unwrap_err()
+            .0
+            .contains("shorter"));
+    }
+
+    #[test]
+    fn a_token_file_readable_by_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = "token_file = \"token\"\n[[databases]]\nname = \"app\"\npath = \"app.db\"\nlocation = \"b\"\nschedule = \"every 1h\"\n";
+        let e = Config::parse(text, dir.path(), None).unwrap_err().0;
+        assert!(e.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = Config::parse(text, dir.path(), None).unwrap();
+        assert_eq!(c.token.unwrap().expose(), TOKEN);
+        assert!(Config::parse(text, dir.path(), Some(TOKEN.into()))
+            .unwrap_err()
+            .0
+            .contains("twice"));
+    }
+}

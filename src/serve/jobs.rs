@@ -1,0 +1,561 @@
+//! Jobs: a backup (with the retention that follows it), a restore or a restore drill of one
+//! database, from a schedule or an API request.
+//!
+//! At most one job holds a database at a time ([`reserve`] refuses a second one); jobs of
+//! different databases run in parallel up to `max_parallel` (a semaphore; a job waiting for it
+//! is "queued"). The work itself is the blocking library call, run on a thread of its own so
+//! that the HTTP API stays responsive and a shutdown never waits on the async runtime for it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::config::DatabaseConfig;
+use super::state::{BackupRecord, FailureRecord, VerifyRecord};
+use super::{now, Shared};
+use crate::backup::{BackupOptions, BackupReport};
+use crate::error::{Error, ErrorReport};
+use crate::location::format_time;
+use crate::progress::Progress;
+use crate::restore::RestoreOptions;
+
+/// Finished jobs kept for `GET /api/jobs/{id}`.
+const KEEP_FINISHED: usize = 500;
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Kind {
+    Backup,
+    Restore,
+    Verify,
+}
+
+impl Kind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Kind::Backup => "backup",
+            Kind::Restore => "restore",
+            Kind::Verify => "verify",
+        }
+    }
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+/// The work of a job, with what it needs.
+pub(crate) enum Work {
+    Backup,
+    Verify,
+    Restore { archive: PathBuf, opts: RestoreOptions },
+}
+
+/// A job's progress, updated by the library through [`Progress`].
+#[derive(Default)]
+pub(crate) struct JobProgress {
+    phase: Mutex<String>,
+    done: AtomicU64,
+    total: AtomicU64,
+}
+
+impl Progress for JobProgress {
+    fn begin(&self, phase: &str, total: Option<u64>) {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase.to_string();
+        self.done.store(0, Ordering::Relaxed);
+        self.total.store(total.unwrap_or(0), Ordering::Relaxed);
+    }
+    fn advance(&self, bytes: u64) {
+        self.done.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+impl JobProgress {
+    fn view(&self) -> Value {
+        let phase = self.phase.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let done = self.done.load(Ordering::Relaxed);
+        let total = self.total.load(Ordering::Relaxed);
+        json!({
+            "phase": if phase.is_empty() { Value::Null } else { phase.into() },
+            "done_bytes": done,
+            "total_bytes": if total == 0 { Value::Null } else { total.into() },
+            "percent": if total == 0 { Value::Null } else { (((done.min(total) as f64) * 1000.0 / total as f64).round() / 10.0).into() },
+        })
+    }
+}
+
+/// One job.
+pub(crate) struct Job {
+    pub(crate) id: u64,
+    pub(crate) database: String,
+    pub(crate) kind: Kind,
+    /// "schedule" or "api".
+    pub(crate) trigger: &'static str,
+    pub(crate) state: JobState,
+    created: i64,
+    started: Option<i64>,
+    /// For the duration: when it started running.
+    started_at: Option<std::time::Instant>,
+    finished: Option<i64>,
+    progress: Arc<JobProgress>,
+    report: Option<Value>,
+    prune: Option<Value>,
+    error: Option<ErrorReport>,
+}
+
+impl Job {
+    /// The job as `GET /api/jobs/{id}` answers it.
+    pub(crate) fn view(&self) -> Value {
+        json!({
+            "id": self.id,
+            "database": self.database,
+            "kind": self.kind,
+            "trigger": self.trigger,
+            "state": self.state,
+            "created": format_time(self.created),
+            "started": self.started.map(format_time),
+            "finished": self.finished.map(format_time),
+            "progress": self.progress.view(),
+            "report": self.report,
+            "prune": self.prune,
+            "error": self.error,
+        })
+    }
+}
+
+/// Every job of this run: the unfinished ones and the latest finished ones.
+#[derive(Default)]
+pub(crate) struct Table {
+    pub(crate) jobs: BTreeMap<u64, Job>,
+    next_id: u64,
+}
+
+impl Table {
+    fn trim(&mut self) {
+        let finished: Vec<u64> = self
+            .jobs
+            .values()
+            .filter(|j| matches!(j.state, JobState::Done | JobState::Failed))
+            .map(|j| j.id)
+            .collect();
+        for id in finished.iter().take(finished.len().saturating_sub(KEEP_FINISHED)) {
+            self.jobs.remove(id);
+        }
+    }
+
+    /// Jobs not finished.
+    pub(crate) fn unfinished(&self) -> usize {
+        self.jobs
+            .values()
+            .filter(|j| matches!(j.state, JobState::Queued | JobState::Running))
+            .count()
+    }
+}
+
+/// The database is held by another job.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Busy {
+    pub(crate) job: u64,
+    pub(crate) kind: Kind,
+}
+
+/// Takes `db` for a new job (queued, not started): refused while another job holds it.
+pub(crate) fn reserve(shared: &Shared, db: &str, kind: Kind, trigger: &'static str) -> Result<u64, Busy> {
+    let mut dbs = shared.dbs();
+    let st = dbs.entry(db.to_string()).or_default();
+    let mut jobs = shared.jobs();
+    if let Some(job) = st.busy {
+        let kind = jobs.jobs.get(&job).map(|j| j.kind).unwrap_or(Kind::Backup);
+        return Err(Busy { job, kind });
+    }
+    jobs.next_id += 1;
+    let id = jobs.next_id;
+    st.busy = Some(id);
+    jobs.jobs.insert(
+        id,
+        Job {
+            id,
+            database: db.to_string(),
+            kind,
+            trigger,
+            state: JobState::Queued,
+            created: now(),
+            started: None,
+            started_at: None,
+            finished: None,
+            progress: Arc::default(),
+            report: None,
+            prune: None,
+            error: None,
+        },
+    );
+    Ok(id)
+}
+
+/// Gives back a reservation that will not run (a restore whose plan was refused): the job is
+/// forgotten, as if never asked for.
+pub(crate) fn release(shared: &Shared, db: &str, id: u64) {
+    let mut dbs = shared.dbs();
+    if let Some(st) = dbs.get_mut(db) {
+        if st.busy == Some(id) {
+            st.busy = None;
+        }
+    }
+    shared.jobs().jobs.remove(&id);
+    shared.changed.notify_waiters();
+}
+
+/// Runs reserved job `id`: waits for a slot, does the work on its own thread, records the
+/// outcome. The receiver fires when the job has finished.
+pub(crate) fn launch(
+    shared: &Arc<Shared>,
+    id: u64,
+    db: DatabaseConfig,
+    work: Work,
+) -> tokio::sync::oneshot::Receiver<()> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let permit = shared.permits.clone().acquire_owned().await;
+        if shared.is_stopping() || permit.is_err() {
+            finish(&shared, id, &db, Outcome::failed(cancelled()));
+            let _ = done_tx.send(());
+            return;
+        }
+        let (kind, progress, trigger) = {
+            let mut jobs = shared.jobs();
+            let Some(job) = jobs.jobs.get_mut(&id) else { return };
+            if job.state != JobState::Queued {
+                return; // cancelled by a shutdown meanwhile
+            }
+            job.state = JobState::Running;
+            job.started = Some(now());
+            job.started_at = Some(std::time::Instant::now());
+            (job.kind, job.progress.clone(), job.trigger)
+        };
+        shared.log.write(
+            "info",
+            "job.start",
+            &[
+                ("job", id.into()),
+                ("database", db.name.clone().into()),
+                ("kind", kind.as_str().into()),
+                ("trigger", trigger.into()),
+            ],
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let thread_db = db.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("job-{id}"))
+            .spawn(move || {
+                let outcome = execute(&thread_db, &work, progress.as_ref());
+                let _ = tx.send(outcome);
+            });
+        let outcome = match spawned {
+            Ok(_) => rx
+                .await
+                .unwrap_or_else(|_| Outcome::failed(internal("the job's thread ended without a result"))),
+            Err(e) => Outcome::failed(internal(&format!("cannot start a thread: {e}"))),
+        };
+        drop(permit);
+        finish(&shared, id, &db, outcome);
+        let _ = done_tx.send(());
+    });
+    done_rx
+}
+
+/// What a job's work produced.
+pub(crate) struct Outcome {
+    report: Option<Value>,
+    error: Option<ErrorReport>,
+    prune: Option<Value>,
+    backup: Option<BackupRecord>,
+    /// For a drill: the archive it restored.
+    drilled: Option<String>,
+}
+
+impl Outcome {
+    fn failed(error: ErrorReport) -> Outcome {
+        Outcome {
+            report: None,
+            error: Some(error),
+            prune: None,
+            backup: None,
+            drilled: None,
+        }
+    }
+}
+
+pub(crate) fn cancelled() -> ErrorReport {
+    ErrorReport {
+        error: "cancelled: the daemon is stopping".into(),
+        class: "cancelled".into(),
+        hint: Some("nothing was published or replaced; the job runs again at the next start".into()),
+        exit_code: 1,
+    }
+}
+
+fn internal(what: &str) -> ErrorReport {
+    ErrorReport {
+        error: what.to_string(),
+        class: "error".into(),
+        hint: None,
+        exit_code: 1,
+    }
+}
+
+fn object_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Does the work (blocking).
+fn execute(db: &DatabaseConfig, work: &Work, progress: &dyn Progress) -> Outcome {
+    match work {
+        Work::Backup => {
+            let opts = BackupOptions {
+                dir: Some(db.location.clone()),
+                name: Some(db.name.clone()),
+                format: db.format,
+                incremental: db.incremental,
+                full_every: db.full_every,
+                ..Default::default()
+            };
+            match crate::backup::backup(&db.path, &opts, progress) {
+                Err(e) => Outcome::failed(ErrorReport::from(&e)),
+                Ok(r) => {
+                    let prune = db.keep.as_ref().map(|policy| {
+                        let opts = crate::prune::PruneOptions {
+                            policy: policy.clone(),
+                            name: Some(db.name.clone()),
+                            dry_run: false,
+                            force: false,
+                        };
+                        match crate::prune::prune(&db.location, &opts) {
+                            Ok(p) => to_value(&p),
+                            Err(e) => json!({ "error": ErrorReport::from(&e) }),
+                        }
+                    });
+                    Outcome {
+                        backup: Some(record_of(&r)),
+                        report: Some(to_value(&r)),
+                        error: None,
+                        prune,
+                        drilled: None,
+                    }
+                }
+            }
+        }
+        Work::Verify => {
+            let found = crate::location::open(&db.location).and_then(|loc| {
+                let newest = crate::location::latest(loc.as_ref(), &db.name, None)?;
+                Ok(newest.map(|n| loc.object_path(&n)))
+            });
+            let archive = match found {
+                Err(e) => return Outcome::failed(ErrorReport::from(&e)),
+                Ok(None) => {
+                    return Outcome::failed(ErrorReport::from(&Error::NotFound {
+                        path: db.location.join(format!("{}-<stamp>.*", db.name)),
+                    }))
+                }
+                Ok(Some(a)) => a,
+            };
+            let opts = crate::verify::VerifyOptions::default();
+            let mut out = match crate::verify::verify(&archive, &opts, progress) {
+                Err(e) => Outcome::failed(ErrorReport::from(&e)),
+                Ok(r) => {
+                    let error = Error::from_failed_checks(&archive, &r.checks).map(|e| ErrorReport::from(&e));
+                    Outcome {
+                        report: Some(to_value(&r)),
+                        error,
+                        prune: None,
+                        backup: None,
+                        drilled: None,
+                    }
+                }
+            };
+            out.drilled = Some(object_name(&archive));
+            out
+        }
+        Work::Restore { archive, opts } => match crate::restore::restore(archive, &db.path, opts, progress) {
+            Err(e) => Outcome::failed(ErrorReport::from(&e)),
+            Ok(r) => Outcome {
+                report: Some(to_value(&r)),
+                error: None,
+                prune: None,
+                backup: None,
+                drilled: None,
+            },
+        },
+    }
+}
+
+fn record_of(r: &BackupReport) -> BackupRecord {
+    BackupRecord {
+        time: now(),
+        archive: object_name(&r.archive),
+        size: r.archive_size,
+        duration_ms: r.duration_ms,
+        kind: r.kind.clone(),
+    }
+}
+
+/// A report as the JSON value `--json` prints.
+fn to_value<T: Serialize>(report: &T) -> Value {
+    serde_json::to_value(report).unwrap_or(Value::Null)
+}
+
+/// Records a job's outcome in the job table and the database's state, logs it, and frees the
+/// database. A job that a shutdown already marked cancelled stays so.
+pub(crate) fn finish(shared: &Shared, id: u64, db: &DatabaseConfig, outcome: Outcome) {
+    let t = now();
+    let (kind, duration_ms) = {
+        let mut jobs = shared.jobs();
+        let Some(job) = jobs.jobs.get_mut(&id) else { return };
+        if matches!(job.state, JobState::Done | JobState::Failed) {
+            return;
+        }
+        job.state = if outcome.error.is_none() {
+            JobState::Done
+        } else {
+            JobState::Failed
+        };
+        job.finished = Some(t);
+        job.report = outcome.report.clone();
+        job.prune = outcome.prune.clone();
+        job.error = outcome.error.clone();
+        let ms = job.started_at.map(|s| s.elapsed().as_millis() as u64);
+        let kind = job.kind;
+        jobs.trim();
+        (kind, ms)
+    };
+    {
+        let mut dbs = shared.dbs();
+        let st = dbs.entry(db.name.clone()).or_default();
+        if st.busy == Some(id) {
+            st.busy = None;
+        }
+        let ok = outcome.error.is_none();
+        let c = &mut st.counters;
+        match (kind, ok) {
+            (Kind::Backup, true) => c.backups_ok += 1,
+            (Kind::Backup, false) => c.backups_failed += 1,
+            (Kind::Verify, true) => c.verifies_ok += 1,
+            (Kind::Verify, false) => c.verifies_failed += 1,
+            (Kind::Restore, true) => c.restores_ok += 1,
+            (Kind::Restore, false) => c.restores_failed += 1,
+        }
+        if let Some(b) = &outcome.backup {
+            c.last_duration = Some(b.duration_ms as f64 / 1000.0);
+            st.last_success = Some(b.clone());
+        }
+        if kind == Kind::Verify && outcome.error.as_ref().is_none_or(|e| e.class != "cancelled") {
+            st.last_verify = Some(VerifyRecord {
+                time: t,
+                ok,
+                archive: outcome.drilled.clone(),
+                error: outcome.error.clone(),
+            });
+            if ok {
+                st.last_verify_success = Some(t);
+            }
+        }
+        if let Some(e) = &outcome.error {
+            st.last_failure = Some(FailureRecord {
+                time: t,
+                job: id,
+                kind: kind.as_str().into(),
+                error: e.clone(),
+            });
+        }
+    }
+    let mut fields: Vec<(&str, Value)> = vec![
+        ("job", id.into()),
+        ("database", db.name.clone().into()),
+        ("kind", kind.as_str().into()),
+    ];
+    if let Some(ms) = duration_ms {
+        fields.push(("duration_ms", ms.into()));
+    }
+    match &outcome.error {
+        None => {
+            if let Some(b) = &outcome.backup {
+                fields.push(("archive", b.archive.clone().into()));
+                fields.push(("size", b.size.into()));
+                fields.push(("backup", b.kind.clone().into()));
+            }
+            if let Some(a) = &outcome.drilled {
+                fields.push(("archive", a.clone().into()));
+            }
+            if let Some(p) = &outcome.prune {
+                if let Some(e) = p.get("error") {
+                    fields.push(("prune_error", e["error"].clone()));
+                } else {
+                    let deleted = p["deleted"].as_array().map_or(0, Vec::len);
+                    fields.push(("pruned", deleted.into()));
+                }
+            }
+            shared.log.write("info", "job.done", &fields);
+        }
+        Some(e) => {
+            if let Some(a) = &outcome.drilled {
+                fields.push(("archive", a.clone().into()));
+            }
+            fields.push(("error", e.error.clone().into()));
+            fields.push(("class", e.class.clone().into()));
+            shared.log.write("error", "job.failed", &fields);
+        }
+    }
+    shared.save_state();
+    shared.changed.notify_waiters();
+}
+
+/// Marks every unfinished job cancelled (a shutdown whose grace ran out) and frees its
+/// database; returns how many.
+pub(crate) fn cancel_all(shared: &Shared) -> usize {
+    let config = shared.config();
+    let ids: Vec<(u64, String)> = shared
+        .jobs()
+        .jobs
+        .values()
+        .filter(|j| matches!(j.state, JobState::Queued | JobState::Running))
+        .map(|j| (j.id, j.database.clone()))
+        .collect();
+    for (id, name) in &ids {
+        let db = config
+            .database(name)
+            .cloned()
+            .unwrap_or_else(|| placeholder(name));
+        finish(shared, *id, &db, Outcome::failed(cancelled()));
+    }
+    ids.len()
+}
+
+fn placeholder(name: &str) -> DatabaseConfig {
+    DatabaseConfig {
+        name: name.to_string(),
+        path: PathBuf::new(),
+        location: PathBuf::new(),
+        schedule: super::config::Schedule::Every {
+            secs: 1,
+            text: String::new(),
+        },
+        incremental: false,
+        full_every: None,
+        format: Default::default(),
+        keep: None,
+        verify: None,
+    }
+}

@@ -1,0 +1,276 @@
+//! `litevault serve`: a daemon that backs up databases on schedules, applies retention after
+//! each backup, runs restore drills, and answers an HTTP API with Prometheus metrics.
+//!
+//! The library owns the whole daemon; the binary only reads the configuration, binds the
+//! listener and turns signals into a shutdown future and reloads (the mini-redis shape), so
+//! tests bind port 0 and stop it cleanly:
+//!
+//! ```no_run
+//! # async fn example() -> std::io::Result<()> {
+//! let config = litevault::serve::Config::load("litevault.toml".as_ref()).expect("a valid configuration");
+//! let listener = tokio::net::TcpListener::bind(config.listen).await?;
+//! litevault::serve::run(listener, config, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+//!
+//! Files: [`config`] (the TOML file), `scheduler` (when jobs run), `jobs` (one job per
+//! database at a time, the library calls on their own threads), `api` (routes, token check),
+//! [`requests`] (request bodies), `metrics` (the text format), `state` (what is remembered),
+//! `log` (one line per event).
+
+mod api;
+pub mod config;
+mod jobs;
+mod log;
+mod metrics;
+pub mod requests;
+mod scheduler;
+mod state;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+
+pub use api::OPENAPI;
+pub use config::{Config, ConfigError, DatabaseConfig, Schedule};
+pub use log::LogFormat;
+
+/// Seconds since the epoch, now.
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// What the caller of [`run_with`] controls besides the shutdown.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// New configurations to switch to (SIGHUP in the binary): the databases, schedules,
+    /// retention, drills and token change at once; running jobs finish with the old settings.
+    /// `listen` and `max_parallel` need a restart.
+    pub reloads: Option<mpsc::UnboundedReceiver<Config>>,
+    /// How the log is written.
+    pub log_format: LogFormat,
+}
+
+/// The daemon's shared state.
+pub(crate) struct Shared {
+    config: RwLock<Arc<Config>>,
+    dbs: Mutex<BTreeMap<String, state::DbState>>,
+    jobs: Mutex<jobs::Table>,
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) log: LogFormat,
+    /// A job finished (a schedule waiting for its database tries again).
+    pub(crate) changed: Notify,
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    pub(crate) fn dbs(&self) -> MutexGuard<'_, BTreeMap<String, state::DbState>> {
+        self.dbs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn jobs(&self) -> MutexGuard<'_, jobs::Table> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+    /// Writes the state file (a failure is logged: only the drills' history is at stake).
+    pub(crate) fn save_state(&self) {
+        let dir = self.config().state_dir.clone();
+        let snapshot = self.dbs().clone();
+        if let Err(e) = state::save(&dir, &snapshot) {
+            self.log.write(
+                "warn",
+                "state.unsaved",
+                &[
+                    ("dir", dir.display().to_string().into()),
+                    ("error", e.to_string().into()),
+                ],
+            );
+        }
+    }
+}
+
+/// Runs the daemon on `listener` until `shutdown` completes, with a text log and no reloads.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    run_with(listener, config, shutdown, Control::default()).await
+}
+
+/// Runs the daemon on `listener` until `shutdown` completes.
+///
+/// On shutdown it stops accepting connections and starting jobs, lets running jobs finish for
+/// the configuration's `shutdown_grace` (8 s by default), then cancels what still runs: S3
+/// uploads are aborted and temp files removed (nothing partial is ever published; a restore cut
+/// short is rolled back by SQLite's journal when the process exits), and returns.
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    mut control: Control,
+) -> std::io::Result<()> {
+    let log = control.log_format;
+    let addr = listener.local_addr()?;
+    let persisted = state::load(&config.state_dir);
+    let shared = Arc::new(Shared {
+        permits: Arc::new(Semaphore::new(config.max_parallel)),
+        dbs: Mutex::new(persisted),
+        jobs: Mutex::default(),
+        config: RwLock::new(Arc::new(config)),
+        log,
+        changed: Notify::new(),
+        stopping: AtomicBool::new(false),
+    });
+    let config = shared.config();
+    log.write(
+        "info",
+        "serve.start",
+        &[
+            ("listen", addr.to_string().into()),
+            (
+                "databases",
+                config
+                    .databases
+                    .iter()
+                    .map(|d| d.name.clone())
+                    .collect::<Vec<_>>()
+                    .into(),
+            ),
+            ("version", env!("CARGO_PKG_VERSION").into()),
+        ],
+    );
+    if config.token.is_none() {
+        log.write(
+            "warn",
+            "serve.no_token",
+            &[("detail", "no token: the API is open to every user of this machine (set $LITEVAULT_TOKEN or token_file)".into())],
+        );
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut schedules = spawn_schedules(&shared, &config, &stop_rx);
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = api::router(shared.clone());
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = http_stop_rx.await;
+            })
+            .await
+    });
+
+    tokio::pin!(shutdown);
+    let served = loop {
+        tokio::select! {
+            _ = &mut shutdown => break None,
+            r = &mut server => break Some(r),
+            Some(new) = next_reload(&mut control.reloads) => {
+                for s in schedules.drain(..) {
+                    s.abort();
+                }
+                reload(&shared, new);
+                let config = shared.config();
+                schedules = spawn_schedules(&shared, &config, &stop_rx);
+            }
+        }
+    };
+
+    // Stop: no new connections, jobs or schedules.
+    shared.stopping.store(true, Ordering::SeqCst);
+    let _ = stop_tx.send(true);
+    let _ = http_stop_tx.send(());
+    for s in schedules {
+        s.abort();
+    }
+    let running = shared.jobs().unfinished();
+    log.write("info", "serve.stopping", &[("running_jobs", running.into())]);
+    let grace = Duration::from_secs(shared.config().shutdown_grace_secs);
+    let deadline = tokio::time::Instant::now() + grace;
+    while shared.jobs().unfinished() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut fields: Vec<(&str, Value)> = Vec::new();
+    if shared.jobs().unfinished() > 0 {
+        let aborted = crate::location::s3::abort_active_uploads();
+        let removed = crate::fsutil::remove_own_temps();
+        let cancelled = jobs::cancel_all(&shared);
+        fields.extend([
+            ("cancelled_jobs", cancelled.into()),
+            ("aborted_uploads", aborted.into()),
+            ("removed_temp_files", removed.into()),
+        ]);
+    }
+    if served.is_none() {
+        // Connections still open get a moment to finish their answers.
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut server).await;
+    }
+    shared.save_state();
+    log.write("info", "serve.stopped", &fields);
+    match served {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => Err(std::io::Error::other(e)),
+        None => Ok(()),
+    }
+}
+
+async fn next_reload(reloads: &mut Option<mpsc::UnboundedReceiver<Config>>) -> Option<Config> {
+    match reloads {
+        Some(r) => match r.recv().await {
+            Some(c) => Some(c),
+            None => {
+                *reloads = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+fn spawn_schedules(
+    shared: &Arc<Shared>,
+    config: &Config,
+    stop: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    config
+        .databases
+        .iter()
+        .map(|db| scheduler::spawn(shared.clone(), db.clone(), stop.clone()))
+        .collect()
+}
+
+fn reload(shared: &Shared, new: Config) {
+    let old = shared.config();
+    let mut fields: Vec<(&str, Value)> = vec![(
+        "databases",
+        new.databases
+            .iter()
+            .map(|d| d.name.clone())
+            .collect::<Vec<_>>()
+            .into(),
+    )];
+    if new.listen != old.listen {
+        fields.push(("listen_unchanged", "a new listen address needs a restart".into()));
+    }
+    if new.max_parallel != old.max_parallel {
+        fields.push((
+            "max_parallel_unchanged",
+            "a new max_parallel needs a restart".into(),
+        ));
+    }
+    *shared.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+    shared.log.write("info", "serve.reloaded", &fields);
+}
