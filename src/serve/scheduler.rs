@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::config::DatabaseConfig;
 use super::jobs::{self, Kind, Work};
+use super::state::BackupRecord;
 use super::{now, Shared};
 
 /// Starts the schedule of `db`; it ends when `stop` turns true (or the task is aborted).
@@ -26,12 +27,19 @@ pub(crate) fn spawn(
 }
 
 async fn run(shared: Arc<Shared>, db: DatabaseConfig, mut stop: watch::Receiver<bool>) {
-    let known = shared
-        .dbs()
-        .get(&db.name)
-        .and_then(|s| s.last_success.as_ref().map(|b| b.time));
+    // The newest backup: the daemon's own record, or the location's when newer (made by hand,
+    // by another host, or before the state was kept), which then becomes the record.
     let listed = newest_in_location(&shared, &db).await;
-    let last_backup = known.max(listed);
+    let last_backup = {
+        let mut dbs = shared.dbs();
+        let st = dbs.entry(db.name.clone()).or_default();
+        if let Some(l) = listed {
+            if st.last_success.as_ref().is_none_or(|k| k.time < l.time) {
+                st.last_success = Some(l);
+            }
+        }
+        st.last_success.as_ref().map(|b| b.time)
+    };
     let start = now();
     // A slot that passed while the daemon was down (or no backup at all) is due now.
     let mut next_backup = last_backup.map_or(start, |t| db.schedule.next_after(t).max(start));
@@ -136,22 +144,37 @@ async fn run_job(shared: &Arc<Shared>, db: &DatabaseConfig, kind: Kind, stop: &m
     }
 }
 
-/// The creation time of the newest backup of `db` in its location (None when there is none or
-/// the location cannot be listed: the error is logged and a backup then runs at once).
-async fn newest_in_location(shared: &Arc<Shared>, db: &DatabaseConfig) -> Option<i64> {
+/// The newest backup of `db` in its location (None when there is none or the location cannot
+/// be listed: the error is logged and a backup then runs at once).
+async fn newest_in_location(shared: &Arc<Shared>, db: &DatabaseConfig) -> Option<BackupRecord> {
     let (location, name) = (db.location.clone(), db.name.clone());
     let found = tokio::task::spawn_blocking(move || {
         if !crate::location::is_remote(&location) && !location.exists() {
-            return Ok(None);
+            return Ok::<_, crate::Error>(None);
         }
         let loc = crate::location::open(&location)?;
-        crate::location::latest(loc.as_ref(), &name, None)
+        let Some(newest) = crate::location::latest(loc.as_ref(), &name, None)? else {
+            return Ok(None);
+        };
+        let size = loc.head(&newest)?.map_or(0, |m| m.size);
+        Ok(
+            crate::prune::parse_backup_name(&newest).map(|(_, time)| BackupRecord {
+                time,
+                kind: if crate::dump::is_dump_name(&newest) {
+                    "sql"
+                } else {
+                    "archive"
+                }
+                .into(),
+                archive: newest,
+                size,
+                duration_ms: 0,
+            }),
+        )
     })
     .await;
     match found {
-        Ok(Ok(newest)) => newest
-            .and_then(|n| crate::prune::parse_backup_name(&n))
-            .map(|(_, t)| t),
+        Ok(Ok(newest)) => newest,
         Ok(Err(e)) => {
             shared.log.write(
                 "warn",

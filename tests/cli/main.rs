@@ -6,6 +6,8 @@
 
 mod util;
 
+mod daemon;
+
 mod faultproxy;
 mod s3server;
 
@@ -19,4 +21,5 @@ mod list;
 mod merge;
 mod restore;
 mod s3;
+mod serve;
 mod verify;
