@@ -205,8 +205,15 @@ pub async fn run_with(
     }
     let mut fields: Vec<(&str, Value)> = Vec::new();
     if shared.jobs().unfinished() > 0 {
-        let aborted = crate::location::s3::abort_active_uploads();
-        let removed = crate::fsutil::remove_own_temps();
+        // Aborting uploads blocks on the S3 client's own runtime: not on this one's threads.
+        let (aborted, removed) = tokio::task::spawn_blocking(|| {
+            (
+                crate::location::s3::abort_active_uploads(),
+                crate::fsutil::remove_own_temps(),
+            )
+        })
+        .await
+        .unwrap_or((0, 0));
         let cancelled = jobs::cancel_all(&shared);
         fields.extend([
             ("cancelled_jobs", cancelled.into()),

@@ -107,6 +107,17 @@ impl Daemon {
     /// Writes `config` (TOML; `listen` defaults to a free loopback port) to `dir/litevault.toml`
     /// and starts `litevault serve` on it with `LITEVAULT_TOKEN` = `token`; waits until it listens.
     pub fn start(dir: &Path, config: &str, token: Option<&str>, extra_args: &[&str]) -> Daemon {
+        Daemon::start_with(dir, config, token, extra_args, |_| {})
+    }
+
+    /// [`Daemon::start`] with the command adjusted by `customize` (e.g. S3 credentials).
+    pub fn start_with(
+        dir: &Path,
+        config: &str,
+        token: Option<&str>,
+        extra_args: &[&str],
+        customize: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let path = dir.join("litevault.toml");
         let text = if config.contains("listen") {
             config.to_string()
@@ -126,6 +137,7 @@ impl Daemon {
         if let Some(t) = token {
             cmd.env("LITEVAULT_TOKEN", t);
         }
+        customize(&mut cmd);
         let mut child = cmd.spawn().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();

@@ -781,3 +781,146 @@ fn schemathesis_finds_no_server_error() {
     assert_eq!(crate::util::integrity(&env.path("app.db")), "ok");
     assert_eq!(d.get("/api/backup/status").status, 200);
 }
+
+#[test]
+fn a_failing_backup_is_recorded_counted_and_makes_healthz_say_why() {
+    let env = Env::new();
+    std::fs::write(env.path("app.db"), b"this is not a database, only some text").unwrap();
+    let d = Daemon::start(
+        env.dir.path(),
+        &db_config("schedule = \"every 1h\""),
+        Some(TOKEN),
+        &[],
+    );
+    let failure = d.wait_for(30, "the failure", |d| {
+        let s = d.get("/api/backup/status").json();
+        let f = s["databases"][0]["last_failure"].clone();
+        (!f.is_null()).then_some(f)
+    });
+    assert_eq!(failure["kind"], "backup");
+    assert!(
+        failure["error"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not an SQLite database"),
+        "{failure}"
+    );
+    assert_eq!(failure["error"]["exit_code"], 1);
+    let job = d.get(&format!("/api/jobs/{}", failure["job"])).json();
+    assert_eq!(job["state"], "failed");
+    assert!(
+        job["report"].is_null() && job["error"]["hint"].is_string(),
+        "{job}"
+    );
+    let h = request(d.addr, "GET", "/healthz", None, None);
+    assert_eq!(h.status, 503);
+    assert!(h.body.contains("app: no successful backup yet"), "{}", h.body);
+    let m = d.get("/metrics").body;
+    assert!(
+        m.contains("litevault_backups_total{database=\"app\",result=\"failure\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("litevault_last_backup_success_timestamp_seconds{database=\"app\"} 0"),
+        "{m}"
+    );
+    assert!(d.log().contains("job.failed") && d.log().contains("not an SQLite database"));
+    assert!(archives(&env).is_empty() && hidden(&env).is_empty());
+}
+
+#[test]
+fn jobs_of_different_databases_run_in_parallel_up_to_max_parallel() {
+    let env = Env::new();
+    make_sized_db(&env.path("a.db"), 60);
+    std::fs::copy(env.path("a.db"), env.path("b.db")).unwrap();
+    let two = "[[databases]]\nname = \"a\"\npath = \"a.db\"\nlocation = \"backups\"\nschedule = \"every 1h\"\n\
+               [[databases]]\nname = \"b\"\npath = \"b.db\"\nlocation = \"backups\"\nschedule = \"every 1h\"\n";
+    let states = |d: &Daemon| -> Vec<String> {
+        let s = d.get("/api/backup/status").json();
+        s["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["running"]["state"].as_str().unwrap_or("-").to_string())
+            .collect()
+    };
+    // One at a time: while one runs, the other is queued.
+    let d = Daemon::start(
+        env.dir.path(),
+        &format!("listen = \"127.0.0.1:0\"\nstate_dir = \"state\"\nmax_parallel = 1\n{two}"),
+        Some(TOKEN),
+        &[],
+    );
+    let seen = d.wait_for(60, "one running, one queued", |d| {
+        let mut s = states(d);
+        s.sort();
+        (s == ["queued", "running"]).then_some(s)
+    });
+    assert_eq!(seen, ["queued", "running"]);
+    assert!(
+        states(&d).iter().all(|s| s != "running")
+            || states(&d).iter().filter(|s| *s == "running").count() == 1
+    );
+    d.wait_log("job.done", 2, 120);
+    drop(d);
+    // Two at a time: both run at once.
+    let env2 = Env::new();
+    std::fs::rename(env.path("a.db"), env2.path("a.db")).unwrap();
+    std::fs::rename(env.path("b.db"), env2.path("b.db")).unwrap();
+    let d = Daemon::start(
+        env2.dir.path(),
+        &format!("listen = \"127.0.0.1:0\"\nstate_dir = \"state\"\nmax_parallel = 2\n{two}"),
+        Some(TOKEN),
+        &[],
+    );
+    d.wait_for(60, "both running", |d| {
+        (states(d) == ["running", "running"]).then_some(())
+    });
+    d.wait_log("job.done", 2, 120);
+}
+
+#[test]
+fn the_daemon_backs_up_to_s3_and_sigterm_mid_upload_aborts_it() {
+    let srv = crate::s3server::S3Server::start();
+    let env = Env::new();
+    small_db(&env);
+    let url = srv.url("small");
+    let cfg = format!(
+        "listen = \"127.0.0.1:0\"\nstate_dir = \"state\"\nshutdown_grace = \"0s\"\n\
+         [[databases]]\nname = \"app\"\npath = \"app.db\"\nlocation = \"{url}\"\nschedule = \"every 1h\"\nverify = \"every 1h\"\nincremental = true\n"
+    );
+    let mut d = Daemon::start_with(env.dir.path(), &cfg, Some(TOKEN), &[], |c| srv.apply_env(c));
+    d.wait_for(60, "a passed drill of the S3 backup", |d| {
+        d.get("/api/backup/status").json()["databases"][0]["last_verify"]["ok"]
+            .as_bool()
+            .filter(|ok| *ok)
+    });
+    let listed = d.get("/api/backups?database=app").json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert!(listed[0]["path"].as_str().unwrap().starts_with(&url), "{listed}");
+    assert_eq!(srv.object_keys("small/").len(), 1);
+
+    // A big database joins by reload; SIGTERM while its upload runs: aborted, nothing published.
+    make_sized_db(&env.path("big.db"), 160);
+    let big = format!(
+        "[[databases]]\nname = \"big\"\npath = \"big.db\"\nlocation = \"{}\"\nschedule = \"every 1h\"\n",
+        srv.url("big")
+    );
+    std::fs::write(&d.config, format!("{cfg}{big}")).unwrap();
+    d.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while srv.pending_uploads() == 0 {
+        assert!(Instant::now() < deadline, "the upload never started: {}", d.log());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (code, took) = d.terminate();
+    assert_eq!(code, 0, "{}", d.log());
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(d.log().contains("aborted_uploads=1"), "{}", d.log());
+    assert!(
+        srv.object_keys("big/").is_empty(),
+        "{:?}",
+        srv.object_keys("big/")
+    );
+    assert_eq!(srv.pending_uploads(), 0, "{:?}", srv.pending_upload_keys());
+}
