@@ -376,13 +376,27 @@ impl<W: Write> ArchiveWriter<W> {
 /// `zstd -3 -T0`'s, measured 2026-12-01).
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
-/// Turns on zstd's worker threads (one per core) for `enc`, with [`ZSTD_JOB_SIZE`] jobs.
+/// zstd worker threads of this process's compressing writers; 0 means one per core.
+static COMPRESSION_THREADS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Sets how many zstd worker threads the compressing writers of this process use (0: one per
+/// core, the default; 1: one worker beside the thread that reads the pages). A process-wide
+/// setting, like its priority: the command line's `--threads`.
+pub fn set_compression_threads(n: u32) {
+    COMPRESSION_THREADS.store(n, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Turns on zstd's worker threads for `enc` (see [`set_compression_threads`]), with
+/// [`ZSTD_JOB_SIZE`] jobs.
 fn zstd_workers<W: Write>(enc: &mut zstd::stream::write::Encoder<'static, W>) -> io::Result<()> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    if threads > 1 {
-        enc.multithread(threads as u32)?;
-        enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
-    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
+    let threads = match COMPRESSION_THREADS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 if cores > 1 => cores,
+        0 => return Ok(()),
+        n => n,
+    };
+    enc.multithread(threads)?;
+    enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
     Ok(())
 }
 

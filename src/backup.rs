@@ -75,6 +75,9 @@ pub struct BackupOptions {
     /// since 3.44; it re-reads the whole index). By default a backup checks storage only: every
     /// b-tree (shadow tables included) with the page accounting, and the foreign keys.
     pub check_fts: bool,
+    /// Do not run the PASSIVE checkpoint of a WAL source after the snapshot is released (see
+    /// [`crate::snapshot::Checkpoint`]); the application's next commit then does it.
+    pub no_checkpoint: bool,
 }
 
 /// What a backup writes.
@@ -133,6 +136,9 @@ pub struct BackupReport {
     pub changed_pages: Option<u64>,
     /// Why a backup asked to be incremental is a full one.
     pub full_reason: Option<String>,
+    /// The PASSIVE checkpoint of a WAL source run once the snapshot was released (none for
+    /// other sources, SQL dumps, or with `no_checkpoint`).
+    pub checkpoint: Option<crate::snapshot::Checkpoint>,
 }
 
 /// The default backup location: `$LITEVAULT_DIR` (a directory or `s3://bucket/prefix`), else
@@ -309,7 +315,7 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
     let parent = opts
         .incremental
         .then(|| crate::chain::find_parent(target.loc.as_ref(), &name, opts.full_every));
-    let live = snapshot::begin_live(&source, opts.method)?;
+    let live = snapshot::begin_live(&source, opts.method, !opts.no_checkpoint)?;
 
     // A temp snapshot (when not streaming) lives in the work directory; the archive in the
     // location (a local one until the rename), or for an object store, when its head is
@@ -356,6 +362,7 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         changed_pages: None,
         full_reason: None,
     };
+    let holders = live.as_ref().map(|l| l.holders());
     let done = match live {
         Some(live) => backup_live(live, base, &target, opts, parent, mtime, &mut clock, progress)?,
         None => backup_copy(&source, base, &target, opts, parent, mtime, &mut clock, progress)?,
@@ -368,6 +375,9 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         streamed,
     } = done;
     clock.lap("fsync and rename");
+    // The source's catch-up checkpoint ran beside the end of the backup; wait for it, so that
+    // the application's next commit does not have to.
+    let checkpoint = holders.and_then(|h| h.outcome());
     if manifest.page_hashes.is_some() {
         crate::chain::remember(target.loc.as_ref(), &published.name, &published.sha256);
     }
@@ -392,6 +402,7 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         rows: manifest.total_rows(),
         corrupt: manifest.corrupt,
         streamed,
+        checkpoint,
         phases: clock.into_phases(),
     })
 }
@@ -495,6 +506,7 @@ fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         rows: manifest.total_rows(),
         corrupt: false,
         streamed: false,
+        checkpoint: None,
         kind: "sql".into(),
         parent: None,
         changed_pages: None,
@@ -642,9 +654,15 @@ fn backup_live(
                 spill_dir: &spill_dir,
             };
             let (body, inspected) = std::thread::scope(|s| {
+                let holders = live.holders();
+                let (source, page1) = (&source, &page1);
                 let checks = checkers.map(|(btree_conn, info_conn)| {
-                    s.spawn(|| {
-                        run_live_checks(btree_conn, info_conn, &source, &page1, db_size, opts.check_fts)
+                    s.spawn(move || {
+                        let (checked, conns) =
+                            run_live_checks(btree_conn, info_conn, source, page1, db_size, opts.check_fts);
+                        // Closing both connections ends their read transactions.
+                        holders.release_with(|| drop(conns));
+                        checked
                     })
                 });
                 let body = write_zstd_body(
@@ -680,14 +698,18 @@ fn backup_live(
         }
         (checkers, _) => {
             let inspected = match checkers {
-                Some((btree_conn, info_conn)) => run_live_checks(
-                    btree_conn,
-                    info_conn,
-                    &source,
-                    live.page1(),
-                    db_size,
-                    opts.check_fts,
-                ),
+                Some((btree_conn, info_conn)) => {
+                    let (checked, conns) = run_live_checks(
+                        btree_conn,
+                        info_conn,
+                        &source,
+                        live.page1(),
+                        db_size,
+                        opts.check_fts,
+                    );
+                    live.holders().release_with(|| drop(conns));
+                    checked
+                }
                 None => checks_on_main(&live),
             };
             clock.lap("snapshot checks");
@@ -727,13 +749,16 @@ fn run_live_checks(
     page1: &[u8],
     db_size: u64,
     check_fts: bool,
-) -> Inspected {
+) -> (Inspected, [Connection; 2]) {
     type Part = rusqlite::Result<(Vec<String>, u64)>;
     std::thread::scope(|s| {
-        let btree = s.spawn(move || -> Part {
-            db::drop_vtab_modules(&btree_conn)?;
-            let problems = db::integrity_problems(&btree_conn, false, 10)?;
-            Ok((problems, db::foreign_key_violations(&btree_conn).unwrap_or(0)))
+        let btree = s.spawn(move || -> (Part, Connection) {
+            let part = (|| {
+                db::drop_vtab_modules(&btree_conn)?;
+                let problems = db::integrity_problems(&btree_conn, false, 10)?;
+                Ok((problems, db::foreign_key_violations(&btree_conn).unwrap_or(0)))
+            })();
+            (part, btree_conn)
         });
         let info = DbInfo::read_with_header(&info_conn, source, page1, true);
         let vtabs = if check_fts {
@@ -741,14 +766,18 @@ fn run_live_checks(
         } else {
             Ok(Vec::new())
         };
-        let (problems, fk_violations) = match (btree.join().expect("check thread does not panic"), vtabs) {
+        let (part, btree_conn) = btree.join().expect("check thread does not panic");
+        let (problems, fk_violations) = match (part, vtabs) {
             (Ok((mut problems, fk)), Ok(vtabs)) => {
                 problems.extend(vtabs.into_iter().flat_map(|(_, p)| p));
                 (problems, fk)
             }
             (Err(e), _) | (_, Err(e)) => (vec![e.to_string()], 0),
         };
-        inspected(info, problems, fk_violations, page1, db_size)
+        (
+            inspected(info, problems, fk_violations, page1, db_size),
+            [btree_conn, info_conn],
+        )
     })
 }
 
@@ -1042,7 +1071,7 @@ fn write_zstd_body(
             progress.end();
             // The snapshot is no longer needed: let the source's checkpoints go on.
             if let PageSource::Live { live, .. } = pages {
-                let _ = live.conn().execute_batch("COMMIT");
+                live.release_main();
             }
             incremental = Some((p.link.clone(), p.depth.saturating_add(1), done.changed_count));
             hashes = Some(done.hashes);

@@ -51,6 +51,7 @@
 
 pub mod archive;
 pub mod backup;
+mod catchup;
 pub mod chain;
 pub mod copy;
 pub mod db;
@@ -63,6 +64,7 @@ pub mod location;
 pub mod manifest;
 pub mod merge;
 pub mod pageset;
+pub mod priority;
 pub mod progress;
 pub mod prune;
 pub mod restore;

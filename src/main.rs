@@ -87,6 +87,12 @@ enum CompressionArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum PriorityArg {
+    Low,
+    Normal,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum LogFormatArg {
     Text,
     Json,
@@ -135,6 +141,18 @@ enum Command {
         /// check the indexes.
         #[arg(long)]
         check_fts: bool,
+        /// Compression worker threads (0: one per core).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        threads: u32,
+        /// CPU and I/O priority: `low` (nice 10, lowest best-effort I/O: the application
+        /// keeps the CPU it needs; an idle machine is used fully) or `normal`.
+        #[arg(long, value_enum, default_value = "low")]
+        priority: PriorityArg,
+        /// Do not run the PASSIVE checkpoint of a WAL source after the snapshot is released
+        /// (the application's next commit then copies everything written during the backup
+        /// from the -wal, inside that commit).
+        #[arg(long)]
+        no_checkpoint: bool,
         /// Replace the file given with -o if it exists (atomically).
         #[arg(long, requires = "output")]
         overwrite: bool,
@@ -512,12 +530,20 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             level,
             allow_corrupt,
             check_fts,
+            threads,
+            priority,
+            no_checkpoint,
             overwrite,
             format,
             tables,
             exclude_tables,
         } => {
+            if matches!(priority, PriorityArg::Low) {
+                litevault::priority::lower();
+            }
+            litevault::archive::set_compression_threads(*threads);
             let opts = BackupOptions {
+                no_checkpoint: *no_checkpoint,
                 output: output.clone(),
                 dir: dir.clone(),
                 name: name.clone(),

@@ -24,6 +24,8 @@
 use std::io::Write;
 use std::os::raw::c_int;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::{ffi, Connection};
@@ -126,6 +128,11 @@ impl Default for SnapshotLimits {
 /// the transaction ends, when this is dropped or [`LiveSnapshot::finish`]ed.
 pub(crate) struct LiveSnapshot {
     conn: Connection,
+    /// Who still holds the snapshot (this connection and the checkers); the last to let go
+    /// starts the source's catch-up checkpoint.
+    holders: Arc<Holders>,
+    /// Whether `conn` has ended its read transaction.
+    main_released: AtomicBool,
     /// Two more connections whose read transactions are on the same snapshot, for checks that
     /// run while `conn` streams the pages; none when a writer kept committing while they were
     /// opened.
@@ -136,6 +143,9 @@ pub(crate) struct LiveSnapshot {
     page1: Vec<u8>,
     started: Instant,
 }
+
+pub use crate::catchup::Checkpoint;
+use crate::catchup::Holders;
 
 /// Tries at getting the checkers' read transactions on the main connection's snapshot.
 const SAME_SNAPSHOT_ATTEMPTS: u32 = 50;
@@ -150,7 +160,7 @@ fn data_version(conn: &Connection, source: &Path) -> Result<i64> {
 /// Holds `source` at one snapshot for a streamed page copy, when that is possible: `method` is
 /// [`Method::Pages`], the source is in WAL mode (a read transaction does not block its writers)
 /// and this SQLite build has `sqlite_dbpage`. `Ok(None)` means "use [`take`]".
-pub(crate) fn begin_live(source: &Path, method: Method) -> Result<Option<LiveSnapshot>> {
+pub(crate) fn begin_live(source: &Path, method: Method, checkpoint: bool) -> Result<Option<LiveSnapshot>> {
     if method != Method::Pages {
         return Ok(None);
     }
@@ -209,8 +219,16 @@ pub(crate) fn begin_live(source: &Path, method: Method) -> Result<Option<LiveSna
             detail: format!("page 1 is {} bytes, page size {page_size}", page1.len()),
         });
     }
+    // The checkers are let go together, by the thread that ran the checks on them.
+    let holders = Arc::new(Holders::new(
+        source,
+        if checkers.is_empty() { 1 } else { 2 },
+        checkpoint,
+    ));
     Ok(Some(LiveSnapshot {
         conn,
+        holders,
+        main_released: AtomicBool::new(false),
         checkers,
         source: source.to_path_buf(),
         page_size,
@@ -224,6 +242,21 @@ impl LiveSnapshot {
     /// The source connection, inside its read transaction.
     pub(crate) fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// Who holds the snapshot: a caller of [`Self::take_checkers`] calls
+    /// [`Holders::release`] once it has dropped both connections.
+    pub(crate) fn holders(&self) -> Arc<Holders> {
+        self.holders.clone()
+    }
+
+    /// Ends the main connection's read transaction (once).
+    pub(crate) fn release_main(&self) {
+        if !self.main_released.swap(true, Ordering::SeqCst) {
+            self.holders.release_with(|| {
+                let _ = self.conn.execute_batch("COMMIT");
+            });
+        }
     }
 
     /// Takes the two other connections on the same snapshot, when there are.
@@ -297,7 +330,10 @@ impl LiveSnapshot {
         let wal_path = crate::fsutil::sidecar(&self.source, "-wal");
         let wal_size = || std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
         let wal_at_start = wal_size();
-        let mut spill: Option<(tempfile::NamedTempFile, std::io::BufWriter<std::fs::File>)> = None;
+        let mut spill: Option<(
+            tempfile::NamedTempFile,
+            std::io::BufWriter<crate::fsutil::WritebackFile>,
+        )> = None;
         {
             let mut stmt = self
                 .conn
@@ -346,7 +382,13 @@ impl LiveSnapshot {
                                 .tempfile_in(spill_dir)
                                 .map_err(|err| Error::io("create temp file in", spill_dir, err))?;
                             let f = tmp.reopen().map_err(|err| Error::io("open", tmp.path(), err))?;
-                            spill = Some((tmp, std::io::BufWriter::with_capacity(1 << 20, f)));
+                            spill = Some((
+                                tmp,
+                                std::io::BufWriter::with_capacity(
+                                    1 << 20,
+                                    crate::fsutil::WritebackFile::new(f),
+                                ),
+                            ));
                         }
                     }
                 }
@@ -365,7 +407,7 @@ impl LiveSnapshot {
         }
         // Every page is read: the source's checkpoints may go on.
         if end_transaction {
-            let _ = self.conn.execute_batch("COMMIT");
+            self.release_main();
         }
         if let Some((tmp, w)) = spill {
             let f = w
@@ -388,8 +430,8 @@ impl LiveSnapshot {
     }
 
     /// Ends the read transaction and says how the snapshot was taken.
-    pub(crate) fn finish(self) -> SnapshotStats {
-        let _ = self.conn.execute_batch("COMMIT");
+    pub(crate) fn finish(&self) -> SnapshotStats {
+        self.release_main();
         SnapshotStats {
             method: Method::Pages,
             source_journal_mode: "wal".into(),
@@ -776,7 +818,7 @@ mod tests {
         };
         let mut shared = 0;
         for i in 0..20 {
-            let mut live = begin_live(&src, Method::Pages)
+            let mut live = begin_live(&src, Method::Pages, false)
                 .unwrap()
                 .expect("WAL source streams");
             let seen = state(live.conn());
@@ -817,11 +859,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("src.db");
         make_db(&src, false);
-        assert!(begin_live(&src, Method::Pages).unwrap().is_none());
+        assert!(begin_live(&src, Method::Pages, false).unwrap().is_none());
         let wal = d.path().join("wal.db");
         make_db(&wal, true);
-        assert!(begin_live(&wal, Method::Vacuum).unwrap().is_none());
-        assert!(begin_live(&wal, Method::Pages).unwrap().is_some());
+        assert!(begin_live(&wal, Method::Vacuum, false).unwrap().is_none());
+        assert!(begin_live(&wal, Method::Pages, false).unwrap().is_some());
     }
 
     #[test]

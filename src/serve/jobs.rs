@@ -259,6 +259,10 @@ pub(crate) fn launch(
         let spawned = std::thread::Builder::new()
             .name(format!("job-{id}"))
             .spawn(move || {
+                // Backups and drills are background work; a restore is what someone waits for.
+                if !matches!(work, Work::Restore { .. }) {
+                    crate::priority::lower();
+                }
                 let outcome = execute(&thread_db, &work, progress.as_ref());
                 let _ = tx.send(outcome);
             });

@@ -378,12 +378,19 @@ fn wal_source_backup_includes_uncheckpointed_commits_and_leaves_source_alone() {
     // The rows live only in the -wal file now; a file copy of the main file would miss them.
     assert!(std::fs::metadata(env.path("wal.db-wal")).unwrap().len() > 0);
     let main_before = std::fs::read(&src).unwrap();
-    let archive = env.backup(&src, &[]);
+    let content_before = content_hash(&src);
+    // With --no-checkpoint not a byte of the source's files changes.
+    let archive = env.backup(&src, &["--no-checkpoint"]);
     assert_eq!(
         std::fs::read(&src).unwrap(),
         main_before,
         "source main file untouched"
     );
+    // By default the backup's catch-up checkpoint moves the committed frames into the main
+    // file (as SQLite's auto-checkpoint would): the content is the same.
+    env.backup(&src, &["--name", "again"]);
+    assert_ne!(std::fs::read(&src).unwrap(), main_before);
+    assert_eq!(content_hash(&src), content_before);
     let restored = env.path("r.db");
     env.run(&["restore", archive.to_str().unwrap(), restored.to_str().unwrap()])
         .ok();

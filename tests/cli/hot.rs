@@ -413,3 +413,94 @@ fn leftovers_of_killed_runs_are_removed_by_the_next_run_in_their_directory() {
     env.run(&["restore", s(&archive), s(&env.path("new2.db"))]).ok();
     assert!(live.exists());
 }
+
+/// The nice value of the process `pid` (field 19 of /proc/PID/stat), while it runs.
+fn nice_of(pid: u32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(16)?.parse().ok()
+}
+
+/// Threads of the process `pid` now.
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Runs `litevault ARGS` and samples the process until it exits: (exit code, its nice value
+/// seen, the most threads seen).
+fn sample_run(env: &Env, args: &[&str]) -> (i32, Option<i64>, usize) {
+    let mut child = env.command(args).spawn().unwrap();
+    let pid = child.id();
+    let (mut nice, mut threads) = (None, 0);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.code().unwrap_or(-1), nice, threads);
+        }
+        nice = nice_of(pid).or(nice);
+        threads = threads.max(threads_of(pid));
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_backup_runs_at_low_priority_by_default_and_threads_sets_the_compression_workers() {
+    let env = Env::new();
+    let db = env.path("big.db");
+    crate::util::make_sized_db(&db, 60);
+    let dbs = db.to_str().unwrap();
+    let (code, nice, _) = sample_run(&env, &["backup", dbs]);
+    assert_eq!((code, nice), (0, Some(10)), "a backup lowers its own priority");
+    let (code, nice, _) = sample_run(&env, &["backup", dbs, "--priority", "normal"]);
+    assert_eq!((code, nice), (0, Some(0)));
+    let (code, _, one) = sample_run(&env, &["backup", dbs, "--threads", "1"]);
+    assert_eq!(code, 0);
+    let (code, _, six) = sample_run(&env, &["backup", dbs, "--threads", "6"]);
+    assert_eq!(code, 0);
+    assert!(
+        six >= one + 5,
+        "--threads 6 starts 5 more compression workers than --threads 1: {six} vs {one}"
+    );
+}
+
+#[test]
+fn a_backup_checkpoints_a_wal_source_once_it_releases_its_snapshot_unless_told_not_to() {
+    for opt_out in [false, true] {
+        let env = Env::new();
+        let db = env.path("app.db");
+        let c = rusqlite::Connection::open(&db).unwrap();
+        // The application never checkpoints itself here: what it wrote stays in the -wal.
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
+             CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 2000)
+             INSERT INTO t(b) SELECT randomblob(4000) FROM n;",
+        )
+        .unwrap();
+        let file_before = std::fs::metadata(&db).unwrap().len();
+        let mut args = vec!["backup", db.to_str().unwrap(), "--json"];
+        if opt_out {
+            args.push("--no-checkpoint");
+        }
+        let r = env.run(&args).ok().json();
+        let file_after = std::fs::metadata(&db).unwrap().len();
+        if opt_out {
+            assert!(r["checkpoint"].is_null(), "{r}");
+            assert_eq!(file_after, file_before, "the -wal was left alone");
+        } else {
+            let cp = &r["checkpoint"];
+            assert!(cp["wal_frames"].as_i64().unwrap() > 1900, "{cp}");
+            assert_eq!(cp["checkpointed_frames"], cp["wal_frames"], "{cp}");
+            assert!(cp["error"].is_null(), "{cp}");
+            assert!(
+                file_after > file_before + 7_000_000,
+                "the frames are in the database file: {file_before} -> {file_after}"
+            );
+        }
+        // The application's connection sees the same data either way.
+        let n: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 2000);
+        assert_eq!(crate::util::integrity(&db), "ok");
+    }
+}
