@@ -755,7 +755,7 @@ fn run_live_checks(
         let btree = s.spawn(move || -> (Part, Connection) {
             let part = (|| {
                 db::drop_vtab_modules(&btree_conn)?;
-                let problems = db::integrity_problems(&btree_conn, false, 10)?;
+                let problems = db::classified_problems(&btree_conn, false, 10)?;
                 Ok((problems, db::foreign_key_violations(&btree_conn).unwrap_or(0)))
             })();
             (part, btree_conn)
@@ -784,7 +784,7 @@ fn run_live_checks(
 /// The checks of a live snapshot on its main connection alone (SQLite's whole `quick_check`).
 fn checks_on_main(live: &LiveSnapshot) -> Inspected {
     let info = live.info();
-    let problems = db::integrity_problems(live.conn(), false, 10).unwrap_or_else(|e| vec![e.to_string()]);
+    let problems = db::classified_problems(live.conn(), false, 10).unwrap_or_else(|e| vec![e.to_string()]);
     let fk = db::foreign_key_violations(live.conn()).unwrap_or(0);
     inspected(info, problems, fk, live.page1(), live.db_size())
 }
@@ -1135,14 +1135,14 @@ pub(crate) fn inspect_snapshot(
         Err(e) => return Err(e),
     };
     let problems: std::result::Result<Vec<String>, String> = if check_fts {
-        db::integrity_problems(&conn, false, 10).map_err(|e| e.to_string())
+        db::classified_problems(&conn, false, 10).map_err(|e| e.to_string())
     } else {
         // The b-trees on a second connection without virtual-table modules.
         db::open_private(path, false)
             .map_err(|e| e.to_string())
             .and_then(|btree| {
                 db::drop_vtab_modules(&btree)
-                    .and_then(|()| db::integrity_problems(&btree, false, 10))
+                    .and_then(|()| db::classified_problems(&btree, false, 10))
                     .map_err(|e| e.to_string())
             })
     };

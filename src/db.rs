@@ -403,6 +403,23 @@ pub fn integrity_problems(conn: &Connection, full: bool, limit: usize) -> rusqli
     Ok(rows.into_iter().filter(|r| r != "ok").collect())
 }
 
+/// [`integrity_findings`] as lines for a message: one per object and class of problem (capped
+/// and counted, not one per row), then what to do about them.
+pub fn classified_problems(conn: &Connection, full: bool, limit: usize) -> rusqlite::Result<Vec<String>> {
+    let found = integrity_findings(conn, full, limit);
+    let mut lines: Vec<String> = found.findings.iter().map(|f| f.to_string()).collect();
+    if found.truncated {
+        lines.push(format!(
+            "the check stopped after {} problems, so there may be more",
+            found.total
+        ));
+    }
+    if let Some(action) = found.action() {
+        lines.push(format!("what to do: {action}"));
+    }
+    Ok(lines)
+}
+
 /// Runs `PRAGMA quick_check` (or `integrity_check` when `full`), up to `limit` problems, and
 /// sorts what it reports into findings by class and object (see [`crate::findings`]); messages
 /// are tallied as they are read. An error that stops the check (SQLite's "database disk image

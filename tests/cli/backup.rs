@@ -564,3 +564,26 @@ fn bad_levels_are_usage_errors() {
         .code(2);
     assert!(env.backup_files().is_empty());
 }
+
+#[test]
+fn a_damaged_source_is_refused_with_its_problems_classified_per_object() {
+    let env = Env::new();
+    let src = copy_fixture(&env, "corrupt/altercorrupt_01.db");
+    let r = env.run(&["backup", src.to_str().unwrap()]).code(3);
+    let error = r.stderr.lines().find(|l| l.starts_with("error:")).unwrap();
+    // One line: a finding per object and class, capped and counted, then what to do.
+    assert!(!r.stderr.contains("*** in database"), "{}", r.stderr);
+    assert!(error.contains("freelist: 1 storage problem"), "{error}");
+    assert!(error.contains("table \"t2\": 3 storage problems"), "{error}");
+    assert!(
+        error.contains("what to do: the file's pages are damaged"),
+        "{error}"
+    );
+    assert_eq!(
+        r.stderr.lines().count(),
+        2,
+        "an error line and a hint: {}",
+        r.stderr
+    );
+    assert!(env.backup_files().is_empty());
+}
