@@ -281,3 +281,60 @@ fn reload(shared: &Shared, new: Config) {
     *shared.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
     shared.log.write("info", "serve.reloaded", &fields);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    /// The library shape the binary and tests rely on: bind port 0, run, stop through the
+    /// shutdown future; the first backup runs at start.
+    #[test]
+    fn run_serves_on_port_0_and_stops_when_shutdown_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let text = "state_dir = \"state\"\n[[databases]]\nname = \"app\"\npath = \"app.db\"\nlocation = \"b\"\nschedule = \"every 1h\"\n";
+        let config = super::Config::parse(text, dir.path(), None).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(super::run(listener, config, async {
+                let _ = stopped.await;
+            }));
+            let get = move |path: &'static str| {
+                tokio::task::spawn_blocking(move || {
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+                    let mut out = String::new();
+                    s.read_to_string(&mut out).unwrap();
+                    out
+                })
+            };
+            let mut healthy = false;
+            for _ in 0..200 {
+                if get("/healthz").await.unwrap().starts_with("HTTP/1.1 200") {
+                    healthy = true;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            assert!(healthy, "the first backup never made it healthy");
+            let status = get("/api/backup/status").await.unwrap();
+            assert!(status.contains("\"last_success\":{"), "{status}");
+            stop.send(()).unwrap();
+            let stopped = tokio::time::timeout(std::time::Duration::from_secs(20), server).await;
+            assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
+        });
+        assert!(std::fs::read_dir(dir.path().join("b")).unwrap().count() == 1);
+        assert!(dir.path().join("state/state.json").is_file());
+    }
+}
