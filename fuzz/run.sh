@@ -15,7 +15,6 @@
 # stable toolchain builds it with RUSTC_BOOTSTRAP=1 (set here), for this build only.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-cd "$here"
 
 budget=60
 jobs=1
@@ -33,13 +32,15 @@ while [ $# -gt 0 ]; do
     *) targets+=("$1"); shift ;;
   esac
 done
+# (--work relative to the caller's directory)
+mkdir -p "$work"
+work="$(cd "$work" && pwd)"
+cd "$here"
 if [ ${#targets[@]} -eq 0 ]; then
   for f in fuzz_targets/*.rs; do
     grep -q 'fuzz_target!' "$f" && targets+=("$(basename "$f" .rs)")
   done
 fi
-mkdir -p "$work"
-work="$(cd "$work" && pwd)"
 
 export RUSTC_BOOTSTRAP=1
 build_start=$(date +%s)
