@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Builds the fuzz targets and runs each for a time budget, then prints what each run did.
 #
-#   fuzz/run.sh [--budget SECONDS] [--jobs N] [--sanitizer address|none] [--work DIR] [TARGET...]
+#   fuzz/run.sh [--budget SECONDS] [--jobs N] [--sanitizer address|none] [--dev] [--work DIR] [TARGET...]
 #
 # TARGET...: names of fuzz/fuzz_targets/*.rs (default: every file there with a fuzz_target!).
 # --budget: seconds per target (default 60). --jobs: targets run at once (default 1), each
 # under `nice -n 19`. --sanitizer: cargo fuzz's -s (default address; none builds faster and
-# runs about twice as fast, for a smoke run). --work: where the growing corpora, artifacts and
-# logs go (default fuzz/target/work; the committed seeds in fuzz/corpus are only read).
+# runs about twice as fast, for a smoke run). --dev: an unoptimized build (a third of the
+# build's CPU time, slower runs: for a short smoke run). --work: where the growing corpora,
+# artifacts and logs go (default fuzz/target/work; the committed seeds in fuzz/corpus are only
+# read).
 #
 # Each target runs in libFuzzer's fork mode, which goes on after a crash, a timeout or an
 # out-of-memory and saves each input under WORK/artifacts/TARGET/. The exit status is 1 when
@@ -19,6 +21,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 budget=60
 jobs=1
 sanitizer=address
+mode=()
 work="$here/target/work"
 targets=()
 while [ $# -gt 0 ]; do
@@ -26,6 +29,7 @@ while [ $# -gt 0 ]; do
     --budget) budget="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     --sanitizer) sanitizer="$2"; shift 2 ;;
+    --dev) mode=(-D); shift ;;
     --work) work="$2"; shift 2 ;;
     -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
@@ -45,15 +49,17 @@ fi
 export RUSTC_BOOTSTRAP=1
 build_start=$(date +%s)
 triple="$(rustc -vV | sed -n 's/^host: //p')"
-# One target directory per sanitizer: a smoke build does not replace the binaries of a long run
+# cargo fuzz's default build: optimized, with debug assertions and overflow checks (an
+# arithmetic overflow is a panic, hence a finding). One target directory per sanitizer: a smoke build does not replace the binaries of a long run
 # (fork mode starts the binary again for each of its jobs).
-tdir="$here/target/$sanitizer"
-bindir="$tdir/$triple/release"
+tdir="$here/target/san-$sanitizer${mode:+-dev}"
+[ ${#mode[@]} -gt 0 ] && bindir_profile=debug || bindir_profile=release
+bindir="$tdir/$triple/$bindir_profile"
 # cargo fuzz builds one target or all of them.
 if [ ${#targets[@]} -eq 1 ]; then
-  nice -n 19 cargo fuzz build -O -s "$sanitizer" --target-dir "$tdir" "${targets[0]}" 2>&1 | grep -v '^ *Compiling' >&2
+  nice -n 19 cargo fuzz build "${mode[@]}" -s "$sanitizer" --target-dir "$tdir" "${targets[0]}" 2>&1 | grep -v '^ *Compiling' >&2
 else
-  nice -n 19 cargo fuzz build -O -s "$sanitizer" --target-dir "$tdir" 2>&1 | grep -v '^ *Compiling' >&2
+  nice -n 19 cargo fuzz build "${mode[@]}" -s "$sanitizer" --target-dir "$tdir" 2>&1 | grep -v '^ *Compiling' >&2
 fi
 echo "build: $(( $(date +%s) - build_start )) s" >&2
 
