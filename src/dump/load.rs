@@ -1212,6 +1212,9 @@ struct Splitter {
     checked: usize,
     /// Where a CREATE TRIGGER statement is, in SQLite's terms for finding its end.
     trig: Trig,
+    /// Ask SQLite's rule only where the token tracking says a trigger may end, even for a short
+    /// statement (as for one past [`SHORT_CHECKS`]): for [`split_statements`].
+    track_only: bool,
 }
 
 /// The states of `sqlite3_complete()` inside a trigger's body, followed token by token
@@ -1344,7 +1347,7 @@ impl Splitter {
                                 true
                             } else if self.trig == Trig::Unknown
                                 || self.trig == Trig::SemiEnd
-                                || self.checked <= SHORT_CHECKS
+                                || (!self.track_only && self.checked <= SHORT_CHECKS)
                             {
                                 self.checked += stmt.len();
                                 is_complete(stmt)
@@ -1417,6 +1420,35 @@ const COMPLETE_BUDGET: usize = 256 << 20;
 /// the tracking.
 const SHORT_CHECKS: usize = 1 << 20;
 
+/// Splits `text` into statements, line by line, as [`load`] does: the byte range of each
+/// statement in `text` and the line it starts on, and whether a statement is left open at the
+/// end. With `track_only`, where a trigger ends is decided as for a statement past 1 MiB (by
+/// the token tracking, with SQLite's rule asked only where it says). For the fuzz targets in
+/// `fuzz/`, which compare it with SQLite's own `sqlite3_complete`.
+#[doc(hidden)]
+pub fn split_statements(text: &[u8], track_only: bool) -> (Vec<(std::ops::Range<usize>, u64)>, bool) {
+    let mut s = Splitter {
+        track_only,
+        ..Splitter::default()
+    };
+    let mut out = Vec::new();
+    let mut pushed = 0usize;
+    for (n, line) in text.split_inclusive(|&b| b == b'\n').enumerate() {
+        s.line_start = s.buf.len();
+        s.buf.extend_from_slice(line);
+        pushed += line.len();
+        // `buf` holds the tail of the text pushed so far; statements are slices of it.
+        let base = s.buf.as_ptr() as usize;
+        let base_off = pushed - s.buf.len();
+        let _ = s.split(n as u64 + 1, &mut |stmt, at| {
+            let start = base_off + (stmt.as_ptr() as usize - base);
+            out.push((start..start + stmt.len(), at));
+            Ok(())
+        });
+    }
+    (out, s.start.is_some())
+}
+
 /// Whether a statement starts with CREATE (only then can a `;` fall inside it: a trigger body).
 fn starts_create(stmt: &[u8]) -> bool {
     stmt[..stmt.len().min(6)].eq_ignore_ascii_case(b"CREATE")
@@ -1450,6 +1482,27 @@ mod tests {
             .unwrap();
         }
         out
+    }
+
+    #[test]
+    fn split_statements_gives_each_statement_s_range_and_line() {
+        let text = b"-- c;\nCREATE TABLE t(a); INSERT INTO t\nVALUES(';');\nCREATE TRIGGER r AFTER INSERT ON t BEGIN\n SELECT 1; END;\nSELECT";
+        for track_only in [false, true] {
+            let (stmts, open) = split_statements(text, track_only);
+            let got: Vec<_> = stmts.iter().map(|(r, l)| (&text[r.clone()], *l)).collect();
+            assert_eq!(
+                got,
+                vec![
+                    (&b"CREATE TABLE t(a);"[..], 2),
+                    (&b"INSERT INTO t\nVALUES(';');"[..], 2),
+                    (
+                        &b"CREATE TRIGGER r AFTER INSERT ON t BEGIN\n SELECT 1; END;"[..],
+                        4
+                    ),
+                ]
+            );
+            assert!(open, "SELECT is left open");
+        }
     }
 
     #[test]
