@@ -185,16 +185,22 @@ fn archive_sha256(loc: &dyn Location, name: &str) -> Result<String> {
 /// incremental need not read its parent whole to learn it): `$LITEVAULT_STATE_DIR`, else the
 /// platform state directory's `litevault` (e.g. `~/.local/state/litevault`).
 fn state_file(loc: &dyn Location) -> Option<PathBuf> {
-    let dir = std::env::var_os("LITEVAULT_STATE_DIR")
+    let dir = state_dir()?;
+    let id = hex(&Sha256::digest(loc.url().as_bytes()));
+    Some(dir.join("archives").join(format!("{}.json", &id[..16])))
+}
+
+/// What litevault keeps on this machine: `$LITEVAULT_STATE_DIR`, else the platform state
+/// directory's `litevault` (e.g. `~/.local/state/litevault`).
+pub(crate) fn state_dir() -> Option<PathBuf> {
+    std::env::var_os("LITEVAULT_STATE_DIR")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .or_else(|| {
             dirs::state_dir()
                 .or_else(dirs::data_dir)
                 .map(|d| d.join("litevault"))
-        })?;
-    let id = hex(&Sha256::digest(loc.url().as_bytes()));
-    Some(dir.join("archives").join(format!("{}.json", &id[..16])))
+        })
 }
 
 /// Records archive `name`'s SHA-256 (best effort; a failure only costs a later read).

@@ -783,15 +783,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                         ),
                         None => None,
                     };
-                    let newest = litevault::location::latest(loc.as_ref(), &name, at)?.ok_or_else(|| {
-                        Error::NotFound {
-                            path: loc.object_path(&format!(
-                                "{name}-<stamp>.*{}",
-                                at.map(|t| format!(" at or before {}", litevault::location::format_time(t)))
-                                    .unwrap_or_default()
-                            )),
-                        }
-                    })?;
+                    let newest = litevault::location::latest_required(loc.as_ref(), &name, at)?;
                     (loc.object_path(&newest), db.clone())
                 }
                 ([archive, db], false) => (archive.clone(), db.clone()),

@@ -342,6 +342,17 @@ pub fn latest(loc: &dyn Location, name: &str, at: Option<i64>) -> Result<Option<
     Ok(best.map(|(_, n)| n))
 }
 
+/// [`latest`], or [`Error::NotFound`] naming what was looked for when there is none.
+pub fn latest_required(loc: &dyn Location, name: &str, at: Option<i64>) -> Result<String> {
+    latest(loc, name, at)?.ok_or_else(|| Error::NotFound {
+        path: loc.object_path(&format!(
+            "{name}-<stamp>.*{}",
+            at.map(|t| format!(" at or before {}", format_time(t)))
+                .unwrap_or_default()
+        )),
+    })
+}
+
 pub use crate::prune::policy::sequence;
 
 /// `secs` since the epoch as RFC 3339 UTC (`2026-12-01T10:15:00Z`).

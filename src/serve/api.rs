@@ -126,6 +126,21 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
+/// The configured database a job request names, unless the daemon is stopping.
+fn job_database(shared: &Shared, name: &str) -> Result<DatabaseConfig, Box<Response>> {
+    let Some(db) = shared.config().database(name).cloned() else {
+        return Err(Box::new(unknown_database(name)));
+    };
+    if shared.is_stopping() {
+        return Err(Box::new(fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the daemon is stopping",
+        )));
+    }
+    Ok(db)
+}
+
 fn unknown_database(name: &str) -> Response {
     fail(
         StatusCode::NOT_FOUND,
@@ -294,16 +309,10 @@ fn start(shared: &Arc<Shared>, body: &[u8], kind: Kind) -> Response {
         Ok(r) => r,
         Err(m) => return fail(StatusCode::BAD_REQUEST, "usage", m),
     };
-    let Some(db) = shared.config().database(&req.database).cloned() else {
-        return unknown_database(&req.database);
+    let db = match job_database(shared, &req.database) {
+        Ok(db) => db,
+        Err(r) => return *r,
     };
-    if shared.is_stopping() {
-        return fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "stopping",
-            "the daemon is stopping",
-        );
-    }
     match jobs::reserve(shared, &db.name, kind, "api") {
         Err(b) => busy(&db.name, b),
         Ok(id) => {
@@ -334,16 +343,10 @@ async fn restore(State(shared): Shared_, body: Bytes) -> Response {
         Ok(r) => r,
         Err(m) => return fail(StatusCode::BAD_REQUEST, "usage", m),
     };
-    let Some(db) = shared.config().database(&req.database).cloned() else {
-        return unknown_database(&req.database);
+    let db = match job_database(&shared, &req.database) {
+        Ok(db) => db,
+        Err(r) => return *r,
     };
-    if shared.is_stopping() {
-        return fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "stopping",
-            "the daemon is stopping",
-        );
-    }
     let id = match jobs::reserve(&shared, &db.name, Kind::Restore, "api") {
         Ok(id) => id,
         Err(b) => return busy(&db.name, b),
@@ -361,16 +364,7 @@ async fn restore(State(shared): Shared_, body: Bytes) -> Response {
         let loc = crate::location::open(&plan_db.location)?;
         let name = match which {
             Which::Named(n) => n,
-            Which::Latest(at) => {
-                crate::location::latest(loc.as_ref(), &plan_db.name, at)?.ok_or_else(|| Error::NotFound {
-                    path: loc.object_path(&format!(
-                        "{}-<stamp>.*{}",
-                        plan_db.name,
-                        at.map(|t| format!(" at or before {}", format_time(t)))
-                            .unwrap_or_default()
-                    )),
-                })?
-            }
+            Which::Latest(at) => crate::location::latest_required(loc.as_ref(), &plan_db.name, at)?,
         };
         let archive = loc.object_path(&name);
         let plan = crate::restore::plan_restore(&archive, &plan_db.path, &plan_opts)?;

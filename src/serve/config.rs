@@ -304,14 +304,7 @@ impl Config {
 /// The daemon's state directory: `$LITEVAULT_STATE_DIR/serve`, else the platform state
 /// directory's `litevault/serve` (e.g. `~/.local/state/litevault/serve`).
 fn default_state_dir() -> PathBuf {
-    std::env::var_os("LITEVAULT_STATE_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            dirs::state_dir()
-                .or_else(dirs::data_dir)
-                .map(|d| d.join("litevault"))
-        })
+    crate::chain::state_dir()
         .unwrap_or_else(|| PathBuf::from(".litevault-state"))
         .join("serve")
 }

@@ -229,7 +229,7 @@ pub(crate) fn launch(
     tokio::spawn(async move {
         let permit = shared.permits.clone().acquire_owned().await;
         if shared.is_stopping() || permit.is_err() {
-            finish(&shared, id, &db, Outcome::failed(cancelled()));
+            finish(&shared, id, &db.name, Outcome::failed(cancelled()));
             let _ = done_tx.send(());
             return;
         }
@@ -273,7 +273,11 @@ pub(crate) fn launch(
             Err(e) => Outcome::failed(internal(&format!("cannot start a thread: {e}"))),
         };
         drop(permit);
-        finish(&shared, id, &db, outcome);
+        // The state file's fsync stays off the runtime's threads (it can wait behind a
+        // backup's I/O, and the API would wait with it).
+        let done = shared.clone();
+        let name = db.name.clone();
+        let _ = tokio::task::spawn_blocking(move || finish(&done, id, &name, outcome)).await;
         let _ = done_tx.send(());
     });
     done_rx
@@ -364,17 +368,12 @@ fn execute(db: &DatabaseConfig, work: &Work, progress: &dyn Progress) -> Outcome
         }
         Work::Verify => {
             let found = crate::location::open(&db.location).and_then(|loc| {
-                let newest = crate::location::latest(loc.as_ref(), &db.name, None)?;
-                Ok(newest.map(|n| loc.object_path(&n)))
+                let newest = crate::location::latest_required(loc.as_ref(), &db.name, None)?;
+                Ok(loc.object_path(&newest))
             });
             let archive = match found {
                 Err(e) => return Outcome::failed(ErrorReport::from(&e)),
-                Ok(None) => {
-                    return Outcome::failed(ErrorReport::from(&Error::NotFound {
-                        path: db.location.join(format!("{}-<stamp>.*", db.name)),
-                    }))
-                }
-                Ok(Some(a)) => a,
+                Ok(a) => a,
             };
             let opts = crate::verify::VerifyOptions::default();
             let mut out = match crate::verify::verify(&archive, &opts, progress) {
@@ -423,7 +422,7 @@ fn to_value<T: Serialize>(report: &T) -> Value {
 
 /// Records a job's outcome in the job table and the database's state, logs it, and frees the
 /// database. A job that a shutdown already marked cancelled stays so.
-pub(crate) fn finish(shared: &Shared, id: u64, db: &DatabaseConfig, outcome: Outcome) {
+pub(crate) fn finish(shared: &Shared, id: u64, database: &str, outcome: Outcome) {
     let t = now();
     let (kind, duration_ms) = {
         let mut jobs = shared.jobs();
@@ -447,7 +446,7 @@ pub(crate) fn finish(shared: &Shared, id: u64, db: &DatabaseConfig, outcome: Out
     };
     {
         let mut dbs = shared.dbs();
-        let st = dbs.entry(db.name.clone()).or_default();
+        let st = dbs.entry(database.to_string()).or_default();
         if st.busy == Some(id) {
             st.busy = None;
         }
@@ -487,7 +486,7 @@ pub(crate) fn finish(shared: &Shared, id: u64, db: &DatabaseConfig, outcome: Out
     }
     let mut fields: Vec<(&str, Value)> = vec![
         ("job", id.into()),
-        ("database", db.name.clone().into()),
+        ("database", database.into()),
         ("kind", kind.as_str().into()),
     ];
     if let Some(ms) = duration_ms {
@@ -529,7 +528,6 @@ pub(crate) fn finish(shared: &Shared, id: u64, db: &DatabaseConfig, outcome: Out
 /// Marks every unfinished job cancelled (a shutdown whose grace ran out) and frees its
 /// database; returns how many.
 pub(crate) fn cancel_all(shared: &Shared) -> usize {
-    let config = shared.config();
     let ids: Vec<(u64, String)> = shared
         .jobs()
         .jobs
@@ -538,28 +536,7 @@ pub(crate) fn cancel_all(shared: &Shared) -> usize {
         .map(|j| (j.id, j.database.clone()))
         .collect();
     for (id, name) in &ids {
-        let db = config
-            .database(name)
-            .cloned()
-            .unwrap_or_else(|| placeholder(name));
-        finish(shared, *id, &db, Outcome::failed(cancelled()));
+        finish(shared, *id, name, Outcome::failed(cancelled()));
     }
     ids.len()
-}
-
-fn placeholder(name: &str) -> DatabaseConfig {
-    DatabaseConfig {
-        name: name.to_string(),
-        path: PathBuf::new(),
-        location: PathBuf::new(),
-        schedule: super::config::Schedule::Every {
-            secs: 1,
-            text: String::new(),
-        },
-        incremental: false,
-        full_every: None,
-        format: Default::default(),
-        keep: None,
-        verify: None,
-    }
 }

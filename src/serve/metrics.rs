@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use super::state::DbState;
+use super::state::{Counters, DbState};
 
 /// The metrics for the configured databases, in the configuration's order.
 pub(crate) fn render(dbs: &[(String, DbState)], running: &[(String, bool)]) -> String {
@@ -23,6 +23,18 @@ pub(crate) fn render(dbs: &[(String, DbState)], running: &[(String, bool)]) -> S
     };
     let db = |name: &str| format!("database=\"{}\"", escape(name));
     let ts = |t: Option<i64>| t.unwrap_or(0) as f64;
+    // A counter's two series per database: result="success" and result="failure".
+    let by_result = |pick: fn(&Counters) -> (u64, u64)| -> Vec<(String, f64)> {
+        dbs.iter()
+            .flat_map(|(n, s)| {
+                let (ok, failed) = pick(&s.counters);
+                [
+                    (format!("{},result=\"success\"", db(n)), ok as f64),
+                    (format!("{},result=\"failure\"", db(n)), failed as f64),
+                ]
+            })
+            .collect()
+    };
 
     series(
         &mut out,
@@ -38,18 +50,7 @@ pub(crate) fn render(dbs: &[(String, DbState)], running: &[(String, bool)]) -> S
         "litevault_backups_total",
         "counter",
         "Backups run by this daemon since it started, by result.",
-        &mut dbs.iter().flat_map(|(n, s)| {
-            [
-                (
-                    format!("{},result=\"success\"", db(n)),
-                    s.counters.backups_ok as f64,
-                ),
-                (
-                    format!("{},result=\"failure\"", db(n)),
-                    s.counters.backups_failed as f64,
-                ),
-            ]
-        }),
+        &mut by_result(|c| (c.backups_ok, c.backups_failed)).into_iter(),
     );
     series(
         &mut out,
@@ -101,36 +102,14 @@ pub(crate) fn render(dbs: &[(String, DbState)], running: &[(String, bool)]) -> S
         "litevault_verifies_total",
         "counter",
         "Restore drills run by this daemon since it started, by result.",
-        &mut dbs.iter().flat_map(|(n, s)| {
-            [
-                (
-                    format!("{},result=\"success\"", db(n)),
-                    s.counters.verifies_ok as f64,
-                ),
-                (
-                    format!("{},result=\"failure\"", db(n)),
-                    s.counters.verifies_failed as f64,
-                ),
-            ]
-        }),
+        &mut by_result(|c| (c.verifies_ok, c.verifies_failed)).into_iter(),
     );
     series(
         &mut out,
         "litevault_restores_total",
         "counter",
         "Restores asked through the API since the daemon started, by result.",
-        &mut dbs.iter().flat_map(|(n, s)| {
-            [
-                (
-                    format!("{},result=\"success\"", db(n)),
-                    s.counters.restores_ok as f64,
-                ),
-                (
-                    format!("{},result=\"failure\"", db(n)),
-                    s.counters.restores_failed as f64,
-                ),
-            ]
-        }),
+        &mut by_result(|c| (c.restores_ok, c.restores_failed)).into_iter(),
     );
     series(
         &mut out,
