@@ -119,6 +119,7 @@ impl std::str::FromStr for Compression {
 
 /// Whether a file name looks like a litevault archive (by extension).
 pub fn is_archive_name(name: &str) -> bool {
+    let name = name.strip_suffix(crate::crypt::EXTENSION).unwrap_or(name);
     !name.starts_with(crate::fsutil::TEMP_PREFIX)
         && [".tar.zst", ".tar.gz", ".tgz", ".tar"]
             .iter()
@@ -636,8 +637,9 @@ pub fn open_reader_with(path: &Path, head_only: bool) -> Result<(Compression, Bo
 
 /// The decompressing reader of an archive's bytes, the codec detected from its first bytes.
 fn decoder(path: &Path, file: Box<dyn Read + Send>) -> Result<(Compression, Box<dyn Read>)> {
+    let (_, file) = crate::crypt::plaintext(path, file)?;
     let mut buf = BufReader::with_capacity(1 << 20, file);
-    let head = buf.fill_buf().map_err(|e| Error::io("read", path, e))?;
+    let head = buf.fill_buf().map_err(|e| crate::crypt::read_error(path, e))?;
     let kind = sniff(head);
     let reader: Box<dyn Read> = match kind {
         Some(Compression::Zstd) => {

@@ -78,6 +78,9 @@ pub struct BackupOptions {
     /// Do not run the PASSIVE checkpoint of a WAL source after the snapshot is released (see
     /// [`crate::snapshot::Checkpoint`]); the application's next commit then does it.
     pub no_checkpoint: bool,
+    /// Encrypt the archive or dump (age): it is stored as `<name>.age`, readable only with an
+    /// identity of one of the recipients (or the passphrase). See [`crate::crypt`].
+    pub encrypt: Option<crate::crypt::Encryption>,
 }
 
 /// What a backup writes.
@@ -139,6 +142,9 @@ pub struct BackupReport {
     /// The PASSIVE checkpoint of a WAL source run once the snapshot was released (none for
     /// other sources, SQL dumps, or with `no_checkpoint`).
     pub checkpoint: Option<crate::snapshot::Checkpoint>,
+    /// Who can read the backup when it is encrypted ("2 recipients", "a passphrase").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encrypted_to: Option<String>,
 }
 
 /// The default backup location: `$LITEVAULT_DIR` (a directory or `s3://bucket/prefix`), else
@@ -154,6 +160,7 @@ pub(crate) struct Target {
     pub(crate) name: String,
     pub(crate) create: CreateOptions,
     pub(crate) work_dir: PathBuf,
+    pub(crate) encrypt: Option<crate::crypt::Encryption>,
 }
 
 impl Target {
@@ -204,7 +211,11 @@ impl Target {
                     rename_if_taken: true,
                     ..Default::default()
                 };
-                (loc, default_name.to_string(), create)
+                let name = match &opts.encrypt {
+                    Some(_) => format!("{default_name}{}", crate::crypt::EXTENSION),
+                    None => default_name.to_string(),
+                };
+                (loc, name, create)
             }
         };
         let work_dir = loc
@@ -216,16 +227,22 @@ impl Target {
             name,
             create,
             work_dir,
+            encrypt: opts.encrypt.clone(),
         })
     }
 
-    /// Creates the object, with `head_reserve` bytes reserved at its head.
+    /// Creates the object, with `head_reserve` bytes reserved at its head; encrypted when the
+    /// options say so (the clear bytes then go through [`crate::crypt::encrypting`]).
     pub(crate) fn create(&self, head_reserve: u64) -> Result<Box<dyn NewObject>> {
-        let opts = CreateOptions {
-            head_reserve,
-            ..self.create.clone()
+        let Some(enc) = &self.encrypt else {
+            let opts = CreateOptions {
+                head_reserve,
+                ..self.create.clone()
+            };
+            return self.loc.create(&self.name, &opts);
         };
-        self.loc.create(&self.name, &opts)
+        let inner = self.loc.create(&self.name, &self.create)?;
+        crate::crypt::encrypting(inner, enc, head_reserve, &self.loc.object_path(&self.name))
     }
 }
 
@@ -335,6 +352,10 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
     } else {
         fsutil::ensure_space(&work_dir, snapshot_estimate + archive_estimate)?;
     }
+    if opts.encrypt.is_some() && opts.compression == Compression::Zstd {
+        // The clear archive waits in the system temp directory until it is encrypted.
+        fsutil::ensure_space(&std::env::temp_dir(), archive_estimate)?;
+    }
 
     // Everything the manifest says except what the snapshot and its checks tell.
     let base = Manifest {
@@ -373,6 +394,7 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         published,
         snapshot_ms,
         streamed,
+        hash_table,
     } = done;
     clock.lap("fsync and rename");
     // The source's catch-up checkpoint ran beside the end of the backup; wait for it, so that
@@ -380,6 +402,10 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
     let checkpoint = holders.and_then(|h| h.outcome());
     if manifest.page_hashes.is_some() {
         crate::chain::remember(target.loc.as_ref(), &published.name, &published.sha256);
+        if opts.encrypt.is_some() {
+            // The next incremental reads its parent's page hashes from here, not the bucket.
+            crate::chain::remember_parent(target.loc.as_ref(), &name, &published, &manifest, &hash_table);
+        }
     }
 
     Ok(BackupReport {
@@ -403,6 +429,7 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         corrupt: manifest.corrupt,
         streamed,
         checkpoint,
+        encrypted_to: opts.encrypt.as_ref().map(|e| e.describe()),
         phases: clock.into_phases(),
     })
 }
@@ -507,6 +534,7 @@ fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         corrupt: false,
         streamed: false,
         checkpoint: None,
+        encrypted_to: opts.encrypt.as_ref().map(|e| e.describe()),
         kind: "sql".into(),
         parent: None,
         changed_pages: None,
@@ -544,6 +572,8 @@ struct Done {
     /// lasted the whole backup.
     snapshot_ms: Option<u64>,
     streamed: bool,
+    /// The encoded page-hash table (zstd archives; empty otherwise).
+    hash_table: Vec<u8>,
 }
 
 /// The manifest's facts from a snapshot's checks.
@@ -694,6 +724,7 @@ fn backup_live(
                 published,
                 snapshot_ms: None,
                 streamed: true,
+                hash_table: body.table,
             })
         }
         (checkers, _) => {
@@ -732,6 +763,7 @@ fn backup_live(
                 published,
                 snapshot_ms: None,
                 streamed: true,
+                hash_table: Vec::new(),
             })
         }
     }
@@ -871,6 +903,7 @@ fn backup_copy(
             published,
             snapshot_ms: Some(snap.stats.duration_ms),
             streamed: false,
+            hash_table: body.table,
         });
     }
     let (manifest, json) = finish_manifest(base, source, db_size, inspected, opts.allow_corrupt)?;
@@ -892,6 +925,7 @@ fn backup_copy(
         published,
         snapshot_ms: Some(snap.stats.duration_ms),
         streamed: false,
+        hash_table: Vec::new(),
     })
 }
 
@@ -987,6 +1021,7 @@ struct Body {
     page_hashes: crate::pageset::PageHashes,
     incremental: Option<(crate::manifest::ParentLink, u32, u64)>,
     full_reason: Option<String>,
+    table: Vec<u8>,
 }
 
 impl Body {
@@ -1113,6 +1148,7 @@ fn write_zstd_body(
         },
         incremental,
         full_reason: full_reason.map(|r| cap_json_len(r, FULL_REASON_MAX)),
+        table,
     })
 }
 

@@ -68,12 +68,23 @@ pub fn find_parent(
     let newest = location::latest(loc, name, None)
         .map_err(|e| format!("the location cannot be listed ({e})"))?
         .ok_or_else(|| format!("no earlier backup of {name:?} in {}", loc.url()))?;
+    let encrypted = newest.ends_with(crate::crypt::EXTENSION);
+    if encrypted {
+        if let Some(found) = recall_parent(loc, name, &newest, full_every) {
+            return found;
+        }
+    }
     let path = loc.object_path(&newest);
     // One read of the head gives the manifest and its stored bytes' SHA-256.
     let (m, manifest_json) = match archive::read_manifest_and_sha256(&path) {
         Ok(found) => found,
         Err(_) if crate::dump::is_dump_name(&newest) => {
             return Err(format!("the newest backup {newest} is an SQL dump"))
+        }
+        Err(Error::Crypt { detail, .. }) => {
+            return Err(format!(
+                "the newest backup {newest} is encrypted and this machine has no record of its page hashes ({detail})"
+            ))
         }
         Err(e) => return Err(format!("the newest backup {newest} is unreadable: {e}")),
     };
@@ -106,8 +117,12 @@ pub fn find_parent(
         links(&path).map_err(|e| format!("the chain of the newest backup {newest} is broken ({e})"))?;
     }
     let key = pageset::parse_key(&ph.key).ok_or_else(|| format!("{newest}: invalid page-hash key"))?;
-    let hashes = read_hashes(loc, &newest, &ph)
-        .map_err(|e| format!("the page hashes of {newest} cannot be read: {e}"))?;
+    let hashes = if encrypted {
+        read_hashes_streamed(&path, &ph)
+    } else {
+        read_hashes(loc, &newest, &ph)
+    }
+    .map_err(|e| format!("the page hashes of {newest} cannot be read: {e}"))?;
     let archive_sha256 = archive_sha256(loc, &newest)
         .map_err(|e| format!("the newest backup {newest} cannot be read: {e}"))?;
     Ok(Parent {
@@ -157,6 +172,210 @@ fn read_hashes(loc: &dyn Location, name: &str, ph: &pageset::PageHashes) -> Resu
         ));
     }
     pageset::decode(table).ok_or_else(|| Error::bad_archive(&path, "page-hash table has a partial entry"))
+}
+
+/// Reads a page-hash table by reading the archive through to it (an encrypted archive, whose
+/// byte ranges mean nothing in clear), checked against the SHA-256 its manifest records.
+fn read_hashes_streamed(path: &Path, ph: &pageset::PageHashes) -> Result<Vec<PageHash>> {
+    let want = ph
+        .count
+        .checked_mul(pageset::HASH_LEN as u64)
+        .filter(|w| *w <= usize::MAX as u64 / 2)
+        .ok_or_else(|| Error::bad_archive(path, "page-hash table too large"))?;
+    let (_, reader) = archive::open_reader(path)?;
+    let mut tar = tar::Archive::new(reader);
+    let entries = tar
+        .entries()
+        .map_err(|e| Error::bad_archive(path, format!("cannot read archive: {e}")))?;
+    for entry in entries.raw(true) {
+        let entry = entry.map_err(|e| Error::bad_archive(path, format!("cannot read archive: {e}")))?;
+        if entry.path_bytes().as_ref() != pageset::HASHES_ENTRY.as_bytes() {
+            continue;
+        }
+        if entry.size() != want {
+            return Err(Error::bad_archive(
+                path,
+                "page-hash table of another size than its manifest says",
+            ));
+        }
+        let mut table = Vec::with_capacity(want as usize);
+        entry
+            .take(want)
+            .read_to_end(&mut table)
+            .map_err(|e| Error::bad_archive(path, format!("page-hash table: {e}")))?;
+        if hex(&Sha256::digest(&table)) != ph.sha256 {
+            return Err(Error::bad_archive(
+                path,
+                "page-hash table does not match its checksum",
+            ));
+        }
+        return pageset::decode(&table)
+            .ok_or_else(|| Error::bad_archive(path, "page-hash table has a partial entry"));
+    }
+    Err(Error::bad_archive(path, "no page-hash table"))
+}
+
+/// What this machine remembers of the newest encrypted archive of a name it wrote to a
+/// location, so that the next incremental need not decrypt it (see [`remember_parent`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct ParentRecord {
+    name: String,
+    size: u64,
+    archive_sha256: String,
+    manifest_sha256: String,
+    created_at: String,
+    key: String,
+    page_size: u32,
+    depth: u32,
+    count: u64,
+    table_sha256: String,
+    /// The names of its parents, base first (they must all still exist).
+    ancestors: Vec<String>,
+}
+
+/// Where the record of `db_name`'s newest encrypted archive in `loc` is kept (two files:
+/// `.json` and `.hashes`).
+fn parent_record_file(loc: &dyn Location, db_name: &str) -> Option<PathBuf> {
+    let dir = state_dir()?;
+    let id = hex(&Sha256::digest(loc.url().as_bytes()));
+    let name = hex(&Sha256::digest(db_name.as_bytes()));
+    Some(
+        dir.join("chains")
+            .join(format!("{}-{}.json", &id[..16], &name[..16])),
+    )
+}
+
+/// Records, on this machine, what the next incremental needs of the encrypted archive just
+/// published (page hashes and chain facts), so that it does not have to read (decrypt) its
+/// parent. Best effort: without the record, the next incremental reads the parent with the
+/// identity given, or is full and says why. The record holds keyed page hashes, not content;
+/// it is written with mode 0600.
+pub fn remember_parent(
+    loc: &dyn Location,
+    db_name: &str,
+    published: &location::Published,
+    m: &Manifest,
+    table: &[u8],
+) {
+    let Some(ph) = &m.page_hashes else { return };
+    let Some(file) = parent_record_file(loc, db_name) else {
+        return;
+    };
+    let ancestors = match &m.parent {
+        None => Vec::new(),
+        Some(p) => match read_record(&file) {
+            Some((r, _)) if r.name == p.name => {
+                let mut a = r.ancestors;
+                a.push(r.name);
+                a
+            }
+            // Nothing known of the parent's own chain: no record (the next one reads).
+            _ => {
+                let _ = std::fs::remove_file(&file);
+                return;
+            }
+        },
+    };
+    let Ok(json) = serde_json::to_vec_pretty(m) else {
+        return;
+    };
+    let record = ParentRecord {
+        name: published.name.clone(),
+        size: published.size,
+        archive_sha256: published.sha256.clone(),
+        manifest_sha256: hex(&Sha256::digest(&json)),
+        created_at: m.created_at.clone(),
+        key: ph.key.clone(),
+        page_size: m.db.page_size,
+        depth: m.chain_depth,
+        count: ph.count,
+        table_sha256: ph.sha256.clone(),
+        ancestors,
+    };
+    let Some(dir) = file.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let write = |path: &Path, bytes: &[u8]| -> io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    let Ok(record_json) = serde_json::to_vec_pretty(&record) else {
+        return;
+    };
+    // The table first: a record always points at a table of its own.
+    if write(&file.with_extension("hashes"), table).is_err() || write(&file, &record_json).is_err() {
+        let _ = std::fs::remove_file(&file);
+    }
+}
+
+fn read_record(file: &Path) -> Option<(ParentRecord, Vec<u8>)> {
+    let r: ParentRecord = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
+    let table = std::fs::read(file.with_extension("hashes")).ok()?;
+    (hex(&Sha256::digest(&table)) == r.table_sha256).then_some((r, table))
+}
+
+/// The parent for an incremental from this machine's record of `newest` (an encrypted archive),
+/// when there is one that fits: the same name and size in the location, and every ancestor
+/// still there. `None`: no usable record (the caller reads the archive instead).
+fn recall_parent(
+    loc: &dyn Location,
+    db_name: &str,
+    newest: &str,
+    full_every: Option<u32>,
+) -> Option<std::result::Result<Parent, String>> {
+    let file = parent_record_file(loc, db_name)?;
+    let (r, table) = read_record(&file)?;
+    if r.name != newest {
+        return None;
+    }
+    let listed: std::collections::HashMap<String, u64> =
+        loc.list().ok()?.into_iter().map(|m| (m.name, m.size)).collect();
+    if listed.get(newest) != Some(&r.size) {
+        return None;
+    }
+    if let Some(missing) = r.ancestors.iter().find(|a| !listed.contains_key(*a)) {
+        return Some(Err(format!(
+            "the chain of the newest backup {newest} is broken (its parent {missing} is missing)"
+        )));
+    }
+    if let Some(n) = full_every {
+        if r.depth.saturating_add(1) >= n {
+            return Some(Err(format!(
+                "--full-every {n} reached (the newest backup is link {} of its chain)",
+                r.depth
+            )));
+        }
+    }
+    if r.depth >= MAX_DEPTH {
+        return Some(Err(format!("the chain is {MAX_DEPTH} links long")));
+    }
+    let key = pageset::parse_key(&r.key)?;
+    let hashes = pageset::decode(&table)?;
+    if hashes.len() as u64 != r.count {
+        return None;
+    }
+    Some(Ok(Parent {
+        link: ParentLink {
+            name: r.name,
+            archive_sha256: r.archive_sha256,
+            manifest_sha256: r.manifest_sha256,
+            created_at: r.created_at,
+        },
+        key,
+        hashes,
+        depth: r.depth,
+        page_size: r.page_size,
+    }))
 }
 
 /// The SHA-256 of archive `name`: from this machine's record of the backups it made (see
@@ -260,6 +479,8 @@ pub fn links(path: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
                     format!("its parent {} is missing: the chain is broken", ppath.display()),
                 ))
             }
+            // No key (or not the right one) for an encrypted link: not damage.
+            Err(e @ Error::Crypt { .. }) => return Err(e),
             Err(e) => {
                 return Err(Error::bad_archive(
                     &child,

@@ -185,6 +185,17 @@ pub enum Error {
     /// The caller passed options that do not fit together.
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// An encrypted backup cannot be read with the keys given (none, or none that fits), or a
+    /// key, recipients or passphrase file is unusable.
+    #[error("{}: {detail}", path.display())]
+    Crypt {
+        /// The backup or key file concerned.
+        path: PathBuf,
+        /// What is wrong, e.g. "encrypted: --identity is needed to read it".
+        detail: String,
+        /// What to try.
+        hint: Option<&'static str>,
+    },
     /// An object store (S3) refused or failed a request, after retries where they help.
     #[error("{url}: {op}: {detail}")]
     Remote {
@@ -290,6 +301,7 @@ impl Error {
                 Some("point litevault at the main database file (not its -wal or -shm)")
             }
             Error::Remote { hint, .. } => Some(hint),
+            Error::Crypt { hint, .. } => *hint,
             Error::VerificationFailed { class: Some(class), .. } => Some(class.hint()),
             _ => None,
         }

@@ -54,6 +54,7 @@ pub mod backup;
 mod catchup;
 pub mod chain;
 pub mod copy;
+pub mod crypt;
 pub mod db;
 pub mod dump;
 pub mod error;

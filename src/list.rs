@@ -24,6 +24,10 @@ pub struct ArchiveSummary {
     pub manifest: Option<Manifest>,
     /// Why the manifest could not be read.
     pub error: Option<String>,
+    /// Whether it is stored encrypted (age). Without an identity its manifest is not read
+    /// (`manifest` and `error` are then both empty).
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 /// Lists the archives in the location `dir` (a directory or `s3://bucket/prefix`), oldest first
@@ -42,15 +46,19 @@ pub fn list_in(loc: &dyn Location) -> Result<Vec<ArchiveSummary>> {
         .collect();
     let read = |m: &location::ObjectMeta| {
         let path = loc.object_path(&m.name);
-        let (manifest, error) = match crate::dump::read_manifest(&path) {
-            Ok(m) => (Some(m), None),
-            Err(e) => (None, Some(e.to_string())),
+        let (manifest, error, encrypted) = match crate::dump::read_manifest(&path) {
+            Ok(found) => (Some(found), None, m.name.ends_with(crate::crypt::EXTENSION)),
+            // Encrypted and no key given: listed as such, not as an error.
+            Err(crate::Error::Crypt { .. }) if !crate::crypt::has_identities() => (None, None, true),
+            Err(e @ crate::Error::Crypt { .. }) => (None, Some(e.to_string()), true),
+            Err(e) => (None, Some(e.to_string()), false),
         };
         ArchiveSummary {
             path,
             archive_size: m.size,
             manifest,
             error,
+            encrypted,
         }
     };
     let mut out: Vec<ArchiveSummary> = if loc.local_dir().is_some() {

@@ -40,8 +40,66 @@ struct Cli {
     /// Print more detail (every table, every check).
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// An age identity file (AGE-SECRET-KEY-1... lines, as age-keygen writes) or an
+    /// unprotected SSH private key, to read encrypted backups with (repeatable; default:
+    /// $LITEVAULT_IDENTITY).
+    #[arg(long, global = true, value_name = "KEY_FILE")]
+    identity: Vec<PathBuf>,
+    /// A file whose first line is the passphrase of passphrase-encrypted backups: reads them,
+    /// and on backup (without --encrypt-to) encrypts with it.
+    #[arg(long, global = true, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Who can read what a command writes (backup, and the safety archives of restore and merge).
+#[derive(clap::Args, Clone)]
+struct EncryptArgs {
+    /// Encrypt to this age recipient (age1...) or SSH public key (ssh-ed25519 / ssh-rsa
+    /// AAAA...); repeatable. The file gets `.age` at the end of its name.
+    #[arg(long, value_name = "RECIPIENT")]
+    encrypt_to: Vec<String>,
+    /// Encrypt to the recipients in FILE (one a line, # comments), as `age -R` reads them;
+    /// repeatable.
+    #[arg(long, value_name = "FILE")]
+    encrypt_to_file: Vec<PathBuf>,
+}
+
+impl EncryptArgs {
+    /// The encryption asked for: the recipients, else the passphrase of --passphrase-file.
+    fn encryption(&self, cli: &Cli) -> Result<Option<litevault::crypt::Encryption>, Error> {
+        let to = litevault::crypt::Encryption::to_recipients(&self.encrypt_to, &self.encrypt_to_file)?;
+        match (to, &cli.passphrase_file) {
+            (Some(_), Some(_)) => Err(Error::InvalidOption(
+                "--passphrase-file cannot be combined with --encrypt-to/--encrypt-to-file (age encrypts to a passphrase alone)"
+                    .into(),
+            )),
+            (Some(to), None) => Ok(Some(to)),
+            (None, Some(p)) => Ok(Some(litevault::crypt::Encryption::with_passphrase_file(p)?)),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// Installs the keys that encrypted backups are read with: --identity (else
+/// $LITEVAULT_IDENTITY) and --passphrase-file.
+fn install_identities(cli: &Cli) -> Result<(), Error> {
+    let mut ids = litevault::crypt::Identities::new();
+    let mut files = cli.identity.clone();
+    if files.is_empty() {
+        if let Some(env) = std::env::var_os("LITEVAULT_IDENTITY").filter(|v| !v.is_empty()) {
+            files.push(PathBuf::from(env));
+        }
+    }
+    for f in &files {
+        ids.add_file(f)?;
+    }
+    if let Some(p) = &cli.passphrase_file {
+        ids.add_passphrase_file(p)?;
+    }
+    litevault::crypt::set_identities(ids);
+    Ok(())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -102,7 +160,7 @@ enum LogFormatArg {
 enum Command {
     /// Take a consistent snapshot of a (live) database into a compressed, checksummed archive.
     #[command(
-        after_help = "Examples:\n  litevault backup app.db\n  litevault backup app.db -o /backups/app.tar.zst\n  litevault backup app.db --dir /backups --method vacuum --compression gzip\n  litevault backup app.db --format sql                          # app-<stamp>.sql.zst\n  litevault backup app.db --format sql --compression none -o history/app.sql\n  litevault backup app.db --format sql --table notes --table tags\n  litevault backup app.db --dir s3://my-bucket/prod/app          # S3 (AWS_* variables, ~/.aws)\n  litevault backup app.db -o s3://my-bucket/prod/app/pre-migration.tar.zst\n  litevault backup app.db --dir /backups --incremental --full-every 24   # changed pages only\n\nDefault location: --dir, else $LITEVAULT_DIR, else ~/.local/share/litevault/backups,\nas <name>-<YYYYMMDDTHHMMSSZ>.tar.zst (.sql.zst, .sql.gz or .sql for --format sql);\nthe name is the database file's stem unless --name says otherwise."
+        after_help = "Examples:\n  litevault backup app.db\n  litevault backup app.db -o /backups/app.tar.zst\n  litevault backup app.db --dir /backups --method vacuum --compression gzip\n  litevault backup app.db --format sql                          # app-<stamp>.sql.zst\n  litevault backup app.db --format sql --compression none -o history/app.sql\n  litevault backup app.db --format sql --table notes --table tags\n  litevault backup app.db --dir s3://my-bucket/prod/app          # S3 (AWS_* variables, ~/.aws)\n  litevault backup app.db -o s3://my-bucket/prod/app/pre-migration.tar.zst\n  litevault backup app.db --dir /backups --incremental --full-every 24   # changed pages only\n  litevault backup app.db --encrypt-to age1...                  # app-<stamp>.tar.zst.age (age)\n  litevault backup app.db --encrypt-to-file recipients.txt --dir s3://my-bucket/prod/app\n\nDefault location: --dir, else $LITEVAULT_DIR, else ~/.local/share/litevault/backups,\nas <name>-<YYYYMMDDTHHMMSSZ>.tar.zst (.sql.zst, .sql.gz or .sql for --format sql);\nthe name is the database file's stem unless --name says otherwise."
     )]
     Backup {
         /// The database file to back up.
@@ -165,6 +223,8 @@ enum Command {
         /// SQL dumps: leave this table or view out (repeatable).
         #[arg(long = "exclude-table", value_name = "NAME")]
         exclude_tables: Vec<String>,
+        #[command(flatten)]
+        crypt: EncryptArgs,
     },
     /// List the archives in the backup directory (reads only each archive's manifest).
     #[command(
@@ -295,10 +355,12 @@ enum Command {
         /// Do not write a safety archive first (the merge is still one transaction).
         #[arg(long)]
         no_safety_copy: bool,
+        #[command(flatten)]
+        crypt: EncryptArgs,
     },
     /// Restore an archive or SQL dump to a database file: guarded, verified before the swap, atomic.
     #[command(
-        after_help = "Examples:\n  litevault restore app-20261121T101500Z.tar.zst restored.db\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite --dry-run\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite\n  litevault restore app.sql.zst new.db            # also .sql.gz, plain .sql\n  litevault restore dump-from-sqlite3.sql new.db  # a foreign dump, loaded as untrusted SQL\n  litevault restore s3://my-bucket/prod/app/app-20261201T101500Z.tar.zst app.db --overwrite\n  litevault restore --latest --dir s3://my-bucket/prod/app app.db --overwrite   # newest backup of `app`\n  litevault restore --latest --dir /backups --at 2026-12-01T09:00:00Z new.db    # also --at \"2h ago\"\n  litevault restore old-sqlite.tar.zst app.db --reindex   # rebuild the indexes the checks dispute\n\nAn existing database is replaced only with --overwrite, after a safety archive of it is\nwritten to the backup directory. A database open in other processes is restored through\nSQLite, so they see the new content on their next transaction; it is never swapped from\nunder them."
+        after_help = "Examples:\n  litevault restore app-20261121T101500Z.tar.zst restored.db\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite --dry-run\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite\n  litevault restore app.sql.zst new.db            # also .sql.gz, plain .sql\n  litevault restore dump-from-sqlite3.sql new.db  # a foreign dump, loaded as untrusted SQL\n  litevault restore s3://my-bucket/prod/app/app-20261201T101500Z.tar.zst app.db --overwrite\n  litevault restore --latest --dir s3://my-bucket/prod/app app.db --overwrite   # newest backup of `app`\n  litevault restore --latest --dir /backups --at 2026-12-01T09:00:00Z new.db    # also --at \"2h ago\"\n  litevault restore old-sqlite.tar.zst app.db --reindex   # rebuild the indexes the checks dispute\n  litevault restore app-20261201T101500Z.tar.zst.age new.db --identity key.txt   # encrypted (age)\n\nAn existing database is replaced only with --overwrite, after a safety archive of it is\nwritten to the backup directory. A database open in other processes is restored through\nSQLite, so they see the new content on their next transaction; it is never swapped from\nunder them."
     )]
     Restore {
         /// The archive or SQL dump to restore (a path or s3://bucket/key; not with --latest),
@@ -342,6 +404,8 @@ enum Command {
         /// Seconds to wait for other connections' locks on a live database.
         #[arg(long, default_value_t = 30)]
         busy_timeout: u64,
+        #[command(flatten)]
+        crypt: EncryptArgs,
     },
 }
 
@@ -517,6 +581,7 @@ fn passed_and_skipped(checks: &[litevault::Check]) -> String {
 }
 
 fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
+    install_identities(cli)?;
     match &cli.command {
         Command::Backup {
             db,
@@ -537,6 +602,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             format,
             tables,
             exclude_tables,
+            crypt,
         } => {
             if matches!(priority, PriorityArg::Low) {
                 litevault::priority::lower();
@@ -570,6 +636,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                     tables: tables.clone(),
                     exclude: exclude_tables.clone(),
                 },
+                encrypt: crypt.encryption(cli)?,
                 ..Default::default()
             };
             let r = litevault::backup(db, &opts, progress)?;
@@ -730,6 +797,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             busy_timeout,
             safety_dir,
             no_safety_copy,
+            crypt,
         } => {
             let (target, sources) = paths.split_last().expect("clap requires two paths");
             let keys = match keys {
@@ -748,6 +816,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                 temp_dir: None,
                 safety_copy: !*no_safety_copy,
                 safety_dir: safety_dir.clone(),
+                encrypt: crypt.encryption(cli)?,
             };
             let r = litevault::merge::merge(sources, target, &opts, progress)?;
             if cli.json {
@@ -770,6 +839,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             reindex,
             safety_dir,
             busy_timeout,
+            crypt,
         } => {
             let (archive, db) = match (paths.as_slice(), *latest) {
                 ([db], true) => {
@@ -806,6 +876,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                 reindex: ReindexArg::to_lib(*reindex),
                 safety_dir: safety_dir.clone(),
                 busy_timeout: Duration::from_secs(*busy_timeout),
+                encrypt: crypt.encryption(cli)?,
             };
             if *dry_run {
                 let plan = litevault::plan_restore(archive, db, &opts)?;
@@ -1038,7 +1109,17 @@ fn render_list(dir: &std::path::Path, items: &[litevault::ArchiveSummary], verbo
                         _ => format!("archive ({})", m.method),
                     },
                     if m.corrupt { ", corrupt" } else { "" }
-                ),
+                ) + if it.encrypted { ", encrypted" } else { "" },
+            ]),
+            None if it.encrypted && it.error.is_none() => rows.push([
+                name.clone(),
+                litevault::prune::policy::parse_backup_name(&name)
+                    .map(|(_, t)| litevault::location::format_time(t))
+                    .unwrap_or_else(|| "-".into()),
+                "(encrypted: --identity to read)".into(),
+                "-".into(),
+                HumanBytes(it.archive_size).to_string(),
+                "encrypted".into(),
             ]),
             None => rows.push([
                 name,

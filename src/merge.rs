@@ -246,6 +246,8 @@ pub struct MergeOptions {
     pub safety_copy: bool,
     /// Where the safety archive goes (default: the backup directory).
     pub safety_dir: Option<PathBuf>,
+    /// Encrypt the safety archive (age); without it, it is stored in clear.
+    pub encrypt: Option<crate::crypt::Encryption>,
 }
 
 impl Default for MergeOptions {
@@ -258,6 +260,7 @@ impl Default for MergeOptions {
             temp_dir: None,
             safety_copy: true,
             safety_dir: None,
+            encrypt: None,
         }
     }
 }
@@ -499,6 +502,7 @@ pub fn merge(
                     dir: opts.safety_dir.clone(),
                     tag: Some("pre-merge".into()),
                     allow_corrupt: true,
+                    encrypt: opts.encrypt.clone(),
                     ..Default::default()
                 },
                 &NoProgress,

@@ -55,6 +55,9 @@ pub struct RestoreOptions {
     pub safety_dir: Option<PathBuf>,
     /// How long to wait for other connections' locks on a live target.
     pub busy_timeout: Duration,
+    /// Encrypt the safety archive (age). Without it the safety archive is stored in clear,
+    /// which the plan warns about for an encrypted archive and refuses into a bucket.
+    pub encrypt: Option<crate::crypt::Encryption>,
 }
 
 impl Default for RestoreOptions {
@@ -66,6 +69,7 @@ impl Default for RestoreOptions {
             reindex: Reindex::No,
             safety_dir: None,
             busy_timeout: Duration::from_secs(30),
+            encrypt: None,
         }
     }
 }
@@ -115,6 +119,9 @@ pub struct RestorePlan {
     pub replaces: Option<TargetState>,
     /// Where the safety archive of the replaced database will go.
     pub safety_dir: Option<PathBuf>,
+    /// Who can read the safety archive, when it is encrypted ("1 recipient", "a passphrase").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_encrypted_to: Option<String>,
     /// Left-over `-wal`/`-shm`/`-journal` files of a missing target, to be moved aside.
     pub stale_files: Vec<PathBuf>,
     /// Checks that run before anything is swapped.
@@ -268,6 +275,25 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
         });
     }
     let safety_dir = exists.then(|| opts.safety_dir.clone().unwrap_or_else(backup::default_backup_dir));
+    if let (Some(dir), true, None) = (
+        &safety_dir,
+        crate::crypt::is_encrypted_file(archive),
+        &opts.encrypt,
+    ) {
+        if crate::location::is_remote(dir) {
+            return Err(Error::InvalidOption(format!(
+                "{} is encrypted, but the safety archive of the database it replaces would be stored in clear in {}: \
+                 pass --encrypt-to/--encrypt-to-file (or --passphrase-file) to encrypt it, or --safety-dir DIR",
+                archive.display(),
+                dir.display()
+            )));
+        }
+        warnings.push(format!(
+            "the archive is encrypted, but the safety archive of the database it replaces will be stored in clear in {} \
+             (pass --encrypt-to or --passphrase-file to encrypt it)",
+            dir.display()
+        ));
+    }
     let mut checks = match content {
         Content::Archive if manifest.kind == "incremental" => vec![
             "archive structure (every link of the chain)".to_string(),
@@ -349,6 +375,10 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
         manifest,
         strategy,
         replaces,
+        safety_encrypted_to: safety_dir
+            .as_ref()
+            .and(opts.encrypt.as_ref())
+            .map(|e| e.describe()),
         safety_dir,
         stale_files,
         checks,
@@ -510,6 +540,7 @@ pub fn restore(
                     dir: Some(dir.clone()),
                     tag: Some("pre-restore".into()),
                     allow_corrupt: true,
+                    encrypt: opts.encrypt.clone(),
                     ..Default::default()
                 };
                 Ok(Some(backup::backup(target, &opts, &NoProgress)?.archive))

@@ -87,6 +87,12 @@ pub fn verify(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Res
         verify_database_copy(path, opts, progress)?
     } else if head.starts_with(db::SQLITE_MAGIC) {
         verify_database(path, opts)?
+    } else if crate::crypt::is_encrypted(&head) {
+        // Encrypted: a missing or wrong key is said as such (exit 1), damage is exit 3.
+        match crate::dump::open(path)?.1 {
+            crate::dump::Content::Archive => verify_archive(path, opts, progress)?,
+            _ => verify_dump(path, opts, progress)?,
+        }
     } else if let Ok((_, content, _)) = crate::dump::open(path) {
         match content {
             crate::dump::Content::Archive => verify_archive(path, opts, progress)?,

@@ -79,6 +79,7 @@ pub fn extension(compression: Compression) -> &'static str {
 
 /// Whether a file name looks like an SQL dump (by extension).
 pub fn is_dump_name(name: &str) -> bool {
+    let name = name.strip_suffix(crate::crypt::EXTENSION).unwrap_or(name);
     !name.starts_with(crate::fsutil::TEMP_PREFIX)
         && [".sql", ".sql.zst", ".sql.gz"].iter().any(|e| name.ends_with(e))
 }
@@ -112,9 +113,9 @@ fn open_inner(
     threaded: bool,
     head_only: bool,
 ) -> Result<(Compression, Content, Box<dyn BufRead>)> {
-    let file = crate::location::open_read(path, head_only)?;
+    let (_, file) = crate::crypt::plaintext(path, crate::location::open_read(path, head_only)?)?;
     let mut buf = BufReader::with_capacity(1 << 20, file);
-    let head = buf.fill_buf().map_err(|e| Error::io("read", path, e))?;
+    let head = buf.fill_buf().map_err(|e| crate::crypt::read_error(path, e))?;
     let compression = match head {
         [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
         [0x1f, 0x8b, ..] => Compression::Gzip,

@@ -12,6 +12,7 @@ mod faultproxy;
 mod s3server;
 
 mod backup;
+mod crypt;
 mod dump;
 mod faults;
 mod helper;
