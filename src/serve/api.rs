@@ -356,6 +356,7 @@ async fn restore(State(shared): Shared_, body: Bytes) -> Response {
         quick: req.quick,
         // The safety archive of the replaced database goes with the database's backups.
         safety_dir: Some(db.location.clone()),
+        encrypt: db.encrypt.clone(),
         ..Default::default()
     };
     let plan_db = db.clone();

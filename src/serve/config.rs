@@ -38,6 +38,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// The databases it looks after, in the file's order.
     pub databases: Vec<DatabaseConfig>,
+    /// Keys to read encrypted backups with (drills, retention, incremental parents, restores):
+    /// `identity_file` and `passphrase_file`. Installed process-wide when the daemon starts or
+    /// reloads ([`crate::crypt::set_identities`]).
+    pub identities: crate::crypt::Identities,
 }
 
 /// A bearer token (its text is never printed: `Debug` hides it).
@@ -78,6 +82,9 @@ pub struct DatabaseConfig {
     pub keep: Option<Policy>,
     /// When restore drills run (none: never).
     pub verify: Option<Schedule>,
+    /// Encrypt its backups and the safety archives of its restores (`encrypt_to`,
+    /// `encrypt_to_file`, or `passphrase_file`).
+    pub encrypt: Option<crate::crypt::Encryption>,
 }
 
 /// When something runs: every fixed interval, or at the times a cron expression names (UTC).
@@ -179,6 +186,9 @@ struct RawConfig {
     shutdown_grace: Option<String>,
     state_dir: Option<PathBuf>,
     #[serde(default)]
+    identity_file: Vec<PathBuf>,
+    passphrase_file: Option<PathBuf>,
+    #[serde(default)]
     databases: Vec<RawDatabase>,
 }
 
@@ -195,6 +205,11 @@ struct RawDatabase {
     keep: Option<RawKeep>,
     verify: Option<String>,
     include: Option<Vec<PathBuf>>,
+    #[serde(default)]
+    encrypt_to: Vec<String>,
+    #[serde(default)]
+    encrypt_to_file: Vec<PathBuf>,
+    passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -270,12 +285,23 @@ impl Config {
             None => default_state_dir(),
         };
 
+        let mut identities = crate::crypt::Identities::new();
+        for f in &raw.identity_file {
+            identities
+                .add_file(&base.join(f))
+                .map_err(|e| ConfigError(format!("identity_file: {e}")))?;
+        }
+        if let Some(p) = &raw.passphrase_file {
+            identities
+                .add_passphrase_file(&base.join(p))
+                .map_err(|e| ConfigError(format!("passphrase_file: {e}")))?;
+        }
         if raw.databases.is_empty() {
             return err("no [[databases]]: add at least one (name, path, location, schedule)".into());
         }
         let mut databases: Vec<DatabaseConfig> = Vec::new();
         for d in raw.databases {
-            let db = check_database(d, base)?;
+            let db = check_database(d, base, !identities.is_empty())?;
             if databases.iter().any(|o| o.name == db.name) {
                 return err(format!(
                     "two databases are named {:?}: names must be unique",
@@ -292,6 +318,7 @@ impl Config {
             shutdown_grace_secs,
             state_dir,
             databases,
+            identities,
         })
     }
 
@@ -356,7 +383,7 @@ fn check_name(name: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn check_database(d: RawDatabase, base: &Path) -> Result<DatabaseConfig, ConfigError> {
+fn check_database(d: RawDatabase, base: &Path, can_read: bool) -> Result<DatabaseConfig, ConfigError> {
     check_name(&d.name)?;
     let name = d.name;
     let at = |m: String| ConfigError(format!("database {name:?}: {m}"));
@@ -434,6 +461,35 @@ fn check_database(d: RawDatabase, base: &Path) -> Result<DatabaseConfig, ConfigE
                 .into(),
         ));
     }
+    let files: Vec<PathBuf> = d.encrypt_to_file.iter().map(|f| base.join(f)).collect();
+    let encrypt = match (
+        crate::crypt::Encryption::to_recipients(&d.encrypt_to, &files).map_err(|e| at(e.to_string()))?,
+        &d.passphrase_file,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(at(
+                "passphrase_file cannot be combined with encrypt_to/encrypt_to_file (age encrypts to a passphrase alone)"
+                    .into(),
+            ))
+        }
+        (Some(e), None) => Some(e),
+        (None, Some(p)) => Some(
+            crate::crypt::Encryption::with_passphrase_file(&base.join(p)).map_err(|e| at(e.to_string()))?,
+        ),
+        (None, None) => None,
+    };
+    if encrypt.is_some() && !can_read {
+        let needs = match (&verify, &keep, incremental) {
+            (Some(_), _, _) => Some("verify (restore drills)"),
+            (_, Some(_), _) => Some("keep (retention reads the manifests to keep parents)"),
+            _ => None,
+        };
+        if let Some(what) = needs {
+            return Err(at(format!(
+                "its backups are encrypted and {what} must read them: add identity_file = \"key.txt\" (or passphrase_file) at the top of the file"
+            )));
+        }
+    }
     Ok(DatabaseConfig {
         name,
         path,
@@ -444,6 +500,7 @@ fn check_database(d: RawDatabase, base: &Path) -> Result<DatabaseConfig, ConfigE
         format,
         keep,
         verify,
+        encrypt,
     })
 }
 

@@ -641,3 +641,57 @@ fn encrypted_backups_and_chains_on_the_s3_location() {
         1
     );
 }
+
+#[test]
+fn the_daemon_encrypts_its_backups_drills_them_with_its_identity_and_checks_the_keys_at_start() {
+    use crate::daemon::{Daemon, TOKEN};
+    let env = Env::new();
+    let db = secret_db(&env);
+    let (_, recipient) = keygen(&env, "key.txt");
+    std::fs::write(env.path("recipients.txt"), format!("{recipient}\n")).unwrap();
+    let database = format!(
+        "[[databases]]\nname = \"app\"\npath = \"{}\"\nlocation = \"backups\"\nschedule = \"every 1h\"\nincremental = true\nverify = \"every 1h\"\nkeep = {{ last = 2 }}\nencrypt_to_file = [\"recipients.txt\"]\n",
+        s(&db)
+    );
+    // Encrypted with drills and retention but nothing to read them with: refused at start.
+    std::fs::write(env.path("no-key.toml"), &database).unwrap();
+    let r = env.run(&["serve", "--config", "no-key.toml", "--check"]).code(1);
+    assert!(r.stderr.contains("identity_file"), "{}", r.stderr);
+
+    let d = Daemon::start(
+        env.dir.path(),
+        &format!("identity_file = [\"key.txt\"]\n{database}"),
+        Some(TOKEN),
+        &[],
+    );
+    // The first backup and drill run at start; a second backup through the API is incremental.
+    d.wait_for(60, "a passed drill", |d| {
+        d.get("/api/backup/status").json()["databases"][0]["last_verify"]["ok"]
+            .as_bool()
+            .filter(|ok| *ok)
+    });
+    make_db(&db, "UPDATE patient_records SET diagnosis = 'x' WHERE id = 7;");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = d.post("/api/backup/create", r#"{"database":"app"}"#);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let job = d.wait_job(r.json()["job"].as_u64().unwrap(), 60);
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["report"]["kind"], "incremental", "{job}");
+    let files: Vec<String> = env
+        .backup_files()
+        .into_iter()
+        .filter(|f| !f.starts_with('.'))
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    for f in &files {
+        assert!(f.ends_with(".tar.zst.age"), "{f}");
+        assert!(std::fs::read(env.backups().join(f)).unwrap().starts_with(MAGIC));
+    }
+    // A drill through the API reads the encrypted chain with the daemon's identity.
+    let r = d.post("/api/backup/verify", r#"{"database":"app"}"#);
+    let job = d.wait_job(r.json()["job"].as_u64().unwrap(), 60);
+    assert_eq!(job["state"], "done", "{job}");
+    // The API's list shows them (the daemon has the key).
+    let listed = d.get("/api/backups?database=app").json();
+    assert!(listed.to_string().contains("patient_records"), "{listed}");
+}
