@@ -24,6 +24,10 @@ pub struct ArchiveSummary {
     pub manifest: Option<Manifest>,
     /// Why the manifest could not be read.
     pub error: Option<String>,
+    /// Entries (files, directories, symlinks) stored beside the database (`backup --include`).
+    pub files: u64,
+    /// Bytes of the regular files among them.
+    pub files_bytes: u64,
 }
 
 /// Lists the archives in the location `dir` (a directory or `s3://bucket/prefix`), oldest first
@@ -46,11 +50,17 @@ pub fn list_in(loc: &dyn Location) -> Result<Vec<ArchiveSummary>> {
             Ok(m) => (Some(m), None),
             Err(e) => (None, Some(e.to_string())),
         };
+        let (files, files_bytes) = manifest
+            .as_ref()
+            .map(|m| crate::files::totals(&m.files))
+            .unwrap_or((0, 0));
         ArchiveSummary {
             path,
             archive_size: m.size,
             manifest,
             error,
+            files,
+            files_bytes,
         }
     };
     let mut out: Vec<ArchiveSummary> = if loc.local_dir().is_some() {

@@ -339,6 +339,7 @@ fn execute(db: &DatabaseConfig, work: &Work, progress: &dyn Progress) -> Outcome
                 format: db.format,
                 incremental: db.incremental,
                 full_every: db.full_every,
+                include: db.include.clone(),
                 ..Default::default()
             };
             match crate::backup::backup(&db.path, &opts, progress) {

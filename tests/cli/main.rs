@@ -14,6 +14,7 @@ mod s3server;
 mod backup;
 mod dump;
 mod faults;
+mod files;
 mod helper;
 mod hot;
 mod incremental;
