@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::db::{hex, Check};
 use crate::error::{Error, Result};
+use crate::files::{FileEntry, FileKind};
 use crate::location::{NewObject, Published};
 use crate::manifest::Manifest;
 use crate::progress::Progress;
@@ -254,6 +255,111 @@ fn write_entry(
     Ok(sum)
 }
 
+/// The tar header(s) of a file entry: GNU long-name and long-link records first when its
+/// name or target is over 100 bytes, then its own header (its mode and mtime, no owner).
+fn file_headers(entry: &FileEntry) -> io::Result<Vec<u8>> {
+    fn long_record(out: &mut Vec<u8>, kind: tar::EntryType, value: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_mode(0o644);
+        h.set_size(value.len() as u64 + 1);
+        h.set_entry_type(kind);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(value);
+        out.push(0);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    let name = entry.entry_name();
+    let mut out = Vec::with_capacity(512);
+    let mut h = tar::Header::new_gnu();
+    if name.len() > 100 {
+        long_record(&mut out, tar::EntryType::GNULongName, name.as_bytes());
+    }
+    let n = name.len().min(100);
+    h.as_old_mut().name[..n].copy_from_slice(&name.as_bytes()[..n]);
+    h.set_mode(entry.mode & 0o777);
+    h.set_mtime(entry.mtime.max(0) as u64);
+    match entry.kind {
+        FileKind::File => {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(entry.size);
+        }
+        FileKind::Dir => {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+        }
+        FileKind::Symlink => {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            let target = entry.target.as_deref().unwrap_or_default().as_bytes();
+            if target.len() > 100 {
+                long_record(&mut out, tar::EntryType::GNULongLink, target);
+            }
+            let n = target.len().min(100);
+            h.as_old_mut().linkname[..n].copy_from_slice(&target[..n]);
+        }
+    }
+    h.set_cksum();
+    out.extend_from_slice(h.as_bytes());
+    Ok(out)
+}
+
+/// Writes a file entry (see [`file_headers`]) whose content `fill` writes (regular files);
+/// returns the SHA-256 of a regular file's content, which must be the entry's.
+fn write_file_entry(
+    out: &mut dyn Write,
+    entry: &FileEntry,
+    io_err: &dyn Fn(io::Error) -> Error,
+    fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+) -> Result<Option<String>> {
+    out.write_all(&file_headers(entry).map_err(io_err)?)
+        .map_err(io_err)?;
+    if entry.kind != FileKind::File {
+        return Ok(None);
+    }
+    let mut hw = HashWriter {
+        inner: &mut *out,
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    fill(&mut hw).map_err(io_err)?;
+    let sum = hex(&hw.hasher.finalize());
+    if hw.bytes != entry.size || Some(&sum) != entry.sha256.as_ref() {
+        return Err(io_err(io::Error::other(format!(
+            "{}: the spooled copy ({} bytes) does not match what was recorded",
+            entry.path, hw.bytes
+        ))));
+    }
+    let pad = (512 - entry.size % 512) % 512;
+    out.write_all(&[0u8; 512][..pad as usize]).map_err(io_err)?;
+    Ok(Some(sum))
+}
+
+/// Receives an archive's file entries as they are read (see [`read_archive_with`]).
+pub trait FileSink {
+    /// Takes one entry; `content` yields a regular file's bytes (at most the size the manifest
+    /// records; nothing for directories and symlinks). The reader checks sizes and checksums:
+    /// a sink must not put anything under a final name before those checks are done.
+    fn entry(&mut self, entry: &FileEntry, content: &mut dyn Read) -> Result<()>;
+}
+
+/// A [`FileSink`] that only reads (the reader hashes what it reads).
+pub struct DiscardFiles;
+
+impl FileSink for DiscardFiles {
+    fn entry(&mut self, _: &FileEntry, content: &mut dyn Read) -> Result<()> {
+        let _ = io::copy(content, &mut io::sink());
+        Ok(())
+    }
+}
+
+impl FileSink for crate::files::Stager {
+    fn entry(&mut self, entry: &FileEntry, content: &mut dyn Read) -> Result<()> {
+        self.stage(entry, content)
+    }
+}
+
 /// What [`ArchiveWriter::finish`] returns.
 #[derive(Debug)]
 pub struct WrittenArchive<W> {
@@ -351,6 +457,20 @@ impl<W: Write> ArchiveWriter<W> {
         let sum = write_entry(self.tar.get_mut(), &h, size, io_err, fill)?;
         self.sums.push((name.to_string(), sum.clone()));
         Ok(sum)
+    }
+
+    /// Appends a file entry whose content (a regular file's) `fill` writes; it is listed in
+    /// `SHA256SUMS`.
+    pub fn append_file(
+        &mut self,
+        entry: &FileEntry,
+        io_err: &dyn Fn(io::Error) -> Error,
+        fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<()> {
+        if let Some(sum) = write_file_entry(self.tar.get_mut(), entry, io_err, fill)? {
+            self.sums.push((entry.entry_name(), sum));
+        }
+        Ok(())
     }
 
     /// Appends `SHA256SUMS`, ends the tar stream and the compressed stream, flushes.
@@ -505,6 +625,20 @@ impl ZstdManifestLastWriter {
         Ok(sum)
     }
 
+    /// Appends a file entry, as [`ArchiveWriter::append_file`] does.
+    pub fn append_file(
+        &mut self,
+        entry: &FileEntry,
+        io_err: &dyn Fn(io::Error) -> Error,
+        fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<()> {
+        let enc = self.enc().map_err(io_err)?;
+        if let Some(sum) = write_file_entry(enc, entry, io_err, fill)? {
+            self.sums.push((entry.entry_name(), sum));
+        }
+        Ok(())
+    }
+
     /// Appends an entry held in memory in a zstd frame of its own, and returns the byte range
     /// of that frame in the archive (it can be read alone, with one range read).
     pub fn append_framed(&mut self, name: &str, data: &[u8]) -> io::Result<(u64, u64)> {
@@ -594,8 +728,12 @@ pub fn format_sums(sums: &[(String, String)]) -> String {
         .collect()
 }
 
-/// Parses `SHA256SUMS` text; entries must be known names, each at most once.
-fn parse_sums(text: &str) -> std::result::Result<Vec<(String, String)>, String> {
+/// Parses `SHA256SUMS` text; entries must be known names (or files for which `is_file` says
+/// yes), each at most once.
+fn parse_sums(
+    text: &str,
+    is_file: &dyn Fn(&str) -> bool,
+) -> std::result::Result<Vec<(String, String)>, String> {
     let mut out: Vec<(String, String)> = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let (sum, name) = line
@@ -612,6 +750,7 @@ fn parse_sums(text: &str) -> std::result::Result<Vec<(String, String)>, String> 
             crate::pageset::HASHES_ENTRY,
         ]
         .contains(&name)
+            && !is_file(name)
         {
             return Err(format!("unexpected name {name:?}"));
         }
@@ -762,6 +901,8 @@ pub struct ArchiveContents {
     pub computed: Vec<(String, String)>,
     /// SHA-256 recorded in `SHA256SUMS`, by name.
     pub recorded: Vec<(String, String)>,
+    /// SHA-256 computed of each regular file entry read (`files/...`), by name.
+    pub files: Vec<(String, String)>,
     /// SHA-256 of the archive's bytes as read (the whole file once it was read to its end).
     pub archive_sha256: Option<String>,
     /// Bytes of the archive read.
@@ -785,7 +926,58 @@ impl ArchiveContents {
                 None => checks.push(Check::fail(check_name, "not listed in SHA256SUMS")),
             }
         }
+        if !self.manifest.files.is_empty() {
+            let (count, bytes) = crate::files::totals(&self.manifest.files);
+            checks.push(match self.file_mismatch() {
+                None => Check::pass(
+                    "checksum files",
+                    format!(
+                        "{count} entries, {} regular files ({bytes} bytes) match the manifest and SHA256SUMS",
+                        self.files.len()
+                    ),
+                ),
+                Some((name, expected, actual)) => Check::fail(
+                    "checksum files",
+                    format!("{name}: expected {expected}, found {actual}"),
+                ),
+            });
+        }
         checks
+    }
+
+    /// The first file whose content read differs from what the manifest or `SHA256SUMS`
+    /// records: (entry name, expected, found).
+    fn file_mismatch(&self) -> Option<(String, String, String)> {
+        let by_name: std::collections::HashMap<String, &FileEntry> = self
+            .manifest
+            .files
+            .iter()
+            .filter(|f| f.kind == FileKind::File)
+            .map(|f| (f.entry_name(), f))
+            .collect();
+        if by_name.len() != self.files.len() {
+            return Some((
+                "files".into(),
+                format!("{} files", by_name.len()),
+                format!("{}", self.files.len()),
+            ));
+        }
+        for (name, actual) in &self.files {
+            let in_manifest = by_name.get(name).and_then(|f| f.sha256.clone());
+            let in_sums = self
+                .recorded
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| s.clone());
+            for expected in [in_manifest, in_sums] {
+                match expected {
+                    Some(e) if &e == actual => {}
+                    Some(e) => return Some((name.clone(), e, actual.clone())),
+                    None => return Some((name.clone(), "(not listed)".into(), actual.clone())),
+                }
+            }
+        }
+        None
     }
 
     /// The first checksum mismatch as an error, if any.
@@ -806,6 +998,14 @@ impl ArchiveContents {
                 });
             }
         }
+        if let Some((entry, expected, actual)) = self.file_mismatch() {
+            return Err(Error::ChecksumMismatch {
+                path: path.to_path_buf(),
+                entry,
+                expected,
+                actual,
+            });
+        }
         Ok(())
     }
 }
@@ -820,7 +1020,20 @@ pub fn read_archive(
     db_out: &mut (dyn Write + Send),
     progress: &dyn Progress,
 ) -> Result<ArchiveContents> {
-    read_archive_as(path, db_out, false, progress)
+    read_archive_as(path, db_out, false, &mut DiscardFiles, progress)
+}
+
+/// [`read_archive`], passing each file entry (`files/...`, after the data entry) to `files`
+/// once its name, type, size and (for a symlink) target were checked against the manifest.
+/// Every file's SHA-256 is computed on the way ([`ArchiveContents::files`]); the caller
+/// compares them ([`ArchiveContents::ensure_checksums`]) before it uses what `files` got.
+pub fn read_archive_with(
+    path: &Path,
+    db_out: &mut (dyn Write + Send),
+    files: &mut dyn FileSink,
+    progress: &dyn Progress,
+) -> Result<ArchiveContents> {
+    read_archive_as(path, db_out, false, files, progress)
 }
 
 /// [`read_archive`]; with `link`, an incremental archive's `pages.bin` is accepted (its
@@ -830,6 +1043,7 @@ pub(crate) fn read_archive_as(
     path: &Path,
     db_out: &mut (dyn Write + Send),
     link: bool,
+    files: &mut dyn FileSink,
     progress: &dyn Progress,
 ) -> Result<ArchiveContents> {
     let raw = crate::location::open_read(path, false)?;
@@ -842,8 +1056,8 @@ pub(crate) fn read_archive_as(
         }),
     )?;
     let mut tar = tar::Archive::new(reader);
-    let (manifest, manifest_sum, (data_name, db_sum), extra_sums, recorded) =
-        read_entries(path, &mut tar, db_out, link, progress)?;
+    let (manifest, manifest_sum, (data_name, db_sum), extra_sums, recorded, file_sums) =
+        read_entries(path, &mut tar, db_out, link, files, progress)?;
     // Read the compressed stream to its end: only then do zstd and gzip check their frame
     // checksums, so a truncated or damaged tail is caught even though every entry was intact.
     let mut rest = tar.into_inner();
@@ -870,6 +1084,7 @@ pub(crate) fn read_archive_as(
         compression,
         computed,
         recorded,
+        files: file_sums,
         archive_sha256,
         archive_bytes,
     })
@@ -898,13 +1113,40 @@ type Entries = (
     (&'static str, String),
     Vec<(String, String)>,
     Vec<(String, String)>,
+    Vec<(String, String)>,
 );
+
+/// A reader of one file entry's content that hashes it and keeps its read error (so that a
+/// sink's failure can be told from damage in the archive).
+struct FileContent<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+    error: Option<io::ErrorKind>,
+}
+
+impl<R: Read> Read for FileContent<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.hasher.update(&buf[..n]);
+                self.bytes += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                self.error = Some(e.kind());
+                Err(e)
+            }
+        }
+    }
+}
 
 fn read_entries(
     path: &Path,
     tar: &mut tar::Archive<Box<dyn Read>>,
     db_out: &mut (dyn Write + Send),
     link: bool,
+    files: &mut dyn FileSink,
     progress: &dyn Progress,
 ) -> Result<Entries> {
     let mut entries = tar.entries().map_err(|e| bad_read(path, e))?.raw(true);
@@ -1006,7 +1248,12 @@ fn read_entries(
     };
 
     let mut extra_sums = Vec::new();
-    let mut sums_entry = next(SUMS_ENTRY)?;
+    let after_data = if manifest.files.is_empty() {
+        SUMS_ENTRY
+    } else {
+        "the files"
+    };
+    let mut sums_entry = next(after_data)?;
     if sums_entry.path_bytes().as_ref() == crate::pageset::HASHES_ENTRY.as_bytes() {
         let want = manifest
             .page_hashes
@@ -1031,13 +1278,125 @@ fn read_entries(
             crate::pageset::HASHES_ENTRY.to_string(),
             hex(&hashed.hasher.finalize()),
         ));
-        sums_entry = next(SUMS_ENTRY)?;
+        sums_entry = next(after_data)?;
     }
-    let sums_size = expect_entry(path, &sums_entry, SUMS_ENTRY, MAX_SUMS)?;
+
+    // The files, exactly as the manifest lists them, in its order: anything else (an entry it
+    // does not list, one twice, one missing, another type or size) is a bad archive.
+    let mut file_sums = Vec::new();
+    let mut carried = Some(sums_entry);
+    for f in &manifest.files {
+        let want = f.entry_name();
+        let mut e = match carried.take() {
+            Some(e) => e,
+            None => next(&want)?,
+        };
+        let (mut long_name, mut long_link) = (None, None);
+        loop {
+            let t = e.header().entry_type();
+            let slot = match t {
+                tar::EntryType::GNULongName => &mut long_name,
+                tar::EntryType::GNULongLink => &mut long_link,
+                _ => break,
+            };
+            let size = e.header().size().map_err(|e| bad_read(path, e))?;
+            if size > crate::files::MAX_PATH as u64 + 1 || slot.is_some() {
+                return Err(Error::bad_archive(
+                    path,
+                    format!("a bad long-name record before {want}"),
+                ));
+            }
+            let mut data = read_small(path, e, size)?;
+            while data.last() == Some(&0) {
+                data.pop();
+            }
+            *slot = Some(data);
+            e = next(&want)?;
+        }
+        let mut name: Vec<u8> = long_name.unwrap_or_else(|| e.path_bytes().into_owned());
+        if f.kind == FileKind::Dir && name.len() > 1 && name.ends_with(b"/") {
+            name.pop();
+        }
+        if name != want.as_bytes() {
+            return Err(Error::bad_archive(
+                path,
+                format!(
+                    "expected entry {want:?}, found {:?} (an entry the manifest does not list, or one out of \
+                     place)",
+                    String::from_utf8_lossy(&name)
+                ),
+            ));
+        }
+        let kind = e.header().entry_type();
+        let kind_ok = match f.kind {
+            FileKind::File => kind == tar::EntryType::Regular,
+            FileKind::Dir => kind == tar::EntryType::Directory,
+            FileKind::Symlink => kind == tar::EntryType::Symlink,
+        };
+        if !kind_ok {
+            return Err(Error::bad_archive(
+                path,
+                format!("entry {want} is a {kind:?} entry, the manifest says {:?}", f.kind),
+            ));
+        }
+        let size = e.header().size().map_err(|e| bad_read(path, e))?;
+        if size != f.size {
+            return Err(Error::bad_archive(
+                path,
+                format!(
+                    "entry {want} is {size} bytes but the manifest says {}{}",
+                    f.size,
+                    if size > f.size { " (refused: larger)" } else { "" }
+                ),
+            ));
+        }
+        if f.kind == FileKind::Symlink {
+            let link = long_link.or_else(|| e.header().link_name_bytes().map(|l| l.into_owned()));
+            if link.as_deref() != f.target.as_deref().map(str::as_bytes) {
+                return Err(Error::bad_archive(
+                    path,
+                    format!("symlink {want} does not point where the manifest says"),
+                ));
+            }
+        }
+        let mut content = FileContent {
+            inner: e.take(size),
+            hasher: Sha256::new(),
+            bytes: 0,
+            error: None,
+        };
+        let taken = files.entry(f, &mut content);
+        if let Some(kind) = content.error {
+            return Err(bad_read(path, io::Error::new(kind, format!("inside {want}"))));
+        }
+        taken?;
+        io::copy(&mut content, &mut io::sink()).map_err(|e| bad_read(path, e))?;
+        if content.bytes != size {
+            return Err(Error::bad_archive(
+                path,
+                format!("archive is truncated inside {want}"),
+            ));
+        }
+        if f.kind == FileKind::File {
+            file_sums.push((want, hex(&content.hasher.finalize())));
+        }
+    }
+    let sums_entry = match carried.take() {
+        Some(e) => e,
+        None => next(SUMS_ENTRY)?,
+    };
+    let file_names: std::collections::HashSet<&str> = file_sums.iter().map(|(n, _)| n.as_str()).collect();
+    // Each listed file adds one line to SHA256SUMS.
+    let max_sums = file_sums
+        .iter()
+        .map(|(n, _)| n.len() as u64 + 64 + 4)
+        .fold(MAX_SUMS, u64::saturating_add);
+    let sums_size = expect_entry(path, &sums_entry, SUMS_ENTRY, max_sums)?;
     let sums_data = read_small(path, sums_entry, sums_size)?;
     let text =
         String::from_utf8(sums_data).map_err(|_| Error::bad_archive(path, "SHA256SUMS is not text"))?;
-    let recorded = parse_sums(&text).map_err(|r| Error::bad_archive(path, format!("SHA256SUMS: {r}")))?;
+    let recorded = parse_sums(&text, &|n| file_names.contains(n))
+        .map_err(|r| Error::bad_archive(path, format!("SHA256SUMS: {r}")))?;
 
     if let Some(extra) = entries.next() {
         let extra = extra.map_err(|e| bad_read(path, e))?;
@@ -1049,7 +1408,15 @@ fn read_entries(
             ),
         ));
     }
-    Ok((manifest, manifest_sum, (data_name, db_sum), extra_sums, recorded))
+    drop(file_names);
+    Ok((
+        manifest,
+        manifest_sum,
+        (data_name, db_sum),
+        extra_sums,
+        recorded,
+        file_sums,
+    ))
 }
 
 /// The default file name of an archive of the database named `name` in its location (see
@@ -1069,14 +1436,18 @@ mod tests {
             (MANIFEST_ENTRY.to_string(), "a".repeat(64)),
             (DATABASE_ENTRY.to_string(), "b".repeat(64)),
         ];
-        assert_eq!(parse_sums(&format_sums(&sums)).unwrap(), sums);
-        assert!(parse_sums(&format!("{}  ../etc/passwd\n", "a".repeat(64))).is_err());
-        assert!(parse_sums("xyz  manifest.json\n").is_err());
-        assert!(parse_sums(&format!(
-            "{0}  manifest.json\n{0}  manifest.json\n",
-            "a".repeat(64)
-        ))
+        let no = |_: &str| false;
+        assert_eq!(parse_sums(&format_sums(&sums), &no).unwrap(), sums);
+        assert!(parse_sums(&format!("{}  ../etc/passwd\n", "a".repeat(64)), &no).is_err());
+        assert!(parse_sums("xyz  manifest.json\n", &no).is_err());
+        assert!(parse_sums(
+            &format!("{0}  manifest.json\n{0}  manifest.json\n", "a".repeat(64)),
+            &no
+        )
         .is_err());
+        let up = |n: &str| n == "files/up/a b.txt";
+        assert!(parse_sums(&format!("{}  files/up/a b.txt\n", "a".repeat(64)), &up).is_ok());
+        assert!(parse_sums(&format!("{}  files/up/other\n", "a".repeat(64)), &up).is_err());
     }
 
     fn new_object(dir: &Path, name: &str, head_reserve: u64) -> Box<dyn NewObject> {
@@ -1127,7 +1498,7 @@ mod tests {
         assert_eq!(names, [MANIFEST_ENTRY, DATABASE_ENTRY, SUMS_ENTRY]);
         assert_eq!(seen[0].1, manifest);
         assert_eq!(seen[1].1, db);
-        let sums = parse_sums(std::str::from_utf8(&seen[2].1).unwrap()).unwrap();
+        let sums = parse_sums(std::str::from_utf8(&seen[2].1).unwrap(), &|_| false).unwrap();
         assert_eq!(sums[0].1, hex(&Sha256::digest(manifest)));
         assert_eq!(sums[1].1, sum);
     }

@@ -29,6 +29,7 @@ use crate::archive::{
 use crate::chain::Parent;
 use crate::db::{self, hex, DbInfo};
 use crate::error::{Error, Result};
+use crate::files;
 use crate::fsutil;
 use crate::location::{self, CreateOptions, Location, NewObject, Published};
 use crate::manifest::{Manifest, FORMAT};
@@ -81,6 +82,10 @@ pub struct BackupOptions {
     /// Encrypt the archive or dump (age): it is stored as `<name>.age`, readable only with an
     /// identity of one of the recipients (or the passphrase). See [`crate::crypt`].
     pub encrypt: Option<crate::crypt::Encryption>,
+    /// Directories whose files go into the archive beside the database, each as
+    /// `files/<its name>/...` ([`crate::files`]); read after the database's snapshot was fixed.
+    /// Not with SQL dumps.
+    pub include: Vec<PathBuf>,
 }
 
 /// What a backup writes.
@@ -145,6 +150,13 @@ pub struct BackupReport {
     /// Who can read the backup when it is encrypted ("2 recipients", "a passphrase").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encrypted_to: Option<String>,
+    /// Entries (files, directories, symlinks) stored beside the database (`include`).
+    pub files: u64,
+    /// Bytes of the regular files among them.
+    pub files_bytes: u64,
+    /// Files that vanished between the walk of the included directories and their copy
+    /// (left out of the archive).
+    pub files_vanished: Vec<String>,
 }
 
 /// The default backup location: `$LITEVAULT_DIR` (a directory or `s3://bucket/prefix`), else
@@ -288,6 +300,13 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         opts.compression.check_level(level)?;
     }
     if opts.format == Format::Sql {
+        if !opts.include.is_empty() {
+            return Err(Error::InvalidOption(
+                "--include applies to archives, not to SQL dumps (--format sql): a dump is text for one \
+                 database; back the files up in an archive"
+                    .into(),
+            ));
+        }
         return backup_sql(source, opts, progress);
     }
     if !opts.selection.tables.is_empty() || !opts.selection.exclude.is_empty() {
@@ -317,6 +336,20 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
     }
     db::precheck(source)?;
     let source = std::path::absolute(source).map_err(|e| Error::io("resolve", source, e))?;
+    // The included directories are walked (and a symlink or special file refused) before
+    // anything is written: the manifest's reserved space must cover their entries.
+    let walked = files::walk(&opts.include)?;
+    // Readers accept manifests up to MAX_MANIFEST: refuse early what could not be read back.
+    if !walked.is_empty()
+        && serde_json::to_vec_pretty(&files::widest(&walked)).map_or(u64::MAX, |v| v.len() as u64)
+            > archive::MAX_MANIFEST - (1 << 20)
+    {
+        return Err(too_many_files(walked.len()));
+    }
+    let files_estimate = walked
+        .iter()
+        .map(|w| w.entry.size)
+        .fold(0u64, u64::saturating_add);
     let (created_at, stamp, mtime) = now_stamps();
 
     let name = opts.name.clone().unwrap_or_else(|| location::name_of(&source));
@@ -341,10 +374,11 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         + std::fs::metadata(fsutil::sidecar(&source, "-wal"))
             .map(|m| m.len())
             .unwrap_or(0);
+    // Files are spooled (all of them before a manifest written first) and then archived.
     let archive_estimate = if opts.compression == Compression::None {
-        source_size
+        source_size + 2 * files_estimate
     } else {
-        source_size / 3
+        source_size / 3 + files_estimate + files_estimate / 2
     };
     let snapshot_estimate = if live.is_some() { 0 } else { source_size };
     if target.loc.local_dir().is_some() {
@@ -382,11 +416,16 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         chain_depth: 0,
         changed_pages: None,
         full_reason: None,
+        files: Vec::new(),
     };
     let holders = live.as_ref().map(|l| l.holders());
     let done = match live {
-        Some(live) => backup_live(live, base, &target, opts, parent, mtime, &mut clock, progress)?,
-        None => backup_copy(&source, base, &target, opts, parent, mtime, &mut clock, progress)?,
+        Some(live) => backup_live(
+            live, base, &target, opts, parent, &walked, mtime, &mut clock, progress,
+        )?,
+        None => backup_copy(
+            &source, base, &target, opts, parent, &walked, mtime, &mut clock, progress,
+        )?,
     };
     let Done {
         manifest,
@@ -395,7 +434,9 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         snapshot_ms,
         streamed,
         hash_table,
+        vanished,
     } = done;
+    let (files, files_bytes) = files::totals(&manifest.files);
     clock.lap("fsync and rename");
     // The source's catch-up checkpoint ran beside the end of the backup; wait for it, so that
     // the application's next commit does not have to.
@@ -431,6 +472,9 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         checkpoint,
         encrypted_to: opts.encrypt.as_ref().map(|e| e.describe()),
         phases: clock.into_phases(),
+        files,
+        files_bytes,
+        files_vanished: vanished,
     })
 }
 
@@ -504,6 +548,7 @@ fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         chain_depth: 0,
         changed_pages: None,
         full_reason: None,
+        files: Vec::new(),
     };
     let out_path = target.loc.object_path(&target.name);
     let io_err = |e| Error::io("write dump", &out_path, e);
@@ -539,11 +584,22 @@ fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         parent: None,
         changed_pages: None,
         full_reason: None,
+        files: 0,
+        files_bytes: 0,
+        files_vanished: Vec::new(),
         phases: {
             clock.lap("fsync and rename");
             clock.into_phases()
         },
     })
+}
+
+fn too_many_files(n: usize) -> Error {
+    Error::InvalidOption(format!(
+        "--include: {n} files and directories are more than one manifest can list (at most {} MiB of \
+         JSON, about 60,000 entries); include fewer, or archive them first (e.g. one tar file per month)",
+        archive::MAX_MANIFEST >> 20
+    ))
 }
 
 /// Refuses a `--name` that cannot be part of an object name.
@@ -574,6 +630,64 @@ struct Done {
     streamed: bool,
     /// The encoded page-hash table (zstd archives; empty otherwise).
     hash_table: Vec<u8>,
+    /// Files that vanished before they could be copied.
+    vanished: Vec<String>,
+}
+
+/// Fills a file entry's content into the writer it is given.
+type Fill<'a> = dyn FnMut(&mut dyn Write) -> std::io::Result<()> + 'a;
+
+/// Appends one file entry to an archive, its content from a [`Fill`].
+type AppendFile<'a> = dyn FnMut(&files::FileEntry, &mut Fill<'_>) -> Result<()> + 'a;
+
+/// Copies the walked entries one at a time through a spool and appends each to an archive
+/// whose manifest is written last; returns the entries as stored and the files that vanished.
+fn append_files_one_by_one(
+    walked: &[files::Walked],
+    work_dir: &Path,
+    append: &mut AppendFile<'_>,
+    progress: &dyn Progress,
+) -> Result<(Vec<files::FileEntry>, Vec<String>)> {
+    let mut spool = files::Spool::new(work_dir);
+    let mut stored = Vec::with_capacity(walked.len());
+    let mut vanished = Vec::new();
+    if !walked.is_empty() {
+        progress.begin("files", None);
+    }
+    for w in walked {
+        spool.clear()?;
+        match files::copy_one(&mut spool, w)? {
+            None => vanished.push(w.entry.path.clone()),
+            Some((entry, held)) => {
+                append(&entry, &mut |out| match &held {
+                    Some(h) => spool.write_to(h, out),
+                    None => Ok(()),
+                })?;
+                progress.advance(entry.size);
+                stored.push(entry);
+            }
+        }
+    }
+    if !walked.is_empty() {
+        progress.end();
+    }
+    Ok((stored, vanished))
+}
+
+/// Appends the entries [`files::copy_all`] spooled to an archive whose manifest went first.
+fn append_spooled<W: Write>(
+    writer: &mut ArchiveWriter<W>,
+    spool: &files::Spool,
+    copied: &files::Copied,
+    io_err: &dyn Fn(std::io::Error) -> Error,
+) -> Result<()> {
+    for (entry, held) in &copied.entries {
+        writer.append_file(entry, io_err, &mut |out| match held {
+            Some(h) => spool.write_to(h, out),
+            None => Ok(()),
+        })?;
+    }
+    Ok(())
 }
 
 /// The manifest's facts from a snapshot's checks.
@@ -617,6 +731,9 @@ fn finish_manifest(
         detail: r,
     })?;
     let json = serde_json::to_vec_pretty(&base).expect("manifest serializes");
+    if json.len() as u64 > archive::MAX_MANIFEST {
+        return Err(too_many_files(base.files.len()));
+    }
     Ok((base, json))
 }
 
@@ -656,6 +773,7 @@ fn backup_live(
     target: &Target,
     opts: &BackupOptions,
     parent: Option<std::result::Result<Parent, String>>,
+    walked: &[files::Walked],
     mtime: u64,
     clock: &mut PhaseClock,
     progress: &dyn Progress,
@@ -673,6 +791,7 @@ fn backup_live(
             let early = checkers.is_none().then(|| checks_on_main(&live));
             let mut bound = base.clone();
             bound.db = DbInfo::read_with_header(live.conn(), &source, live.page1(), false)?;
+            bound.files = files::widest(walked);
             let reserve = manifest_reserve_for(bound, db_size, parent.as_ref());
             let mut writer = ZstdManifestLastWriter::new(target.create(reserve)?, opts.level, mtime, reserve)
                 .map_err(io_err)?;
@@ -714,7 +833,19 @@ fn backup_live(
             let body = body?;
             live.finish();
             clock.lap("pages and checks");
-            let base = body.apply(base);
+            // The files are read after the database's snapshot was fixed (and released), so
+            // every file a committed row refers to, written before that commit, is there.
+            let (stored, vanished) = append_files_one_by_one(
+                walked,
+                &spill_dir,
+                &mut |e, fill| writer.append_file(e, &io_err, fill),
+                progress,
+            )?;
+            if !walked.is_empty() {
+                clock.lap("files");
+            }
+            let mut base = body.apply(base);
+            base.files = stored;
             let (manifest, json) = finish_manifest(base, &source, db_size, inspected, opts.allow_corrupt)?;
             let (published, _) = writer.finish(&json, &io_err)?;
             clock.lap("finish archive");
@@ -725,6 +856,7 @@ fn backup_live(
                 snapshot_ms: None,
                 streamed: true,
                 hash_table: body.table,
+                vanished,
             })
         }
         (checkers, _) => {
@@ -744,6 +876,12 @@ fn backup_live(
                 None => checks_on_main(&live),
             };
             clock.lap("snapshot checks");
+            // This manifest goes first: every file is spooled before it (the snapshot, fixed
+            // already, waits meanwhile).
+            let mut spool = files::Spool::new(&spill_dir);
+            let copied = files::copy_all(&mut spool, walked)?;
+            let mut base = base;
+            base.files = copied.entries.iter().map(|(e, _)| e.clone()).collect();
             let (manifest, json) = finish_manifest(base, &source, db_size, inspected, opts.allow_corrupt)?;
             let mut writer =
                 ArchiveWriter::new(target.create(0)?, opts.compression, opts.level, mtime).map_err(io_err)?;
@@ -754,6 +892,7 @@ fn backup_live(
             })?;
             progress.end();
             live.finish();
+            append_spooled(&mut writer, &spool, &copied, &io_err)?;
             let written = writer.finish().map_err(io_err)?;
             let published = written.inner.finish(None)?;
             clock.lap("pages");
@@ -764,6 +903,7 @@ fn backup_live(
                 snapshot_ms: None,
                 streamed: true,
                 hash_table: Vec::new(),
+                vanished: copied.vanished,
             })
         }
     }
@@ -864,6 +1004,7 @@ fn backup_copy(
     target: &Target,
     opts: &BackupOptions,
     parent: Option<std::result::Result<Parent, String>>,
+    walked: &[files::Walked],
     mtime: u64,
     clock: &mut PhaseClock,
     progress: &dyn Progress,
@@ -888,12 +1029,20 @@ fn backup_copy(
         let page_size = inspected.info.page_size;
         let mut bound = base.clone();
         bound.db = inspected.info.clone();
+        bound.files = files::widest(walked);
         let reserve = manifest_reserve_for(bound, db_size, parent.as_ref());
         let mut writer = ZstdManifestLastWriter::new(target.create(reserve)?, opts.level, mtime, reserve)
             .map_err(io_err)?;
         let pages = PageSource::File(snap.path());
         let body = write_zstd_body(&mut writer, &pages, page_size, db_size, parent, &io_err, progress)?;
-        let base = body.apply(base);
+        let (stored, vanished) = append_files_one_by_one(
+            walked,
+            &target.work_dir,
+            &mut |e, fill| writer.append_file(e, &io_err, fill),
+            progress,
+        )?;
+        let mut base = body.apply(base);
+        base.files = stored;
         let (manifest, json) = finish_manifest(base, source, db_size, inspected, opts.allow_corrupt)?;
         let (published, _) = writer.finish(&json, &io_err)?;
         clock.lap("archive");
@@ -904,8 +1053,13 @@ fn backup_copy(
             snapshot_ms: Some(snap.stats.duration_ms),
             streamed: false,
             hash_table: body.table,
+            vanished,
         });
     }
+    let mut spool = files::Spool::new(&target.work_dir);
+    let copied = files::copy_all(&mut spool, walked)?;
+    let mut base = base;
+    base.files = copied.entries.iter().map(|(e, _)| e.clone()).collect();
     let (manifest, json) = finish_manifest(base, source, db_size, inspected, opts.allow_corrupt)?;
     let mut writer =
         ArchiveWriter::new(target.create(0)?, opts.compression, opts.level, mtime).map_err(io_err)?;
@@ -916,6 +1070,7 @@ fn backup_copy(
         .append_stream(DATABASE_ENTRY, db_size, snap_file, progress)
         .map_err(io_err)?;
     progress.end();
+    append_spooled(&mut writer, &spool, &copied, &io_err)?;
     let written = writer.finish().map_err(io_err)?;
     let published = written.inner.finish(None)?;
     clock.lap("archive");
@@ -926,6 +1081,7 @@ fn backup_copy(
         snapshot_ms: Some(snap.stats.duration_ms),
         streamed: false,
         hash_table: Vec::new(),
+        vanished: copied.vanished,
     })
 }
 

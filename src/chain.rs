@@ -500,14 +500,18 @@ pub fn links(path: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
 /// Composes the chain that ends at `path` into `out` (an empty file): the base's database,
 /// then each incremental's pages; checks every link's checksums and that each link is the
 /// archive its child names (archive and manifest SHA-256), then the result's SHA-256 against
-/// the newest link's. Returns the newest link's contents.
+/// the newest link's. Returns the newest link's contents. The files beside the database
+/// are those of the newest link (every link carries its own full copy): they go to `files`;
+/// those of the other links are only read.
 pub fn compose(
     path: &Path,
     out: &std::fs::File,
     out_path: &Path,
+    files: &mut dyn archive::FileSink,
     progress: &dyn Progress,
 ) -> Result<ArchiveContents> {
     let chain = links(path)?;
+    let newest = chain.len() - 1;
     let mut last: Option<ArchiveContents> = None;
     for (i, (link, m)) in chain.iter().enumerate() {
         let contents = if i == 0 {
@@ -518,12 +522,20 @@ pub fn compose(
                 ));
             }
             let mut w = io::BufWriter::with_capacity(1 << 20, out);
-            let c = archive::read_archive(link, &mut w, progress)?;
+            let c = if i == newest {
+                archive::read_archive_with(link, &mut w, files, progress)?
+            } else {
+                archive::read_archive(link, &mut w, progress)?
+            };
             w.flush().map_err(|e| Error::io("write", out_path, e))?;
             c
         } else {
             let mut w = PageApplier::new(out, m.db.page_size, m.db.page_count);
-            let c = archive::read_archive_as(link, &mut w, true, progress)?;
+            let c = if i == newest {
+                archive::read_archive_as(link, &mut w, true, files, progress)?
+            } else {
+                archive::read_archive_as(link, &mut w, true, &mut archive::DiscardFiles, progress)?
+            };
             w.finish().map_err(|e| Error::io("write", out_path, e))?;
             out.set_len(m.db_size)
                 .map_err(|e| Error::io("truncate", out_path, e))?;

@@ -182,6 +182,16 @@ pub enum Error {
         /// Bytes free for this user.
         available: u64,
     },
+    /// A file beside the database cannot be backed up or restored safely: a symlink that
+    /// leaves its directory, a special file, a place under a restore directory that is a
+    /// symlink or in the way.
+    #[error("{}: {reason}", path.display())]
+    UnsafeFile {
+        /// The file concerned.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// The caller passed options that do not fit together.
     #[error("invalid option: {0}")]
     InvalidOption(String),
@@ -262,9 +272,10 @@ impl Error {
             | Error::BadArchive { .. }
             | Error::ChecksumMismatch { .. }
             | Error::VerificationFailed { .. } => ErrorClass::Corrupt,
-            Error::WouldOverwrite { .. } | Error::InUse { .. } | Error::NewerSchema { .. } => {
-                ErrorClass::Refused
-            }
+            Error::WouldOverwrite { .. }
+            | Error::InUse { .. }
+            | Error::NewerSchema { .. }
+            | Error::UnsafeFile { .. } => ErrorClass::Refused,
             Error::Sqlite { source, .. } if is_corruption(source) => ErrorClass::Corrupt,
             Error::InvalidOption(_) => ErrorClass::Usage,
             _ => ErrorClass::Failed,

@@ -19,6 +19,9 @@
 //! - Incremental backups ([`chain`], [`pageset`]): `BackupOptions { incremental: true, .. }`
 //!   stores only the pages changed since the newest backup of the same name; restore composes
 //!   the chain.
+//! - Files beside the database ([`files`]): `BackupOptions { include: vec![dir], .. }` adds a
+//!   directory's files to the archive; `RestoreOptions { files_to: Some(out), .. }` puts them
+//!   back under `out` once the database has passed its checks.
 //!
 //! ```
 //! use litevault::{backup, restore, verify, BackupOptions, RestoreOptions, VerifyOptions, NoProgress};
@@ -58,6 +61,7 @@ pub mod crypt;
 pub mod db;
 pub mod dump;
 pub mod error;
+pub mod files;
 pub mod findings;
 pub mod fsutil;
 pub mod list;

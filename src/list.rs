@@ -28,6 +28,10 @@ pub struct ArchiveSummary {
     /// (`manifest` and `error` are then both empty).
     #[serde(default)]
     pub encrypted: bool,
+    /// Entries (files, directories, symlinks) stored beside the database (`backup --include`).
+    pub files: u64,
+    /// Bytes of the regular files among them.
+    pub files_bytes: u64,
 }
 
 /// Lists the archives in the location `dir` (a directory or `s3://bucket/prefix`), oldest first
@@ -53,12 +57,18 @@ pub fn list_in(loc: &dyn Location) -> Result<Vec<ArchiveSummary>> {
             Err(e @ crate::Error::Crypt { .. }) => (None, Some(e.to_string()), true),
             Err(e) => (None, Some(e.to_string()), false),
         };
+        let (files, files_bytes) = manifest
+            .as_ref()
+            .map(|m| crate::files::totals(&m.files))
+            .unwrap_or((0, 0));
         ArchiveSummary {
             path,
             archive_size: m.size,
             manifest,
             error,
             encrypted,
+            files,
+            files_bytes,
         }
     };
     let mut out: Vec<ArchiveSummary> = if loc.local_dir().is_some() {

@@ -160,7 +160,7 @@ enum LogFormatArg {
 enum Command {
     /// Take a consistent snapshot of a (live) database into a compressed, checksummed archive.
     #[command(
-        after_help = "Examples:\n  litevault backup app.db\n  litevault backup app.db -o /backups/app.tar.zst\n  litevault backup app.db --dir /backups --method vacuum --compression gzip\n  litevault backup app.db --format sql                          # app-<stamp>.sql.zst\n  litevault backup app.db --format sql --compression none -o history/app.sql\n  litevault backup app.db --format sql --table notes --table tags\n  litevault backup app.db --dir s3://my-bucket/prod/app          # S3 (AWS_* variables, ~/.aws)\n  litevault backup app.db -o s3://my-bucket/prod/app/pre-migration.tar.zst\n  litevault backup app.db --dir /backups --incremental --full-every 24   # changed pages only\n  litevault backup app.db --encrypt-to age1...                  # app-<stamp>.tar.zst.age (age)\n  litevault backup app.db --encrypt-to-file recipients.txt --dir s3://my-bucket/prod/app\n\nDefault location: --dir, else $LITEVAULT_DIR, else ~/.local/share/litevault/backups,\nas <name>-<YYYYMMDDTHHMMSSZ>.tar.zst (.sql.zst, .sql.gz or .sql for --format sql);\nthe name is the database file's stem unless --name says otherwise."
+        after_help = "Examples:\n  litevault backup app.db\n  litevault backup app.db -o /backups/app.tar.zst\n  litevault backup app.db --dir /backups --method vacuum --compression gzip\n  litevault backup app.db --format sql                          # app-<stamp>.sql.zst\n  litevault backup app.db --format sql --compression none -o history/app.sql\n  litevault backup app.db --format sql --table notes --table tags\n  litevault backup app.db --dir s3://my-bucket/prod/app          # S3 (AWS_* variables, ~/.aws)\n  litevault backup app.db -o s3://my-bucket/prod/app/pre-migration.tar.zst\n  litevault backup app.db --dir /backups --incremental --full-every 24   # changed pages only\n  litevault backup app.db --encrypt-to age1...                  # app-<stamp>.tar.zst.age (age)\n  litevault backup app.db --encrypt-to-file recipients.txt --dir s3://my-bucket/prod/app\n  litevault backup app.db --include uploads --include exports   # + files/uploads/..., files/exports/...\n\nDefault location: --dir, else $LITEVAULT_DIR, else ~/.local/share/litevault/backups,\nas <name>-<YYYYMMDDTHHMMSSZ>.tar.zst (.sql.zst, .sql.gz or .sql for --format sql);\nthe name is the database file's stem unless --name says otherwise."
     )]
     Backup {
         /// The database file to back up.
@@ -225,6 +225,15 @@ enum Command {
         exclude_tables: Vec<String>,
         #[command(flatten)]
         crypt: EncryptArgs,
+        /// Also archive the files under this directory (repeatable), as files/<DIR's name>/...,
+        /// each with its size, mode, mtime and SHA-256 in the manifest and SHA256SUMS; read after
+        /// the database's snapshot. Symlinks are recorded, never followed: a relative one that
+        /// stays inside DIR is kept as a symlink; an absolute or escaping one, and any fifo,
+        /// socket or device, fails the backup (naming it). Hard links are stored as files. A file
+        /// that keeps changing while read fails the backup; one deleted meanwhile is left out.
+        /// Not with --format sql; with --incremental every archive holds its own full copy.
+        #[arg(long, value_name = "DIR")]
+        include: Vec<PathBuf>,
     },
     /// List the archives in the backup directory (reads only each archive's manifest).
     #[command(
@@ -360,7 +369,7 @@ enum Command {
     },
     /// Restore an archive or SQL dump to a database file: guarded, verified before the swap, atomic.
     #[command(
-        after_help = "Examples:\n  litevault restore app-20261121T101500Z.tar.zst restored.db\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite --dry-run\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite\n  litevault restore app.sql.zst new.db            # also .sql.gz, plain .sql\n  litevault restore dump-from-sqlite3.sql new.db  # a foreign dump, loaded as untrusted SQL\n  litevault restore s3://my-bucket/prod/app/app-20261201T101500Z.tar.zst app.db --overwrite\n  litevault restore --latest --dir s3://my-bucket/prod/app app.db --overwrite   # newest backup of `app`\n  litevault restore --latest --dir /backups --at 2026-12-01T09:00:00Z new.db    # also --at \"2h ago\"\n  litevault restore old-sqlite.tar.zst app.db --reindex   # rebuild the indexes the checks dispute\n  litevault restore app-20261201T101500Z.tar.zst.age new.db --identity key.txt   # encrypted (age)\n\nAn existing database is replaced only with --overwrite, after a safety archive of it is\nwritten to the backup directory. A database open in other processes is restored through\nSQLite, so they see the new content on their next transaction; it is never swapped from\nunder them."
+        after_help = "Examples:\n  litevault restore app-20261121T101500Z.tar.zst restored.db\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite --dry-run\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite\n  litevault restore app.sql.zst new.db            # also .sql.gz, plain .sql\n  litevault restore dump-from-sqlite3.sql new.db  # a foreign dump, loaded as untrusted SQL\n  litevault restore s3://my-bucket/prod/app/app-20261201T101500Z.tar.zst app.db --overwrite\n  litevault restore --latest --dir s3://my-bucket/prod/app app.db --overwrite   # newest backup of `app`\n  litevault restore --latest --dir /backups --at 2026-12-01T09:00:00Z new.db    # also --at \"2h ago\"\n  litevault restore old-sqlite.tar.zst app.db --reindex   # rebuild the indexes the checks dispute\n  litevault restore app-20261201T101500Z.tar.zst.age new.db --identity key.txt   # encrypted (age)\n  litevault restore app-20261201T101500Z.tar.zst new.db --files-to /srv/app   # + /srv/app/uploads/...\n\nAn existing database is replaced only with --overwrite, after a safety archive of it is\nwritten to the backup directory. A database open in other processes is restored through\nSQLite, so they see the new content on their next transaction; it is never swapped from\nunder them."
     )]
     Restore {
         /// The archive or SQL dump to restore (a path or s3://bucket/key; not with --latest),
@@ -406,6 +415,13 @@ enum Command {
         busy_timeout: u64,
         #[command(flatten)]
         crypt: EncryptArgs,
+        /// Put the archive's files (backup --include) under OUT: OUT/<dir name>/..., each
+        /// through a hidden temp file, fsync and rename, with its mode (permission bits) and
+        /// mtime, once the database passed its checks. An existing file is replaced only with
+        /// --overwrite; a path through a symlink or outside OUT is refused before anything is
+        /// written. Without it, the files are not restored (the report says how many).
+        #[arg(long, value_name = "OUT")]
+        files_to: Option<PathBuf>,
     },
 }
 
@@ -603,6 +619,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             tables,
             exclude_tables,
             crypt,
+            include,
         } => {
             if matches!(priority, PriorityArg::Low) {
                 litevault::priority::lower();
@@ -637,6 +654,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                     exclude: exclude_tables.clone(),
                 },
                 encrypt: crypt.encryption(cli)?,
+                include: include.clone(),
                 ..Default::default()
             };
             let r = litevault::backup(db, &opts, progress)?;
@@ -654,6 +672,16 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                     r.rows,
                     r.duration_ms as f64 / 1000.0
                 );
+                if r.files > 0 {
+                    s += &format!(
+                        "  {} files and directories beside it ({})\n",
+                        r.files,
+                        HumanBytes(r.files_bytes)
+                    );
+                }
+                for v in &r.files_vanished {
+                    s += &format!("  left out (deleted during the backup): {}\n", clean(v));
+                }
                 if r.restarts > 0 {
                     s += &format!(
                         "  snapshot restarted {} times because of concurrent writes\n",
@@ -749,7 +777,16 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
         Command::Show { archive } => {
             let m = litevault::read_manifest(archive)?;
             if cli.json {
-                out(&json(&m));
+                // The manifest, plus the count of its files when it has some.
+                let mut v = serde_json::to_value(&m).map_err(|e| Error::InvalidOption(e.to_string()))?;
+                if let (Some(obj), false) = (v.as_object_mut(), m.files.is_empty()) {
+                    let (count, bytes) = litevault::files::totals(&m.files);
+                    obj.insert(
+                        "files_summary".into(),
+                        serde_json::json!({ "count": count, "bytes": bytes }),
+                    );
+                }
+                out(&json(&v));
             } else if !cli.quiet {
                 out(&render_manifest(&m));
             }
@@ -840,6 +877,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             safety_dir,
             busy_timeout,
             crypt,
+            files_to,
         } => {
             let (archive, db) = match (paths.as_slice(), *latest) {
                 ([db], true) => {
@@ -877,6 +915,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                 safety_dir: safety_dir.clone(),
                 busy_timeout: Duration::from_secs(*busy_timeout),
                 encrypt: crypt.encryption(cli)?,
+                files_to: files_to.clone(),
             };
             if *dry_run {
                 let plan = litevault::plan_restore(archive, db, &opts)?;
@@ -903,6 +942,19 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                 }
                 for p in &r.moved_aside {
                     s += &format!("  moved aside: {}\n", p.display());
+                }
+                if let Some(f) = &r.plan.files {
+                    s += &format!(
+                        "  {} files and directories ({}) restored under {}{}\n",
+                        r.files_restored,
+                        HumanBytes(f.bytes),
+                        f.out.display(),
+                        if f.replaces > 0 {
+                            format!(", {} replaced", f.replaces)
+                        } else {
+                            String::new()
+                        }
+                    );
                 }
                 if !r.reindexed.is_empty() {
                     s += &format!(
@@ -1109,7 +1161,12 @@ fn render_list(dir: &std::path::Path, items: &[litevault::ArchiveSummary], verbo
                         _ => format!("archive ({})", m.method),
                     },
                     if m.corrupt { ", corrupt" } else { "" }
-                ) + if it.encrypted { ", encrypted" } else { "" },
+                ) + &if m.files.is_empty() {
+                    String::new()
+                } else {
+                    let (count, bytes) = litevault::files::totals(&m.files);
+                    format!(", {count} files ({})", HumanBytes(bytes))
+                } + if it.encrypted { ", encrypted" } else { "" },
             ]),
             None if it.encrypted && it.error.is_none() => rows.push([
                 name.clone(),
@@ -1214,6 +1271,16 @@ fn render_manifest(m: &litevault::Manifest) -> String {
     kv("quick_check", clean(&m.quick_check));
     kv("foreign_key_violations", m.foreign_key_violations.to_string());
     kv("snapshot_restarts", m.snapshot_restarts.to_string());
+    if !m.files.is_empty() {
+        let (count, bytes) = litevault::files::totals(&m.files);
+        kv(
+            "files",
+            format!(
+                "{count} files and directories, {} ({bytes} bytes)",
+                HumanBytes(bytes)
+            ),
+        );
+    }
     s += &format!("tables ({}):\n", m.db.tables.len());
     for t in &m.db.tables {
         let rows = t.rows.map(|n| format!("{n} rows")).unwrap_or_else(|| "-".into());
@@ -1273,6 +1340,42 @@ fn render_plan(p: &litevault::RestorePlan) -> String {
     }
     for f in &p.stale_files {
         s += &format!("  would move aside: {}\n", f.display());
+    }
+    if let Some(f) = &p.files {
+        s += &format!(
+            "  files: {} entries ({}) under {}{}\n",
+            f.count,
+            HumanBytes(f.bytes),
+            f.out.display(),
+            if f.replaces > 0 {
+                format!(", replacing {} existing", f.replaces)
+            } else {
+                String::new()
+            }
+        );
+        const SHOWN: usize = 20;
+        for e in f.entries.iter().take(SHOWN) {
+            s += &format!(
+                "    {} {}{}\n",
+                match e.kind {
+                    litevault::files::FileKind::File => "file",
+                    litevault::files::FileKind::Dir => "dir ",
+                    litevault::files::FileKind::Symlink => "link",
+                },
+                clean(&e.path.to_string_lossy()),
+                if e.exists && e.kind != litevault::files::FileKind::Dir {
+                    " (replaces the existing one)"
+                } else {
+                    ""
+                }
+            );
+        }
+        if f.entries.len() > SHOWN {
+            s += &format!(
+                "    ... and {} more (--json lists them all)\n",
+                f.entries.len() - SHOWN
+            );
+        }
     }
     s += &format!("  checks before the swap: {}\n", p.checks.join(", "));
     s += &format!(

@@ -74,6 +74,10 @@ pub struct Manifest {
     /// Why a backup asked to be incremental is a full one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_reason: Option<String>,
+    /// The files kept beside the database (`backup --include`), in archive order: each a
+    /// `files/<path>` entry after the data entry (none in archives without them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<crate::files::FileEntry>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -160,6 +164,10 @@ impl Manifest {
                 return Err("incremental archive without the snapshot's SHA-256".into());
             }
         }
+        if !self.files.is_empty() && self.kind == "sql" {
+            return Err("files listed in an SQL dump's manifest".into());
+        }
+        crate::files::check_entries(&self.files)?;
         if Some(self.db_size) != self.db.page_count.checked_mul(ps) {
             return Err(format!(
                 "database size {} does not match {} pages of {} bytes",

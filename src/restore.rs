@@ -58,6 +58,11 @@ pub struct RestoreOptions {
     /// Encrypt the safety archive (age). Without it the safety archive is stored in clear,
     /// which the plan warns about for an encrypted archive and refuses into a bucket.
     pub encrypt: Option<crate::crypt::Encryption>,
+    /// Put the archive's files (`backup --include`) under this directory, as
+    /// `<dir>/<included dir's name>/...`, once the database has passed its checks; an existing
+    /// file there is replaced only with `overwrite`. Without it, the files are not restored
+    /// (the plan says how many).
+    pub files_to: Option<PathBuf>,
 }
 
 impl Default for RestoreOptions {
@@ -70,6 +75,7 @@ impl Default for RestoreOptions {
             safety_dir: None,
             busy_timeout: Duration::from_secs(30),
             encrypt: None,
+            files_to: None,
         }
     }
 }
@@ -132,6 +138,10 @@ pub struct RestorePlan {
     pub space_available: u64,
     /// Things worth knowing that do not stop the restore.
     pub warnings: Vec<String>,
+    /// What `files_to` will write (none without it).
+    pub files: Option<crate::files::FilesPlan>,
+    /// Entries of the archive's files that this restore leaves alone (no `files_to`).
+    pub files_not_restored: u64,
 }
 
 /// What a restore did.
@@ -153,6 +163,8 @@ pub struct RestoreReport {
     pub duration_ms: u64,
     /// Wall time of each phase, in order.
     pub phases: Vec<Phase>,
+    /// Entries (files, directories, symlinks) put in place under `files_to`.
+    pub files_restored: u64,
 }
 
 /// Works out what restoring `archive` to `target` would do, refusing what is unsafe. Changes
@@ -174,6 +186,29 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
         )));
     }
     let mut warnings = Vec::new();
+    // The files beside the database: every refusal (a path through a symlink, a file in the
+    // way) is found here, before anything is written.
+    let (file_count, file_bytes) = crate::files::totals(&manifest.files);
+    let mut files_not_restored = 0;
+    let files = match &opts.files_to {
+        Some(_) if manifest.files.is_empty() => {
+            return Err(Error::InvalidOption(format!(
+                "--files-to: {} holds no files (it was made without --include)",
+                archive.display()
+            )))
+        }
+        Some(out) => Some(crate::files::plan_files(&manifest.files, out, opts.overwrite)?),
+        None if file_count > 0 => {
+            files_not_restored = file_count;
+            warnings.push(format!(
+                "the archive holds {file_count} files and directories ({file_bytes} bytes) beside the \
+                 database; they are not restored without --files-to DIR (e.g. `litevault restore ARCHIVE \
+                 scratch.db --files-to DIR` restores them alone)"
+            ));
+            None
+        }
+        None => None,
+    };
     let sidecars = fsutil::existing_sidecars(&target);
     let exists = target.exists();
     let mut stale_files = Vec::new();
@@ -274,6 +309,21 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
             available: space_available,
         });
     }
+    if let Some(fp) = &files {
+        let at = if fp.out.is_dir() {
+            fp.out.clone()
+        } else {
+            fsutil::parent_dir(&fp.out)
+        };
+        let free = fsutil::free_space(&at)?;
+        if free < fp.bytes {
+            return Err(Error::NoSpace {
+                path: at,
+                needed: fp.bytes,
+                available: free,
+            });
+        }
+    }
     let safety_dir = exists.then(|| opts.safety_dir.clone().unwrap_or_else(backup::default_backup_dir));
     if let (Some(dir), true, None) = (
         &safety_dir,
@@ -365,6 +415,15 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
                 .into(),
         ),
     }
+    if let Some(fp) = &files {
+        checks.insert(
+            checks.len().min(3),
+            format!(
+                "checksum files ({} entries, {} bytes, each against the manifest and SHA256SUMS)",
+                fp.count, fp.bytes
+            ),
+        );
+    }
     if manifest.corrupt {
         warnings
             .push("the archive is marked corrupt (made with --allow-corrupt): its checks will fail".into());
@@ -385,6 +444,8 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
         space_needed,
         space_available,
         warnings,
+        files,
+        files_not_restored,
     })
 }
 
@@ -464,6 +525,12 @@ pub fn restore(
     // The manifest read again with the data (it must match the plan's) and the one the new
     // database must match after a live copy.
     let mut reindexed = Vec::new();
+    // The files are staged in hidden temp files while the archive is read, and renamed into
+    // place only once the database is (a failure removes them, and the directories made).
+    let mut stager = plan
+        .files
+        .clone()
+        .map(|fp| crate::files::Stager::new(fp, &plan.manifest.files));
     let (manifest_now, manifest_after, mut checks) = if plan.manifest.kind == "sql" {
         drop(file);
         // load_checked fsyncs the loaded file itself.
@@ -472,7 +539,16 @@ pub fn restore(
         clock.lap("load and checks");
         (loaded.manifest, loaded.loaded, loaded.checks)
     } else {
-        let (contents, file) = verify::extract_into(archive, file, &tmp_path, progress)?;
+        let (contents, file) = match stager.as_mut() {
+            Some(stager) => verify::extract_into(archive, file, &tmp_path, stager, progress)?,
+            None => verify::extract_into(
+                archive,
+                file,
+                &tmp_path,
+                &mut crate::archive::DiscardFiles,
+                progress,
+            )?,
+        };
         contents.ensure_checksums(archive)?;
         let mut checks = contents.checksum_checks();
         clock.lap("extract");
@@ -607,7 +683,16 @@ pub fn restore(
         }
     }
     clock.lap("put in place");
+    let files_restored = match stager {
+        Some(stager) => {
+            let n = stager.commit()?;
+            clock.lap("files in place");
+            n
+        }
+        None => 0,
+    };
     Ok(RestoreReport {
+        files_restored,
         plan,
         restored: true,
         checks,

@@ -423,7 +423,7 @@ pub(crate) fn extract(path: &Path, db_path: &Path, progress: &dyn Progress) -> R
         .open(db_path)
         .map_err(|e| Error::io("create", db_path, e))?;
     if is_incremental(path) {
-        return crate::chain::compose(path, &file, db_path, progress);
+        return crate::chain::compose(path, &file, db_path, &mut archive::DiscardFiles, progress);
     }
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let contents = archive::read_archive(path, &mut out, progress)?;
@@ -433,19 +433,21 @@ pub(crate) fn extract(path: &Path, db_path: &Path, progress: &dyn Progress) -> R
 
 /// Like [`extract`] into an already open file that is to be kept: the kernel is asked to
 /// write it to disk as it goes ([`WritebackFile`]), so the caller's fsync, which is still
-/// needed, finds little left to do. Returns the file, not yet fsynced.
+/// needed, finds little left to do. The archive's files go to `files`. Returns the file, not
+/// yet fsynced.
 pub(crate) fn extract_into(
     path: &Path,
     file: std::fs::File,
     db_path: &Path,
+    files: &mut dyn archive::FileSink,
     progress: &dyn Progress,
 ) -> Result<(ArchiveContents, std::fs::File)> {
     if is_incremental(path) {
-        let contents = crate::chain::compose(path, &file, db_path, progress)?;
+        let contents = crate::chain::compose(path, &file, db_path, files, progress)?;
         return Ok((contents, file));
     }
     let mut out = BufWriter::with_capacity(1 << 20, WritebackFile::new(file));
-    let contents = archive::read_archive(path, &mut out, progress)?;
+    let contents = archive::read_archive_with(path, &mut out, files, progress)?;
     out.flush().map_err(|e| Error::io("write", db_path, e))?;
     let file = out
         .into_inner()

@@ -76,6 +76,7 @@ pub fn foreign_manifest(path: &Path, compression: crate::Compression) -> Manifes
         chain_depth: 0,
         changed_pages: None,
         full_reason: None,
+        files: Vec::new(),
     }
 }
 

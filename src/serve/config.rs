@@ -85,6 +85,9 @@ pub struct DatabaseConfig {
     /// Encrypt its backups and the safety archives of its restores (`encrypt_to`,
     /// `encrypt_to_file`, or `passphrase_file`).
     pub encrypt: Option<crate::crypt::Encryption>,
+    /// Directories whose files each backup archives beside the database (`backup --include`),
+    /// absolute (relative ones are taken from the configuration file's directory).
+    pub include: Vec<PathBuf>,
 }
 
 /// When something runs: every fixed interval, or at the times a cron expression names (UTC).
@@ -455,9 +458,17 @@ fn check_database(d: RawDatabase, base: &Path, can_read: bool) -> Result<Databas
         Some(v) => Some(Schedule::parse(v).map_err(|m| at(format!("verify {m}")))?),
         None => None,
     };
-    if d.include.is_some_and(|i| !i.is_empty()) {
+    // Relative to the configuration file, like `path`; checked (is it a directory, no escaping
+    // symlink) by each backup, which fails naming what is wrong.
+    let include: Vec<PathBuf> = d
+        .include
+        .unwrap_or_default()
+        .iter()
+        .map(|p| base.join(p))
+        .collect();
+    if !include.is_empty() && format == Format::Sql {
         return Err(at(
-            "include: backing up files beside the database is not supported by this version of litevault yet"
+            "include: files beside the database go into archives, not SQL dumps: remove format = \"sql\" or include"
                 .into(),
         ));
     }
@@ -501,6 +512,7 @@ fn check_database(d: RawDatabase, base: &Path, can_read: bool) -> Result<Databas
         keep,
         verify,
         encrypt,
+        include,
     })
 }
 
@@ -529,6 +541,7 @@ full_every = 24
 format = "archive"
 keep = { last = 4, hourly = 24, daily = 7, weekly = 4, monthly = 12 }
 verify = "0 */6 * * *"
+include = ["uploads", "/var/lib/app/exports"]
 "#,
             Path::new("/srv"),
             Some(TOKEN.into()),
@@ -539,6 +552,11 @@ verify = "0 */6 * * *"
         assert_eq!(d.location, Path::new("s3://backups/app"));
         assert!(matches!(d.schedule, Schedule::Every { secs: 900, .. }));
         assert_eq!(d.keep.as_ref().unwrap().keep_monthly, Some(12));
+        // Relative to the configuration file, like `path`; passed to each backup.
+        assert_eq!(
+            d.include,
+            [Path::new("/srv/uploads"), Path::new("/var/lib/app/exports")]
+        );
         assert_eq!(c.token.as_ref().unwrap().expose(), TOKEN);
         assert!(!format!("{c:?}").contains(TOKEN), "the token is never printed");
         // 00:00, 06:00, 12:00, 18:00 UTC.
@@ -568,7 +586,10 @@ verify = "0 */6 * * *"
                 format!("{db}format = \"sql\"\nincremental = true\n"),
                 "incremental backups are archives",
             ),
-            (format!("{db}include = [\"uploads\"]\n"), "not supported"),
+            (
+                format!("{db}format = \"sql\"\ninclude = [\"uploads\"]\n"),
+                "not SQL dumps",
+            ),
             (format!("{db}colour = \"blue\"\n"), "unknown field"),
             (format!("{db}{db}"), "unique"),
             (String::new(), "no [[databases]]"),

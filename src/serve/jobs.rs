@@ -340,6 +340,7 @@ fn execute(db: &DatabaseConfig, work: &Work, progress: &dyn Progress) -> Outcome
                 incremental: db.incremental,
                 full_every: db.full_every,
                 encrypt: db.encrypt.clone(),
+                include: db.include.clone(),
                 ..Default::default()
             };
             match crate::backup::backup(&db.path, &opts, progress) {

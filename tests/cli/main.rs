@@ -15,6 +15,7 @@ mod backup;
 mod crypt;
 mod dump;
 mod faults;
+mod files;
 mod helper;
 mod hot;
 mod incremental;
