@@ -695,3 +695,83 @@ fn the_daemon_encrypts_its_backups_drills_them_with_its_identity_and_checks_the_
     let listed = d.get("/api/backups?database=app").json();
     assert!(listed.to_string().contains("patient_records"), "{listed}");
 }
+
+#[test]
+fn files_beside_the_database_are_encrypted_with_it_and_come_back_with_the_identity() {
+    let env = Env::new();
+    let db = secret_db(&env);
+    let (key, recipient) = keygen(&env, "key.txt");
+    let up = env.path("uploads");
+    std::fs::create_dir_all(up.join("scans")).unwrap();
+    std::fs::write(up.join("scans/xray-of-patient-42.png"), vec![42u8; 200_000]).unwrap();
+    std::fs::write(up.join("notes.txt"), b"private note").unwrap();
+    let r = env
+        .run(&[
+            "backup",
+            s(&db),
+            "--include",
+            s(&up),
+            "--encrypt-to",
+            &recipient,
+            "--json",
+        ])
+        .ok()
+        .json();
+    let archive = r["archive"].as_str().unwrap().to_string();
+    let bytes = std::fs::read(&archive).unwrap();
+    assert!(bytes.starts_with(MAGIC));
+    for clear in [
+        b"xray-of-patient-42".as_slice(),
+        b"private note".as_slice(),
+        b"files/uploads".as_slice(),
+    ] {
+        assert!(
+            !contains(&bytes, clear),
+            "{:?} readable",
+            String::from_utf8_lossy(clear)
+        );
+    }
+    // age -d, tar -x and sha256sum -c check the files too.
+    let out = env.path("by-age");
+    std::fs::create_dir(&out).unwrap();
+    let (ok, err) = sh(
+        &out,
+        &format!(
+            "age -d -i {} {archive} | tar --zstd -x && sha256sum -c SHA256SUMS",
+            s(&key)
+        ),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read(out.join("files/uploads/notes.txt")).unwrap(),
+        b"private note"
+    );
+    // Without the key: not even the plan; with it: database and files back.
+    let target = env.path("srv");
+    env.run(&[
+        "restore",
+        &archive,
+        s(&env.path("n.db")),
+        "--files-to",
+        s(&target),
+        "--dry-run",
+    ])
+    .code(1);
+    env.run(&[
+        "restore",
+        &archive,
+        s(&env.path("n.db")),
+        "--files-to",
+        s(&target),
+        "--identity",
+        s(&key),
+    ])
+    .ok();
+    assert_eq!(content_hash(&env.path("n.db")), content_hash(&db));
+    assert_eq!(
+        std::fs::read(target.join("uploads/scans/xray-of-patient-42.png")).unwrap(),
+        vec![42u8; 200_000]
+    );
+    let listed = env.run(&["list", "--json", "--identity", s(&key)]).ok().json();
+    assert_eq!(listed[0]["files"], 4, "{listed}");
+}
