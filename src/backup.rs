@@ -230,10 +230,12 @@ impl Target {
                 (loc, name, create)
             }
         };
-        let work_dir = loc
-            .local_dir()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(std::env::temp_dir);
+        // An encrypted backup keeps its clear temp files (a snapshot copy, spills, spooled
+        // files) out of the location: a directory it writes to may be a share or a synced folder.
+        let work_dir = match (&opts.encrypt, loc.local_dir()) {
+            (None, Some(dir)) => dir.to_path_buf(),
+            _ => std::env::temp_dir(),
+        };
         Ok(Target {
             loc,
             name,
@@ -359,6 +361,9 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
     let work_dir = target.work_dir.clone();
     // Leftovers of killed runs (temp snapshots, unfinished archives) go first.
     fsutil::sweep_leftovers(&work_dir);
+    if let Some(dir) = target.loc.local_dir().filter(|d| *d != work_dir) {
+        fsutil::sweep_leftovers(dir);
+    }
     let mut clock = PhaseClock::new();
     // The parent is found before the snapshot starts: its lookups (and, without this machine's
     // record of its checksum, a read of it) must not hold the source's checkpoints back.
@@ -381,14 +386,21 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         source_size / 3 + files_estimate + files_estimate / 2
     };
     let snapshot_estimate = if live.is_some() { 0 } else { source_size };
-    if target.loc.local_dir().is_some() {
-        target.loc.ensure_space(snapshot_estimate + archive_estimate)?;
-    } else {
-        fsutil::ensure_space(&work_dir, snapshot_estimate + archive_estimate)?;
-    }
-    if opts.encrypt.is_some() && opts.compression == Compression::Zstd {
-        // The clear archive waits in the system temp directory until it is encrypted.
-        fsutil::ensure_space(&std::env::temp_dir(), archive_estimate)?;
+    match (&opts.encrypt, target.loc.local_dir()) {
+        (None, Some(_)) => target.loc.ensure_space(snapshot_estimate + archive_estimate)?,
+        (None, None) => fsutil::ensure_space(&work_dir, snapshot_estimate + archive_estimate)?,
+        (Some(_), local) => {
+            // The clear work (and a zstd archive until it is encrypted) in the temp directory.
+            let spool = if opts.compression == Compression::Zstd {
+                archive_estimate
+            } else {
+                0
+            };
+            fsutil::ensure_space(&work_dir, snapshot_estimate + spool)?;
+            if local.is_some() {
+                target.loc.ensure_space(archive_estimate)?;
+            }
+        }
     }
 
     // Everything the manifest says except what the snapshot and its checks tell.

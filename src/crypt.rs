@@ -353,6 +353,9 @@ pub(crate) fn plaintext(path: &Path, raw: Box<dyn Read + Send>) -> Result<(bool,
     let ids = identities();
     let decryptor =
         age::Decryptor::new_buffered(age::armor::ArmoredReader::new(buf)).map_err(|e| match e {
+            age::DecryptError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Error::bad_archive(path, "its age header is cut short (truncated)")
+            }
             age::DecryptError::Io(e) => read_error(path, e),
             age::DecryptError::UnknownFormat => Error::bad_archive(
                 path,
@@ -437,8 +440,11 @@ pub(crate) fn read_error(path: &Path, e: io::Error) -> Error {
     if let Some(remote) = crate::location::s3::download_error(path, &e) {
         return remote;
     }
-    if e.kind() == io::ErrorKind::InvalidData {
-        return Error::bad_archive(path, format!("cannot read it (damaged?): {e}"));
+    if matches!(
+        e.kind(),
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+    ) {
+        return Error::bad_archive(path, format!("cannot read it (damaged or truncated?): {e}"));
     }
     Error::io("read", path, e)
 }

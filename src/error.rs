@@ -195,6 +195,17 @@ pub enum Error {
     /// The caller passed options that do not fit together.
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// The database was restored, but putting the archive's files in place failed part-way
+    /// (the files already renamed stay; the others were removed).
+    #[error("{}: the database was restored{}, but putting its files in place failed: {detail}", path.display(), safety_archive.as_ref().map(|p| format!(" (the previous one is kept in {})", p.display())).unwrap_or_default())]
+    FilesAfterRestore {
+        /// The restored database.
+        path: PathBuf,
+        /// The safety archive of the database it replaced, if any.
+        safety_archive: Option<PathBuf>,
+        /// What failed.
+        detail: String,
+    },
     /// An encrypted backup cannot be read with the keys given (none, or none that fits), or a
     /// key, recipients or passphrase file is unusable.
     #[error("{}: {detail}", path.display())]
@@ -313,6 +324,9 @@ impl Error {
             }
             Error::Remote { hint, .. } => Some(hint),
             Error::Crypt { hint, .. } => *hint,
+            Error::FilesAfterRestore { .. } => Some(
+                "fix the cause, then restore again with --files-to and --overwrite (the database is already the archive's)",
+            ),
             Error::VerificationFailed { class: Some(class), .. } => Some(class.hint()),
             _ => None,
         }

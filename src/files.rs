@@ -123,34 +123,55 @@ fn check_path(p: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Most components a symlink's target may have.
+const MAX_TARGET_COMPONENTS: usize = 256;
+
 /// Why a symlink at `link` (a checked path) pointing to `target` cannot be kept, if it
 /// cannot: an absolute target, one that leaves its included directory (the first component of
-/// `link`), or one that goes through another symlink (one of `symlinks`, whose own target,
-/// once restored, could lead anywhere). Resolved lexically, as restore never follows links.
-pub fn check_symlink(link: &str, target: &str, symlinks: &HashSet<&str>) -> std::result::Result<(), String> {
+/// `link`), or one that goes through anything but a directory of the tree (`dirs`: a symlink,
+/// whose own target could lead anywhere once restored; a name that is not there, which on a
+/// case-insensitive file system could be a symlink spelled otherwise). Resolved lexically, as
+/// restore never follows links; linear in the target's length.
+pub fn check_symlink(link: &str, target: &str, dirs: &HashSet<&str>) -> std::result::Result<(), String> {
     if target.is_empty() || target.len() > MAX_PATH || target.chars().any(char::is_control) {
         return Err("an empty, overlong or control-character target".into());
     }
     if target.starts_with('/') {
         return Err(format!("its target {target:?} is absolute"));
     }
-    let mut at: Vec<&str> = link.split('/').collect();
-    at.pop();
     let parts: Vec<&str> = target.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    if parts.len() > MAX_TARGET_COMPONENTS {
+        return Err(format!(
+            "its target has more than {MAX_TARGET_COMPONENTS} components"
+        ));
+    }
+    // The link's directory, as a path and the lengths it had before each component.
+    let (mut so_far, mut lens) = (String::new(), Vec::new());
+    let push = |so_far: &mut String, lens: &mut Vec<usize>, c: &str| {
+        lens.push(so_far.len());
+        if !so_far.is_empty() {
+            so_far.push('/');
+        }
+        so_far.push_str(c);
+    };
+    let mut components: Vec<&str> = link.split('/').collect();
+    components.pop();
+    for c in components {
+        push(&mut so_far, &mut lens, c);
+    }
     for (i, c) in parts.iter().enumerate() {
         if *c == ".." {
             // The included directory itself (the first component) is the floor.
-            if at.len() <= 1 {
+            if lens.len() <= 1 {
                 return Err(format!("its target {target:?} leaves the included directory"));
             }
-            at.pop();
+            so_far.truncate(lens.pop().unwrap_or(0));
         } else {
-            at.push(c);
+            push(&mut so_far, &mut lens, c);
         }
-        let so_far = at.join("/");
-        if i + 1 < parts.len() && symlinks.contains(so_far.as_str()) {
+        if i + 1 < parts.len() && !dirs.contains(so_far.as_str()) {
             return Err(format!(
-                "its target {target:?} goes through the symlink {so_far:?}"
+                "its target {target:?} goes through {so_far:?}, which is not a directory of the tree (a symlink?)"
             ));
         }
     }
@@ -168,9 +189,9 @@ pub fn check_entries(files: &[FileEntry]) -> std::result::Result<(), String> {
     }
     let mut dirs: HashSet<&str> = HashSet::new();
     let mut seen: HashSet<&str> = HashSet::new();
-    let symlinks: HashSet<&str> = files
+    let all_dirs: HashSet<&str> = files
         .iter()
-        .filter(|f| f.kind == FileKind::Symlink)
+        .filter(|f| f.kind == FileKind::Dir)
         .map(|f| f.path.as_str())
         .collect();
     for f in files {
@@ -215,7 +236,7 @@ pub fn check_entries(files: &[FileEntry]) -> std::result::Result<(), String> {
             }
             FileKind::Symlink => {
                 let target = f.target.as_deref().unwrap_or_default();
-                check_symlink(p, target, &symlinks).map_err(|r| format!("symlink {p:?}: {r}"))?;
+                check_symlink(p, target, &all_dirs).map_err(|r| format!("symlink {p:?}: {r}"))?;
             }
         }
     }
@@ -293,14 +314,14 @@ pub fn walk(includes: &[PathBuf]) -> Result<Vec<Walked>> {
         let top = out.len();
         walk_dir(dir, &name, &meta, &mut out)?;
         // Symlinks are checked against the whole tree of their directory.
-        let symlinks: HashSet<&str> = out[top..]
+        let dirs: HashSet<&str> = out[top..]
             .iter()
-            .filter(|w| w.entry.kind == FileKind::Symlink)
+            .filter(|w| w.entry.kind == FileKind::Dir)
             .map(|w| w.entry.path.as_str())
             .collect();
         for w in &out[top..] {
             if let (FileKind::Symlink, Some(t)) = (w.entry.kind, &w.entry.target) {
-                if let Err(why) = check_symlink(&w.entry.path, t, &symlinks) {
+                if let Err(why) = check_symlink(&w.entry.path, t, &dirs) {
                     return Err(Error::UnsafeFile {
                         path: w.source.clone(),
                         reason: format!(
@@ -861,9 +882,35 @@ impl Stager {
         Ok(())
     }
 
+    /// Checks, before anything is put in place (the database included), that every staged
+    /// entry can still go where the plan said: its directory is still a real directory, and a
+    /// name the plan found free is still free (an application may have created it meanwhile).
+    pub fn prepare(&self) -> Result<()> {
+        for s in &self.staged {
+            let (at, replace) = match s {
+                Staged::File { at, replace, .. } | Staged::Symlink { at, replace, .. } => (at, *replace),
+            };
+            self.check_dir(&fsutil::parent_dir(at))?;
+            match std::fs::symlink_metadata(at) {
+                Ok(_) if !replace => return Err(Error::WouldOverwrite { path: at.clone() }),
+                Ok(m) if m.is_dir() => {
+                    return Err(Error::UnsafeFile {
+                        path: at.clone(),
+                        reason: "a directory is in the way (created during the restore?)".into(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        for (dir, ..) in &self.dirs {
+            self.check_dir(dir)?;
+        }
+        Ok(())
+    }
+
     /// Renames every staged entry into place (an existing file is replaced only where the plan
-    /// said so), then sets the directories' modes and mtimes and fsyncs them. Returns how many
-    /// entries are in place.
+    /// said so), then sets the directories' modes and mtimes and fsyncs them, through
+    /// descriptors opened without following symlinks. Returns how many entries are in place.
     pub fn commit(mut self) -> Result<u64> {
         let mut touched: Vec<PathBuf> = Vec::new();
         let staged = std::mem::take(&mut self.staged);
@@ -912,21 +959,28 @@ impl Stager {
             }
         }
         result?;
-        // Deepest first: setting a directory's mtime after its children are in place.
-        for (dir, mode, mtime, created) in self.dirs.iter().rev() {
-            if *created || self.plan.replaces > 0 {
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o777))
-                    .map_err(|e| Error::io("set the mode of", dir, e))?;
-                let f = File::open(dir).map_err(|e| Error::io("open", dir, e))?;
-                f.set_modified(system_time(*mtime))
-                    .map_err(|e| Error::io("set the mtime of", dir, e))?;
-            }
-            if !touched.contains(dir) {
-                touched.push(dir.clone());
-            }
-        }
+        // Directories' own entries are durable before their modes change (a mode without
+        // write or search permission would stop the fsync of a later open).
         for dir in &touched {
             fsutil::sync_dir(dir)?;
+        }
+        // Deepest first: setting a directory's mtime after its children are in place; through
+        // a descriptor opened with O_NOFOLLOW, so a directory swapped for a symlink since the
+        // plan is refused, never followed.
+        for (dir, mode, mtime, created) in self.dirs.iter().rev() {
+            if *created || self.plan.replaces > 0 {
+                use std::os::unix::fs::OpenOptionsExt;
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                    .open(dir)
+                    .map_err(|e| Error::io("open directory", dir, e))?;
+                f.set_modified(system_time(*mtime))
+                    .map_err(|e| Error::io("set the mtime of", dir, e))?;
+                f.set_permissions(std::fs::Permissions::from_mode(mode & 0o777))
+                    .map_err(|e| Error::io("set the mode of", dir, e))?;
+                f.sync_all().map_err(|e| Error::io("fsync", dir, e))?;
+            }
         }
         if let Some(parent) = self.created.first().map(|d| fsutil::parent_dir(d)) {
             fsutil::sync_dir(&parent)?;
@@ -1006,8 +1060,46 @@ mod tests {
                 e("up/l", Symlink, Some("m/..")),
                 e("up/m", Symlink, Some(".")),
             ],
+            // Through a name that is not a directory of the tree: on a case-insensitive file
+            // system `up/d/L` is the symlink `up/d/l`, which points back up.
+            vec![
+                e("up", Dir, None),
+                e("up/d", Dir, None),
+                e("up/d/l", Symlink, Some("..")),
+                e("up/m", Symlink, Some("d/L/d/L/../../../../etc")),
+            ],
+            vec![e("up", Dir, None), e("up/m", Symlink, Some(&"d/".repeat(300)))],
         ] {
             assert!(check_entries(&bad).is_err(), "{bad:?}");
         }
+        // A long but legitimate target is checked in linear time and passes.
+        let mut deep = vec![e("up", Dir, None)];
+        let mut p = "up".to_string();
+        for _ in 0..200 {
+            p.push_str("/d");
+            deep.push(e(&p, Dir, None));
+        }
+        deep.push(e("up/l", Symlink, Some(&format!("{}x", "d/".repeat(200)))));
+        assert_eq!(check_entries(&deep), Ok(()));
+    }
+
+    #[test]
+    fn a_name_taken_after_the_plan_stops_the_restore_before_anything_is_in_place() {
+        let out = tempfile::tempdir().unwrap();
+        let mut f = e("up/a", FileKind::File, None);
+        f.size = 2;
+        let files = vec![e("up", FileKind::Dir, None), f];
+        let plan = plan_files(&files, out.path(), false).unwrap();
+        let mut st = Stager::new(plan, &files);
+        st.stage(&files[0], &mut io::empty()).unwrap();
+        st.stage(&files[1], &mut &b"hi"[..]).unwrap();
+        st.prepare().unwrap();
+        // The application creates the file meanwhile.
+        std::fs::write(out.path().join("up/a"), b"app's").unwrap();
+        assert!(matches!(st.prepare(), Err(Error::WouldOverwrite { .. })));
+        drop(st);
+        assert_eq!(std::fs::read(out.path().join("up/a")).unwrap(), b"app's");
+        let names: Vec<_> = std::fs::read_dir(out.path().join("up")).unwrap().collect();
+        assert_eq!(names.len(), 1, "temp files left: {names:?}");
     }
 }

@@ -316,10 +316,23 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
             fsutil::parent_dir(&fp.out)
         };
         let free = fsutil::free_space(&at)?;
-        if free < fp.bytes {
+        // On the database's file system the two add up.
+        let same_fs = {
+            use std::os::unix::fs::MetadataExt;
+            match (std::fs::metadata(&at), std::fs::metadata(&dir)) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev(),
+                _ => false,
+            }
+        };
+        let needed = if same_fs {
+            fp.bytes.saturating_add(space_needed)
+        } else {
+            fp.bytes
+        };
+        if free < needed {
             return Err(Error::NoSpace {
                 path: at,
-                needed: fp.bytes,
+                needed,
                 available: free,
             });
         }
@@ -605,6 +618,11 @@ pub fn restore(
         ));
     }
 
+    // The files must be able to go in place before the database does.
+    if let Some(stager) = &stager {
+        stager.prepare()?;
+    }
+
     // 3 and 4. Keep what is replaced, then put the new content in place.
     let stamp = backup::now_stamps().1;
     let mut safety_archive = None;
@@ -685,7 +703,12 @@ pub fn restore(
     clock.lap("put in place");
     let files_restored = match stager {
         Some(stager) => {
-            let n = stager.commit()?;
+            // The database is in place: a failure now must say so, and where its old content is.
+            let n = stager.commit().map_err(|e| Error::FilesAfterRestore {
+                path: target.clone(),
+                safety_archive: safety_archive.clone(),
+                detail: e.to_string(),
+            })?;
             clock.lap("files in place");
             n
         }
