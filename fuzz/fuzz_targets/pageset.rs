@@ -45,5 +45,11 @@ fuzz_target!(|data: &[u8]| {
         .truncate(true)
         .open(&out_path)
         .expect("open output");
-    let _ = chain::compose(&child_path, &out, &out_path, &NoProgress);
+    let _ = chain::compose(
+        &child_path,
+        &out,
+        &out_path,
+        &mut litevault::archive::DiscardFiles,
+        &NoProgress,
+    );
 });
