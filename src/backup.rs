@@ -188,6 +188,12 @@ impl Target {
         let (loc, name, create) = match &opts.output {
             Some(out) => {
                 let (loc, name) = location::split_object(out)?;
+                if opts.encrypt.is_some() && !name.ends_with(crate::crypt::EXTENSION) {
+                    return Err(Error::InvalidOption(format!(
+                        "{}: an encrypted backup is an age file: give -o a name ending in .age (e.g. {name}.age)",
+                        out.display()
+                    )));
+                }
                 if let Some(dir) = loc.local_dir() {
                     if !dir.is_dir() {
                         return Err(Error::NotFound {

@@ -226,6 +226,28 @@ fn missing_and_wrong_keys_are_exit_1_and_say_so_several_recipients_each_read() {
         "a secret key is echoed: {}",
         bad.stderr
     );
+    let bad = env
+        .run(&[
+            "backup",
+            s(&db),
+            "--encrypt-to",
+            &r1,
+            "-o",
+            s(&env.path("x.tar.zst")),
+        ])
+        .code(2);
+    assert!(bad.stderr.contains("ending in .age"), "{}", bad.stderr);
+    env.run(&[
+        "backup",
+        s(&db),
+        "--encrypt-to",
+        &r1,
+        "-o",
+        s(&env.path("x.tar.zst.age")),
+    ])
+    .ok();
+    env.run(&["verify", s(&env.path("x.tar.zst.age")), "--identity", s(&k1)])
+        .ok();
     let bad = env.run(&["verify", &archive, "--identity", s(&rfile)]).code(1);
     assert!(bad.stderr.contains("recipients.txt"), "{}", bad.stderr);
     assert_eq!(env.backup_files().len(), 1);
