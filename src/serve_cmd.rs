@@ -118,6 +118,7 @@ fn print_check(config: &Config, json_out: bool) {
                     "next_run_after_now": litevault::location::format_time(d.schedule.next_after(now)),
                     "incremental": d.incremental, "full_every": d.full_every, "format": d.format,
                     "keep": d.keep, "verify": d.verify.as_ref().map(|v| v.text()),
+                    "include": d.include, "encrypted_to": d.encrypt.as_ref().map(|e| e.describe()),
                 })
             })
             .collect();
@@ -126,6 +127,7 @@ fn print_check(config: &Config, json_out: bool) {
             serde_json::to_string_pretty(&json!({
                 "ok": true, "listen": config.listen.to_string(), "token": config.token.is_some(),
                 "max_parallel": config.max_parallel, "state_dir": config.state_dir, "databases": dbs,
+                "identities": !config.identities.is_empty(),
             }))
             .unwrap_or_default()
         );
@@ -139,7 +141,7 @@ fn print_check(config: &Config, json_out: bool) {
     );
     for d in &config.databases {
         println!(
-            "  {}: {} -> {} ({}{}), schedule {:?} (next slot {}){}{}",
+            "  {}: {} -> {} ({}{}), schedule {:?} (next slot {}){}{}{}{}",
             d.name,
             d.path.display(),
             d.location.display(),
@@ -156,6 +158,15 @@ fn print_check(config: &Config, json_out: bool) {
             d.verify
                 .as_ref()
                 .map(|v| format!(", restore drill {:?}", v.text()))
+                .unwrap_or_default(),
+            if d.include.is_empty() {
+                String::new()
+            } else {
+                format!(", with the files of {} director(ies)", d.include.len())
+            },
+            d.encrypt
+                .as_ref()
+                .map(|e| format!(", encrypted to {}", e.describe()))
                 .unwrap_or_default(),
         );
     }

@@ -687,6 +687,19 @@ fn the_daemon_encrypts_its_backups_drills_them_with_its_identity_and_checks_the_
     let r = env.run(&["serve", "--config", "no-key.toml", "--check"]).code(1);
     assert!(r.stderr.contains("identity_file"), "{}", r.stderr);
 
+    std::fs::write(
+        env.path("with-key.toml"),
+        format!("identity_file = [\"key.txt\"]\n{database}"),
+    )
+    .unwrap();
+    let r = env.run(&["serve", "--config", "with-key.toml", "--check"]).ok();
+    assert!(r.stdout.contains("encrypted to 1 recipient"), "{}", r.stdout);
+    let j = env
+        .run(&["serve", "--config", "with-key.toml", "--check", "--json"])
+        .ok()
+        .json();
+    assert_eq!(j["databases"][0]["encrypted_to"], "1 recipient");
+    assert_eq!(j["identities"], true);
     let d = Daemon::start(
         env.dir.path(),
         &format!("identity_file = [\"key.txt\"]\n{database}"),
