@@ -537,6 +537,18 @@ pub fn compose(
                 archive::read_archive_as(link, &mut w, true, &mut archive::DiscardFiles, progress)?
             };
             w.finish().map_err(|e| Error::io("write", out_path, e))?;
+            // A database only grows by pages that changed (so are in this link): a larger size
+            // is a hostile claim, refused before it becomes a sparse file to hash.
+            let reached = out.metadata().map_err(|e| Error::io("stat", out_path, e))?.len();
+            if m.db_size > reached {
+                return Err(Error::bad_archive(
+                    link,
+                    format!(
+                        "its manifest says the database is {} bytes, but its pages and its parent's end at {reached}",
+                        m.db_size
+                    ),
+                ));
+            }
             out.set_len(m.db_size)
                 .map_err(|e| Error::io("truncate", out_path, e))?;
             c

@@ -573,3 +573,89 @@ fn merge_reads_an_incremental_through_its_chain() {
     assert_eq!(inserted, 1, "{m}");
     assert_eq!(content_hash(&other), content_hash(&db));
 }
+
+/// Rewrites an archive's entries (zstd tar): `edit` gets each entry's name and bytes.
+fn rewrite_archive(path: &Path, mut edit: impl FnMut(&str, &mut Vec<u8>)) {
+    use std::io::Read;
+    let raw = zstd::stream::decode_all(&std::fs::read(path).unwrap()[..]).unwrap();
+    let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut ar = tar::Archive::new(&raw[..]);
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        entries.push((name, data));
+    }
+    for (name, data) in &mut entries {
+        edit(name, data);
+    }
+    // SHA256SUMS again, over every other entry.
+    let sums: String = entries
+        .iter()
+        .filter(|(n, _)| n != "SHA256SUMS")
+        .map(|(n, d)| {
+            format!(
+                "{}  {n}\n",
+                litevault::db::hex(&<sha2::Sha256 as sha2::Digest>::digest(d))
+            )
+        })
+        .collect();
+    let mut out = tar::Builder::new(Vec::new());
+    for (name, data) in &entries {
+        let data = if name == "SHA256SUMS" {
+            sums.as_bytes().to_vec()
+        } else {
+            data.clone()
+        };
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.append_data(&mut h, name, &data[..]).unwrap();
+    }
+    let tar_bytes = out.into_inner().unwrap();
+    std::fs::write(path, zstd::stream::encode_all(&tar_bytes[..], 3).unwrap()).unwrap();
+}
+
+#[test]
+fn an_incremental_that_claims_a_larger_database_than_its_pages_reach_is_refused_early() {
+    let env = Env::new();
+    let db = env.path("big-pages.db");
+    make_db(
+        &db,
+        "PRAGMA page_size=65536; PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (randomblob(1000));",
+    );
+    incremental(&env, &db, &[]);
+    next_second();
+    make_db(&db, "INSERT INTO t VALUES ('two');");
+    let child = incremental(&env, &db, &[]);
+    assert_eq!(child["kind"], "incremental");
+    let archive = PathBuf::from(child["archive"].as_str().unwrap());
+    env.run(&["verify", s(&archive)]).ok();
+    // The manifest claims 16,384 more pages (1 GiB more), with a page-hash table to match.
+    let extra = 16_384u64;
+    let mut table_sha = String::new();
+    rewrite_archive(&archive, |name, data| {
+        if name == "pages.hashes" {
+            data.resize(data.len() + extra as usize * 16, 0);
+            table_sha = litevault::db::hex(&<sha2::Sha256 as sha2::Digest>::digest(&data[..]));
+        }
+    });
+    rewrite_archive(&archive, |name, data| {
+        if name == "manifest.json" {
+            let mut m: serde_json::Value = serde_json::from_slice(data).unwrap();
+            let pages = m["page_count"].as_u64().unwrap() + extra;
+            m["page_count"] = pages.into();
+            m["db_size"] = (pages * 65536).into();
+            m["page_hashes"]["count"] = pages.into();
+            m["page_hashes"]["sha256"] = table_sha.clone().into();
+            *data = serde_json::to_vec_pretty(&m).unwrap();
+        }
+    });
+    let v = env.run(&["verify", s(&archive)]).code(3);
+    assert!(v.stdout.contains("pages and its parent's end at"), "{v:?}");
+    let r = env.run(&["restore", s(&archive), s(&env.path("r.db"))]).code(3);
+    assert!(r.stderr.contains("pages and its parent's end at"), "{r:?}");
+    assert!(!env.path("r.db").exists());
+}
