@@ -735,6 +735,7 @@ fn parse_sums(
     is_file: &dyn Fn(&str) -> bool,
 ) -> std::result::Result<Vec<(String, String)>, String> {
     let mut out: Vec<(String, String)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let (sum, name) = line
             .split_once("  ")
@@ -754,7 +755,7 @@ fn parse_sums(
         {
             return Err(format!("unexpected name {name:?}"));
         }
-        if out.iter().any(|(n, _)| n == name) {
+        if !seen.insert(name) {
             return Err(format!("{name} listed twice"));
         }
         out.push((name.to_string(), sum.to_ascii_lowercase()));
@@ -962,13 +963,14 @@ impl ArchiveContents {
                 format!("{}", self.files.len()),
             ));
         }
+        let recorded: std::collections::HashMap<&str, &str> = self
+            .recorded
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.as_str()))
+            .collect();
         for (name, actual) in &self.files {
             let in_manifest = by_name.get(name).and_then(|f| f.sha256.clone());
-            let in_sums = self
-                .recorded
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, s)| s.clone());
+            let in_sums = recorded.get(name.as_str()).map(|s| s.to_string());
             for expected in [in_manifest, in_sums] {
                 match expected {
                     Some(e) if &e == actual => {}

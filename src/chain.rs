@@ -296,18 +296,12 @@ pub fn remember_parent(
     if std::fs::create_dir_all(dir).is_err() {
         return;
     }
-    let write = |path: &Path, bytes: &[u8]| -> io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+    let write = |path: &Path, bytes: &[u8]| -> Result<()> {
+        let mut f = crate::fsutil::AtomicFile::create(path, 0o600)?;
+        f.file()
+            .write_all(bytes)
+            .map_err(|e| Error::io("write", path, e))?;
+        f.commit_replace().map(|_| ())
     };
     let Ok(record_json) = serde_json::to_vec_pretty(&record) else {
         return;

@@ -99,7 +99,7 @@ fn parse_recipient(text: &str) -> std::result::Result<Recipient, String> {
             .parse::<age::x25519::Recipient>()
             .map(Recipient::X25519)
             .map_err(|_| {
-                if text.starts_with("age1") && text.len() > 62 {
+                if text.len() > 62 {
                     "not an X25519 recipient (age plugin recipients are not supported)".to_string()
                 } else {
                     "not a valid age recipient (age1... of 62 characters)".to_string()

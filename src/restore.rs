@@ -338,24 +338,23 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
         }
     }
     let safety_dir = exists.then(|| opts.safety_dir.clone().unwrap_or_else(backup::default_backup_dir));
-    if let (Some(dir), true, None) = (
-        &safety_dir,
-        crate::crypt::is_encrypted_file(archive),
-        &opts.encrypt,
-    ) {
-        if crate::location::is_remote(dir) {
-            return Err(Error::InvalidOption(format!(
-                "{} is encrypted, but the safety archive of the database it replaces would be stored in clear in {}: \
-                 pass --encrypt-to/--encrypt-to-file (or --passphrase-file) to encrypt it, or --safety-dir DIR",
-                archive.display(),
+    // (The archive's head is read again only when a clear safety archive would be written.)
+    if let (Some(dir), None) = (&safety_dir, &opts.encrypt) {
+        if crate::crypt::is_encrypted_file(archive) {
+            if crate::location::is_remote(dir) {
+                return Err(Error::InvalidOption(format!(
+                    "{} is encrypted, but the safety archive of the database it replaces would be stored in clear in {}: \
+                     pass --encrypt-to/--encrypt-to-file (or --passphrase-file) to encrypt it, or --safety-dir DIR",
+                    archive.display(),
+                    dir.display()
+                )));
+            }
+            warnings.push(format!(
+                "the archive is encrypted, but the safety archive of the database it replaces will be stored in clear in {} \
+                 (pass --encrypt-to or --passphrase-file to encrypt it)",
                 dir.display()
-            )));
+            ));
         }
-        warnings.push(format!(
-            "the archive is encrypted, but the safety archive of the database it replaces will be stored in clear in {} \
-             (pass --encrypt-to or --passphrase-file to encrypt it)",
-            dir.display()
-        ));
     }
     let mut checks = match content {
         Content::Archive if manifest.kind == "incremental" => vec![
