@@ -252,6 +252,33 @@ impl AtomicFile {
         Ok(final_path)
     }
 
+    /// Like [`AtomicFile::commit`], but when a name is taken (by another process, even in the
+    /// instant between a check and the rename) the next of `names` is tried: the rename never
+    /// replaces a file, and the file is published under the first name that was free at the
+    /// moment of its rename. [`Error::WouldOverwrite`] only when every name is taken.
+    pub fn commit_first_free(self, names: impl IntoIterator<Item = PathBuf>) -> Result<PathBuf> {
+        self.tmp
+            .as_file()
+            .sync_all()
+            .map_err(|e| Error::io("fsync", self.tmp.path(), e))?;
+        let mut tmp = self.tmp;
+        let mut last = self.final_path;
+        for path in names {
+            match tmp.persist_noclobber(&path) {
+                Ok(_) => {
+                    sync_dir(&parent_dir(&path))?;
+                    return Ok(path);
+                }
+                Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+                    tmp = e.file;
+                    last = path;
+                }
+                Err(e) => return Err(Error::io("rename temp file to", &path, e.error)),
+            }
+        }
+        Err(Error::WouldOverwrite { path: last })
+    }
+
     /// fsyncs the content, renames it to the final name (failing with
     /// [`Error::WouldOverwrite`] if that name exists) and fsyncs the directory.
     pub fn commit(self) -> Result<PathBuf> {

@@ -16,6 +16,9 @@ use crate::db::hex;
 use crate::error::{Error, Result};
 use crate::fsutil::{self, AtomicFile, WritebackFile};
 
+/// How many names (`name`, `name-2` ... ) a backup published under a generated name tries.
+const MAX_NUMBERED: usize = 10_000;
+
 /// A directory on this machine that holds backups.
 #[derive(Debug, Clone)]
 pub struct LocalDir {
@@ -263,25 +266,19 @@ impl NewObject for LocalObject {
         let path = if self.replace {
             atomic.commit_replace()?
         } else if self.rename_if_taken {
+            // The rename itself is create-only: a name another run took in the instant
+            // between any check and the rename makes it try the next (`-2`, `-3`, ...).
             let name = atomic
                 .final_path()
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let mut candidates = std::iter::once(name.clone()).chain(super::numbered_names(&name));
-            loop {
-                let Some(next) = candidates.next() else {
-                    return Err(Error::WouldOverwrite {
-                        path: self.dir.join(&name),
-                    });
-                };
-                if std::fs::symlink_metadata(self.dir.join(&next)).is_ok() {
-                    continue;
-                }
-                atomic.set_final_path(self.dir.join(&next));
-                break;
-            }
-            atomic.commit()?
+            let dir = self.dir.clone();
+            let names = std::iter::once(name.clone())
+                .chain(super::numbered_names(&name))
+                .take(MAX_NUMBERED)
+                .map(move |n| dir.join(n));
+            atomic.commit_first_free(names)?
         } else {
             atomic.commit()?
         };

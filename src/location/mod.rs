@@ -273,18 +273,6 @@ impl Read for RangeReader {
     }
 }
 
-/// `name` if `loc` has no object of that name, else `name` with `-2`, `-3`, ... before its
-/// extension (the first free one).
-pub fn unique_name(loc: &dyn Location, name: &str) -> Result<String> {
-    if loc.head(name)?.is_none() {
-        return Ok(name.to_string());
-    }
-    let taken: std::collections::HashSet<String> = loc.list()?.into_iter().map(|m| m.name).collect();
-    Ok(numbered_names(name)
-        .find(|n| !taken.contains(n))
-        .unwrap_or_else(|| name.to_string()))
-}
-
 /// `name` with `-2`, `-3`, ... before its extension (`.tar...` or `.sql...`).
 pub(crate) fn numbered_names(name: &str) -> impl Iterator<Item = String> + '_ {
     let (stem, ext) = match name.find(".tar").or_else(|| name.rfind(".sql")) {
@@ -320,10 +308,11 @@ pub fn is_backup_name(name: &str) -> bool {
 
 /// The newest backup (archive or dump) of `name` in `loc`, created at or before `at` (seconds
 /// since the epoch) when given: by the stamp in the object names litevault gives
-/// (`<name>-<stamp>...`), ties broken by name. Safety archives (`<name>-pre-restore-...`)
-/// belong to their own names.
+/// (`<name>-<stamp>...`); backups of the same second by the instant their snapshots were fixed
+/// (their manifests' `snapshot_at`, read only for such ties), then by the name's `-N`. Safety
+/// archives (`<name>-pre-restore-...`) belong to their own names.
 pub fn latest(loc: &dyn Location, name: &str, at: Option<i64>) -> Result<Option<String>> {
-    let mut best: Option<((i64, u32), String)> = None;
+    let mut found: Vec<(i64, u32, String)> = Vec::new();
     for m in loc.list()? {
         if !is_backup_name(&m.name) {
             continue;
@@ -334,11 +323,26 @@ pub fn latest(loc: &dyn Location, name: &str, at: Option<i64>) -> Result<Option<
         if group != name || at.is_some_and(|t| created > t) {
             continue;
         }
-        let key = (created, sequence(&m.name));
-        if best.as_ref().is_none_or(|(k, n)| (key, &m.name) > (*k, n)) {
-            best = Some((key, m.name));
-        }
+        found.push((created, sequence(&m.name), m.name));
     }
+    let Some(newest) = found.iter().map(|(c, ..)| *c).max() else {
+        return Ok(None);
+    };
+    found.retain(|(c, ..)| *c == newest);
+    if found.len() == 1 {
+        return Ok(found.pop().map(|(.., n)| n));
+    }
+    // Same second: the manifests tell which snapshot is the newer (one that cannot be read
+    // counts as the start of its second).
+    let best = found
+        .into_iter()
+        .map(|(created, seq, n)| {
+            let nanos = crate::dump::read_manifest(&loc.object_path(&n))
+                .map(|m| m.snapshot_subsec_nanos(created))
+                .unwrap_or(0);
+            ((nanos, seq), n)
+        })
+        .max();
     Ok(best.map(|(_, n)| n))
 }
 

@@ -260,6 +260,90 @@ impl S3Location {
         })
     }
 
+    /// A new object `name`, nothing sent yet.
+    fn new_object(&self, name: String, opts: &CreateOptions) -> Result<Box<S3Object>> {
+        let key = self.key(&name)?;
+        Ok(Box::new(S3Object {
+            loc: self.clone(),
+            name,
+            key,
+            first: Vec::with_capacity(part_size().max(opts.head_reserve as usize)),
+            first_len: part_size().max(opts.head_reserve as usize),
+            head_reserve: opts.head_reserve,
+            current: Vec::new(),
+            upload: None,
+            in_flight: Vec::new(),
+            parts: Vec::new(),
+            next_part: 2,
+            stream_hasher: (opts.head_reserve == 0).then(Sha256::new),
+            spool: None,
+            bytes: 0,
+            failed: None,
+            parts_running: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        }))
+    }
+
+    /// Starts a new object under the first free name of `name`, `name-2`, `name-3`, ... so that
+    /// two runs that start in the same second (two hosts, cron and the daemon) never aim at the
+    /// same key. The multipart upload is the claim: it is started at once, and a name is ours
+    /// when no object has it and ours is its only incomplete upload; otherwise ours is aborted
+    /// and the next name tried. Two runs that start uploads on one name in the same instant may
+    /// both step aside; neither ever takes a name another holds. A killed run's upload (aborted
+    /// by `prune` after a day) only moves later runs to the next number.
+    fn first_free(&self, name: &str, opts: &CreateOptions) -> Result<Box<S3Object>> {
+        let taken: std::collections::HashSet<String> = self.list()?.into_iter().map(|m| m.name).collect();
+        let mut candidates = std::iter::once(name.to_string()).chain(super::numbered_names(name));
+        for _ in 0..MAX_NUMBERED {
+            let Some(candidate) = candidates.next() else { break };
+            if taken.contains(&candidate) {
+                continue;
+            }
+            let mut object = self.new_object(candidate.clone(), opts)?;
+            let ours = object
+                .start_upload()
+                .map_err(|e| self.upload_error(&candidate, e))?;
+            let alone = self.uploads_of(&object.key)?.iter().all(|id| *id == ours);
+            // Published meanwhile (its upload completed between our listing and now).
+            if alone && self.head(&candidate)?.is_none() {
+                return Ok(object);
+            }
+            // Dropping it aborts its upload.
+            drop(object);
+        }
+        Err(Error::WouldOverwrite {
+            path: self.object_path(name),
+        })
+    }
+
+    /// An I/O error of an upload (it carries the remote error's text) as an [`Error::Remote`].
+    fn upload_error(&self, name: &str, e: io::Error) -> Error {
+        Error::Remote {
+            op: "start upload of",
+            url: self.url_of(name),
+            detail: e.to_string(),
+            hint: "retry later; if it persists, check the server",
+        }
+    }
+
+    /// The incomplete multipart uploads of exactly `key` (their upload ids).
+    fn uploads_of(&self, key: &str) -> Result<Vec<String>> {
+        let c = &self.client;
+        let page =
+            c.rt.block_on(
+                c.s3.list_multipart_uploads()
+                    .bucket(&self.bucket)
+                    .prefix(key)
+                    .send(),
+            )
+            .map_err(|e| self.remote_err("list incomplete uploads in", "", e))?;
+        Ok(page
+            .uploads()
+            .iter()
+            .filter(|u| u.key() == Some(key))
+            .filter_map(|u| u.upload_id().map(str::to_string))
+            .collect())
+    }
+
     fn key(&self, name: &str) -> Result<String> {
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
             return Err(Error::InvalidOption(format!(
@@ -563,35 +647,15 @@ impl Location for S3Location {
                 "objects in a bucket are never replaced (--overwrite applies to local files)".into(),
             ));
         }
-        let name = if opts.rename_if_taken {
-            super::unique_name(self, name)?
-        } else {
-            if self.head(name)?.is_some() {
-                return Err(Error::WouldOverwrite {
-                    path: self.object_path(name),
-                });
-            }
-            name.to_string()
-        };
-        let key = self.key(&name)?;
-        Ok(Box::new(S3Object {
-            loc: self.clone(),
-            name,
-            key,
-            first: Vec::with_capacity(part_size().max(opts.head_reserve as usize)),
-            first_len: part_size().max(opts.head_reserve as usize),
-            head_reserve: opts.head_reserve,
-            current: Vec::new(),
-            upload: None,
-            in_flight: Vec::new(),
-            parts: Vec::new(),
-            next_part: 2,
-            stream_hasher: (opts.head_reserve == 0).then(Sha256::new),
-            spool: None,
-            bytes: 0,
-            failed: None,
-            parts_running: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        }))
+        if opts.rename_if_taken {
+            return Ok(self.first_free(name, opts)?);
+        }
+        if self.head(name)?.is_some() {
+            return Err(Error::WouldOverwrite {
+                path: self.object_path(name),
+            });
+        }
+        Ok(self.new_object(name.to_string(), opts)?)
     }
 
     fn delete(&self, name: &str) -> Result<()> {
@@ -675,6 +739,9 @@ impl Location for S3Location {
         Ok(done)
     }
 }
+
+/// How many names (`name`, `name-2` ... ) a backup published under a generated name tries.
+const MAX_NUMBERED: usize = 10_000;
 
 /// Why a download broke off (inside the `io::Error` a remote stream's `read` returns), so that
 /// readers report a network failure as one, not as a damaged archive.
