@@ -125,8 +125,13 @@ pub struct BackupReport {
     pub method: Method,
     /// Compression used.
     pub compression: Compression,
-    /// Tables (of every kind) in the database.
+    /// The database's own tables in the backup: ordinary and virtual tables (the same count
+    /// for an archive and a dump of one database).
     pub tables: usize,
+    /// The views, shadow tables of virtual tables and SQLite's internal tables
+    /// (`sqlite_sequence`, `sqlite_stat1`, ...) the manifest lists besides (a dump lists none).
+    #[serde(default)]
+    pub other_tables: usize,
     /// Rows in ordinary tables.
     pub rows: u64,
     /// True when the database failed `quick_check` and was archived anyway.
@@ -173,6 +178,8 @@ pub(crate) struct Target {
     pub(crate) create: CreateOptions,
     pub(crate) work_dir: PathBuf,
     pub(crate) encrypt: Option<crate::crypt::Encryption>,
+    /// Whether `name` is generated (`--dir`), not given (`-o`).
+    pub(crate) generated: bool,
 }
 
 impl Target {
@@ -187,6 +194,13 @@ impl Target {
         };
         let (loc, name, create) = match &opts.output {
             Some(out) => {
+                if !location::is_remote(out) && out.is_dir() {
+                    return Err(Error::InvalidOption(format!(
+                        "-o {}: that is a directory; give -o a file name, or --dir {} to back up under a generated name there",
+                        out.display(),
+                        out.display()
+                    )));
+                }
                 let (loc, name) = location::split_object(out)?;
                 if opts.encrypt.is_some() && !name.ends_with(crate::crypt::EXTENSION) {
                     return Err(Error::InvalidOption(format!(
@@ -245,6 +259,7 @@ impl Target {
         Ok(Target {
             loc,
             name,
+            generated: opts.output.is_none(),
             create,
             work_dir,
             encrypt: opts.encrypt.clone(),
@@ -303,6 +318,29 @@ pub(crate) fn host_name() -> String {
 /// # Ok::<(), litevault::Error>(())
 /// ```
 pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport> {
+    match backup_once(source, opts, progress, None) {
+        // A prune (here or on another host) removed or replaced the parent while the pages were
+        // read: an incremental on it could never be restored, so it is made again, as a full
+        // backup that says why.
+        Err(Error::ParentGone { path, detail }) if opts.incremental => {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let reason = format!("its parent {name} {detail} while the incremental backup ran");
+            backup_once(source, opts, progress, Some(reason))
+        }
+        other => other,
+    }
+}
+
+/// One backup; `full_because`: make it full (not incremental) for that reason.
+fn backup_once(
+    source: &Path,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+    full_because: Option<String>,
+) -> Result<BackupReport> {
     let started = Instant::now();
     if let Some(level) = opts.level {
         opts.compression.check_level(level)?;
@@ -344,26 +382,18 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
     }
     db::precheck(source)?;
     let source = std::path::absolute(source).map_err(|e| Error::io("resolve", source, e))?;
-    // The included directories are walked (and a symlink or special file refused) before
-    // anything is written: the manifest's reserved space must cover their entries.
-    let walked = files::walk(&opts.include)?;
-    // Readers accept manifests up to MAX_MANIFEST: refuse early what could not be read back.
-    if !walked.is_empty()
-        && serde_json::to_vec_pretty(&files::widest(&walked)).map_or(u64::MAX, |v| v.len() as u64)
-            > archive::MAX_MANIFEST - (1 << 20)
-    {
-        return Err(too_many_files(walked.len()));
+    // A symlink or special file in an included directory, or more files than a manifest can
+    // list, is refused before anything is read or written. The walk that counts is the one
+    // made once the snapshot is fixed (see [`walk_included`]).
+    if !opts.include.is_empty() {
+        walk_included(opts)?;
     }
-    let files_estimate = walked
-        .iter()
-        .map(|w| w.entry.size)
-        .fold(0u64, u64::saturating_add);
-    let (created_at, stamp, mtime) = now_stamps();
+    let (_, stamp, _) = now_stamps();
 
     let name = opts.name.clone().unwrap_or_else(|| location::name_of(&source));
     check_name(&name)?;
     let default_name = archive::default_file_name(&name, opts.tag.as_deref(), &stamp, opts.compression);
-    let target = Target::resolve(&source, opts, &default_name)?;
+    let mut target = Target::resolve(&source, opts, &default_name)?;
     let work_dir = target.work_dir.clone();
     // Leftovers of killed runs (temp snapshots, unfinished archives) go first.
     fsutil::sweep_leftovers(&work_dir);
@@ -373,40 +403,32 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
     let mut clock = PhaseClock::new();
     // The parent is found before the snapshot starts: its lookups (and, without this machine's
     // record of its checksum, a read of it) must not hold the source's checkpoints back.
-    let parent = opts
-        .incremental
-        .then(|| crate::chain::find_parent(target.loc.as_ref(), &name, opts.full_every));
-    let live = snapshot::begin_live(&source, opts.method, !opts.no_checkpoint)?;
-
-    // A temp snapshot (when not streaming) lives in the work directory; the archive in the
-    // location (a local one until the rename), or for an object store, when its head is
-    // rewritten at the end, a spool of about its size in the system temp directory.
-    let source_size = std::fs::metadata(&source).map(|m| m.len()).unwrap_or(0)
-        + std::fs::metadata(fsutil::sidecar(&source, "-wal"))
-            .map(|m| m.len())
-            .unwrap_or(0);
-    // Files are spooled (all of them before a manifest written first) and then archived.
-    let archive_estimate = if opts.compression == Compression::None {
-        source_size + 2 * files_estimate
-    } else {
-        source_size / 3 + files_estimate + files_estimate / 2
-    };
-    let snapshot_estimate = if live.is_some() { 0 } else { source_size };
-    match (&opts.encrypt, target.loc.local_dir()) {
-        (None, Some(_)) => target.loc.ensure_space(snapshot_estimate + archive_estimate)?,
-        (None, None) => fsutil::ensure_space(&work_dir, snapshot_estimate + archive_estimate)?,
-        (Some(_), local) => {
-            // The clear work (and a zstd archive until it is encrypted) in the temp directory.
-            let spool = if opts.compression == Compression::Zstd {
-                archive_estimate
-            } else {
-                0
-            };
-            fsutil::ensure_space(&work_dir, snapshot_estimate + spool)?;
-            if local.is_some() {
-                target.loc.ensure_space(archive_estimate)?;
-            }
+    let parent = opts.incremental.then(|| match &full_because {
+        Some(reason) => Err(reason.clone()),
+        None => crate::chain::find_parent(target.loc.as_ref(), &name, opts.full_every),
+    });
+    // The name's stamp is taken just before the snapshot, so that names order backups as their
+    // snapshots are ordered (to the second; the manifest's `snapshot_at` orders within one).
+    let (created_at, stamp, mtime) = now_stamps();
+    if target.generated {
+        target.name = archive::default_file_name(&name, opts.tag.as_deref(), &stamp, opts.compression);
+        if target.encrypt.is_some() {
+            target.name.push_str(crate::crypt::EXTENSION);
         }
+    }
+    let live = snapshot::begin_live(&source, opts.method, !opts.no_checkpoint)?;
+    let snapshot_at = live.as_ref().map(|_| crate::manifest::precise_now());
+
+    // Only what cannot fit is refused up front: a temp copy of the database (when the snapshot
+    // is not streamed) needs the database's size in the work directory. How large the archive
+    // will be is not known before it is written; a full disk then fails cleanly (ENOSPC: the
+    // temp file is removed, nothing is published).
+    if live.is_none() {
+        let source_size = std::fs::metadata(&source).map(|m| m.len()).unwrap_or(0)
+            + std::fs::metadata(fsutil::sidecar(&source, "-wal"))
+                .map(|m| m.len())
+                .unwrap_or(0);
+        fsutil::ensure_space(&work_dir, source_size)?;
     }
 
     // Everything the manifest says except what the snapshot and its checks tell.
@@ -415,6 +437,7 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         kind: "full".into(),
         tool_version: env!("CARGO_PKG_VERSION").into(),
         created_at,
+        snapshot_at,
         source: source.to_string_lossy().into_owned(),
         host: host_name(),
         sqlite_version: rusqlite::version().into(),
@@ -438,12 +461,8 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
     };
     let holders = live.as_ref().map(|l| l.holders());
     let done = match live {
-        Some(live) => backup_live(
-            live, base, &target, opts, parent, &walked, mtime, &mut clock, progress,
-        )?,
-        None => backup_copy(
-            &source, base, &target, opts, parent, &walked, mtime, &mut clock, progress,
-        )?,
+        Some(live) => backup_live(live, base, &target, opts, parent, mtime, &mut clock, progress)?,
+        None => backup_copy(&source, base, &target, opts, parent, mtime, &mut clock, progress)?,
     };
     let Done {
         manifest,
@@ -454,6 +473,12 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         hash_table,
         vanished,
     } = done;
+    // Checked again now that it is published: a prune that removed the parent in the instant
+    // before the publication leaves a link that could never be restored; it is taken back.
+    if let Err(e) = check_parent(&target, &manifest) {
+        let _ = target.loc.delete(&published.name);
+        return Err(e);
+    }
     let (files, files_bytes) = files::totals(&manifest.files);
     clock.lap("fsync and rename");
     // The source's catch-up checkpoint ran beside the end of the backup; wait for it, so that
@@ -483,7 +508,8 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         restarts: manifest.snapshot_restarts,
         method: opts.method,
         compression: opts.compression,
-        tables: manifest.db.tables.len(),
+        tables: crate::db::own_tables(&manifest.db.tables),
+        other_tables: manifest.db.tables.len() - crate::db::own_tables(&manifest.db.tables),
         rows: manifest.total_rows(),
         corrupt: manifest.corrupt,
         streamed,
@@ -547,6 +573,9 @@ fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         kind: "sql".into(),
         tool_version: env!("CARGO_PKG_VERSION").into(),
         created_at: String::new(),
+        // A dump is text made to diff well: only its created_at line changes between two dumps
+        // of one database, so it carries no sub-second stamp.
+        snapshot_at: None,
         source: source.to_string_lossy().into_owned(),
         host: host_name(),
         sqlite_version: rusqlite::version().into(),
@@ -592,7 +621,8 @@ fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         restarts: manifest.snapshot_restarts,
         method: opts.method,
         compression: opts.compression,
-        tables: manifest.db.tables.len(),
+        tables: crate::db::own_tables(&manifest.db.tables),
+        other_tables: manifest.db.tables.len() - crate::db::own_tables(&manifest.db.tables),
         rows: manifest.total_rows(),
         corrupt: false,
         streamed: false,
@@ -610,6 +640,47 @@ fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
             clock.into_phases()
         },
     })
+}
+
+/// Fails with [`Error::ParentGone`] when `manifest` is an incremental's whose parent is no longer
+/// in the location, or is another archive than the one it was made on (the SHA-256 of its
+/// manifest differs). An encrypted parent that this machine cannot read is checked for
+/// presence only.
+fn check_parent(target: &Target, manifest: &Manifest) -> Result<()> {
+    let Some(link) = &manifest.parent else {
+        return Ok(());
+    };
+    let path = target.loc.object_path(&link.name);
+    let gone = |detail: &str| {
+        Err(Error::ParentGone {
+            path: path.clone(),
+            detail: detail.into(),
+        })
+    };
+    match archive::read_manifest_and_sha256(&path) {
+        Ok((_, sha)) if sha == link.manifest_sha256 => Ok(()),
+        Ok(_) => gone("was replaced"),
+        Err(Error::NotFound { .. }) => gone("vanished"),
+        Err(Error::Crypt { .. }) if target.loc.head(&link.name)?.is_some() => Ok(()),
+        Err(Error::Crypt { .. }) => gone("vanished"),
+        Err(e) => Err(e),
+    }
+}
+
+/// Walks the included directories (refusing a symlink or special file, and more entries than
+/// a manifest can list). Called once the database's snapshot is fixed: every file that existed
+/// before the snapshot's read transaction began (and still exists) is listed, so a committed
+/// row never names a file written before its commit that the archive lacks.
+fn walk_included(opts: &BackupOptions) -> Result<Vec<files::Walked>> {
+    let walked = files::walk(&opts.include)?;
+    // Readers accept manifests up to MAX_MANIFEST: refuse what could not be read back.
+    if !walked.is_empty()
+        && serde_json::to_vec_pretty(&files::widest(&walked)).map_or(u64::MAX, |v| v.len() as u64)
+            > archive::MAX_MANIFEST - (1 << 20)
+    {
+        return Err(too_many_files(walked.len()));
+    }
+    Ok(walked)
 }
 
 fn too_many_files(n: usize) -> Error {
@@ -791,11 +862,12 @@ fn backup_live(
     target: &Target,
     opts: &BackupOptions,
     parent: Option<std::result::Result<Parent, String>>,
-    walked: &[files::Walked],
     mtime: u64,
     clock: &mut PhaseClock,
     progress: &dyn Progress,
 ) -> Result<Done> {
+    // The read transaction has begun: what the directories hold now covers every row's file.
+    let walked = &walk_included(opts)?;
     let out_path = target.loc.object_path(&target.name);
     let io_err = |e| Error::io("write archive", &out_path, e);
     let spill_dir = target.work_dir.clone();
@@ -865,6 +937,7 @@ fn backup_live(
             let mut base = body.apply(base);
             base.files = stored;
             let (manifest, json) = finish_manifest(base, &source, db_size, inspected, opts.allow_corrupt)?;
+            check_parent(target, &manifest)?;
             let (published, _) = writer.finish(&json, &io_err)?;
             clock.lap("finish archive");
             Ok(Done {
@@ -1022,7 +1095,6 @@ fn backup_copy(
     target: &Target,
     opts: &BackupOptions,
     parent: Option<std::result::Result<Parent, String>>,
-    walked: &[files::Walked],
     mtime: u64,
     clock: &mut PhaseClock,
     progress: &dyn Progress,
@@ -1030,6 +1102,9 @@ fn backup_copy(
     let out_path = target.loc.object_path(&target.name);
     let io_err = |e| Error::io("write archive", &out_path, e);
     let snap = snapshot::take(source, &target.work_dir, opts.method, opts.limits, progress)?;
+    base.snapshot_at = Some(crate::manifest::precise_now());
+    // The copy is done: what the directories hold now covers every row's file.
+    let walked = &walk_included(opts)?;
     clock.lap("snapshot copy");
     let (info, problems, fk_violations) = inspect_snapshot(snap.path(), opts.allow_corrupt, opts.check_fts)?;
     clock.lap("snapshot checks");
@@ -1062,6 +1137,7 @@ fn backup_copy(
         let mut base = body.apply(base);
         base.files = stored;
         let (manifest, json) = finish_manifest(base, source, db_size, inspected, opts.allow_corrupt)?;
+        check_parent(target, &manifest)?;
         let (published, _) = writer.finish(&json, &io_err)?;
         clock.lap("archive");
         return Ok(Done {

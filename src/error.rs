@@ -217,6 +217,15 @@ pub enum Error {
         /// What to try.
         hint: Option<&'static str>,
     },
+    /// An incremental backup's parent vanished from the location (a prune) or was replaced
+    /// while the backup ran: the backup is not published as an incremental.
+    #[error("{}: the parent of this incremental backup {detail} while it ran", path.display())]
+    ParentGone {
+        /// The parent archive.
+        path: PathBuf,
+        /// "vanished" or "was replaced".
+        detail: String,
+    },
     /// An object store (S3) refused or failed a request, after retries where they help.
     #[error("{url}: {op}: {detail}")]
     Remote {

@@ -28,6 +28,11 @@ pub struct Manifest {
     pub tool_version: String,
     /// When the snapshot was taken, UTC, RFC 3339.
     pub created_at: String,
+    /// The instant the snapshot's state was fixed (its read transaction began, or its copy
+    /// ended), UTC, RFC 3339 with nanoseconds: orders backups made in the same second (older
+    /// archives have none; then their names' `-N` does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_at: Option<String>,
     /// Absolute path of the source database.
     pub source: String,
     /// Host name of the machine that made it.
@@ -78,6 +83,28 @@ pub struct Manifest {
     /// `files/<path>` entry after the data entry (none in archives without them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<crate::files::FileEntry>,
+}
+
+impl Manifest {
+    /// The nanoseconds within its second at which the snapshot was fixed, when the manifest
+    /// records it and it falls in the second `created` (unix seconds) that the backup's name
+    /// carries; 0 otherwise.
+    pub fn snapshot_subsec_nanos(&self, created: i64) -> u32 {
+        let Some(at) = self.snapshot_at.as_deref() else {
+            return 0;
+        };
+        match time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339) {
+            Ok(t) if t.unix_timestamp() == created => t.nanosecond(),
+            _ => 0,
+        }
+    }
+}
+
+/// Now, UTC, RFC 3339 with nanoseconds ([`Manifest::snapshot_at`]).
+pub fn precise_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 fn is_zero(n: &u32) -> bool {

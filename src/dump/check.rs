@@ -47,6 +47,7 @@ pub fn foreign_manifest(path: &Path, compression: crate::Compression) -> Manifes
         kind: "sql".into(),
         tool_version: String::new(),
         created_at: String::new(),
+        snapshot_at: None,
         source: String::new(),
         host: String::new(),
         sqlite_version: String::new(),

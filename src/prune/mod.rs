@@ -10,6 +10,7 @@
 
 pub mod policy;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,7 @@ pub use policy::{parse_backup_name, parse_duration, plan, Candidate, Policy, Ver
 
 use crate::error::{Error, Result};
 use crate::location;
+use crate::manifest::Manifest;
 
 /// Options of [`prune`].
 #[derive(Debug, Clone, Default)]
@@ -49,22 +51,96 @@ pub struct PruneReport {
     pub freed_bytes: u64,
     /// What was cleaned up besides: temp files of killed runs, aborted incomplete uploads.
     pub cleaned: Vec<String>,
+    /// Backups that cannot be restored as they are, and why ("app-...-2.tar.zst: parent
+    /// app-....tar.zst missing"): left in place, and never counted by the policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub broken: Vec<String>,
+}
+
+/// What prune learnt of one backup from its manifest.
+enum Known {
+    /// The manifest, and the SHA-256 of `manifest.json` as stored (archives; `None` for dumps).
+    Read(Box<Manifest>, Option<String>),
+    /// The manifest cannot be read: the backup is damaged or not litevault's.
+    Unreadable(String),
+}
+
+/// Whether a backup can be restored, as far as its manifests tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Standing {
+    /// A full backup or dump, or an incremental whose every parent is there, unchanged.
+    Restorable,
+    /// An incremental whose chain is broken: why ("parent X missing").
+    Broken(String),
+    /// The manifest cannot be read: why.
+    Unreadable(String),
+}
+
+/// Reads the manifest of backup `name`. `Ok(None)`: the object is gone (another prune).
+/// Errors that say nothing about the backup itself (the network, a missing key for an
+/// encrypted backup) stop the prune before any deletion.
+fn read_known(loc: &dyn location::Location, name: &str) -> Result<Option<Known>> {
+    let path = loc.object_path(name);
+    let read = if crate::dump::is_dump_name(name) {
+        crate::dump::read_manifest(&path).map(|m| (m, None))
+    } else {
+        crate::archive::read_manifest_and_sha256(&path).map(|(m, sha)| (m, Some(sha)))
+    };
+    match read {
+        Ok((m, sha)) => Ok(Some(Known::Read(Box::new(m), sha))),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(e @ (Error::Crypt { .. } | Error::Remote { .. } | Error::Io { .. })) => Err(e),
+        Err(e) => Ok(Some(Known::Unreadable(e.to_string()))),
+    }
+}
+
+/// The standing of every backup in `known`: an incremental is restorable when its parent is
+/// in the location, is the very archive it was made on (the SHA-256 of its manifest is the one
+/// the link records) and is restorable itself.
+fn standings(known: &HashMap<String, Known>) -> HashMap<String, Standing> {
+    fn of(
+        name: &str,
+        known: &HashMap<String, Known>,
+        memo: &mut HashMap<String, Standing>,
+        depth: usize,
+    ) -> Standing {
+        if let Some(s) = memo.get(name) {
+            return s.clone();
+        }
+        let s = match known.get(name) {
+            None => Standing::Broken("missing".into()),
+            Some(Known::Unreadable(why)) => Standing::Unreadable(why.clone()),
+            Some(Known::Read(m, _)) => match &m.parent {
+                None => Standing::Restorable,
+                Some(_) if depth > known.len() => Standing::Broken("its chain loops".into()),
+                Some(link) => match known.get(&link.name) {
+                    None => Standing::Broken(format!("parent {} missing", link.name)),
+                    Some(Known::Unreadable(_)) => {
+                        Standing::Broken(format!("parent {} unreadable", link.name))
+                    }
+                    Some(Known::Read(_, Some(sha))) if *sha != link.manifest_sha256 => {
+                        Standing::Broken(format!("parent {} replaced", link.name))
+                    }
+                    Some(Known::Read(..)) => match of(&link.name, known, memo, depth + 1) {
+                        Standing::Restorable => Standing::Restorable,
+                        _ => Standing::Broken(format!("parent {} broken", link.name)),
+                    },
+                },
+            },
+        };
+        memo.insert(name.to_string(), s.clone());
+        s
+    }
+    let mut memo = HashMap::new();
+    for name in known.keys() {
+        of(name, known, &mut memo, 0);
+    }
+    memo
 }
 
 /// Keeps every parent of a kept incremental archive, transitively, with the reason "parent of
-/// X". Manifests are read only when some backup is to go; a kept backup whose manifest cannot
-/// be read stops the prune (its parents are unknown, so nothing may be deleted).
-fn keep_parents(loc: &dyn location::Location, verdicts: &mut [Verdict]) -> Result<()> {
-    if verdicts.iter().all(|v| v.keep) {
-        return Ok(());
-    }
-    let parent_of = |name: &str| -> Result<Option<String>> {
-        match crate::dump::read_manifest(&loc.object_path(name)) {
-            Ok(m) => Ok(m.parent.map(|p| p.name)),
-            // Nothing is deleted: the error stops the prune before any deletion.
-            Err(e) => Err(e),
-        }
-    };
+/// X", from the manifests already read.
+fn keep_parents(known: &HashMap<String, Known>, verdicts: &mut [Verdict]) {
     let mut stack: Vec<String> = verdicts
         .iter()
         .filter(|v| v.keep)
@@ -75,7 +151,10 @@ fn keep_parents(loc: &dyn location::Location, verdicts: &mut [Verdict]) -> Resul
         if !seen.insert(child.clone()) {
             continue;
         }
-        let Some(parent) = parent_of(&child)? else {
+        let Some(Known::Read(m, _)) = known.get(&child) else {
+            continue;
+        };
+        let Some(parent) = m.parent.as_ref().map(|p| p.name.clone()) else {
             continue;
         };
         if let Some(v) = verdicts.iter_mut().find(|v| v.name == parent) {
@@ -87,7 +166,19 @@ fn keep_parents(loc: &dyn location::Location, verdicts: &mut [Verdict]) -> Resul
             stack.push(parent);
         }
     }
-    Ok(())
+}
+
+/// The backups `verdicts` do not keep, newest first: an incremental is always newer than its
+/// parent, so children go before parents and a crash part-way never leaves a link without its
+/// parent.
+fn doomed_newest_first(verdicts: &[Verdict]) -> Vec<String> {
+    let mut doomed: Vec<&Verdict> = verdicts.iter().filter(|v| !v.keep).collect();
+    let order = |v: &Verdict| {
+        let created = parse_backup_name(&v.name).map(|(_, c)| c).unwrap_or(0);
+        (created, location::sequence(&v.name))
+    };
+    doomed.sort_by(|a, b| order(b).cmp(&order(a)).then_with(|| b.name.cmp(&a.name)));
+    doomed.into_iter().map(|v| v.name.clone()).collect()
 }
 
 /// Age after which an incomplete multipart upload is litevault's leftover, not a live upload.
@@ -127,10 +218,70 @@ pub fn prune(dir: &Path, opts: &PruneOptions) -> Result<PruneReport> {
             name: m.name.clone(),
             group,
             created,
+            subsec_nanos: 0,
         });
     }
+    // A first plan from the names alone: when it keeps everything, nothing is read.
     let mut verdicts = plan(&candidates, &opts.policy);
-    keep_parents(loc.as_ref(), &mut verdicts)?;
+    let mut broken = Vec::new();
+    let mut known = HashMap::new();
+    if verdicts.iter().any(|v| !v.keep) {
+        // Something may go: every backup of the groups concerned is read, so that the policy
+        // counts only backups that can be restored (a link whose chain is broken neither keeps
+        // nor pushes out anything), orders them by their snapshots, and keeps their parents.
+        let groups: std::collections::HashSet<String> = verdicts
+            .iter()
+            .filter(|v| !v.keep)
+            .map(|v| v.group.clone())
+            .collect();
+        for c in candidates.iter().filter(|c| groups.contains(&c.group)) {
+            if let Some(k) = read_known(loc.as_ref(), &c.name)? {
+                known.insert(c.name.clone(), k);
+            }
+        }
+        let standing = standings(&known);
+        let mut counted = Vec::new();
+        let mut set_aside = Vec::new();
+        for c in candidates {
+            if !groups.contains(&c.group) {
+                counted.push(c);
+                continue;
+            }
+            match (standing.get(&c.name), known.get(&c.name)) {
+                (Some(Standing::Restorable), Some(Known::Read(m, _))) => {
+                    let subsec_nanos = m.snapshot_subsec_nanos(c.created);
+                    counted.push(Candidate { subsec_nanos, ..c });
+                }
+                // Vanished since the listing (another prune): nothing to decide.
+                (None, _) | (_, None) => {}
+                (Some(Standing::Broken(why)), _) => {
+                    broken.push(format!("{}: {why}", c.name));
+                    set_aside.push((c, format!("broken: {why}")));
+                }
+                (Some(Standing::Unreadable(why)), _) => {
+                    broken.push(format!("{}: unreadable: {why}", c.name));
+                    set_aside.push((c, format!("unreadable: {why}")));
+                }
+                (Some(Standing::Restorable), Some(Known::Unreadable(_))) => {
+                    unreachable!("an unreadable manifest is never restorable")
+                }
+            }
+        }
+        verdicts = plan(&counted, &opts.policy);
+        keep_parents(&known, &mut verdicts);
+        // Left where they are, and reported: a broken link may be mended by putting its parent
+        // back; deleting it is the user's decision.
+        for (c, reason) in set_aside {
+            verdicts.push(Verdict {
+                name: c.name.clone(),
+                group: c.group.clone(),
+                created_at: location::format_time(c.created),
+                keep: true,
+                reasons: vec![reason],
+            });
+        }
+        verdicts.sort_by(|a, b| a.group.cmp(&b.group));
+    }
     if !opts.force {
         let mut groups: std::collections::BTreeMap<&str, bool> = Default::default();
         for v in &verdicts {
@@ -142,27 +293,51 @@ pub fn prune(dir: &Path, opts: &PruneOptions) -> Result<PruneReport> {
             )));
         }
     }
-    let mut doomed: Vec<&Verdict> = verdicts.iter().filter(|v| !v.keep).collect();
-    // Newest first: an incremental is always newer than its parent, so children go before
-    // parents and a crash part-way never leaves a link without its parent.
-    let order = |v: &Verdict| {
-        let created = parse_backup_name(&v.name).map(|(_, c)| c).unwrap_or(0);
-        (created, location::sequence(&v.name))
-    };
-    doomed.sort_by(|a, b| order(b).cmp(&order(a)).then_with(|| b.name.cmp(&a.name)));
-    let freed_bytes = doomed
-        .iter()
-        .map(|v| sizes.get(&v.name).copied().unwrap_or(0))
-        .sum();
     let mut deleted = Vec::new();
     let mut cleaned = Vec::new();
-    if !opts.dry_run {
-        for v in doomed {
-            loc.delete(&v.name)?;
-            deleted.push(loc.object_path(&v.name));
+    if !opts.dry_run && verdicts.iter().any(|v| !v.keep) {
+        // An incremental published since the listing may have a doomed backup as its parent
+        // (it chose it before another run's newer backup appeared): the location is listed
+        // again just before the deletions, so that its parent, and that parent's own, stay.
+        let listed: std::collections::HashSet<&str> = objects.iter().map(|m| m.name.as_str()).collect();
+        let mut spared = std::collections::HashSet::new();
+        for m in loc.list()? {
+            if listed.contains(m.name.as_str()) || !location::is_backup_name(&m.name) {
+                continue;
+            }
+            let mut child = m.name.clone();
+            let mut next = read_known(loc.as_ref(), &child)?;
+            while let Some(Known::Read(cm, _)) = next {
+                let Some(parent) = cm.parent.as_ref().map(|p| p.name.clone()) else {
+                    break;
+                };
+                if !spared.insert(parent.clone()) {
+                    break;
+                }
+                if let Some(v) = verdicts.iter_mut().find(|v| v.name == parent) {
+                    if !v.keep {
+                        v.keep = true;
+                        v.reasons.clear();
+                    }
+                    v.reasons
+                        .push(format!("parent of {child} (published during the prune)"));
+                }
+                next = known.remove(&parent);
+                child = parent;
+            }
         }
+        for name in doomed_newest_first(&verdicts) {
+            loc.delete(&name)?;
+            deleted.push(loc.object_path(&name));
+        }
+    }
+    if !opts.dry_run {
         cleaned = loc.clean_up(STALE_UPLOAD_SECS)?;
     }
+    let freed_bytes = doomed_newest_first(&verdicts)
+        .iter()
+        .map(|n| sizes.get(n).copied().unwrap_or(0))
+        .sum();
     Ok(PruneReport {
         location: loc.url(),
         dry_run: opts.dry_run,
@@ -171,5 +346,6 @@ pub fn prune(dir: &Path, opts: &PruneOptions) -> Result<PruneReport> {
         deleted,
         freed_bytes,
         cleaned,
+        broken,
     })
 }

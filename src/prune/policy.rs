@@ -85,6 +85,9 @@ pub struct Candidate {
     pub group: String,
     /// Creation time, unix seconds, UTC.
     pub created: i64,
+    /// Nanoseconds within that second at which its snapshot was fixed (0 when unknown): orders
+    /// backups made in the same second before their names' `-N` does.
+    pub subsec_nanos: u32,
 }
 
 /// What [`plan`] decided for one [`Candidate`].
@@ -147,7 +150,8 @@ pub fn sequence(name: &str) -> u32 {
 }
 
 /// Plans retention per group: returns one verdict per candidate, grouped by group (groups sorted
-/// by name), newest first within a group (ties: name descending).
+/// by name), newest first within a group (by creation second, then the snapshot's nanoseconds,
+/// then the name's `-N`; last ties: name descending).
 ///
 /// Each group is planned on its own: counts, buckets and the `keep_within` anchor (the group's
 /// newest backup) never reach across groups. The result depends only on the inputs, not on the
@@ -160,8 +164,8 @@ pub fn plan(candidates: &[Candidate], policy: &Policy) -> Vec<Verdict> {
     let mut out = Vec::with_capacity(candidates.len());
     for members in groups.values_mut() {
         members.sort_by(|a, b| {
-            (b.created, sequence(&b.name))
-                .cmp(&(a.created, sequence(&a.name)))
+            (b.created, b.subsec_nanos, sequence(&b.name))
+                .cmp(&(a.created, a.subsec_nanos, sequence(&a.name)))
                 .then_with(|| b.name.cmp(&a.name))
         });
         let reasons = if policy.is_empty() {
@@ -415,6 +419,7 @@ mod tests {
             name: format!("{group}-{compact}.tar.zst"),
             group: group.into(),
             created: at(rfc3339),
+            subsec_nanos: 0,
         }
     }
 
@@ -488,6 +493,7 @@ mod tests {
             name: n.into(),
             group: "app".into(),
             created: t,
+            subsec_nanos: 0,
         });
         let v = plan(
             &cands,
@@ -961,6 +967,7 @@ mod tests {
             name: "x-20261201T101500Z.sql".into(),
             group: "x".into(),
             created: 1_796_120_100,
+            subsec_nanos: 0,
         };
         let v = plan(
             std::slice::from_ref(&c),
@@ -977,11 +984,13 @@ mod tests {
                 name: "a".into(),
                 group: "g".into(),
                 created: i64::MAX,
+                subsec_nanos: 0,
             },
             Candidate {
                 name: "b".into(),
                 group: "g".into(),
                 created: i64::MIN,
+                subsec_nanos: 0,
             },
         ];
         let v = plan(
