@@ -132,7 +132,8 @@ pub struct RestorePlan {
     pub stale_files: Vec<PathBuf>,
     /// Checks that run before anything is swapped.
     pub checks: Vec<String>,
-    /// Bytes needed in the target's directory.
+    /// Bytes the restore writes: the database (twice for a live copy, with SQLite's journal or
+    /// WAL) and, with `--files-to`, the files beside it.
     pub space_needed: u64,
     /// Bytes free there.
     pub space_available: u64,
@@ -167,14 +168,66 @@ pub struct RestoreReport {
     pub files_restored: u64,
 }
 
+/// Whether `path` is a local file that starts with SQLite's header.
+fn is_sqlite_file(path: &Path) -> bool {
+    use std::io::Read;
+    if crate::location::is_remote(path) {
+        return false;
+    }
+    let mut head = [0u8; 16];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && &head == b"SQLite format 3\0"
+}
+
+/// Whether `path` holds a litevault archive or dump (clear or encrypted), by its content.
+fn is_backup_file(path: &Path) -> bool {
+    crate::crypt::is_encrypted_file(path)
+        || matches!(
+            crate::dump::open(path),
+            Ok((
+                _,
+                crate::dump::Content::Archive | crate::dump::Content::LitevaultDump,
+                _
+            ))
+        )
+}
+
 /// Works out what restoring `archive` to `target` would do, refusing what is unsafe. Changes
 /// nothing.
 pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Result<RestorePlan> {
     if opts.quick && opts.reindex == Reindex::Disputed {
         return Err(Error::InvalidOption(verify::QUICK_DISPUTED.into()));
     }
+    if is_sqlite_file(archive) {
+        return Err(Error::InvalidOption(format!(
+            "{} is an SQLite database, not a backup: to restore it, back it up first \
+             (`litevault backup {}`) and restore that archive, or copy the file",
+            archive.display(),
+            archive.display()
+        )));
+    }
     let (content, manifest) = crate::dump::read_any_manifest(archive)?;
+    if content == crate::dump::Content::ForeignDump {
+        let (_, _, mut reader) = crate::dump::open(archive)?;
+        if !crate::dump::begins_with_sql_statement(&mut reader) {
+            return Err(Error::InvalidOption(format!(
+                "{}: not a backup: neither a litevault archive nor an SQL dump (it starts with text \
+                 that is not SQL)",
+                archive.display()
+            )));
+        }
+    }
     let target = std::path::absolute(target).map_err(|e| Error::io("resolve", target, e))?;
+    if target.is_file() && !is_sqlite_file(&target) && is_backup_file(&target) {
+        return Err(Error::InvalidOption(format!(
+            "{} is a litevault backup, not a database: the second argument is the database to \
+             restore into (e.g. `litevault restore {} app.db`)",
+            target.display(),
+            archive.display()
+        )));
+    }
     let dir = fsutil::parent_dir(&target);
     if !dir.is_dir() {
         return Err(Error::NotFound { path: dir });
@@ -337,6 +390,8 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
             });
         }
     }
+    // What the plan reports covers everything the restore writes: the files too.
+    let space_needed = space_needed.saturating_add(files.as_ref().map_or(0, |fp| fp.bytes));
     let safety_dir = exists.then(|| opts.safety_dir.clone().unwrap_or_else(backup::default_backup_dir));
     // (The archive's head is read again only when a clear safety archive would be written.)
     if let (Some(dir), None) = (&safety_dir, &opts.encrypt) {

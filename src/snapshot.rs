@@ -697,10 +697,16 @@ pub(crate) fn copy_into_live(
 ) -> Result<()> {
     const ATTEMPTS: u32 = 5;
     let data_version = version;
-    let started = Instant::now();
+    // Only time spent waiting for a lock counts against `busy_timeout` (not the safety
+    // archive's), and `to` must not wait in a busy handler of its own: SQLite's step then
+    // returns BUSY at once and the loop below decides.
+    let mut waited = Duration::ZERO;
     for _ in 0..ATTEMPTS {
         let seen = data_version()?;
         before()?;
+        to.busy_timeout(Duration::ZERO)
+            .map_err(|e| Error::sqlite("configure", to_path, e))?;
+        let mut waiting_since: Option<Instant> = None;
         let mut backup =
             RawBackup::new(to, from).map_err(|e| Error::sqlite("start restore into", to_path, e))?;
         let mut pages: c_int = 0;
@@ -715,12 +721,15 @@ pub(crate) fn copy_into_live(
                 },
                 ffi::SQLITE_OK => continue,
                 rc @ (ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED) => {
-                    if started.elapsed() >= busy_timeout {
+                    let since = *waiting_since.get_or_insert_with(Instant::now);
+                    let total = waited + since.elapsed();
+                    if total >= busy_timeout {
                         break Err(Error::InUse {
                             path: to_path.to_path_buf(),
                             detail: format!(
-                                "another connection held a lock for {} s ({})",
-                                busy_timeout.as_secs(),
+                                "another connection held a lock for {:.1} s, longer than the busy timeout of {} s ({})",
+                                total.as_secs_f64(),
+                                busy_timeout.as_secs_f64(),
                                 sqlite_error(to, rc)
                             ),
                         });
@@ -730,6 +739,9 @@ pub(crate) fn copy_into_live(
                 rc => break Err(Error::sqlite("restore into", to_path, backup.error(to, rc))),
             }
         };
+        if let Some(since) = waiting_since {
+            waited += since.elapsed();
+        }
         // Finishing an unfinished backup rolls the target's transaction back: nothing changed.
         let finish_rc = backup.finish();
         match result {
