@@ -219,6 +219,15 @@ pub struct TableEntry {
     pub rows: Option<u64>,
 }
 
+/// How many of `tables` are the database's own: ordinary and virtual tables, not views,
+/// shadow tables or SQLite's internal `sqlite_*` tables.
+pub fn own_tables(tables: &[TableEntry]) -> usize {
+    tables
+        .iter()
+        .filter(|t| (t.kind == "table" || t.kind == "virtual") && !t.name.starts_with("sqlite_"))
+        .count()
+}
+
 /// Header state and contents summary of a database, as recorded in a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbInfo {

@@ -251,9 +251,12 @@ enum Command {
         after_help = "Examples:\n  litevault copy ~/.local/share/litevault/backups/app-20261201T101500Z.tar.zst s3://my-bucket/prod/app\n  litevault copy /backups/app-*.tar.zst s3://my-bucket/prod/app   # push several\n  litevault copy s3://my-bucket/prod/app/app-20261201T101500Z.tar.zst /restore-area   # pull one"
     )]
     Copy {
-        /// The archives, then the destination location (last).
-        #[arg(required = true, num_args = 2.., value_name = "ARCHIVE... LOCATION")]
-        paths: Vec<PathBuf>,
+        /// The archives to copy.
+        #[arg(required = true, num_args = 1.., value_name = "ARCHIVE")]
+        sources: Vec<PathBuf>,
+        /// The destination location (a directory or s3://bucket/prefix).
+        #[arg(required = true, value_name = "LOCATION")]
+        dest: PathBuf,
     },
     /// Delete old backups by retention policy (restic's --keep-* rules), per name.
     #[command(
@@ -342,9 +345,12 @@ enum Command {
         after_help = "Examples:\n  litevault merge teammate.tar.zst app.db --dry-run   # per-table plan, changes nothing\n  litevault merge teammate.sql.zst app.db\n  litevault merge a.tar.zst b.sql app.db              # several sources in one go\n  litevault merge teammate.tar.zst app.db --keys merge.toml --json\n\nRow identity: the keys file's columns, else a non-integer PRIMARY KEY, else the first UNIQUE\nconstraint, else the row's content. Keys file lines: table = [\"column\", ...]\n\nA safety archive of the database as it was is written to the backup directory first\n(<stem>-pre-merge-<stamp>.tar.zst; kept only if the merge changed something)."
     )]
     Merge {
-        /// The backups to import, then the database to merge into (last).
-        #[arg(required = true, num_args = 2.., value_name = "BACKUP... DB")]
-        paths: Vec<PathBuf>,
+        /// The backups to import (archives or SQL dumps).
+        #[arg(required = true, num_args = 1.., value_name = "BACKUP")]
+        sources: Vec<PathBuf>,
+        /// The database to merge into.
+        #[arg(required = true, value_name = "DB")]
+        target: PathBuf,
         /// Compute and print the plan; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -662,14 +668,23 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                 out(&json(&r));
             } else if !cli.quiet {
                 let mut s = format!(
-                    "backed up {} -> {}\n  {} database, {} archive ({}), {} tables, {} rows, {:.1} s\n",
+                    "backed up {} -> {}\n  {} database, {} {} ({}), {}{}, {}, {:.1} s\n",
                     r.source.display(),
                     r.archive.display(),
                     HumanBytes(r.db_size),
                     HumanBytes(r.archive_size),
-                    r.compression,
-                    r.tables,
-                    r.rows,
+                    if r.kind == "sql" { "SQL dump" } else { "archive" },
+                    match r.compression {
+                        litevault::Compression::None => "uncompressed".to_string(),
+                        c => c.to_string(),
+                    },
+                    count(r.tables as u64, "table", "tables"),
+                    if r.other_tables > 0 {
+                        format!(" (and {} views, shadow or internal tables)", r.other_tables)
+                    } else {
+                        String::new()
+                    },
+                    count(r.rows, "row", "rows"),
                     r.duration_ms as f64 / 1000.0
                 );
                 if r.files > 0 {
@@ -711,8 +726,7 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             }
             Ok(exit::OK)
         }
-        Command::Copy { paths } => {
-            let (dest, sources) = paths.split_last().expect("clap requires two paths");
+        Command::Copy { sources, dest } => {
             let r = litevault::copy::copy(sources, dest, progress)?;
             if cli.json {
                 out(&json(&r));
@@ -827,7 +841,8 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             Ok(if r.ok { exit::OK } else { exit::CORRUPT })
         }
         Command::Merge {
-            paths,
+            sources,
+            target,
             dry_run,
             keys,
             create_missing_tables,
@@ -836,7 +851,6 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             no_safety_copy,
             crypt,
         } => {
-            let (target, sources) = paths.split_last().expect("clap requires two paths");
             let keys = match keys {
                 Some(k) => {
                     let text = std::fs::read_to_string(k).map_err(|e| Error::io("read", k, e))?;
@@ -975,6 +989,11 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
             Ok(exit::OK)
         }
     }
+}
+
+/// "1 table", "3 tables".
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Text from an archive (untrusted) made safe for a terminal: control characters escaped.

@@ -93,9 +93,21 @@ pub fn verify(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Res
             crate::dump::Content::Archive => verify_archive(path, opts, progress)?,
             _ => verify_dump(path, opts, progress)?,
         }
-    } else if let Ok((_, content, _)) = crate::dump::open(path) {
+    } else if head.is_empty() {
+        return Err(Error::NotADatabase {
+            path: path.to_path_buf(),
+            reason: "the file is empty (0 bytes): neither a database with content nor a backup".into(),
+        });
+    } else if let Ok((_, content, mut reader)) = crate::dump::open(path) {
         match content {
             crate::dump::Content::Archive => verify_archive(path, opts, progress)?,
+            crate::dump::Content::ForeignDump if !crate::dump::begins_with_sql_statement(&mut reader) => {
+                return Err(Error::InvalidOption(format!(
+                    "{}: not a backup: neither an SQLite database, a litevault archive nor an SQL dump \
+                     (it starts with text that is not SQL); give verify a database, an archive or a dump",
+                    path.display()
+                )))
+            }
             _ => verify_dump(path, opts, progress)?,
         }
     } else if archive::sniff(&head).is_some() {

@@ -95,6 +95,65 @@ pub enum Content {
     ForeignDump,
 }
 
+/// Whether the text `reader` starts with (its first statement, after blank lines and `--` or
+/// `/* */` comments) begins with an SQL keyword a dump can hold: what tells an SQL dump from
+/// other text (notes, a log) before it is loaded.
+pub fn begins_with_sql_statement(reader: &mut dyn BufRead) -> bool {
+    // Every keyword an SQLite statement can start with (the loader refuses the dangerous ones
+    // by name and line, so they count as SQL here).
+    const KEYWORDS: &[&str] = &[
+        "ALTER",
+        "ANALYZE",
+        "ATTACH",
+        "BEGIN",
+        "COMMIT",
+        "CREATE",
+        "DELETE",
+        "DETACH",
+        "DROP",
+        "END",
+        "EXPLAIN",
+        "INSERT",
+        "PRAGMA",
+        "REINDEX",
+        "RELEASE",
+        "REPLACE",
+        "ROLLBACK",
+        "SAVEPOINT",
+        "SELECT",
+        "UPDATE",
+        "VACUUM",
+        "VALUES",
+        "WITH",
+    ];
+    let Ok(buf) = reader.fill_buf() else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&buf[..buf.len().min(64 << 10)]);
+    let mut rest = text.trim_start_matches('\u{feff}');
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            break;
+        }
+    }
+    // Only comments (or nothing) in the first block: an empty dump is a dump.
+    if rest.is_empty() {
+        return true;
+    }
+    let word: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    // A dot-command (`.shell`, `.read`) is the sqlite3 shell's: the loader refuses it by name.
+    rest.starts_with(';') || rest.starts_with('.') || KEYWORDS.contains(&word.as_str())
+}
+
 /// Opens `path` decompressed (zstd, gzip or plain) and tells what it holds, without reading
 /// more than its first block.
 pub fn open(path: &Path) -> Result<(Compression, Content, Box<dyn BufRead>)> {

@@ -21,6 +21,8 @@ mod hot;
 mod incremental;
 mod list;
 mod merge;
+mod messages;
+mod races;
 mod restore;
 mod s3;
 mod serve;
