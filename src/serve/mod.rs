@@ -70,6 +70,9 @@ pub(crate) struct Shared {
     /// A job finished (a schedule waiting for its database tries again).
     pub(crate) changed: Notify,
     stopping: AtomicBool,
+    /// Held while the state file is written: one writer at a time, each writing the state as
+    /// it is when its turn comes, so the file never goes back to an older state.
+    saving: Mutex<()>,
 }
 
 impl Shared {
@@ -87,6 +90,7 @@ impl Shared {
     }
     /// Writes the state file (a failure is logged: only the drills' history is at stake).
     pub(crate) fn save_state(&self) {
+        let _one_writer = self.saving.lock().unwrap_or_else(|e| e.into_inner());
         let dir = self.config().state_dir.clone();
         let snapshot = self.dbs().clone();
         if let Err(e) = state::save(&dir, &snapshot) {
@@ -135,6 +139,7 @@ pub async fn run_with(
         log,
         changed: Notify::new(),
         stopping: AtomicBool::new(false),
+        saving: Mutex::new(()),
     });
     let config = shared.config();
     log.write(
