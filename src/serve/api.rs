@@ -4,6 +4,8 @@
 //! is configured; `/healthz` never does (it says only whether backups are healthy, and why not).
 //! Bodies are capped at [`MAX_BODY`] bytes and parsed by [`super::requests`]. Handlers never
 //! block the runtime: reading a location runs on the blocking pool, jobs on their own threads.
+//! Errors speak the API's words: a hint names the request's field (`"overwrite": true`), not the
+//! command line's option.
 
 use std::sync::Arc;
 
@@ -59,6 +61,25 @@ fn fail(status: StatusCode, class: &str, message: impl Into<String>) -> Response
     reply(status, json!({ "error": message.into(), "class": class }))
 }
 
+/// An error as the API answers it: the library's report, with a hint that names the
+/// command line's option given in the API's words instead.
+pub(crate) fn report(e: &Error) -> ErrorReport {
+    let mut r = ErrorReport::from(e);
+    let hint = match e {
+        Error::WouldOverwrite { path } if !crate::location::is_remote(path) => Some(
+            "send \"overwrite\": true to replace it (a safety archive of the database it replaces is kept in its location first)",
+        ),
+        Error::NewerSchema { .. } => Some(
+            "the archive comes from a newer version of the application; the API does not restore it over an older schema (`litevault restore --allow-newer-schema` does, if that is intended)",
+        ),
+        _ => None,
+    };
+    if let Some(h) = hint {
+        r.hint = Some(h.to_string());
+    }
+    r
+}
+
 fn fail_with(e: &Error) -> Response {
     let status = match e {
         Error::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -70,10 +91,7 @@ fn fail_with(e: &Error) -> Response {
             ErrorClass::Failed => StatusCode::INTERNAL_SERVER_ERROR,
         },
     };
-    reply(
-        status,
-        serde_json::to_value(ErrorReport::from(e)).unwrap_or(Value::Null),
-    )
+    reply(status, serde_json::to_value(report(e)).unwrap_or(Value::Null))
 }
 
 /// Compares the given token with the configured one in constant time (both are hashed first,
@@ -150,13 +168,16 @@ fn unknown_database(name: &str) -> Response {
 }
 
 fn busy(db: &str, b: jobs::Busy) -> Response {
+    let error = match b.job {
+        Some(job) => format!(
+            "a {} job ({job}) holds database {db:?}; retry when it has finished",
+            b.kind.as_str()
+        ),
+        None => format!("a restore of database {db:?} is being planned; retry in a moment"),
+    };
     reply(
         StatusCode::CONFLICT,
-        json!({
-            "error": format!("a {} job ({}) holds database {db:?}; retry when it has finished", b.kind.as_str(), b.job),
-            "class": "busy",
-            "job": b.job,
-        }),
+        json!({ "error": error, "class": "busy", "job": b.job }),
     )
 }
 
@@ -336,8 +357,8 @@ async fn verify(State(shared): Shared_, body: Bytes) -> Response {
 }
 
 /// A restore is planned before it is accepted, so every refusal (an existing database without
-/// `overwrite`, a newer schema, a holder that blocks a swap, a missing archive) is the answer,
-/// with nothing changed; only then does the job run, guarded exactly as the command line's.
+/// `overwrite`, a newer schema, a holder that blocks a swap, a missing archive) is the answer, with nothing changed and no job number used; only then does
+/// the job run, guarded exactly as the command line's. The database is held meanwhile.
 async fn restore(State(shared): Shared_, body: Bytes) -> Response {
     let (req, which) = match requests::parse_restore_request(&body) {
         Ok(r) => r,
@@ -347,8 +368,10 @@ async fn restore(State(shared): Shared_, body: Bytes) -> Response {
         Ok(db) => db,
         Err(r) => return *r,
     };
-    let id = match jobs::reserve(&shared, &db.name, Kind::Restore, "api") {
-        Ok(id) => id,
+    // Dropped on every refusal below (and if the client goes away meanwhile): the database is
+    // free again, as if nothing had been asked.
+    let held = match jobs::hold(&shared, &db.name) {
+        Ok(h) => h,
         Err(b) => return busy(&db.name, b),
     };
     let opts = RestoreOptions {
@@ -362,33 +385,30 @@ async fn restore(State(shared): Shared_, body: Bytes) -> Response {
     let plan_db = db.clone();
     let plan_opts = opts.clone();
     let planned = tokio::task::spawn_blocking(move || {
-        let loc = crate::location::open(&plan_db.location)?;
+        let loc = crate::location::open(&plan_db.location).map_err(|e| Box::new(fail_with(&e)))?;
         let name = match which {
             Which::Named(n) => n,
-            Which::Latest(at) => crate::location::latest_required(loc.as_ref(), &plan_db.name, at)?,
+            Which::Latest(at) => crate::location::latest_required(loc.as_ref(), &plan_db.name, at)
+                .map_err(|e| Box::new(fail_with(&e)))?,
         };
         let archive = loc.object_path(&name);
-        let plan = crate::restore::plan_restore(&archive, &plan_db.path, &plan_opts)?;
-        Ok::<_, Error>((archive, plan))
+        let plan = crate::restore::plan_restore(&archive, &plan_db.path, &plan_opts)
+            .map_err(|e| Box::new(fail_with(&e)))?;
+        Ok::<_, Box<Response>>((archive, plan))
     })
     .await;
     match planned {
         Ok(Ok((archive, plan))) => {
+            let id = held.into_job(Kind::Restore, "api");
             drop(jobs::launch(&shared, id, db, Work::Restore { archive, opts }));
             accepted(id, json!({ "plan": plan }))
         }
-        Ok(Err(e)) => {
-            jobs::release(&shared, &db.name, id);
-            fail_with(&e)
-        }
-        Err(_) => {
-            jobs::release(&shared, &db.name, id);
-            fail(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "error",
-                "planning the restore failed",
-            )
-        }
+        Ok(Err(answer)) => *answer,
+        Err(_) => fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "error",
+            "planning the restore failed",
+        ),
     }
 }
 

@@ -72,6 +72,9 @@ pub(crate) struct DbState {
     /// The job holding the database (queued or running).
     #[serde(skip)]
     pub(crate) busy: Option<u64>,
+    /// A restore of it is being planned (it holds the database, as a job would).
+    #[serde(skip)]
+    pub(crate) planning: bool,
     #[serde(skip)]
     pub(crate) next_backup: Option<i64>,
     #[serde(skip)]

@@ -24,4 +24,5 @@ mod merge;
 mod restore;
 mod s3;
 mod serve;
+mod serve_hostile;
 mod verify;
