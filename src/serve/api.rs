@@ -303,7 +303,6 @@ async fn backups(
         }
         let loc = crate::location::open(&db.location)?;
         let all = crate::list::list_in(loc.as_ref())?;
-        let own_safety = format!("{}-pre-", db.name);
         Ok(all
             .into_iter()
             .filter(|a| {
@@ -313,7 +312,7 @@ async fn backups(
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 crate::prune::parse_backup_name(&file)
-                    .is_some_and(|(g, _)| g == db.name || g.starts_with(&own_safety))
+                    .is_some_and(|(g, _)| requests::is_group_of(&db.name, &g))
             })
             .collect::<Vec<_>>())
     })
@@ -356,8 +355,9 @@ async fn verify(State(shared): Shared_, body: Bytes) -> Response {
     start(&shared, &body, Kind::Verify)
 }
 
-/// A restore is planned before it is accepted, so every refusal (an existing database without
-/// `overwrite`, a newer schema, a holder that blocks a swap, a missing archive) is the answer, with nothing changed and no job number used; only then does
+/// A restore is planned before it is accepted, so every refusal (another database's archive,
+/// an existing database without `overwrite`, a newer schema, a holder that blocks a swap, a
+/// missing archive) is the answer, with nothing changed and no job number used; only then does
 /// the job run, guarded exactly as the command line's. The database is held meanwhile.
 async fn restore(State(shared): Shared_, body: Bytes) -> Response {
     let (req, which) = match requests::parse_restore_request(&body) {
@@ -368,6 +368,11 @@ async fn restore(State(shared): Shared_, body: Bytes) -> Response {
         Ok(db) => db,
         Err(r) => return *r,
     };
+    if let Which::Named(name) = &which {
+        if let Err(m) = requests::check_archive_of(&db.name, name) {
+            return fail(StatusCode::BAD_REQUEST, "usage", m);
+        }
+    }
     // Dropped on every refusal below (and if the client goes away meanwhile): the database is
     // free again, as if nothing had been asked.
     let held = match jobs::hold(&shared, &db.name) {
@@ -394,6 +399,9 @@ async fn restore(State(shared): Shared_, body: Bytes) -> Response {
         let archive = loc.object_path(&name);
         let plan = crate::restore::plan_restore(&archive, &plan_db.path, &plan_opts)
             .map_err(|e| Box::new(fail_with(&e)))?;
+        if plan.manifest.parent.is_some() {
+            foreign_link(&archive, &plan_db.name)?;
+        }
         Ok::<_, Box<Response>>((archive, plan))
     })
     .await;
@@ -410,6 +418,33 @@ async fn restore(State(shared): Shared_, body: Bytes) -> Response {
             "planning the restore failed",
         ),
     }
+}
+
+/// Refuses an incremental archive of database `name` whose chain has a link of another
+/// database (its manifest names that link as its parent): composing it would restore that
+/// database's pages.
+fn foreign_link(archive: &std::path::Path, name: &str) -> Result<(), Box<Response>> {
+    let links = crate::chain::links(archive).map_err(|e| Box::new(fail_with(&e)))?;
+    for (link, _) in &links {
+        let object = link
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if requests::check_archive_of(name, &object).is_err() {
+            let newest = archive
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            return Err(Box::new(fail(
+                StatusCode::CONFLICT,
+                "refused",
+                format!(
+                    "{newest:?}: its chain has the link {object:?}, which is not a backup of database {name:?}; nothing was restored"
+                ),
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn list_jobs(State(shared): Shared_) -> Response {

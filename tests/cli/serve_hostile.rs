@@ -1,10 +1,13 @@
-//! `litevault serve` under hostile or careless clients, over real HTTP on loopback: refusals that
-//! must not use up job numbers or speak the command line's words.
+//! `litevault serve` under hostile or careless clients, over real HTTP on loopback: a restore of
+//! another database's archive, refusals that must not use up job numbers or speak the command
+//! line's words.
+
+use std::path::Path;
 
 use serde_json::Value;
 
 use crate::daemon::{Daemon, TOKEN};
-use crate::util::{make_db, Env};
+use crate::util::{make_db, query_i64, Env};
 
 fn config(top: &str) -> String {
     format!(
@@ -30,6 +33,117 @@ fn first_backup(d: &Daemon) -> String {
             .then(|| db["last_success"]["archive"].as_str().map(str::to_string))
             .flatten()
     })
+}
+
+/// A backup of `other.db` named `other` in the workspace's backups, and an incremental one
+/// after a change; returns (the full one, the incremental one).
+fn other_backups(env: &Env) -> (String, String) {
+    let other = env.path("other.db");
+    make_db(
+        &other,
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, x TEXT); INSERT INTO t(x) VALUES ('other');",
+    );
+    let full = env.backup(&other, &["--name", "other", "--incremental"]);
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("INSERT INTO t(x) SELECT 'other' FROM t; INSERT INTO t(x) SELECT 'other' FROM t;")
+        .unwrap();
+    let incremental = env.backup(&other, &["--name", "other", "--incremental"]);
+    let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+    (name(&full), name(&incremental))
+}
+
+/// An archive of another database in the same location is refused by name, and so is one
+/// named as the database's whose chain reaches another database's archive; the database's own
+/// archives and the safety archive of its restore are accepted.
+#[test]
+fn a_restore_takes_only_the_databases_own_archives() {
+    let env = Env::new();
+    small_db(&env);
+    let d = Daemon::start(env.dir.path(), &config(""), Some(TOKEN), &[]);
+    let own = first_backup(&d);
+    let (other_full, other_incremental) = other_backups(&env);
+    let rows = || query_i64(&env.path("app.db"), "SELECT count(*) FROM t");
+    assert_eq!(rows(), 2);
+
+    let r = d.post(
+        "/api/backup/restore",
+        &format!(r#"{{"database":"app","archive":"{other_full}","overwrite":true}}"#),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains(&other_full) && error.contains("not of database \"app\""),
+        "{error}"
+    );
+
+    // other's incremental under a name of app's (older than app's own backup): its chain
+    // reaches other's full archive.
+    let disguised = "app-20200101T000000Z.tar.zst";
+    std::fs::rename(
+        env.backups().join(&other_incremental),
+        env.backups().join(disguised),
+    )
+    .unwrap();
+    let r = d.post(
+        "/api/backup/restore",
+        &format!(r#"{{"database":"app","archive":"{disguised}","overwrite":true}}"#),
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("chain") && error.contains(&other_full), "{error}");
+    assert_eq!(rows(), 2, "a refused restore changed the database");
+
+    // Its own archive, then the safety archive that restore kept: both accepted.
+    rusqlite::Connection::open(env.path("app.db"))
+        .unwrap()
+        .execute("INSERT INTO t(x) VALUES ('later')", [])
+        .unwrap();
+    let r = d.post(
+        "/api/backup/restore",
+        &format!(r#"{{"database":"app","archive":"{own}","overwrite":true}}"#),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let job = d.wait_job(r.json()["job"].as_u64().unwrap(), 60);
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(rows(), 2);
+    let safety = Path::new(job["report"]["safety_archive"].as_str().unwrap())
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(safety.starts_with("app-pre-restore-"), "{safety}");
+    let r = d.post(
+        "/api/backup/restore",
+        &format!(r#"{{"database":"app","archive":"{safety}","overwrite":true}}"#),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let job = d.wait_job(r.json()["job"].as_u64().unwrap(), 60);
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(
+        rows(),
+        3,
+        "the safety archive holds the row added before the restore"
+    );
+    // The listing shows what a restore accepts: app's archives and its safety archives.
+    let listed: Vec<String> = d
+        .get("/api/backups?database=app")
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            Path::new(a["path"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert!(
+        listed.contains(&own) && listed.contains(&safety) && !listed.contains(&other_full),
+        "{listed:?}"
+    );
 }
 
 /// Refused requests say what to send (not the command line's option) and use no job number:
@@ -59,6 +173,10 @@ fn refusals_speak_the_apis_words_and_use_no_job_number() {
         (
             r#"{"database":"app","archive":"app-20200101T000000Z.tar.zst","overwrite":true}"#,
             404,
+        ),
+        (
+            r#"{"database":"app","archive":"other-20200101T000000Z.tar.zst","overwrite":true}"#,
+            400,
         ),
         (
             r#"{"database":"app","latest":true,"at":"1999-01-01T00:00:00Z"}"#,
