@@ -1,7 +1,8 @@
 //! The HTTP API (axum): routes, the bearer-token check, and the JSON answers.
 //!
 //! Every route under `/api` and `/metrics` needs `Authorization: Bearer <token>` when a token
-//! is configured; `/healthz` never does (it says only whether backups are healthy, and why not).
+//! is configured (the scheme in any case, RFC 7235); `/healthz` never does (it says only whether
+//! backups are healthy, and why not).
 //! Bodies are capped at [`MAX_BODY`] bytes and parsed by [`super::requests`]. Handlers never
 //! block the runtime: reading a location runs on the blocking pool, jobs on their own threads.
 //! Errors speak the API's words: a hint names the request's field (`"overwrite": true`), not the
@@ -104,6 +105,13 @@ fn token_matches(given: &str, expected: &str) -> bool {
     a.ct_eq(&b).into()
 }
 
+/// The credentials of an `Authorization: Bearer <token>` header; the scheme's case does not
+/// matter (RFC 7235).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 async fn auth(State(shared): Shared_, req: Request, next: Next) -> Response {
     if req.uri().path() == "/healthz" {
         return next.run(req).await;
@@ -113,8 +121,8 @@ async fn auth(State(shared): Shared_, req: Request, next: Next) -> Response {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| token_matches(g.trim(), token.expose())) {
+            .and_then(bearer);
+        if !given.is_some_and(|g| token_matches(g, token.expose())) {
             let mut r = fail(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",

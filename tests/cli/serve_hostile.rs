@@ -1,12 +1,13 @@
-//! `litevault serve` under hostile or careless clients, over real HTTP on loopback: a restore of
-//! another database's archive, refusals that must not use up job numbers or speak the command
-//! line's words.
+//! `litevault serve` under hostile or careless clients, over real HTTP on loopback: the bearer
+//! scheme in another case, a restore of another database's archive, refusals that must not use up
+//! job numbers or speak the command line's words.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::daemon::{Daemon, TOKEN};
+use crate::daemon::{send_raw, Daemon, TOKEN};
 use crate::util::{make_db, query_i64, Env};
 
 fn config(top: &str) -> String {
@@ -33,6 +34,39 @@ fn first_backup(d: &Daemon) -> String {
             .then(|| db["last_success"]["archive"].as_str().map(str::to_string))
             .flatten()
     })
+}
+
+/// RFC 7235: the scheme is case-insensitive; the token is not.
+#[test]
+fn the_bearer_scheme_is_accepted_in_any_case() {
+    let env = Env::new();
+    small_db(&env);
+    let d = Daemon::start(env.dir.path(), &config(""), Some(TOKEN), &[]);
+    let get = |authorization: &str| {
+        let raw = format!(
+            "GET /api/backup/status HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
+        );
+        send_raw(d.addr, raw.as_bytes(), Duration::from_secs(10))
+            .expect("no answer")
+            .status
+    };
+    for ok in [
+        format!("Bearer {TOKEN}"),
+        format!("bearer {TOKEN}"),
+        format!("BEARER {TOKEN}"),
+        format!("bEaReR  {TOKEN}"),
+    ] {
+        assert_eq!(get(&ok), 200, "{ok}");
+    }
+    for refused in [
+        format!("Bearer {}", TOKEN.to_uppercase()),
+        format!("Basic {TOKEN}"),
+        format!("Bearer{TOKEN}"),
+        format!("bearers {TOKEN}"),
+        "bearer".to_string(),
+    ] {
+        assert_eq!(get(&refused), 401, "{refused}");
+    }
 }
 
 /// A backup of `other.db` named `other` in the workspace's backups, and an incremental one
