@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::config::DatabaseConfig;
+use super::http::Connection;
 use super::jobs::{self, Kind, Work};
 use super::requests::{self, Which, MAX_BODY};
 use super::state::DbState;
@@ -137,6 +138,8 @@ async fn auth(State(shared): Shared_, req: Request, next: Next) -> Response {
             return r;
         }
     }
+    // While it is answered, its connection is not closed to make room for another.
+    let _answering = req.extensions().get::<Arc<Connection>>().map(|c| c.authorised());
     next.run(req).await
 }
 

@@ -14,12 +14,13 @@
 //! ```
 //!
 //! Files: [`config`] (the TOML file), `scheduler` (when jobs run), `jobs` (one job per
-//! database at a time, the library calls on their own threads), `api` (routes, token check),
-//! [`requests`] (request bodies), `metrics` (the text format), `state` (what is remembered),
-//! `log` (one line per event).
+//! database at a time, the library calls on their own threads), `http` (the accept loop, the
+//! connection cap and timeouts), `api` (routes, token check), [`requests`] (request bodies),
+//! `metrics` (the text format), `state` (what is remembered), `log` (one line per event).
 
 mod api;
 pub mod config;
+mod http;
 mod jobs;
 mod log;
 mod metrics;
@@ -169,15 +170,8 @@ pub async fn run_with(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut schedules = spawn_schedules(&shared, &config, &stop_rx);
-    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = api::router(shared.clone());
-    let mut server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = http_stop_rx.await;
-            })
-            .await
-    });
+    let mut server = tokio::spawn(http::serve(listener, app, shared.clone(), stop_rx.clone()));
 
     tokio::pin!(shutdown);
     let served = loop {
@@ -198,7 +192,6 @@ pub async fn run_with(
     // Stop: no new connections, jobs or schedules.
     shared.stopping.store(true, Ordering::SeqCst);
     let _ = stop_tx.send(true);
-    let _ = http_stop_tx.send(());
     for s in schedules {
         s.abort();
     }

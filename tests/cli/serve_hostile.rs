@@ -1,9 +1,13 @@
-//! `litevault serve` under hostile or careless clients, over real HTTP on loopback: the bearer
-//! scheme in another case, a restore of another database's archive, refusals that must not use up
-//! job numbers or speak the command line's words.
+//! `litevault serve` under hostile or careless clients, over real HTTP on loopback: slow clients
+//! that would take every file descriptor, the bearer scheme in another case, a restore of another
+//! database's archive, refusals that must not use up job numbers or speak the command line's words.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -34,6 +38,128 @@ fn first_backup(d: &Daemon) -> String {
             .then(|| db["last_success"]["archive"].as_str().map(str::to_string))
             .flatten()
     })
+}
+
+/// A GET with the token, its answer and how long it took; None when no answer came in `wait`.
+fn timed_get(addr: SocketAddr, path: &str, wait: Duration) -> (Option<u16>, Duration) {
+    let start = Instant::now();
+    let raw = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    let answer = send_raw(addr, raw.as_bytes(), wait);
+    (answer.map(|a| a.status), start.elapsed())
+}
+
+/// Makes the daemon run with at most `n` file descriptors.
+fn limit_descriptors(cmd: &mut std::process::Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec, setrlimit is a plain system call on our own values.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Whether the server closed `s` (or answered it, which it does only to refuse it): a
+/// non-blocking read that does not say "nothing yet".
+fn closed(mut s: &TcpStream) -> bool {
+    let mut b = [0u8; 256];
+    !matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// The reporter's attack, scaled down: a daemon with 256 descriptors and 300 connections that
+/// never finish their request head. Authorised requests still answer at once and a backup job
+/// still runs; the slow connections are closed after the header timeout (or before, to make
+/// room), a lone one trickling a byte every 200 ms included.
+#[test]
+fn slow_clients_cannot_take_the_descriptors_that_jobs_and_authorised_requests_need() {
+    let env = Env::new();
+    small_db(&env);
+    let header_timeout = Duration::from_secs(3);
+    let d = Daemon::start_with(
+        env.dir.path(),
+        &config("header_timeout = \"3s\""),
+        Some(TOKEN),
+        &[],
+        |c| limit_descriptors(c, 256),
+    );
+    first_backup(&d);
+    let addr = d.addr;
+    let slow_head = b"GET /api/backup/status HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+
+    let flood_start = Instant::now();
+    let flood: Vec<TcpStream> = (0..300)
+        .filter_map(|_| {
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+            s.write_all(slow_head).ok()?;
+            s.set_nonblocking(true).ok()?;
+            Some(s)
+        })
+        .collect();
+    assert!(flood.len() >= 250, "only {} slow connections opened", flood.len());
+
+    // A lone slow client, after the flood: a byte every 200 ms never resets the timeout.
+    let lone_done = Arc::new(AtomicBool::new(false));
+    let done = lone_done.clone();
+    let lone = std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(slow_head).unwrap();
+        s.set_nonblocking(true).unwrap();
+        while start.elapsed() < Duration::from_secs(8) {
+            if closed(&s) || s.write_all(b"a").is_err() {
+                done.store(true, Ordering::SeqCst);
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
+    });
+
+    // Authorised requests answer at once, and a job that needs descriptors runs.
+    for _ in 0..5 {
+        let (status, took) = timed_get(addr, "/api/backup/status", Duration::from_secs(5));
+        assert_eq!(status, Some(200), "no answer within 5 s; log:\n{}", d.log());
+        assert!(took < Duration::from_millis(1500), "answered after {took:?}");
+    }
+    let r = d.post("/api/backup/create", r#"{"database":"app"}"#);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let job = d.wait_job(r.json()["job"].as_u64().unwrap(), 30);
+    assert_eq!(job["state"], "done", "{job}");
+    assert!(!d.log().contains("Too many open files"), "{}", d.log());
+    assert!(
+        !lone_done.load(Ordering::SeqCst),
+        "the lone slow client was closed before its timeout, while the flood was older"
+    );
+
+    // Every slow connection is closed by the header timeout (with a second's slack).
+    let lone_closed = lone
+        .join()
+        .unwrap()
+        .expect("the lone slow client was never closed");
+    assert!(
+        lone_closed >= header_timeout - Duration::from_millis(300)
+            && lone_closed <= header_timeout + Duration::from_millis(1500),
+        "the lone slow client was closed after {lone_closed:?}"
+    );
+    let deadline = flood_start + header_timeout + Duration::from_millis(1500);
+    let open = loop {
+        let open = flood.iter().filter(|s| !closed(s)).count();
+        if open == 0 || Instant::now() > deadline {
+            break open;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(open, 0, "slow connections still open after the header timeout");
+    assert!(d.log().contains("serve.connections_full"), "{}", d.log());
 }
 
 /// RFC 7235: the scheme is case-insensitive; the token is not.
