@@ -2,15 +2,15 @@
 //!
 //! Every route under `/api` and `/metrics` needs `Authorization: Bearer <token>` when a token
 //! is configured (the scheme in any case, RFC 7235); `/healthz` never does (it says only whether
-//! backups are healthy, and why not).
-//! Bodies are capped at [`MAX_BODY`] bytes and parsed by [`super::requests`]. Handlers never
-//! block the runtime: reading a location runs on the blocking pool, jobs on their own threads.
-//! Errors speak the API's words: a hint names the request's field (`"overwrite": true`), not the
-//! command line's option.
+//! backups are healthy, and why not). Bodies are capped at [`MAX_BODY`] bytes (a larger declared
+//! length is answered 413 before any of it is read), must arrive within the header timeout, and
+//! are parsed by [`super::requests`]. Handlers never block the runtime: reading a location runs
+//! on the blocking pool, jobs on their own threads. Errors speak the API's words: a hint names
+//! the request's field (`"overwrite": true`), not the command line's option.
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -47,6 +47,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}", get(job))
         .fallback(not_found)
+        // Outermost first: the token, then the body (never read for a request without one).
+        .layer(middleware::from_fn_with_state(shared.clone(), read_body))
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
@@ -141,6 +143,59 @@ async fn auth(State(shared): Shared_, req: Request, next: Next) -> Response {
     // While it is answered, its connection is not closed to make room for another.
     let _answering = req.extensions().get::<Arc<Connection>>().map(|c| c.authorised());
     next.run(req).await
+}
+
+/// Reads the body whole before the handler sees it: 413 at once when the declared length is
+/// over [`MAX_BODY`] (not after waiting for bytes that may never come), 413 when more arrives,
+/// 408 when it has not all arrived within the header timeout.
+async fn read_body(State(shared): Shared_, req: Request, next: Next) -> Response {
+    let too_large = || {
+        fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "usage",
+            format!("the body is larger than {MAX_BODY} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large();
+    }
+    let timeout = shared.config().header_timeout();
+    let (parts, body) = req.into_parts();
+    let collect = async {
+        let mut body = std::pin::pin!(body);
+        let mut buf = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            // An error here is the client's: a reset, a malformed chunk.
+            let Ok(data) = frame.map(|f| f.into_data()) else {
+                return Err(fail(
+                    StatusCode::BAD_REQUEST,
+                    "usage",
+                    "the body could not be read",
+                ));
+            };
+            if let Ok(data) = data {
+                if buf.len() + data.len() > MAX_BODY {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(buf)
+    };
+    match tokio::time::timeout(timeout, collect).await {
+        Ok(Ok(buf)) => next.run(Request::from_parts(parts, Body::from(buf))).await,
+        Ok(Err(answer)) => answer,
+        Err(_) => fail(
+            StatusCode::REQUEST_TIMEOUT,
+            "usage",
+            format!("the body did not arrive within {} s", timeout.as_secs()),
+        ),
+    }
 }
 
 async fn not_found() -> Response {

@@ -1,6 +1,7 @@
-//! `litevault serve` under hostile or careless clients, over real HTTP on loopback: slow clients
-//! that would take every file descriptor, the bearer scheme in another case, a restore of another
-//! database's archive, refusals that must not use up job numbers or speak the command line's words.
+//! `litevault serve` under hostile or careless clients, over real HTTP on loopback: slow
+//! clients that would take every file descriptor, a body length that never comes, the bearer
+//! scheme in another case, a restore of another database's archive, refusals that must not use
+//! up job numbers or speak the command line's words.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -160,6 +161,44 @@ fn slow_clients_cannot_take_the_descriptors_that_jobs_and_authorised_requests_ne
     };
     assert_eq!(open, 0, "slow connections still open after the header timeout");
     assert!(d.log().contains("serve.connections_full"), "{}", d.log());
+}
+
+/// A body that does not come: 413 at once for a declared length over the limit, 408 after the
+/// header timeout for one that stops coming.
+#[test]
+fn a_body_too_long_is_refused_at_once_and_a_slow_one_in_time() {
+    let env = Env::new();
+    small_db(&env);
+    let d = Daemon::start(
+        env.dir.path(),
+        &config("header_timeout = \"1s\""),
+        Some(TOKEN),
+        &[],
+    );
+    let head = |length: u64| {
+        format!(
+            "POST /api/backup/create HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n{{}}"
+        )
+    };
+    let start = Instant::now();
+    let a = send_raw(d.addr, head(10_000_000_000).as_bytes(), Duration::from_secs(5))
+        .expect("no answer to a 10 GB Content-Length");
+    assert_eq!(a.status, 413, "{}", a.body);
+    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    assert!(a.body.contains("larger than"), "{}", a.body);
+
+    let start = Instant::now();
+    let a = send_raw(d.addr, head(100).as_bytes(), Duration::from_secs(5))
+        .expect("no answer to a body that stopped coming");
+    assert_eq!(a.status, 408, "{}", a.body);
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    // Nothing was started by either.
+    assert!(d.get("/api/jobs").json()["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|j| j["trigger"] == "schedule"));
 }
 
 /// RFC 7235: the scheme is case-insensitive; the token is not.
