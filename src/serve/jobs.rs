@@ -4,8 +4,9 @@
 //! At most one job holds a database at a time ([`reserve`] refuses a second one), and so does
 //! a restore being planned ([`hold`]), which becomes a job only once accepted: job numbers are
 //! given to accepted jobs alone, one after the other. Jobs of different databases run in
-//! parallel up to `max_parallel` (a semaphore; a job waiting for it is "queued"). The work itself is the blocking library call, run on a thread of its own so
-//! that the HTTP API stays responsive and a shutdown never waits on the async runtime for it.
+//! parallel up to `max_parallel` (a semaphore; a job waiting for it is "queued"). The work
+//! itself is the blocking library call, run on a thread of its own so that the HTTP API stays
+//! responsive and a shutdown never waits on the async runtime for it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -176,17 +177,24 @@ pub(crate) fn reserve(shared: &Shared, db: &str, kind: Kind, trigger: &'static s
     let mut dbs = shared.dbs();
     let st = dbs.entry(db.to_string()).or_default();
     let mut jobs = shared.jobs();
+    if let Some(busy) = holder(st, &jobs) {
+        return Err(busy);
+    }
+    Ok(new_job(&mut jobs, st, db, kind, trigger))
+}
+
+/// What holds the database, if anything: a job, or a restore being planned.
+fn holder(st: &DbState, jobs: &Table) -> Option<Busy> {
     if st.planning {
-        return Err(Busy {
+        return Some(Busy {
             job: None,
             kind: Kind::Restore,
         });
     }
-    if let Some(job) = st.busy {
-        let kind = jobs.jobs.get(&job).map(|j| j.kind).unwrap_or(Kind::Backup);
-        return Err(Busy { job: Some(job), kind });
-    }
-    Ok(new_job(&mut jobs, st, db, kind, trigger))
+    st.busy.map(|job| Busy {
+        job: Some(job),
+        kind: jobs.jobs.get(&job).map(|j| j.kind).unwrap_or(Kind::Backup),
+    })
 }
 
 /// Enters a queued job for `db` in the table and makes it the database's holder.
@@ -228,20 +236,8 @@ pub(crate) struct Hold {
 pub(crate) fn hold(shared: &Arc<Shared>, db: &str) -> Result<Hold, Busy> {
     let mut dbs = shared.dbs();
     let st = dbs.entry(db.to_string()).or_default();
-    if st.planning {
-        return Err(Busy {
-            job: None,
-            kind: Kind::Restore,
-        });
-    }
-    if let Some(job) = st.busy {
-        let kind = shared
-            .jobs()
-            .jobs
-            .get(&job)
-            .map(|j| j.kind)
-            .unwrap_or(Kind::Backup);
-        return Err(Busy { job: Some(job), kind });
+    if let Some(busy) = holder(st, &shared.jobs()) {
+        return Err(busy);
     }
     st.planning = true;
     Ok(Hold {
