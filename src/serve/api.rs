@@ -1,13 +1,16 @@
 //! The HTTP API (axum): routes, the bearer-token check, and the JSON answers.
 //!
 //! Every route under `/api` and `/metrics` needs `Authorization: Bearer <token>` when a token
-//! is configured; `/healthz` never does (it says only whether backups are healthy, and why not).
-//! Bodies are capped at [`MAX_BODY`] bytes and parsed by [`super::requests`]. Handlers never
-//! block the runtime: reading a location runs on the blocking pool, jobs on their own threads.
+//! is configured (the scheme in any case, RFC 7235); `/healthz` never does (it says only whether
+//! backups are healthy, and why not). Bodies are capped at [`MAX_BODY`] bytes (a larger declared
+//! length is answered 413 before any of it is read), must arrive within the header timeout, and
+//! are parsed by [`super::requests`]. Handlers never block the runtime: reading a location runs
+//! on the blocking pool, jobs on their own threads. Errors speak the API's words: a hint names
+//! the request's field (`"overwrite": true`), not the command line's option.
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -19,6 +22,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::config::DatabaseConfig;
+use super::http::Connection;
 use super::jobs::{self, Kind, Work};
 use super::requests::{self, Which, MAX_BODY};
 use super::state::DbState;
@@ -43,6 +47,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}", get(job))
         .fallback(not_found)
+        // Outermost first: the token, then the body (never read for a request without one).
+        .layer(middleware::from_fn_with_state(shared.clone(), read_body))
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
@@ -59,6 +65,25 @@ fn fail(status: StatusCode, class: &str, message: impl Into<String>) -> Response
     reply(status, json!({ "error": message.into(), "class": class }))
 }
 
+/// An error as the API answers it: the library's report, with a hint that names the
+/// command line's option given in the API's words instead.
+pub(crate) fn report(e: &Error) -> ErrorReport {
+    let mut r = ErrorReport::from(e);
+    let hint = match e {
+        Error::WouldOverwrite { path } if !crate::location::is_remote(path) => Some(
+            "send \"overwrite\": true to replace it (a safety archive of the database it replaces is kept in its location first)",
+        ),
+        Error::NewerSchema { .. } => Some(
+            "the archive comes from a newer version of the application; the API does not restore it over an older schema (`litevault restore --allow-newer-schema` does, if that is intended)",
+        ),
+        _ => None,
+    };
+    if let Some(h) = hint {
+        r.hint = Some(h.to_string());
+    }
+    r
+}
+
 fn fail_with(e: &Error) -> Response {
     let status = match e {
         Error::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -70,10 +95,7 @@ fn fail_with(e: &Error) -> Response {
             ErrorClass::Failed => StatusCode::INTERNAL_SERVER_ERROR,
         },
     };
-    reply(
-        status,
-        serde_json::to_value(ErrorReport::from(e)).unwrap_or(Value::Null),
-    )
+    reply(status, serde_json::to_value(report(e)).unwrap_or(Value::Null))
 }
 
 /// Compares the given token with the configured one in constant time (both are hashed first,
@@ -86,6 +108,13 @@ fn token_matches(given: &str, expected: &str) -> bool {
     a.ct_eq(&b).into()
 }
 
+/// The credentials of an `Authorization: Bearer <token>` header; the scheme's case does not
+/// matter (RFC 7235).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 async fn auth(State(shared): Shared_, req: Request, next: Next) -> Response {
     if req.uri().path() == "/healthz" {
         return next.run(req).await;
@@ -95,8 +124,8 @@ async fn auth(State(shared): Shared_, req: Request, next: Next) -> Response {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| token_matches(g.trim(), token.expose())) {
+            .and_then(bearer);
+        if !given.is_some_and(|g| token_matches(g, token.expose())) {
             let mut r = fail(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -111,7 +140,62 @@ async fn auth(State(shared): Shared_, req: Request, next: Next) -> Response {
             return r;
         }
     }
+    // While it is answered, its connection is not closed to make room for another.
+    let _answering = req.extensions().get::<Arc<Connection>>().map(|c| c.authorised());
     next.run(req).await
+}
+
+/// Reads the body whole before the handler sees it: 413 at once when the declared length is
+/// over [`MAX_BODY`] (not after waiting for bytes that may never come), 413 when more arrives,
+/// 408 when it has not all arrived within the header timeout.
+async fn read_body(State(shared): Shared_, req: Request, next: Next) -> Response {
+    let too_large = || {
+        fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "usage",
+            format!("the body is larger than {MAX_BODY} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large();
+    }
+    let timeout = shared.config().header_timeout();
+    let (parts, body) = req.into_parts();
+    let collect = async {
+        let mut body = std::pin::pin!(body);
+        let mut buf = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            // An error here is the client's: a reset, a malformed chunk.
+            let Ok(data) = frame.map(|f| f.into_data()) else {
+                return Err(fail(
+                    StatusCode::BAD_REQUEST,
+                    "usage",
+                    "the body could not be read",
+                ));
+            };
+            if let Ok(data) = data {
+                if buf.len() + data.len() > MAX_BODY {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(buf)
+    };
+    match tokio::time::timeout(timeout, collect).await {
+        Ok(Ok(buf)) => next.run(Request::from_parts(parts, Body::from(buf))).await,
+        Ok(Err(answer)) => answer,
+        Err(_) => fail(
+            StatusCode::REQUEST_TIMEOUT,
+            "usage",
+            format!("the body did not arrive within {} s", timeout.as_secs()),
+        ),
+    }
 }
 
 async fn not_found() -> Response {
@@ -150,13 +234,16 @@ fn unknown_database(name: &str) -> Response {
 }
 
 fn busy(db: &str, b: jobs::Busy) -> Response {
+    let error = match b.job {
+        Some(job) => format!(
+            "a {} job ({job}) holds database {db:?}; retry when it has finished",
+            b.kind.as_str()
+        ),
+        None => format!("a restore of database {db:?} is being planned; retry in a moment"),
+    };
     reply(
         StatusCode::CONFLICT,
-        json!({
-            "error": format!("a {} job ({}) holds database {db:?}; retry when it has finished", b.kind.as_str(), b.job),
-            "class": "busy",
-            "job": b.job,
-        }),
+        json!({ "error": error, "class": "busy", "job": b.job }),
     )
 }
 
@@ -282,7 +369,6 @@ async fn backups(
         }
         let loc = crate::location::open(&db.location)?;
         let all = crate::list::list_in(loc.as_ref())?;
-        let own_safety = format!("{}-pre-", db.name);
         Ok(all
             .into_iter()
             .filter(|a| {
@@ -292,7 +378,7 @@ async fn backups(
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 crate::prune::parse_backup_name(&file)
-                    .is_some_and(|(g, _)| g == db.name || g.starts_with(&own_safety))
+                    .is_some_and(|(g, _)| requests::is_group_of(&db.name, &g))
             })
             .collect::<Vec<_>>())
     })
@@ -335,9 +421,10 @@ async fn verify(State(shared): Shared_, body: Bytes) -> Response {
     start(&shared, &body, Kind::Verify)
 }
 
-/// A restore is planned before it is accepted, so every refusal (an existing database without
-/// `overwrite`, a newer schema, a holder that blocks a swap, a missing archive) is the answer,
-/// with nothing changed; only then does the job run, guarded exactly as the command line's.
+/// A restore is planned before it is accepted, so every refusal (another database's archive,
+/// an existing database without `overwrite`, a newer schema, a holder that blocks a swap, a
+/// missing archive) is the answer, with nothing changed and no job number used; only then does
+/// the job run, guarded exactly as the command line's. The database is held meanwhile.
 async fn restore(State(shared): Shared_, body: Bytes) -> Response {
     let (req, which) = match requests::parse_restore_request(&body) {
         Ok(r) => r,
@@ -347,8 +434,15 @@ async fn restore(State(shared): Shared_, body: Bytes) -> Response {
         Ok(db) => db,
         Err(r) => return *r,
     };
-    let id = match jobs::reserve(&shared, &db.name, Kind::Restore, "api") {
-        Ok(id) => id,
+    if let Which::Named(name) = &which {
+        if let Err(m) = requests::check_archive_of(&db.name, name) {
+            return fail(StatusCode::BAD_REQUEST, "usage", m);
+        }
+    }
+    // Dropped on every refusal below (and if the client goes away meanwhile): the database is
+    // free again, as if nothing had been asked.
+    let held = match jobs::hold(&shared, &db.name) {
+        Ok(h) => h,
         Err(b) => return busy(&db.name, b),
     };
     let opts = RestoreOptions {
@@ -362,34 +456,61 @@ async fn restore(State(shared): Shared_, body: Bytes) -> Response {
     let plan_db = db.clone();
     let plan_opts = opts.clone();
     let planned = tokio::task::spawn_blocking(move || {
-        let loc = crate::location::open(&plan_db.location)?;
+        let loc = crate::location::open(&plan_db.location).map_err(|e| Box::new(fail_with(&e)))?;
         let name = match which {
             Which::Named(n) => n,
-            Which::Latest(at) => crate::location::latest_required(loc.as_ref(), &plan_db.name, at)?,
+            Which::Latest(at) => crate::location::latest_required(loc.as_ref(), &plan_db.name, at)
+                .map_err(|e| Box::new(fail_with(&e)))?,
         };
         let archive = loc.object_path(&name);
-        let plan = crate::restore::plan_restore(&archive, &plan_db.path, &plan_opts)?;
-        Ok::<_, Error>((archive, plan))
+        let plan = crate::restore::plan_restore(&archive, &plan_db.path, &plan_opts)
+            .map_err(|e| Box::new(fail_with(&e)))?;
+        if plan.manifest.parent.is_some() {
+            foreign_link(&archive, &plan_db.name)?;
+        }
+        Ok::<_, Box<Response>>((archive, plan))
     })
     .await;
     match planned {
         Ok(Ok((archive, plan))) => {
+            let id = held.into_job(Kind::Restore, "api");
             drop(jobs::launch(&shared, id, db, Work::Restore { archive, opts }));
             accepted(id, json!({ "plan": plan }))
         }
-        Ok(Err(e)) => {
-            jobs::release(&shared, &db.name, id);
-            fail_with(&e)
-        }
-        Err(_) => {
-            jobs::release(&shared, &db.name, id);
-            fail(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "error",
-                "planning the restore failed",
-            )
+        Ok(Err(answer)) => *answer,
+        Err(_) => fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "error",
+            "planning the restore failed",
+        ),
+    }
+}
+
+/// Refuses an incremental archive of database `name` whose chain has a link of another
+/// database (its manifest names that link as its parent): composing it would restore that
+/// database's pages.
+fn foreign_link(archive: &std::path::Path, name: &str) -> Result<(), Box<Response>> {
+    let links = crate::chain::links(archive).map_err(|e| Box::new(fail_with(&e)))?;
+    for (link, _) in &links {
+        let object = link
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if requests::check_archive_of(name, &object).is_err() {
+            let newest = archive
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            return Err(Box::new(fail(
+                StatusCode::CONFLICT,
+                "refused",
+                format!(
+                    "{newest:?}: its chain has the link {object:?}, which is not a backup of database {name:?}; nothing was restored"
+                ),
+            )));
         }
     }
+    Ok(())
 }
 
 async fn list_jobs(State(shared): Shared_) -> Response {

@@ -17,6 +17,9 @@ use crate::prune::policy::{parse_duration, Policy};
 /// The default address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
 
+/// How long a client may take to send a request's head by default, in seconds.
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+
 /// The shortest token accepted (a guessable token is no protection).
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -34,6 +37,9 @@ pub struct Config {
     pub max_parallel: usize,
     /// How long a shutdown waits for running jobs before it cancels them, in seconds.
     pub shutdown_grace_secs: u64,
+    /// How long a client may take to send a request's head, in seconds (and as long again for
+    /// its body); a keep-alive connection idle that long is closed too.
+    pub header_timeout_secs: u64,
     /// Where the daemon keeps what it must remember across restarts (the drills' results).
     pub state_dir: PathBuf,
     /// The databases it looks after, in the file's order.
@@ -187,6 +193,7 @@ struct RawConfig {
     token_file: Option<PathBuf>,
     max_parallel: Option<usize>,
     shutdown_grace: Option<String>,
+    header_timeout: Option<String>,
     state_dir: Option<PathBuf>,
     #[serde(default)]
     identity_file: Vec<PathBuf>,
@@ -283,6 +290,16 @@ impl Config {
         if shutdown_grace_secs > 600 {
             return err("shutdown_grace: at most 10m (a service manager stops waiting long before)".into());
         }
+        let header_timeout_secs = match raw.header_timeout.as_deref() {
+            Some(t) => parse_duration(t).map_err(|m| ConfigError(format!("header_timeout: {m}")))?,
+            None => DEFAULT_HEADER_TIMEOUT_SECS,
+        };
+        if !(1..=300).contains(&header_timeout_secs) {
+            return err(
+                "header_timeout: from 1s to 5m (a client sends a request's head in well under a second)"
+                    .into(),
+            );
+        }
         let state_dir = match raw.state_dir {
             Some(d) => base.join(d),
             None => default_state_dir(),
@@ -319,6 +336,7 @@ impl Config {
             token,
             max_parallel,
             shutdown_grace_secs,
+            header_timeout_secs,
             state_dir,
             databases,
             identities,
@@ -328,6 +346,11 @@ impl Config {
     /// The database called `name`.
     pub fn database(&self, name: &str) -> Option<&DatabaseConfig> {
         self.databases.iter().find(|d| d.name == name)
+    }
+
+    /// [`Config::header_timeout_secs`] as a duration.
+    pub fn header_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.header_timeout_secs)
     }
 }
 
@@ -591,6 +614,11 @@ include = ["uploads", "/var/lib/app/exports"]
                 "not SQL dumps",
             ),
             (format!("{db}colour = \"blue\"\n"), "unknown field"),
+            (
+                format!("header_timeout = \"0s\"\n{db}"),
+                "header_timeout: from 1s",
+            ),
+            (format!("header_timeout = \"soon\"\n{db}"), "header_timeout"),
             (format!("{db}{db}"), "unique"),
             (String::new(), "no [[databases]]"),
         ];

@@ -1,10 +1,12 @@
 //! Jobs: a backup (with the retention that follows it), a restore or a restore drill of one
 //! database, from a schedule or an API request.
 //!
-//! At most one job holds a database at a time ([`reserve`] refuses a second one); jobs of
-//! different databases run in parallel up to `max_parallel` (a semaphore; a job waiting for it
-//! is "queued"). The work itself is the blocking library call, run on a thread of its own so
-//! that the HTTP API stays responsive and a shutdown never waits on the async runtime for it.
+//! At most one job holds a database at a time ([`reserve`] refuses a second one), and so does
+//! a restore being planned ([`hold`]), which becomes a job only once accepted: job numbers are
+//! given to accepted jobs alone, one after the other. Jobs of different databases run in
+//! parallel up to `max_parallel` (a semaphore; a job waiting for it is "queued"). The work
+//! itself is the blocking library call, run on a thread of its own so that the HTTP API stays
+//! responsive and a shutdown never waits on the async runtime for it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::config::DatabaseConfig;
-use super::state::{BackupRecord, FailureRecord, VerifyRecord};
+use super::state::{BackupRecord, DbState, FailureRecord, VerifyRecord};
 use super::{now, Shared};
 use crate::backup::{BackupOptions, BackupReport};
 use crate::error::{Error, ErrorReport};
@@ -163,10 +165,10 @@ impl Table {
     }
 }
 
-/// The database is held by another job.
+/// The database is held by another job, or by a restore being planned (no job yet).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Busy {
-    pub(crate) job: u64,
+    pub(crate) job: Option<u64>,
     pub(crate) kind: Kind,
 }
 
@@ -175,10 +177,28 @@ pub(crate) fn reserve(shared: &Shared, db: &str, kind: Kind, trigger: &'static s
     let mut dbs = shared.dbs();
     let st = dbs.entry(db.to_string()).or_default();
     let mut jobs = shared.jobs();
-    if let Some(job) = st.busy {
-        let kind = jobs.jobs.get(&job).map(|j| j.kind).unwrap_or(Kind::Backup);
-        return Err(Busy { job, kind });
+    if let Some(busy) = holder(st, &jobs) {
+        return Err(busy);
     }
+    Ok(new_job(&mut jobs, st, db, kind, trigger))
+}
+
+/// What holds the database, if anything: a job, or a restore being planned.
+fn holder(st: &DbState, jobs: &Table) -> Option<Busy> {
+    if st.planning {
+        return Some(Busy {
+            job: None,
+            kind: Kind::Restore,
+        });
+    }
+    st.busy.map(|job| Busy {
+        job: Some(job),
+        kind: jobs.jobs.get(&job).map(|j| j.kind).unwrap_or(Kind::Backup),
+    })
+}
+
+/// Enters a queued job for `db` in the table and makes it the database's holder.
+fn new_job(jobs: &mut Table, st: &mut DbState, db: &str, kind: Kind, trigger: &'static str) -> u64 {
     jobs.next_id += 1;
     let id = jobs.next_id;
     st.busy = Some(id);
@@ -200,20 +220,55 @@ pub(crate) fn reserve(shared: &Shared, db: &str, kind: Kind, trigger: &'static s
             error: None,
         },
     );
-    Ok(id)
+    id
 }
 
-/// Gives back a reservation that will not run (a restore whose plan was refused): the job is
-/// forgotten, as if never asked for.
-pub(crate) fn release(shared: &Shared, db: &str, id: u64) {
+/// A database held while a restore of it is planned: no job (and no job number) yet. It
+/// becomes a job with [`Hold::into_job`]; dropped (the plan was refused, or the client went
+/// away and its request was dropped), it frees the database as if nothing had been asked.
+pub(crate) struct Hold {
+    shared: Arc<Shared>,
+    db: String,
+    held: bool,
+}
+
+/// Holds `db` for planning a restore: refused while a job holds it or another plan runs.
+pub(crate) fn hold(shared: &Arc<Shared>, db: &str) -> Result<Hold, Busy> {
     let mut dbs = shared.dbs();
-    if let Some(st) = dbs.get_mut(db) {
-        if st.busy == Some(id) {
-            st.busy = None;
-        }
+    let st = dbs.entry(db.to_string()).or_default();
+    if let Some(busy) = holder(st, &shared.jobs()) {
+        return Err(busy);
     }
-    shared.jobs().jobs.remove(&id);
-    shared.changed.notify_waiters();
+    st.planning = true;
+    Ok(Hold {
+        shared: shared.clone(),
+        db: db.to_string(),
+        held: true,
+    })
+}
+
+impl Hold {
+    /// The plan was accepted: the database passes to a new queued job, whose number this is.
+    pub(crate) fn into_job(mut self, kind: Kind, trigger: &'static str) -> u64 {
+        let mut dbs = self.shared.dbs();
+        let st = dbs.entry(self.db.clone()).or_default();
+        st.planning = false;
+        self.held = false;
+        let mut jobs = self.shared.jobs();
+        new_job(&mut jobs, st, &self.db, kind, trigger)
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        if let Some(st) = self.shared.dbs().get_mut(&self.db) {
+            st.planning = false;
+        }
+        self.shared.changed.notify_waiters();
+    }
 }
 
 /// Runs reserved job `id`: waits for a slot, does the work on its own thread, records the
@@ -395,7 +450,8 @@ fn execute(db: &DatabaseConfig, work: &Work, progress: &dyn Progress) -> Outcome
             out
         }
         Work::Restore { archive, opts } => match crate::restore::restore(archive, &db.path, opts, progress) {
-            Err(e) => Outcome::failed(ErrorReport::from(&e)),
+            // Someone asked for it through the API: hints in the API's words.
+            Err(e) => Outcome::failed(super::api::report(&e)),
             Ok(r) => Outcome {
                 report: Some(to_value(&r)),
                 error: None,

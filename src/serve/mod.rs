@@ -14,12 +14,13 @@
 //! ```
 //!
 //! Files: [`config`] (the TOML file), `scheduler` (when jobs run), `jobs` (one job per
-//! database at a time, the library calls on their own threads), `api` (routes, token check),
-//! [`requests`] (request bodies), `metrics` (the text format), `state` (what is remembered),
-//! `log` (one line per event).
+//! database at a time, the library calls on their own threads), `http` (the accept loop, the
+//! connection cap and timeouts), `api` (routes, token check), [`requests`] (request bodies),
+//! `metrics` (the text format), `state` (what is remembered), `log` (one line per event).
 
 mod api;
 pub mod config;
+mod http;
 mod jobs;
 mod log;
 mod metrics;
@@ -70,6 +71,9 @@ pub(crate) struct Shared {
     /// A job finished (a schedule waiting for its database tries again).
     pub(crate) changed: Notify,
     stopping: AtomicBool,
+    /// Held while the state file is written: one writer at a time, each writing the state as
+    /// it is when its turn comes, so the file never goes back to an older state.
+    saving: Mutex<()>,
 }
 
 impl Shared {
@@ -87,6 +91,7 @@ impl Shared {
     }
     /// Writes the state file (a failure is logged: only the drills' history is at stake).
     pub(crate) fn save_state(&self) {
+        let _one_writer = self.saving.lock().unwrap_or_else(|e| e.into_inner());
         let dir = self.config().state_dir.clone();
         let snapshot = self.dbs().clone();
         if let Err(e) = state::save(&dir, &snapshot) {
@@ -135,6 +140,7 @@ pub async fn run_with(
         log,
         changed: Notify::new(),
         stopping: AtomicBool::new(false),
+        saving: Mutex::new(()),
     });
     let config = shared.config();
     log.write(
@@ -164,15 +170,8 @@ pub async fn run_with(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut schedules = spawn_schedules(&shared, &config, &stop_rx);
-    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = api::router(shared.clone());
-    let mut server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = http_stop_rx.await;
-            })
-            .await
-    });
+    let mut server = tokio::spawn(http::serve(listener, app, shared.clone(), stop_rx.clone()));
 
     tokio::pin!(shutdown);
     let served = loop {
@@ -193,7 +192,6 @@ pub async fn run_with(
     // Stop: no new connections, jobs or schedules.
     shared.stopping.store(true, Ordering::SeqCst);
     let _ = stop_tx.send(true);
-    let _ = http_stop_tx.send(());
     for s in schedules {
         s.abort();
     }

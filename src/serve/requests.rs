@@ -1,6 +1,7 @@
 //! The bodies the API accepts, parsed and checked without touching anything: what the request
 //! fuzz target drives. A request names a database of the configuration and, for a restore, an
-//! archive by its plain object name inside that database's location — never a path.
+//! archive by its plain object name inside that database's location — never a path — and one
+//! of that database's own backups ([`check_archive_of`]), never another database's.
 
 use serde::Deserialize;
 
@@ -114,6 +115,31 @@ pub fn check_archive_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether backups of group `group` (the part of an object name before its stamp) are copies
+/// of database `name`: its own backups, and the safety archives made of it before a restore or
+/// a merge replaced it (`<name>-pre-restore-...`, `<name>-pre-merge-...`), which hold its
+/// earlier content and are what undoes a restore.
+pub fn is_group_of(name: &str, group: &str) -> bool {
+    group == name
+        || group
+            .strip_prefix(name)
+            .is_some_and(|rest| rest == "-pre-restore" || rest == "-pre-merge")
+}
+
+/// An archive in a restore of database `name` must be one of its backups ([`is_group_of`]):
+/// another database's archive in the same location would replace it with that database.
+pub fn check_archive_of(name: &str, archive: &str) -> Result<(), String> {
+    match crate::prune::parse_backup_name(archive) {
+        Some((group, _)) if is_group_of(name, &group) => Ok(()),
+        Some((group, _)) => Err(format!(
+            "\"archive\": {archive:?} is a backup of {group:?}, not of database {name:?} (GET /api/backups?database={name} lists its backups)"
+        )),
+        None => Err(format!(
+            "\"archive\": {archive:?} is not named as a backup of database {name:?} ({name}-<stamp>...; GET /api/backups?database={name} lists them)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +189,30 @@ mod tests {
         assert!(parse_database_request(&vec![b' '; MAX_BODY + 1])
             .unwrap_err()
             .contains("larger"));
+    }
+
+    #[test]
+    fn an_archive_must_be_the_databases_own() {
+        for ok in [
+            "app-20261201T101500Z.tar.zst",
+            "app-20261201T101500Z-2.sql.zst",
+            "app-pre-restore-20261201T101500Z.tar.zst",
+            "app-pre-merge-20261201T101500Z.tar.zst.age",
+        ] {
+            assert_eq!(check_archive_of("app", ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("other-20261201T101500Z.tar.zst", "a backup of \"other\""),
+            (
+                "other-pre-restore-20261201T101500Z.tar.zst",
+                "a backup of \"other-pre-restore\"",
+            ),
+            ("app2-20261201T101500Z.tar.zst", "a backup of \"app2\""),
+            ("app-pre-x-20261201T101500Z.tar.zst", "a backup of \"app-pre-x\""),
+            ("pre-migration.tar.zst", "not named as a backup"),
+        ] {
+            let e = check_archive_of("app", bad).unwrap_err();
+            assert!(e.contains(why) && e.contains("not"), "{bad}: {e}");
+        }
     }
 }

@@ -5,9 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use std::io::Write;
+
 use serde::{Deserialize, Serialize};
 
-use crate::error::ErrorReport;
+use crate::error::{Error, ErrorReport};
+use crate::fsutil::AtomicFile;
 
 /// The last successful backup.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,6 +72,9 @@ pub(crate) struct DbState {
     /// The job holding the database (queued or running).
     #[serde(skip)]
     pub(crate) busy: Option<u64>,
+    /// A restore of it is being planned (it holds the database, as a job would).
+    #[serde(skip)]
+    pub(crate) planning: bool,
     #[serde(skip)]
     pub(crate) next_backup: Option<i64>,
     #[serde(skip)]
@@ -84,12 +90,43 @@ pub(crate) fn load(dir: &Path) -> BTreeMap<String, DbState> {
         .unwrap_or_default()
 }
 
-/// Writes `dir/state.json` atomically (a temp file renamed over it).
-pub(crate) fn save(dir: &Path, states: &BTreeMap<String, DbState>) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(".state.json.tmp");
-    let bytes = serde_json::to_vec_pretty(states).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, bytes)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, dir.join("state.json"))
+/// Writes `dir/state.json` atomically: a temp file of its own (two writers never share one),
+/// fsynced, renamed over the old file, the directory fsynced ([`AtomicFile`]).
+pub(crate) fn save(dir: &Path, states: &BTreeMap<String, DbState>) -> crate::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    let path = dir.join("state.json");
+    let bytes = serde_json::to_vec_pretty(states)
+        .map_err(|e| Error::io("serialize", &path, std::io::Error::other(e)))?;
+    let mut file = AtomicFile::create(&path, 0o644)?;
+    file.file()
+        .write_all(&bytes)
+        .map_err(|e| Error::io("write", &path, e))?;
+    file.commit_replace()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Jobs that finish at once save at once: every save succeeds and leaves no temp file.
+    #[test]
+    fn concurrent_saves_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut states = BTreeMap::new();
+        states.insert("app".to_string(), DbState::default());
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| (0..40).filter_map(|_| save(dir.path(), &states).err()).count()))
+                .collect();
+            let failed: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+            assert_eq!(failed, 0, "saves failed");
+        });
+        assert!(load(dir.path()).contains_key("app"));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.json"]);
+    }
 }

@@ -60,10 +60,36 @@ pub fn request(
     s.write_all(req.as_bytes()).unwrap();
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    parse_answer(&raw).unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(&raw)))
+}
+
+/// Sends `raw` as it is on a new connection and reads until the server closes it, for at most
+/// `wait`: what no well-behaved client sends (a scheme in another case, a length it never
+/// sends). None when no whole answer came in time.
+pub fn send_raw(addr: SocketAddr, raw: &[u8], wait: Duration) -> Option<Answer> {
+    let deadline = Instant::now() + wait;
+    let mut s = TcpStream::connect_timeout(&addr, wait).ok()?;
+    s.write_all(raw).ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok()?;
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            // A reset after the answer (the server did not read all that was sent) ends it too.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(_) => return None,
+        }
+    }
+    parse_answer(&got)
+}
+
+fn parse_answer(raw: &[u8]) -> Option<Answer> {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n")?;
     let status = head
         .split_whitespace()
         .nth(1)
@@ -74,11 +100,11 @@ pub fn request(
     } else {
         rest.to_string()
     };
-    Answer {
+    Some(Answer {
         status,
         headers: head.to_string(),
         body,
-    }
+    })
 }
 
 fn dechunk(mut s: &str) -> String {

@@ -26,4 +26,5 @@ mod races;
 mod restore;
 mod s3;
 mod serve;
+mod serve_hostile;
 mod verify;
