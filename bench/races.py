@@ -120,6 +120,7 @@ def main(argv=None) -> int:
     started = time.time()
     try:
         for rnd in range(args.rounds):
+            restorable_at_start = had_restorable
             procs = []
             for _ in range(args.procs):
                 kind = rng.choice(["full", "incremental", "incremental", "prune", "copy", "restore", "verify"])
@@ -172,8 +173,13 @@ def main(argv=None) -> int:
                     elif "every backup" not in err:
                         violations.append(f"round {rnd}: prune failed ({code}): {err.strip()}")
                 elif kind == "restore":
-                    if code != 0 and not (code == 1 and "no such file" in err and not had_restorable):
+                    if code != 0 and not (code == 1 and "no such file" in err and not restorable_at_start):
                         violations.append(f"round {rnd}: restore --latest failed ({code}): {err.strip()}")
+                elif kind == "copy":
+                    # Pruned meanwhile, or copied already (copy never replaces): both fine.
+                    if code != 0 and not ((code == 1 and "no such file" in err)
+                                          or (code == 4 and "already exists" in err)):
+                        violations.append(f"round {rnd}: copy failed ({code}): {err.strip()}")
                 elif code != 0:
                     violations.append(f"round {rnd}: {kind} failed ({code}): {err.strip()}")
             # Invariants.

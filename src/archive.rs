@@ -661,6 +661,19 @@ impl ZstdManifestLastWriter {
         Ok(range)
     }
 
+    /// Ends the frame being written and starts the last one (for `SHA256SUMS`); returns the
+    /// archive's size up to there, which the manifest records as its `body_size`.
+    pub fn end_body(&mut self) -> io::Result<u64> {
+        let out = self
+            .enc
+            .take()
+            .ok_or_else(|| io::Error::other("archive writer used after a failure"))?
+            .finish()?;
+        let size = out.written;
+        self.enc = Some(Self::frame(out, self.level)?);
+        Ok(size)
+    }
+
     /// Appends `SHA256SUMS`, ends the stream, has the manifest frame written into the reserved
     /// head and publishes the object ([`NewObject::finish`]).
     pub fn finish(

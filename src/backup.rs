@@ -457,6 +457,7 @@ fn backup_once(
         chain_depth: 0,
         changed_pages: None,
         full_reason: None,
+        body_size: None,
         files: Vec::new(),
     };
     let holders = live.as_ref().map(|l| l.holders());
@@ -595,6 +596,7 @@ fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         chain_depth: 0,
         changed_pages: None,
         full_reason: None,
+        body_size: None,
         files: Vec::new(),
     };
     let out_path = target.loc.object_path(&target.name);
@@ -661,8 +663,10 @@ fn check_parent(target: &Target, manifest: &Manifest) -> Result<()> {
         Ok((_, sha)) if sha == link.manifest_sha256 => Ok(()),
         Ok(_) => gone("was replaced"),
         Err(Error::NotFound { .. }) => gone("vanished"),
-        Err(Error::Crypt { .. }) if target.loc.head(&link.name)?.is_some() => Ok(()),
-        Err(Error::Crypt { .. }) => gone("vanished"),
+        // Deleted while it was read, or encrypted to keys this machine lacks: the object
+        // itself says whether it is there.
+        Err(_) if target.loc.head(&link.name)?.is_none() => gone("vanished"),
+        Err(Error::Crypt { .. }) => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -936,6 +940,7 @@ fn backup_live(
             }
             let mut base = body.apply(base);
             base.files = stored;
+            base.body_size = Some(writer.end_body().map_err(io_err)?);
             let (manifest, json) = finish_manifest(base, &source, db_size, inspected, opts.allow_corrupt)?;
             check_parent(target, &manifest)?;
             let (published, _) = writer.finish(&json, &io_err)?;
@@ -1136,6 +1141,7 @@ fn backup_copy(
         )?;
         let mut base = body.apply(base);
         base.files = stored;
+        base.body_size = Some(writer.end_body().map_err(io_err)?);
         let (manifest, json) = finish_manifest(base, source, db_size, inspected, opts.allow_corrupt)?;
         check_parent(target, &manifest)?;
         let (published, _) = writer.finish(&json, &io_err)?;
@@ -1212,6 +1218,7 @@ fn manifest_reserve_for(
         created_at: "x".repeat(40),
     });
     bound.chain_depth = u32::MAX;
+    bound.body_size = Some(u64::MAX);
     bound.changed_pages = Some(u64::MAX);
     bound.full_reason = Some("x".repeat(FULL_REASON_MAX + 64));
     let len = serde_json::to_vec_pretty(&bound)

@@ -32,6 +32,17 @@ pub struct ArchiveSummary {
     pub files: u64,
     /// Bytes of the regular files among them.
     pub files_bytes: u64,
+    /// Whether the stored archive is shorter than its manifest says it is (cut short: an
+    /// interrupted copy, a truncated file). Known for zstd archives stored in clear.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+impl ArchiveSummary {
+    /// Whether an archive of `size` stored bytes is shorter than `manifest` records.
+    pub fn is_truncated(manifest: &Manifest, size: u64, encrypted: bool) -> bool {
+        !encrypted && manifest.body_size.is_some_and(|body| size < body)
+    }
 }
 
 /// Lists the archives in the location `dir` (a directory or `s3://bucket/prefix`), oldest first
@@ -61,9 +72,13 @@ pub fn list_in(loc: &dyn Location) -> Result<Vec<ArchiveSummary>> {
             .as_ref()
             .map(|m| crate::files::totals(&m.files))
             .unwrap_or((0, 0));
+        let truncated = manifest
+            .as_ref()
+            .is_some_and(|mf| ArchiveSummary::is_truncated(mf, m.size, encrypted));
         ArchiveSummary {
             path,
             archive_size: m.size,
+            truncated,
             manifest,
             error,
             encrypted,

@@ -790,6 +790,15 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
         }
         Command::Show { archive } => {
             let m = litevault::read_manifest(archive)?;
+            // A stored archive shorter than its manifest records was cut short.
+            let truncated = match m.body_size {
+                Some(_) => {
+                    let size = litevault::location::object_size(archive)?;
+                    let encrypted = litevault::crypt::is_encrypted_file(archive);
+                    litevault::list::ArchiveSummary::is_truncated(&m, size, encrypted).then_some(size)
+                }
+                None => None,
+            };
             if cli.json {
                 // The manifest, plus the count of its files when it has some.
                 let mut v = serde_json::to_value(&m).map_err(|e| Error::InvalidOption(e.to_string()))?;
@@ -800,9 +809,21 @@ fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
                         serde_json::json!({ "count": count, "bytes": bytes }),
                     );
                 }
+                if let (Some(obj), Some(size)) = (v.as_object_mut(), truncated) {
+                    obj.insert("truncated".into(), serde_json::json!({ "stored_bytes": size }));
+                }
                 out(&json(&v));
             } else if !cli.quiet {
-                out(&render_manifest(&m));
+                let mut text = String::new();
+                if let Some(size) = truncated {
+                    text += &format!(
+                        "TRUNCATED: {} stored of at least {}: this archive was cut short and cannot be restored\n",
+                        HumanBytes(size),
+                        HumanBytes(m.body_size.unwrap_or(0))
+                    );
+                }
+                text += &render_manifest(&m);
+                out(&text);
             }
             Ok(exit::OK)
         }
@@ -1180,7 +1201,15 @@ fn render_list(dir: &std::path::Path, items: &[litevault::ArchiveSummary], verbo
                         _ => format!("archive ({})", m.method),
                     },
                     if m.corrupt { ", corrupt" } else { "" }
-                ) + &if m.files.is_empty() {
+                ) + &if it.truncated {
+                    format!(
+                        ", TRUNCATED ({} of at least {})",
+                        HumanBytes(it.archive_size),
+                        HumanBytes(m.body_size.unwrap_or(0))
+                    )
+                } else {
+                    String::new()
+                } + &if m.files.is_empty() {
                     String::new()
                 } else {
                     let (count, bytes) = litevault::files::totals(&m.files);

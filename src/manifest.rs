@@ -79,6 +79,10 @@ pub struct Manifest {
     /// Why a backup asked to be incremental is a full one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_reason: Option<String>,
+    /// zstd archives: the archive's bytes before its last frame (the one holding `SHA256SUMS`):
+    /// a stored archive shorter than this was cut short (`list` and `show` say so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_size: Option<u64>,
     /// The files kept beside the database (`backup --include`), in archive order: each a
     /// `files/<path>` entry after the data entry (none in archives without them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

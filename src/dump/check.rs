@@ -77,6 +77,7 @@ pub fn foreign_manifest(path: &Path, compression: crate::Compression) -> Manifes
         chain_depth: 0,
         changed_pages: None,
         full_reason: None,
+        body_size: None,
         files: Vec::new(),
     }
 }

@@ -89,6 +89,9 @@ fn read_known(loc: &dyn location::Location, name: &str) -> Result<Option<Known>>
     match read {
         Ok((m, sha)) => Ok(Some(Known::Read(Box::new(m), sha))),
         Err(Error::NotFound { .. }) => Ok(None),
+        // Deleted while it was read (another prune): a read through a bucket's range reader
+        // then fails as an I/O error, so the object itself is asked.
+        Err(_) if loc.head(name)?.is_none() => Ok(None),
         Err(e @ (Error::Crypt { .. } | Error::Remote { .. } | Error::Io { .. })) => Err(e),
         Err(e) => Ok(Some(Known::Unreadable(e.to_string()))),
     }

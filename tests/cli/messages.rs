@@ -97,3 +97,40 @@ fn wrong_files_and_arguments_say_what_they_are() {
     let r = env.run(&["copy", "--help"]).ok();
     assert!(r.stdout.contains("<ARCHIVE>... <LOCATION>"), "{}", r.stdout);
 }
+
+#[test]
+fn list_and_show_flag_an_archive_cut_short() {
+    let env = Env::new();
+    let db = env.path("app.db");
+    make_sized_db(&db, 4);
+    let archive = env.backup(&db, &[]);
+    let whole = std::fs::read(&archive).unwrap();
+    let l = env.run(&["list", "--json"]).ok().json();
+    assert_eq!(l[0]["truncated"], false, "{l}");
+    let body = l[0]["manifest"]["body_size"].as_u64().unwrap();
+    assert!(body < whole.len() as u64 && body > whole.len() as u64 / 2, "{l}");
+    // Cut to a few KiB, as an interrupted copy leaves it: the head (manifest) still reads.
+    std::fs::write(&archive, &whole[..whole.len() / 3]).unwrap();
+    let l = env.run(&["list", "--json"]).ok().json();
+    assert_eq!(l[0]["truncated"], true, "{l}");
+    let text = env.run(&["list"]).ok().stdout;
+    assert!(text.contains("TRUNCATED"), "{text}");
+    let show = env.run(&["show", archive.to_str().unwrap()]).ok().stdout;
+    assert!(show.starts_with("TRUNCATED: "), "{show}");
+    let show = env
+        .run(&["show", archive.to_str().unwrap(), "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        show["truncated"]["stored_bytes"],
+        whole.len() as u64 / 3,
+        "{show}"
+    );
+    // The whole archive is not flagged.
+    std::fs::write(&archive, &whole).unwrap();
+    assert!(!env
+        .run(&["show", archive.to_str().unwrap()])
+        .ok()
+        .stdout
+        .contains("TRUNCATED"));
+}
