@@ -299,7 +299,7 @@ enum Command {
     },
     /// Run the daemon: scheduled backups, retention, restore drills, an HTTP API and metrics.
     #[command(
-        after_help = "Examples:\n  litevault serve --config litevault.toml            # foreground; logs to stderr\n  litevault serve --config litevault.toml --check    # check the file and exit\n  LITEVAULT_TOKEN=$(cat /etc/litevault/token) litevault serve --config /etc/litevault/litevault.toml --log-format json\n\nSignals: SIGTERM or SIGINT stop it (running jobs get `shutdown_grace`, 8 s by default, then are\ncancelled: uploads aborted, temp files removed; exit 0); SIGHUP reloads the configuration (a bad\nfile keeps the running one, and the log says why). The README documents the file and the API."
+        after_help = "Examples:\n  litevault serve --config litevault.toml            # foreground; logs to stderr\n  litevault serve --config litevault.toml --check    # check the file and exit\n  LITEVAULT_TOKEN=$(cat /etc/litevault/token) litevault serve --config /etc/litevault/litevault.toml --log-format json\n\nSignals: SIGTERM or SIGINT stop it (running jobs get `shutdown_grace`, 8 s by default, then are\ncancelled: uploads aborted, temp files removed; exit 0); SIGHUP reloads the configuration (a bad\nfile keeps the running one, and the log says why). docs/daemon.md documents the file and the API."
     )]
     Serve {
         /// The configuration file (TOML).

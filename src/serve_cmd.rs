@@ -17,7 +17,7 @@ pub(crate) fn main(config_path: &Path, check: bool, format: LogFormat, json_out:
         Err(e) => {
             eprintln!("error: {e}");
             eprintln!(
-                "hint: `litevault serve --help` and the README's \"Daemon\" section show a complete file"
+                "hint: `litevault serve --help` and docs/daemon.md show a complete file"
             );
             return 1;
         }
