@@ -16,9 +16,7 @@ pub(crate) fn main(config_path: &Path, check: bool, format: LogFormat, json_out:
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
-            eprintln!(
-                "hint: `litevault serve --help` and docs/daemon.md show a complete file"
-            );
+            eprintln!("hint: `litevault serve --help` and docs/daemon.md show a complete file");
             return 1;
         }
     };

@@ -23,11 +23,11 @@ use subtle::ConstantTimeEq;
 
 use super::config::DatabaseConfig;
 use super::http::Connection;
-use super::jobs::{self, Kind, Work};
+use super::jobs::{self, report, Kind, Work};
 use super::requests::{self, Which, MAX_BODY};
 use super::state::DbState;
 use super::{now, Shared};
-use crate::error::{Error, ErrorClass, ErrorReport};
+use crate::error::{Error, ErrorClass};
 use crate::location::format_time;
 use crate::restore::RestoreOptions;
 
@@ -63,25 +63,6 @@ fn reply(status: StatusCode, body: Value) -> Response {
 /// An answer with an error object like the command line's `--json` one.
 fn fail(status: StatusCode, class: &str, message: impl Into<String>) -> Response {
     reply(status, json!({ "error": message.into(), "class": class }))
-}
-
-/// An error as the API answers it: the library's report, with a hint that names the
-/// command line's option given in the API's words instead.
-pub(crate) fn report(e: &Error) -> ErrorReport {
-    let mut r = ErrorReport::from(e);
-    let hint = match e {
-        Error::WouldOverwrite { path } if !crate::location::is_remote(path) => Some(
-            "send \"overwrite\": true to replace it (a safety archive of the database it replaces is kept in its location first)",
-        ),
-        Error::NewerSchema { .. } => Some(
-            "the archive comes from a newer version of the application; the API does not restore it over an older schema (`litevault restore --allow-newer-schema` does, if that is intended)",
-        ),
-        _ => None,
-    };
-    if let Some(h) = hint {
-        r.hint = Some(h.to_string());
-    }
-    r
 }
 
 fn fail_with(e: &Error) -> Response {

@@ -451,7 +451,7 @@ fn execute(db: &DatabaseConfig, work: &Work, progress: &dyn Progress) -> Outcome
         }
         Work::Restore { archive, opts } => match crate::restore::restore(archive, &db.path, opts, progress) {
             // Someone asked for it through the API: hints in the API's words.
-            Err(e) => Outcome::failed(super::api::report(&e)),
+            Err(e) => Outcome::failed(report(&e)),
             Ok(r) => Outcome {
                 report: Some(to_value(&r)),
                 error: None,
@@ -597,4 +597,23 @@ pub(crate) fn cancel_all(shared: &Shared) -> usize {
         finish(shared, *id, name, Outcome::failed(cancelled()));
     }
     ids.len()
+}
+
+/// An error as the API answers it: the library's report, with a hint that names the
+/// command line's option given in the API's words instead.
+pub(crate) fn report(e: &Error) -> ErrorReport {
+    let mut r = ErrorReport::from(e);
+    let hint = match e {
+        Error::WouldOverwrite { path } if !crate::location::is_remote(path) => Some(
+            "send \"overwrite\": true to replace it (a safety archive of the database it replaces is kept in its location first)",
+        ),
+        Error::NewerSchema { .. } => Some(
+            "the archive comes from a newer version of the application; the API does not restore it over an older schema (`litevault restore --allow-newer-schema` does, if that is intended)",
+        ),
+        _ => None,
+    };
+    if let Some(h) = hint {
+        r.hint = Some(h.to_string());
+    }
+    r
 }
