@@ -16,6 +16,7 @@ mod crypt;
 mod dump;
 mod faults;
 mod files;
+mod golden;
 mod helper;
 mod hot;
 mod incremental;

@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Fails when the library's modules import each other in a cycle that is not already known.
+
+    python3 .ci/module-cycles.py            # check (CI)
+    python3 .ci/module-cycles.py --print    # print every cycle and the imports that close it
+
+The graph: one node per module file under src/ (src/a.rs and src/a/mod.rs are `a`,
+src/a/b.rs is `a::b`; src/main.rs and the binary's own modules are left out: they sit above
+the library). An edge A -> B for every `crate::...` or `super::...` path in A's code (in `use`
+trees and inline), B being the longest module that the path names; code after the file's
+`#[cfg(test)]` module is not read (tests may reach anywhere). Cycles are the strongly connected
+components with more than one module.
+
+Known cycles are listed in .ci/module-cycles.txt, one cycle a line, its modules separated by
+spaces. The check fails when a cycle has a module that no known cycle has (a new cycle, or an
+old one that grew), and when a known cycle lists a module that is no longer in one (so the list
+only ever shrinks: remove it). Standard library only.
+"""
+
+import os
+import re
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SRC = os.path.join(ROOT, "src")
+KNOWN = os.path.join(ROOT, ".ci", "module-cycles.txt")
+# The binary crate's files: not library modules.
+BINARY = {"main", "serve_cmd"}
+
+IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+
+
+def modules():
+    """{module path: file} for every library source file."""
+    out = {}
+    for dirpath, _, files in os.walk(SRC):
+        for f in files:
+            if not f.endswith(".rs"):
+                continue
+            rel = os.path.relpath(os.path.join(dirpath, f), SRC)[:-3].split(os.sep)
+            if rel[-1] == "mod":
+                rel = rel[:-1]
+            if rel == ["lib"]:
+                rel = []
+            name = "::".join(rel)
+            if name in BINARY:
+                continue
+            out[name] = os.path.join(dirpath, f)
+    return out
+
+
+def code_of(path):
+    text = open(path, encoding="utf-8").read()
+    # Drop comments (line and block) and the test module at the end.
+    text = re.sub(r"//[^\n]*", "", text)
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    cut = re.search(r"#\[cfg\(test\)\]\s*mod\s+\w+", text)
+    if cut:
+        text = text[: cut.start()]
+    # String literals can hold anything.
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
+    return text
+
+
+def expand_use(tree):
+    """The paths of a `use` tree: `a::{b, c::{d, self}}` -> a::b, a::c::d, a::c."""
+    tree = re.sub(r"\s+as\s+" + IDENT, "", tree)
+    tree = re.sub(r"\s+", "", tree)
+    out = []
+
+    def walk(prefix, t):
+        i = t.find("{")
+        if i < 0 or (t.find(",") >= 0 and t.find(",") < i):
+            for part in split_top(t):
+                if "{" in part:
+                    walk(prefix, part)
+                elif part == "self":
+                    out.append(prefix.rstrip(":"))
+                elif part:
+                    out.append(prefix + part)
+            return
+        head, body = t[:i], t[i + 1 : t.rfind("}")]
+        for part in split_top(body):
+            walk(prefix + head, part)
+
+    walk("", tree)
+    return out
+
+
+def split_top(t):
+    parts, depth, cur = [], 0, ""
+    for ch in t:
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p for p in parts if p]
+
+
+def resolve(path, here, mods, is_mod_file):
+    """The module a path (crate::a::b::X, super::y::Z) names, or None."""
+    segs = path.split("::")
+    if segs[0] == "crate":
+        base = []
+        segs = segs[1:]
+    elif segs[0] in ("super", "self"):
+        base = here.split("::") if here else []
+        # In a.rs or a/mod.rs `self` is `a`; `super` is a's parent.
+        while segs and segs[0] in ("super", "self"):
+            if segs[0] == "super":
+                base = base[:-1]
+            segs = segs[1:]
+    else:
+        return None
+    best = None
+    for n in range(len(segs) + 1):
+        cand = "::".join(base + segs[:n])
+        if cand in mods:
+            best = cand
+    return best
+
+
+def graph(mods):
+    edges = {m: {} for m in mods}
+    path_re = re.compile(r"\b((?:crate|super|self)(?:::(?:" + IDENT + r"))+)")
+    for m, f in mods.items():
+        code = code_of(f)
+        paths = []
+        for u in re.finditer(r"\buse\s+([^;]+);", code):
+            tree = u.group(1)
+            if tree.startswith(("crate", "super", "self")):
+                paths.extend(expand_use(tree))
+        paths.extend(p.group(1) for p in path_re.finditer(code))
+        for p in paths:
+            target = resolve(p, m, mods, f.endswith("mod.rs"))
+            if target is None or target == m:
+                continue
+            # A module's own `mod child;` and `pub use child::X` are not what ties a cycle
+            # downward: they are kept (a parent that re-exports from a child that imports
+            # the parent is a real cycle).
+            edges[m].setdefault(target, set()).add(p.split("::")[-1])
+    return edges
+
+
+def cycles(edges):
+    index, low, stack, on, out = {}, {}, [], set(), []
+    counter = [0]
+    sys.setrecursionlimit(10000)
+
+    def strong(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in edges[v]:
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(edges):
+        if v not in index:
+            strong(v)
+    return out
+
+
+def name(m):
+    return m or "lib"
+
+
+def main():
+    mods = modules()
+    edges = graph(mods)
+    found = cycles(edges)
+    if "--print" in sys.argv:
+        for c in found:
+            print(f"cycle of {len(c)}: {' '.join(name(m) for m in c)}")
+            for a in c:
+                for b in sorted(edges[a]):
+                    if b in c:
+                        print(f"  {name(a)} -> {name(b)}: {', '.join(sorted(edges[a][b]))}")
+        return 0
+    known = []
+    if os.path.exists(KNOWN):
+        for line in open(KNOWN, encoding="utf-8"):
+            line = line.split("#")[0].split()
+            if line:
+                known.append(set(line))
+    failed = False
+    in_cycles = set()
+    for c in found:
+        names = {name(m) for m in c}
+        in_cycles |= names
+        if not any(names <= k for k in known):
+            new = sorted(names - set().union(*known)) if known else sorted(names)
+            print(f"error: a new module cycle: {' '.join(sorted(names))}")
+            print(f"  (modules not in any known cycle: {' '.join(new) or 'none: two known cycles joined'})")
+            for a in c:
+                for b in sorted(edges[a]):
+                    if b in c:
+                        print(f"  {name(a)} -> {name(b)}: {', '.join(sorted(edges[a][b]))}")
+            failed = True
+    stale = sorted(set().union(*known) - in_cycles) if known else []
+    if stale:
+        print(f"error: no longer in a cycle, remove from .ci/module-cycles.txt: {' '.join(stale)}")
+        failed = True
+    if not failed:
+        total = sum(len(c) for c in found)
+        print(f"module cycles: {len(found)} known ({total} modules), none new")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+//! `litevault restore`: its arguments, how they become the library's options, and the
+//! rendering of its report.
+
+use super::*;
+
+// The arguments of `litevault restore` (its help text is on `Command::Restore`).
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The archive or SQL dump to restore (a path or s3://bucket/key; not with --latest),
+    /// then the database file to create or replace.
+    #[arg(required = true, num_args = 1..=2, value_name = "[ARCHIVE] DB")]
+    paths: Vec<PathBuf>,
+    /// Restore the newest backup (archive or dump) of --name in --dir.
+    #[arg(long)]
+    latest: bool,
+    /// With --latest: the name of the backups (default: the target's file stem).
+    #[arg(long, requires = "latest")]
+    name: Option<String>,
+    /// With --latest: the location to look in (default: $LITEVAULT_DIR, else
+    /// ~/.local/share/litevault/backups).
+    #[arg(long, requires = "latest", value_name = "LOCATION")]
+    dir: Option<PathBuf>,
+    /// With --latest: the newest backup created at or before TIME (RFC 3339, or "2h ago").
+    #[arg(long, requires = "latest", value_name = "TIME")]
+    at: Option<String>,
+    /// Replace an existing database (a safety archive of it is kept first).
+    #[arg(long)]
+    overwrite: bool,
+    /// Print what would be done, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Allow an archive whose schema version (user_version) is newer than the database's.
+    #[arg(long)]
+    allow_newer_schema: bool,
+    /// Run quick_check instead of integrity_check before the swap.
+    #[arg(long)]
+    quick: bool,
+    /// Rebuild indexes in the extracted copy before it goes in place: the ones
+    /// integrity_check disputes (then the checks run again), or `--reindex all`. For a
+    /// backup whose indexes disagree with their tables under this SQLite while every row is
+    /// intact (e.g. written by an older SQLite). Table rows are never changed.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "disputed", value_name = "WHICH")]
+    reindex: Option<ReindexArg>,
+    /// Where to keep the safety archive (default: the backup directory).
+    #[arg(long)]
+    safety_dir: Option<PathBuf>,
+    /// Seconds to wait for other connections' locks on a live database.
+    #[arg(long, default_value_t = 30)]
+    busy_timeout: u64,
+    #[command(flatten)]
+    crypt: EncryptArgs,
+    /// Put the archive's files (backup --include) under OUT: OUT/<dir name>/..., each
+    /// through a hidden temp file, fsync and rename, with its mode (permission bits) and
+    /// mtime, once the database passed its checks. An existing file is replaced only with
+    /// --overwrite; a path through a symlink or outside OUT is refused before anything is
+    /// written. Without it, the files are not restored (the report says how many).
+    #[arg(long, value_name = "OUT")]
+    files_to: Option<PathBuf>,
+}
+
+/// Runs `litevault restore`; returns the exit code.
+pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
+    let Args {
+        paths,
+        latest,
+        name,
+        dir,
+        at,
+        overwrite,
+        dry_run,
+        allow_newer_schema,
+        quick,
+        reindex,
+        safety_dir,
+        busy_timeout,
+        crypt,
+        files_to,
+    } = args;
+    let (archive, db) = match (paths.as_slice(), *latest) {
+        ([db], true) => {
+            let dir = dir.clone().unwrap_or_else(litevault::default_backup_dir);
+            let name = name.clone().unwrap_or_else(|| litevault::location::name_of(db));
+            let loc = litevault::location::open(&dir)?;
+            let at = match at {
+                Some(t) => Some(
+                    litevault::chain::parse_at(t).map_err(|m| Error::InvalidOption(format!("--at: {m}")))?,
+                ),
+                None => None,
+            };
+            let newest = litevault::location::latest_required(loc.as_ref(), &name, at)?;
+            (loc.object_path(&newest), db.clone())
+        }
+        ([archive, db], false) => (archive.clone(), db.clone()),
+        (_, true) => {
+            return Err(Error::InvalidOption(
+                "with --latest give only the database (the archive is found in --dir)".into(),
+            ))
+        }
+        (_, false) => {
+            return Err(Error::InvalidOption(
+                "give the archive and the database (or --latest and the database)".into(),
+            ))
+        }
+    };
+    let (archive, db) = (&archive, &db);
+    let opts = RestoreOptions {
+        overwrite: *overwrite,
+        allow_newer_schema: *allow_newer_schema,
+        quick: *quick,
+        reindex: ReindexArg::to_lib(*reindex),
+        safety_dir: safety_dir.clone(),
+        busy_timeout: Duration::from_secs(*busy_timeout),
+        encrypt: crypt.encryption(cli)?,
+        files_to: files_to.clone(),
+    };
+    if *dry_run {
+        let plan = litevault::plan_restore(archive, db, &opts)?;
+        if cli.json {
+            out(&json(&plan));
+        } else if !cli.quiet {
+            out(&render_plan(&plan));
+        }
+        return Ok(exit::OK);
+    }
+    let r = litevault::restore(archive, db, &opts, progress)?;
+    if cli.json {
+        out(&json(&r));
+    } else if !cli.quiet {
+        let mut s = format!(
+            "restored {} -> {} ({}, {:.1} s)\n",
+            r.plan.archive.display(),
+            r.plan.target.display(),
+            strategy_text(r.plan.strategy),
+            r.duration_ms as f64 / 1000.0
+        );
+        if let Some(p) = &r.safety_archive {
+            s += &format!("  previous database kept in {}\n", p.display());
+        }
+        for p in &r.moved_aside {
+            s += &format!("  moved aside: {}\n", p.display());
+        }
+        if let Some(f) = &r.plan.files {
+            s += &format!(
+                "  {} files and directories ({}) restored under {}{}\n",
+                r.files_restored,
+                HumanBytes(f.bytes),
+                f.out.display(),
+                if f.replaces > 0 {
+                    format!(", {} replaced", f.replaces)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if !r.reindexed.is_empty() {
+            s += &format!(
+                "  rebuilt {} index(es) in the restored copy: {} (table rows untouched)\n",
+                r.reindexed.len(),
+                clean(&r.reindexed.join(", "))
+            );
+        }
+        for w in &r.plan.warnings {
+            s += &format!("  warning: {w}\n");
+        }
+        s += &format!("  {} before the swap\n", passed_and_skipped(&r.checks));
+        if cli.verbose {
+            s += &render_checks(&r.checks, true);
+        }
+        out(&s);
+    }
+    Ok(exit::OK)
+}
+
+fn render_plan(p: &litevault::RestorePlan) -> String {
+    let mut s = format!(
+        "dry run: restore {} -> {}\n",
+        p.archive.display(),
+        p.target.display()
+    );
+    if p.manifest.kind == "sql" && p.manifest.tool_version.is_empty() {
+        s += &format!(
+            "  source: a foreign SQL dump (no manifest; about {} once loaded)\n",
+            HumanBytes(p.manifest.db_size)
+        );
+    } else {
+        s += &format!(
+            "  {}: created {} from {} ({}, user_version {})\n",
+            if p.manifest.kind == "sql" {
+                "dump"
+            } else {
+                "archive"
+            },
+            clean(&p.manifest.created_at),
+            clean(&p.manifest.source),
+            HumanBytes(p.manifest.db_size),
+            p.manifest.db.user_version
+        );
+    }
+    match &p.replaces {
+        Some(t) => {
+            s += &format!(
+                "  replaces: existing {} ({}{})\n",
+                if t.is_database {
+                    "database"
+                } else {
+                    "file (not a readable database)"
+                },
+                HumanBytes(t.size),
+                t.user_version
+                    .map(|v| format!(", user_version {v}"))
+                    .unwrap_or_default()
+            );
+            if let Some(u) = &t.in_use {
+                s += &format!("  in use: {u}\n");
+            }
+        }
+        None => s += "  replaces: nothing (new file)\n",
+    }
+    s += &format!("  strategy: {}\n", strategy_text(p.strategy));
+    if let Some(d) = &p.safety_dir {
+        s += &format!("  safety archive of the current database into: {}\n", d.display());
+    }
+    for f in &p.stale_files {
+        s += &format!("  would move aside: {}\n", f.display());
+    }
+    if let Some(f) = &p.files {
+        s += &format!(
+            "  files: {} entries ({}) under {}{}\n",
+            f.count,
+            HumanBytes(f.bytes),
+            f.out.display(),
+            if f.replaces > 0 {
+                format!(", replacing {} existing", f.replaces)
+            } else {
+                String::new()
+            }
+        );
+        const SHOWN: usize = 20;
+        for e in f.entries.iter().take(SHOWN) {
+            s += &format!(
+                "    {} {}{}\n",
+                match e.kind {
+                    litevault::files::FileKind::File => "file",
+                    litevault::files::FileKind::Dir => "dir ",
+                    litevault::files::FileKind::Symlink => "link",
+                },
+                clean(&e.path.to_string_lossy()),
+                if e.exists && e.kind != litevault::files::FileKind::Dir {
+                    " (replaces the existing one)"
+                } else {
+                    ""
+                }
+            );
+        }
+        if f.entries.len() > SHOWN {
+            s += &format!(
+                "    ... and {} more (--json lists them all)\n",
+                f.entries.len() - SHOWN
+            );
+        }
+    }
+    s += &format!("  checks before the swap: {}\n", p.checks.join(", "));
+    s += &format!(
+        "  space: {} needed, {} free\n",
+        HumanBytes(p.space_needed),
+        HumanBytes(p.space_available)
+    );
+    for w in &p.warnings {
+        s += &format!("  warning: {w}\n");
+    }
+    s += "nothing was changed\n";
+    s
+}
