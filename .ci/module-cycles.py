@@ -50,16 +50,48 @@ def modules():
 
 
 def code_of(path):
+    """The file's code without comments, string and char literals, and without its test module."""
     text = open(path, encoding="utf-8").read()
-    # Drop comments (line and block) and the test module at the end.
-    text = re.sub(r"//[^\n]*", "", text)
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    cut = re.search(r"#\[cfg\(test\)\]\s*mod\s+\w+", text)
-    if cut:
-        text = text[: cut.start()]
-    # String literals can hold anything.
-    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
-    return text
+    out, i, n = [], 0, len(text)
+    while i < n:
+        c = text[i]
+        if text.startswith("//", i):
+            i = text.find("\n", i)
+            i = n if i < 0 else i
+        elif text.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < n and depth:
+                if text.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif text.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+        elif re.match(r'b?r#*"', text[i : i + 40]) and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
+            m = re.match(r'b?r(#*)"', text[i:])
+            end = text.find('"' + m.group(1), i + len(m.group(0)))
+            out.append('""')
+            i = n if end < 0 else end + 1 + len(m.group(1))
+        elif c == '"' or text.startswith('b"', i) and (i == 0 or not text[i - 1].isalnum()):
+            i += 2 if c == "b" else 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            out.append('""')
+            i += 1
+        elif c == "'":
+            m = re.match(r"'(\\u\{[0-9a-fA-F]+\}|\\.|[^\\'\n])'", text[i:])
+            if m:
+                out.append("' '")
+                i += len(m.group(0))
+            else:
+                out.append(c)
+                i += 1
+        else:
+            out.append(c)
+            i += 1
+    code = "".join(out)
+    cut = re.search(r"#\[cfg\(test\)\]\s*mod\s+\w+", code)
+    return code[: cut.start()] if cut else code
 
 
 def expand_use(tree):

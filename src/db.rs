@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::findings::{Finding, Findings, ProblemClass, SchemaNames, PROBLEM_LIMIT};
+use crate::findings::{Findings, SchemaNames, PROBLEM_LIMIT};
 
 /// The magic string at the start of every SQLite database file.
 pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -396,10 +396,7 @@ pub fn list_tables(conn: &Connection, path: &Path, count: bool) -> Result<Vec<Ta
     Ok(out)
 }
 
-/// Quotes an SQL identifier with double quotes, doubling any inside.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use crate::model::sql::quote_ident;
 
 /// Runs `PRAGMA quick_check` (or `integrity_check` when `full`) and returns the problems found,
 /// at most `limit` of them; an empty list means the database is intact.
@@ -603,96 +600,7 @@ pub(crate) fn virtual_module(sql: &str) -> Option<String> {
     (!module.is_empty()).then_some(module)
 }
 
-/// Outcome of one named check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckStatus {
-    /// The check ran and found nothing wrong.
-    Pass,
-    /// The check ran and found a problem.
-    Fail,
-    /// The check could not run (e.g. a module this build lacks); not a failure.
-    Skipped,
-}
-
-/// One named check and its outcome, as verify and restore report them.
-///
-/// A failed integrity or full-text check also says what kind of problem it found
-/// ([`ProblemClass`]: storage, index, fts, constraint, other), in which objects, and what to
-/// do; those fields are left out of the JSON when empty.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Check {
-    /// Name, e.g. "integrity_check", "checksum manifest.json", "fts5 integrity docs_fts".
-    pub name: String,
-    /// Outcome.
-    pub status: CheckStatus,
-    /// What was found, in a line.
-    pub detail: String,
-    /// The most serious class of problem found.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub class: Option<ProblemClass>,
-    /// The objects concerned (indexes, tables, full-text tables; "freelist", "pages" or
-    /// "database" for problems outside any object), once each. For the `reindex` check: the
-    /// indexes rebuilt.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub objects: Vec<String>,
-    /// What to do about it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub action: Option<String>,
-    /// The problems, one entry per object and class, counted. For the `reindex` check: what
-    /// the first check had found in the indexes it rebuilt.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub findings: Vec<Finding>,
-    /// The check stopped at its limit ([`crate::findings::PROBLEM_LIMIT`] problems): there
-    /// may be more.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub truncated: bool,
-}
-
-impl Check {
-    fn new(name: impl Into<String>, status: CheckStatus, detail: impl Into<String>) -> Check {
-        Check {
-            name: name.into(),
-            status,
-            detail: detail.into(),
-            class: None,
-            objects: Vec::new(),
-            action: None,
-            findings: Vec::new(),
-            truncated: false,
-        }
-    }
-    /// A passed check.
-    pub fn pass(name: impl Into<String>, detail: impl Into<String>) -> Check {
-        Check::new(name, CheckStatus::Pass, detail)
-    }
-    /// A failed check.
-    pub fn fail(name: impl Into<String>, detail: impl Into<String>) -> Check {
-        Check::new(name, CheckStatus::Fail, detail)
-    }
-    /// A check that could not run.
-    pub fn skipped(name: impl Into<String>, detail: impl Into<String>) -> Check {
-        Check::new(name, CheckStatus::Skipped, detail)
-    }
-    /// A check that passes when nothing was found and otherwise fails with the findings: their
-    /// class, objects and what to do.
-    pub fn from_findings(name: impl Into<String>, found: Findings) -> Check {
-        if found.is_empty() {
-            return Check::pass(name, "ok");
-        }
-        let mut c = Check::fail(name, found.summary());
-        c.class = found.worst();
-        c.objects = found.objects();
-        c.action = found.action();
-        c.truncated = found.truncated;
-        c.findings = found.findings;
-        c
-    }
-    /// Whether it failed.
-    pub fn failed(&self) -> bool {
-        self.status == CheckStatus::Fail
-    }
-}
+pub use crate::model::check::{Check, CheckStatus};
 
 /// What [`run_checks`] should run.
 #[derive(Debug, Clone, Copy)]

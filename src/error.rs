@@ -6,8 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::db::Check;
-use crate::findings::ProblemClass;
+use crate::model::check::{Check, ProblemClass};
 
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -305,7 +304,7 @@ impl Error {
     /// A short suggestion of what to try, where one helps.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
-            Error::WouldOverwrite { path } if crate::location::is_remote(path) => {
+            Error::WouldOverwrite { path } if crate::model::naming::is_remote(path) => {
                 Some("objects in a bucket are never replaced: choose another name")
             }
             Error::WouldOverwrite { .. } => Some(

@@ -22,10 +22,8 @@
 //! check itself (see [`crate::db`]).
 
 use std::collections::HashMap;
-use std::fmt;
 
 use rusqlite::Connection;
-use serde::{Deserialize, Serialize};
 
 /// How many problems an integrity check reports before it stops. Messages are tallied as they
 /// are read (one [`Finding`] per object), so the limit bounds time, not memory: below it,
@@ -35,132 +33,7 @@ pub const PROBLEM_LIMIT: usize = 10_000;
 /// Examples of SQLite's messages kept per finding.
 const EXAMPLES: usize = 3;
 
-/// What kind of problem a check found. Ordered from the least to the most serious.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProblemClass {
-    /// An index disagrees with its table; the table's rows are intact and `REINDEX` (litevault's
-    /// `--reindex`) rebuilds the index from them.
-    Index,
-    /// A full-text index no longer matches its content.
-    Fts,
-    /// Rows break their table's declared constraints (NOT NULL, CHECK, column types).
-    Constraint,
-    /// A message this version of litevault does not recognise.
-    Other,
-    /// The file's pages or b-trees are damaged.
-    Storage,
-}
-
-impl ProblemClass {
-    /// The class's name as reports spell it ("storage", "index", ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProblemClass::Index => "index",
-            ProblemClass::Fts => "fts",
-            ProblemClass::Constraint => "constraint",
-            ProblemClass::Other => "other",
-            ProblemClass::Storage => "storage",
-        }
-    }
-
-    /// What to do about problems of this class, in a sentence naming the `objects` concerned.
-    pub fn action(self, objects: &[String]) -> String {
-        let names = objects.join(", ");
-        match self {
-            ProblemClass::Index => format!(
-                "the table data is intact; run with --reindex to rebuild {names} from it (in a \
-                 database in place, REINDEX does it when run by SQLite {}, the version that checked it)",
-                rusqlite::version()
-            ),
-            ProblemClass::Fts => {
-                let t = objects
-                    .first()
-                    .map(|t| crate::db::quote_ident(t))
-                    .unwrap_or_else(|| "t".into());
-                format!(
-                    "the full-text index of {names} no longer matches its content: --quick restores the \
-                     database as it is; then rebuild the index with INSERT INTO {t}({t}) VALUES('rebuild')"
-                )
-            }
-            ProblemClass::Constraint => format!(
-                "rows of {names} break their table's declared constraints (NOT NULL, CHECK, column \
-                 types); they are readable: correct them in the database they came from"
-            ),
-            ProblemClass::Other => "see SQLite's message".to_string(),
-            ProblemClass::Storage => "the file's pages are damaged and --reindex cannot repair that: use \
-                 another backup, or salvage the rows with sqlite3's .recover"
-                .to_string(),
-        }
-    }
-
-    /// A short hint for an error that refuses a backup with problems of this class.
-    pub fn hint(self) -> &'static str {
-        match self {
-            ProblemClass::Index => {
-                "the table data is intact; run with --reindex to rebuild the disputed indexes in the \
-                 copy being restored (--reindex all rebuilds every index)"
-            }
-            ProblemClass::Fts => {
-                "a full-text index no longer matches its content: --quick restores the database as it \
-                 is; then rebuild the index with INSERT INTO t(t) VALUES('rebuild')"
-            }
-            ProblemClass::Constraint => {
-                "rows break their table's declared constraints; correct them in the database they came \
-                 from and take a new backup"
-            }
-            ProblemClass::Other => "see SQLite's message; `litevault verify` reports every check",
-            ProblemClass::Storage => {
-                "the backup holds a damaged database: use another backup, or salvage its rows with \
-                 sqlite3's .recover (--reindex rebuilds indexes only; it cannot repair storage)"
-            }
-        }
-    }
-}
-
-impl fmt::Display for ProblemClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The problems a check found in one object, of one class.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Finding {
-    /// What kind of problem.
-    pub class: ProblemClass,
-    /// What the object is: "index", "table", "full-text table", "virtual table",
-    /// "freelist", "pages" (the page accounting) or "database" (the file as a whole).
-    pub kind: String,
-    /// The schema object's name; `None` for the freelist, the pages and the database.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub object: Option<String>,
-    /// The table an index belongs to, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub table: Option<String>,
-    /// How many problems SQLite reported for it.
-    pub count: u64,
-    /// The first few of SQLite's messages, verbatim.
-    pub examples: Vec<String>,
-}
-
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.object, &self.table) {
-            (Some(o), Some(t)) => write!(f, "{} {o:?} on table {t:?}", self.kind)?,
-            (Some(o), None) => write!(f, "{} {o:?}", self.kind)?,
-            (None, _) => write!(f, "{}", self.kind)?,
-        }
-        let plural = if self.count == 1 { "" } else { "s" };
-        write!(f, ": {} {} problem{plural} (", self.count, self.class)?;
-        write!(f, "{}", self.examples.join(", "))?;
-        let more = self.count.saturating_sub(self.examples.len() as u64);
-        if more > 0 {
-            write!(f, ", and {more} more")?;
-        }
-        write!(f, ")")
-    }
-}
+pub use crate::model::check::{Finding, ProblemClass};
 
 /// Every finding of one check, in the order first seen, and whether the check stopped at its
 /// limit before it was done.
@@ -539,6 +412,23 @@ fn classify_row(line: &str, names: &SchemaNames) -> (ProblemClass, Target) {
         );
     }
     (ProblemClass::Other, Target::whole("database"))
+}
+
+impl crate::model::check::Check {
+    /// A check that passes when nothing was found and otherwise fails with the findings: their
+    /// class, objects and what to do.
+    pub fn from_findings(name: impl Into<String>, found: Findings) -> crate::model::check::Check {
+        if found.is_empty() {
+            return crate::model::check::Check::pass(name, "ok");
+        }
+        let mut c = crate::model::check::Check::fail(name, found.summary());
+        c.class = found.worst();
+        c.objects = found.objects();
+        c.action = found.action();
+        c.truncated = found.truncated;
+        c.findings = found.findings;
+        c
+    }
 }
 
 #[cfg(test)]

@@ -68,6 +68,7 @@ pub mod list;
 pub mod location;
 pub mod manifest;
 pub mod merge;
+pub mod model;
 pub mod pageset;
 pub mod priority;
 pub mod progress;

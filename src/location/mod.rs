@@ -129,10 +129,7 @@ pub trait Location: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// Whether `path` names an object or prefix in a bucket (`s3://...`).
-pub fn is_remote(path: &Path) -> bool {
-    path.to_str().is_some_and(|s| s.starts_with("s3://"))
-}
+pub use crate::model::naming::is_remote;
 
 /// Opens the location that `spec` names: `s3://bucket/prefix` or a local directory (which is
 /// not created here; see [`open_for_writing`]).
