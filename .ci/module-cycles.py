@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "src")
 KNOWN = os.path.join(ROOT, ".ci", "module-cycles.txt")
 # The binary crate's files: not library modules.
-BINARY = {"main", "serve_cmd"}
+BINARY = {"main", "serve_cmd", "cli"}
 
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 
@@ -43,7 +43,7 @@ def modules():
             if rel == ["lib"]:
                 rel = []
             name = "::".join(rel)
-            if name in BINARY:
+            if name.split("::")[0] in BINARY:
                 continue
             out[name] = os.path.join(dirpath, f)
     return out
@@ -169,6 +169,19 @@ def graph(mods):
             if tree.startswith(("crate", "super", "self")):
                 paths.extend(expand_use(tree))
         paths.extend(p.group(1) for p in path_re.finditer(code))
+        # Paths through this module's own children (`mod s3;` ... `s3::S3Location`), as
+        # `self::` paths.
+        for child in re.findall(r"\bmod\s+(" + IDENT + r")\s*;", code):
+            child_mod = f"{m}::{child}" if m else child
+            if child_mod in mods:
+                for c in re.finditer(r"(?<![:\w])" + child + r"((?:::" + IDENT + r")+)", code):
+                    paths.append("self::" + child + c.group(1))
+        paths.extend(
+            "self::" + u.group(1)
+            for u in re.finditer(r"\buse\s+((?!crate|super|self)" + IDENT + r"::[^;]+);", code)
+            if (f"{m}::" if m else "") + u.group(1).split("::")[0] in mods
+            for _ in [0]
+        )
         for p in paths:
             target = resolve(p, m, mods, f.endswith("mod.rs"))
             if target is None or target == m:

@@ -18,7 +18,6 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::db::{hex, Check};
@@ -43,38 +42,9 @@ const MAX_SUMS: u64 = 64 << 10;
 // tar end-of-archive blocks and record padding after the last entry.
 const MAX_TRAILER: u64 = 1 << 20;
 
-/// How an archive is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    /// zstd (multi-threaded), `.tar.zst`.
-    #[default]
-    Zstd,
-    /// gzip, `.tar.gz`.
-    Gzip,
-    /// No compression, `.tar`.
-    None,
-}
+pub use crate::model::compression::Compression;
 
 impl Compression {
-    /// The file extension, with its leading dot.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Compression::Zstd => ".tar.zst",
-            Compression::Gzip => ".tar.gz",
-            Compression::None => ".tar",
-        }
-    }
-
-    /// The default level (zstd 3, gzip 6).
-    pub fn default_level(self) -> Option<i32> {
-        match self {
-            Compression::Zstd => Some(3),
-            Compression::Gzip => Some(6),
-            Compression::None => None,
-        }
-    }
-
     /// Checks a level against what the codec accepts.
     pub fn check_level(self, level: i32) -> Result<()> {
         let ok = match self {
@@ -94,16 +64,6 @@ impl Compression {
     }
 }
 
-impl std::fmt::Display for Compression {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Compression::Zstd => "zstd",
-            Compression::Gzip => "gzip",
-            Compression::None => "none",
-        })
-    }
-}
-
 impl std::str::FromStr for Compression {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -118,14 +78,7 @@ impl std::str::FromStr for Compression {
     }
 }
 
-/// Whether a file name looks like a litevault archive (by extension).
-pub fn is_archive_name(name: &str) -> bool {
-    let name = name.strip_suffix(crate::crypt::EXTENSION).unwrap_or(name);
-    !name.starts_with(crate::fsutil::TEMP_PREFIX)
-        && [".tar.zst", ".tar.gz", ".tgz", ".tar"]
-            .iter()
-            .any(|e| name.ends_with(e))
-}
+pub use crate::model::naming::is_archive_name;
 
 /// A writer that hashes and counts what passes through it (also used for SQL dumps).
 pub(crate) struct HashWriter<W> {

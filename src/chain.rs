@@ -26,7 +26,7 @@ use crate::progress::Progress;
 pub fn parse_at(text: &str) -> std::result::Result<i64, String> {
     let t = text.trim();
     if let Some(d) = t.strip_suffix("ago") {
-        let secs = crate::prune::parse_duration(d.trim())?;
+        let secs = crate::model::time::parse_duration(d.trim())?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         return i64::try_from(secs)
             .ok()
@@ -40,8 +40,7 @@ pub fn parse_at(text: &str) -> std::result::Result<i64, String> {
         })
 }
 
-/// Longest chain [`compose`] follows.
-pub const MAX_DEPTH: u32 = 10_000;
+pub use crate::manifest::MAX_DEPTH;
 
 /// The parent an incremental backup builds on.
 #[derive(Debug, Clone)]
@@ -65,7 +64,7 @@ pub fn find_parent(
     name: &str,
     full_every: Option<u32>,
 ) -> std::result::Result<Parent, String> {
-    let newest = location::latest(loc, name, None)
+    let newest = latest(loc, name, None)
         .map_err(|e| format!("the location cannot be listed ({e})"))?
         .ok_or_else(|| format!("no earlier backup of {name:?} in {}", loc.url()))?;
     let encrypted = newest.ends_with(crate::crypt::EXTENSION);
@@ -664,4 +663,55 @@ impl Write for PageApplier<'_> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// The newest backup (archive or dump) of `name` in `loc`, created at or before `at` (seconds
+/// since the epoch) when given: by the stamp in the object names litevault gives
+/// (`<name>-<stamp>...`); backups of the same second by the instant their snapshots were fixed
+/// (their manifests' `snapshot_at`, read only for such ties), then by the name's `-N`. Safety
+/// archives (`<name>-pre-restore-...`) belong to their own names.
+pub fn latest(loc: &dyn Location, name: &str, at: Option<i64>) -> Result<Option<String>> {
+    let mut found: Vec<(i64, u32, String)> = Vec::new();
+    for m in loc.list()? {
+        if !location::is_backup_name(&m.name) {
+            continue;
+        }
+        let Some((group, created)) = crate::model::naming::parse_backup_name(&m.name) else {
+            continue;
+        };
+        if group != name || at.is_some_and(|t| created > t) {
+            continue;
+        }
+        found.push((created, location::sequence(&m.name), m.name));
+    }
+    let Some(newest) = found.iter().map(|(c, ..)| *c).max() else {
+        return Ok(None);
+    };
+    found.retain(|(c, ..)| *c == newest);
+    if found.len() == 1 {
+        return Ok(found.pop().map(|(.., n)| n));
+    }
+    // Same second: the manifests tell which snapshot is the newer (one that cannot be read
+    // counts as the start of its second).
+    let best = found
+        .into_iter()
+        .map(|(created, seq, n)| {
+            let nanos = crate::dump::read_manifest(&loc.object_path(&n))
+                .map(|m| m.snapshot_subsec_nanos(created))
+                .unwrap_or(0);
+            ((nanos, seq), n)
+        })
+        .max();
+    Ok(best.map(|(_, n)| n))
+}
+
+/// [`latest`], or [`Error::NotFound`] naming what was looked for when there is none.
+pub fn latest_required(loc: &dyn Location, name: &str, at: Option<i64>) -> Result<String> {
+    latest(loc, name, at)?.ok_or_else(|| Error::NotFound {
+        path: loc.object_path(&format!(
+            "{name}-<stamp>.*{}",
+            at.map(|t| format!(" at or before {}", location::format_time(t)))
+                .unwrap_or_default()
+        )),
+    })
 }

@@ -23,8 +23,7 @@ use age::secrecy::SecretString;
 use crate::error::{Error, Result};
 use crate::location::{NewObject, Published};
 
-/// The file-name suffix of an encrypted backup (`app-<stamp>.tar.zst.age`).
-pub const EXTENSION: &str = ".age";
+pub use crate::model::naming::AGE_EXTENSION as EXTENSION;
 
 /// The first bytes of a binary age file.
 const MAGIC: &[u8] = b"age-encryption.org/v1\n";

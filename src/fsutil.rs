@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// Prefix of every temp file and directory litevault creates, so leftovers are recognisable.
-pub const TEMP_PREFIX: &str = ".litevault-";
+pub use crate::model::naming::TEMP_PREFIX;
 
 /// The prefix of this process's temp files and directories: [`TEMP_PREFIX`], then
 /// `p<pid>@<host>@`, so that a later run can tell the leftover of a killed run on this machine

@@ -64,8 +64,8 @@ pub fn list_in(loc: &dyn Location) -> Result<Vec<ArchiveSummary>> {
         let (manifest, error, encrypted) = match crate::dump::read_manifest(&path) {
             Ok(found) => (Some(found), None, m.name.ends_with(crate::crypt::EXTENSION)),
             // Encrypted and no key given: listed as such, not as an error.
-            Err(crate::Error::Crypt { .. }) if !crate::crypt::has_identities() => (None, None, true),
-            Err(e @ crate::Error::Crypt { .. }) => (None, Some(e.to_string()), true),
+            Err(crate::error::Error::Crypt { .. }) if !crate::crypt::has_identities() => (None, None, true),
+            Err(e @ crate::error::Error::Crypt { .. }) => (None, Some(e.to_string()), true),
             Err(e) => (None, Some(e.to_string()), false),
         };
         let (files, files_bytes) = manifest

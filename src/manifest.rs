@@ -6,9 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::archive::Compression;
 use crate::db::DbInfo;
+use crate::model::compression::Compression;
 use crate::snapshot::Method;
+
+/// Longest chain `chain::compose` follows.
+pub const MAX_DEPTH: u32 = 10_000;
 
 /// The format tag of SQL dumps, and of archives without page hashes (gzip, uncompressed).
 pub const FORMAT: &str = "litevault/1";
@@ -173,12 +176,8 @@ impl Manifest {
                 return Err("the page-hash frame's byte range does not fit its table".into());
             }
         }
-        if self.chain_depth > crate::chain::MAX_DEPTH {
-            return Err(format!(
-                "chain depth {} is over {}",
-                self.chain_depth,
-                crate::chain::MAX_DEPTH
-            ));
+        if self.chain_depth > MAX_DEPTH {
+            return Err(format!("chain depth {} is over {}", self.chain_depth, MAX_DEPTH));
         }
         if self.kind == "incremental" {
             let p = self
@@ -218,6 +217,63 @@ impl Manifest {
             .filter_map(|t| t.rows)
             .fold(0u64, u64::saturating_add)
     }
+}
+
+/// Compares the header state a manifest records with a database's. A database rebuilt from an
+/// SQL dump (`logical`) has its own page count, so that one is not compared.
+pub(crate) fn compare_header(m: &Manifest, info: &DbInfo, logical: bool) -> crate::model::check::Check {
+    let mut diffs = Vec::new();
+    let mut cmp = |what: &str, recorded: String, found: String| {
+        if recorded != found {
+            diffs.push(format!("{what}: manifest {recorded}, database {found}"));
+        }
+    };
+    cmp(
+        "page_size",
+        m.db.page_size.to_string(),
+        info.page_size.to_string(),
+    );
+    if !logical {
+        cmp(
+            "page_count",
+            m.db.page_count.to_string(),
+            info.page_count.to_string(),
+        );
+    }
+    cmp("encoding", m.db.encoding.clone(), info.encoding.clone());
+    cmp(
+        "user_version",
+        m.db.user_version.to_string(),
+        info.user_version.to_string(),
+    );
+    cmp(
+        "application_id",
+        m.db.application_id.to_string(),
+        info.application_id.to_string(),
+    );
+    cmp("auto_vacuum", m.db.auto_vacuum.clone(), info.auto_vacuum.clone());
+    cmp(
+        "journal_mode",
+        m.db.journal_mode.clone(),
+        info.journal_mode.clone(),
+    );
+    if !diffs.is_empty() {
+        return crate::model::check::Check::fail("manifest header", diffs.join("; "));
+    }
+    crate::model::check::Check::pass(
+        "manifest header",
+        if logical {
+            format!(
+                "page_size {}, {}, user_version {}, application_id {}",
+                info.page_size, info.encoding, info.user_version, info.application_id
+            )
+        } else {
+            format!(
+                "page_size {}, {} pages, user_version {}",
+                info.page_size, info.page_count, info.user_version
+            )
+        },
+    )
 }
 
 #[cfg(test)]

@@ -522,7 +522,7 @@ pub(crate) fn extracted_checks(
             .unwrap_or_else(|_| Err(Error::InvalidOption("row count thread panicked".into())))
         {
             Ok(info) => {
-                checks.push(compare_header(manifest, &info, rebuilt));
+                checks.push(crate::manifest::compare_header(manifest, &info, rebuilt));
                 checks.push(compare_counts(manifest, &info));
             }
             Err(e) => checks.push(Check::fail("manifest header", e.to_string())),
@@ -581,63 +581,6 @@ pub(crate) fn extracted_checks(
         Err(e) => checks.push(Check::fail("fts tables", e.to_string())),
     }
     checks
-}
-
-/// Compares the header state a manifest records with a database's. A database rebuilt from an
-/// SQL dump (`logical`) has its own page count, so that one is not compared.
-pub(crate) fn compare_header(m: &Manifest, info: &DbInfo, logical: bool) -> Check {
-    let mut diffs = Vec::new();
-    let mut cmp = |what: &str, recorded: String, found: String| {
-        if recorded != found {
-            diffs.push(format!("{what}: manifest {recorded}, database {found}"));
-        }
-    };
-    cmp(
-        "page_size",
-        m.db.page_size.to_string(),
-        info.page_size.to_string(),
-    );
-    if !logical {
-        cmp(
-            "page_count",
-            m.db.page_count.to_string(),
-            info.page_count.to_string(),
-        );
-    }
-    cmp("encoding", m.db.encoding.clone(), info.encoding.clone());
-    cmp(
-        "user_version",
-        m.db.user_version.to_string(),
-        info.user_version.to_string(),
-    );
-    cmp(
-        "application_id",
-        m.db.application_id.to_string(),
-        info.application_id.to_string(),
-    );
-    cmp("auto_vacuum", m.db.auto_vacuum.clone(), info.auto_vacuum.clone());
-    cmp(
-        "journal_mode",
-        m.db.journal_mode.clone(),
-        info.journal_mode.clone(),
-    );
-    if !diffs.is_empty() {
-        return Check::fail("manifest header", diffs.join("; "));
-    }
-    Check::pass(
-        "manifest header",
-        if logical {
-            format!(
-                "page_size {}, {}, user_version {}, application_id {}",
-                info.page_size, info.encoding, info.user_version, info.application_id
-            )
-        } else {
-            format!(
-                "page_size {}, {} pages, user_version {}",
-                info.page_size, info.page_count, info.user_version
-            )
-        },
-    )
 }
 
 fn compare_counts(m: &Manifest, info: &DbInfo) -> Check {

@@ -87,7 +87,7 @@ pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8,
                 ),
                 None => None,
             };
-            let newest = litevault::location::latest_required(loc.as_ref(), &name, at)?;
+            let newest = litevault::chain::latest_required(loc.as_ref(), &name, at)?;
             (loc.object_path(&newest), db.clone())
         }
         ([archive, db], false) => (archive.clone(), db.clone()),

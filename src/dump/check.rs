@@ -9,8 +9,8 @@
 
 use std::path::Path;
 
+use super::format::Content;
 use super::load::{self, LoadReport};
-use super::Content;
 use crate::db::{self, Check, CheckOptions, DbInfo};
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, FORMAT};
@@ -33,10 +33,10 @@ pub struct Loaded {
 
 /// A manifest for a dump without one, from what is known: the file. Marks it as foreign
 /// (empty `tool_version`).
-pub fn foreign_manifest(path: &Path, compression: crate::Compression) -> Manifest {
+pub fn foreign_manifest(path: &Path, compression: crate::model::compression::Compression) -> Manifest {
     let file = crate::location::object_size(path).unwrap_or(0);
     // Text is rarely smaller than its database; compressed text is about a quarter.
-    let estimate = if compression == crate::Compression::None {
+    let estimate = if compression == crate::model::compression::Compression::None {
         file
     } else {
         file.saturating_mul(4)
@@ -51,7 +51,7 @@ pub fn foreign_manifest(path: &Path, compression: crate::Compression) -> Manifes
         source: String::new(),
         host: String::new(),
         sqlite_version: String::new(),
-        method: crate::Method::Pages,
+        method: crate::snapshot::Method::Pages,
         compression,
         compression_level: None,
         db_size: pages * 4096,
@@ -92,7 +92,7 @@ pub fn load_checked(
     writable: bool,
     progress: &dyn Progress,
 ) -> Result<Loaded> {
-    let (compression, content, mut reader) = super::open_with(path, true)?;
+    let (compression, content, mut reader) = super::format::open_with(path, true)?;
     let report = load::load(path, content, &mut *reader, db_path, progress)?;
     drop(reader);
     let foreign = content == Content::ForeignDump;
@@ -132,7 +132,7 @@ pub fn load_checked(
     loaded.db = info.clone();
     loaded.db_size = info.page_count * info.page_size as u64;
     if !foreign {
-        checks.push(crate::verify::compare_header(&manifest, &info, true));
+        checks.push(crate::manifest::compare_header(&manifest, &info, true));
         checks.push(compare_counts(&manifest, &info));
     }
     // The round trip (a full re-dump) and SQLite's checks both only read the file: run them on

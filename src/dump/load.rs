@@ -36,7 +36,7 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};
 
-use super::{Content, Header, Trailer, MAX_STATEMENT, TRAILER_PREFIX};
+use super::format::{Content, Header, Trailer, MAX_STATEMENT, TRAILER_PREFIX};
 use crate::db::{self, hex, quote_ident, Check};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -172,7 +172,7 @@ pub fn load(
     progress: &dyn Progress,
 ) -> Result<LoadReport> {
     let header = match content {
-        Content::LitevaultDump => Some(super::read_header(path, reader)?),
+        Content::LitevaultDump => Some(super::format::read_header(path, reader)?),
         Content::ForeignDump => None,
         Content::Archive => return Err(Error::bad_archive(path, "a tar archive, not an SQL dump")),
     };
@@ -261,7 +261,7 @@ pub fn load(
         }
         if header.is_some() && split.idle() && line.starts_with(TRAILER_PREFIX.as_bytes()) {
             let text = String::from_utf8_lossy(&line[TRAILER_PREFIX.len()..]).into_owned();
-            match super::parse_trailer(&text) {
+            match super::format::parse_trailer(&text) {
                 Some(t) => trailer = Some((t, line_no)),
                 None => bad_trailer = Some(line_no),
             }

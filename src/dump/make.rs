@@ -10,8 +10,8 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use super::format::{Trailer, CREATED_PREFIX, MANIFEST_PREFIX, TRAILER_PREFIX};
 use super::write::{self, DumpPlan, Selection};
-use super::{Trailer, CREATED_PREFIX, MANIFEST_PREFIX, TRAILER_PREFIX};
 use crate::archive::HashWriter;
 use crate::db::{self, hex};
 use crate::error::{Error, Result};
@@ -33,7 +33,7 @@ pub(crate) fn write_dump(
         "{MANIFEST_PREFIX}{}\n",
         serde_json::to_string(manifest).map_err(io::Error::other)?
     );
-    let line1 = super::header_line();
+    let line1 = super::format::header_line();
     out.write_all(line1.as_bytes())?;
     out.write_all(format!("{CREATED_PREFIX}{created_at}\n").as_bytes())?;
     out.write_all(manifest_line.as_bytes())?;

@@ -635,12 +635,12 @@ impl Lines<'_> {
                 }
                 push_value(&mut self.buf, v, self.utf16);
                 // Checked as the row grows, so that it never takes much more than the cap.
-                if self.buf.len() > super::MAX_STATEMENT {
+                if self.buf.len() > super::format::MAX_STATEMENT {
                     return Err(too_long(self.buf.len() as u64));
                 }
             }
             self.buf.extend_from_slice(b");\n");
-            if self.buf.len() > super::MAX_STATEMENT {
+            if self.buf.len() > super::format::MAX_STATEMENT {
                 return Err(too_long(self.buf.len() as u64));
             }
             self.out.write_all(&self.buf)?;
@@ -657,7 +657,7 @@ impl Lines<'_> {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The largest TEXT or BLOB a dump holds: its hex spelling must fit in a statement.
-const MAX_VALUE: usize = (super::MAX_STATEMENT - (1 << 20)) / 2;
+const MAX_VALUE: usize = (super::format::MAX_STATEMENT - (1 << 20)) / 2;
 
 fn too_long(sql_bytes: u64) -> io::Error {
     io::Error::other(format!(
@@ -665,7 +665,7 @@ fn too_long(sql_bytes: u64) -> io::Error {
          loading any dump stays within bounded memory); back this table up as an archive \
          (--format archive) or leave it out (--exclude-table)",
         sql_bytes >> 20,
-        super::MAX_STATEMENT >> 20
+        super::format::MAX_STATEMENT >> 20
     ))
 }
 

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 
-use super::{CreateOptions, Location};
+use super::store::{CreateOptions, Location};
 use crate::error::Error;
 
 /// Runs every contract check against `loc`, which must be empty and writable. Returns the

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{CreateOptions, Location, NewObject, ObjectMeta, Published};
+use super::store::{CreateOptions, Location, NewObject, ObjectMeta, Published};
 use crate::db::hex;
 use crate::error::{Error, Result};
 use crate::fsutil::{self, AtomicFile, WritebackFile};
@@ -275,7 +275,7 @@ impl NewObject for LocalObject {
                 .unwrap_or_default();
             let dir = self.dir.clone();
             let names = std::iter::once(name.clone())
-                .chain(super::numbered_names(&name))
+                .chain(crate::model::naming::numbered_names(&name))
                 .take(MAX_NUMBERED)
                 .map(move |n| dir.join(n));
             atomic.commit_first_free(names)?

@@ -31,7 +31,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use sha2::{Digest, Sha256};
 
-use super::{CreateOptions, Location, NewObject, ObjectMeta, Published};
+use super::store::{CreateOptions, Location, NewObject, ObjectMeta, Published};
 use crate::db::hex;
 use crate::error::{Error, Result};
 
@@ -292,7 +292,8 @@ impl S3Location {
     /// by `prune` after a day) only moves later runs to the next number.
     fn first_free(&self, name: &str, opts: &CreateOptions) -> Result<Box<S3Object>> {
         let taken: std::collections::HashSet<String> = self.list()?.into_iter().map(|m| m.name).collect();
-        let mut candidates = std::iter::once(name.to_string()).chain(super::numbered_names(name));
+        let mut candidates =
+            std::iter::once(name.to_string()).chain(crate::model::naming::numbered_names(name));
         for _ in 0..MAX_NUMBERED {
             let Some(candidate) = candidates.next() else { break };
             if taken.contains(&candidate) {
@@ -702,7 +703,7 @@ impl Location for S3Location {
                     continue;
                 };
                 // Only litevault's own kind of objects, directly under the prefix.
-                if name.contains('/') || !super::is_backup_name(name) {
+                if name.contains('/') || !crate::model::naming::is_backup_name(name) {
                     continue;
                 }
                 let started = u.initiated().map(|t| t.secs()).unwrap_or(now);
@@ -720,7 +721,7 @@ impl Location for S3Location {
                     Ok(_) => done.push(format!(
                         "aborted an incomplete upload of {} started {}",
                         self.url_of(name),
-                        super::format_time(started)
+                        crate::model::naming::format_time(started)
                     )),
                     Err(e) if is_not_found(&e) => {}
                     Err(e) => return Err(self.remote_err("abort incomplete upload of", name, e)),

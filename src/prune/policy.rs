@@ -30,7 +30,10 @@
 
 use std::collections::BTreeMap;
 
-use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
+pub use crate::model::naming::{parse_backup_name, sequence};
+pub use crate::model::time::parse_duration;
+
+use time::OffsetDateTime;
 
 /// Retention policy, restic vocabulary. `None` = policy not given.
 ///
@@ -130,23 +133,6 @@ enum Rule {
     Last,
     /// The newest of each of the N most recent periods that have backups.
     Every(Period),
-}
-
-/// The `-N` a name got when its stamp was taken (`app-<stamp>-2.tar.zst` is 2, no suffix 1):
-/// backups made in the same second are in this order.
-pub fn sequence(name: &str) -> u32 {
-    let Some(dot) = name.find(".tar").or_else(|| name.rfind(".sql")) else {
-        return 1;
-    };
-    let stem = &name[..dot];
-    match stem.rsplit_once('-') {
-        Some((before, n))
-            if before.ends_with('Z') && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            n.parse().unwrap_or(1)
-        }
-        _ => 1,
-    }
 }
 
 /// Plans retention per group: returns one verdict per candidate, grouped by group (groups sorted
@@ -299,107 +285,6 @@ fn format_duration(secs: u64) -> String {
         out.push_str("0s");
     }
     out
-}
-
-/// Parses a backup object name made by litevault: `<stem>-<YYYYMMDDTHHMMSSZ>[-N]<ext>`, where ext
-/// starts at the first '.' after the stamp (".tar.zst", ".sql.gz", ".tar.zst.age", ...). Returns
-/// (group, created unix secs).
-///
-/// The group is everything before `-<stamp>` (so "app-pre-restore-20261201T101500Z.tar.zst" has
-/// group "app-pre-restore", and "my-app-20261201T101500Z-2.sql.zst" has group "my-app"). The stamp
-/// is the LAST `-<YYYYMMDDTHHMMSSZ>` in the name that is followed by an optional `-<digits>` and
-/// then an extension; it must be a real UTC date and time. None for a name that does not match
-/// (e.g. "pre-migration.tar.zst"), or whose group would be empty.
-pub fn parse_backup_name(name: &str) -> Option<(String, i64)> {
-    let bytes = name.as_bytes();
-    (1..bytes.len())
-        .rev()
-        .filter(|&i| bytes[i] == b'-')
-        .find_map(|i| {
-            let created = parse_stamp(bytes.get(i + 1..i + 17)?)?;
-            // The stamp is ASCII, so `i` and `i + 17` are on char boundaries.
-            has_backup_tail(bytes.get(i + 17..)?).then(|| (name[..i].to_string(), created))
-        })
-}
-
-/// Whether `tail` (what follows the stamp) is `[-<digits>].<something>`.
-fn has_backup_tail(tail: &[u8]) -> bool {
-    let ext = match tail.strip_prefix(b"-") {
-        Some(rest) => {
-            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-            if digits == 0 {
-                return false;
-            }
-            &rest[digits..]
-        }
-        None => tail,
-    };
-    ext.len() > 1 && ext[0] == b'.'
-}
-
-/// `YYYYMMDDTHHMMSSZ` (16 bytes) as unix seconds, if it is a real UTC date and time.
-fn parse_stamp(s: &[u8]) -> Option<i64> {
-    if s.len() != 16 || s[8] != b'T' || s[15] != b'Z' {
-        return None;
-    }
-    let num = |from: usize, to: usize| -> Option<u32> {
-        s[from..to].iter().try_fold(0u32, |acc, &b| {
-            b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
-        })
-    };
-    let year = i32::try_from(num(0, 4)?).ok()?;
-    let month = Month::try_from(u8::try_from(num(4, 6)?).ok()?).ok()?;
-    let day = u8::try_from(num(6, 8)?).ok()?;
-    let date = Date::from_calendar_date(year, month, day).ok()?;
-    let [hour, minute, second] = [num(9, 11)?, num(11, 13)?, num(13, 15)?].map(|v| u8::try_from(v).ok());
-    let time = Time::from_hms(hour?, minute?, second?).ok()?;
-    Some(PrimitiveDateTime::new(date, time).assume_utc().unix_timestamp())
-}
-
-/// Parses a duration made of one or more `<number><unit>` parts, units y (365 days), w (7 days),
-/// d, h, m (minutes) and s, e.g. "30d", "12h", "90m", "2w", "1d12h"; returns seconds. The parts
-/// add up. Errors, with a message naming the input, on anything else: an empty string, a number
-/// without a unit, an unknown unit (units are lower case; "M" is not months), signs, spaces,
-/// fractions, or a total that does not fit in a u64.
-pub fn parse_duration(s: &str) -> Result<u64, String> {
-    let bad = |why: String| {
-        format!(
-            "invalid duration {s:?}: {why}; expected <number><unit>... with units y, w, d, h, m \
-             (minutes), s, e.g. \"30d\" or \"1d12h\""
-        )
-    };
-    if s.is_empty() {
-        return Err(bad("it is empty".to_string()));
-    }
-    let mut total: u64 = 0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad(format!("expected a number at {rest:?}")));
-        }
-        let (number, after) = rest.split_at(digits);
-        let Some(unit) = after.chars().next() else {
-            return Err(bad(format!("{number} has no unit")));
-        };
-        let size: u64 = match unit {
-            'y' => 365 * 86_400,
-            'w' => 7 * 86_400,
-            'd' => 86_400,
-            'h' => 3_600,
-            'm' => 60,
-            's' => 1,
-            other => return Err(bad(format!("unknown unit {other:?}"))),
-        };
-        total = number
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| n.checked_mul(size))
-            .and_then(|part| total.checked_add(part))
-            .ok_or_else(|| bad("it is more seconds than a u64 holds".to_string()))?;
-        rest = &after[unit.len_utf8()..];
-    }
-    Ok(total)
 }
 
 #[cfg(test)]

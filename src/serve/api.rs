@@ -440,7 +440,7 @@ async fn restore(State(shared): Shared_, body: Bytes) -> Response {
         let loc = crate::location::open(&plan_db.location).map_err(|e| Box::new(fail_with(&e)))?;
         let name = match which {
             Which::Named(n) => n,
-            Which::Latest(at) => crate::location::latest_required(loc.as_ref(), &plan_db.name, at)
+            Which::Latest(at) => crate::chain::latest_required(loc.as_ref(), &plan_db.name, at)
                 .map_err(|e| Box::new(fail_with(&e)))?,
         };
         let archive = loc.object_path(&name);

@@ -425,7 +425,7 @@ fn execute(db: &DatabaseConfig, work: &Work, progress: &dyn Progress) -> Outcome
         }
         Work::Verify => {
             let found = crate::location::open(&db.location).and_then(|loc| {
-                let newest = crate::location::latest_required(loc.as_ref(), &db.name, None)?;
+                let newest = crate::chain::latest_required(loc.as_ref(), &db.name, None)?;
                 Ok(loc.object_path(&newest))
             });
             let archive = match found {

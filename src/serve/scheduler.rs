@@ -153,7 +153,7 @@ async fn newest_in_location(shared: &Arc<Shared>, db: &DatabaseConfig) -> Option
             return Ok::<_, crate::Error>(None);
         }
         let loc = crate::location::open(&location)?;
-        let Some(newest) = crate::location::latest(loc.as_ref(), &name, None)? else {
+        let Some(newest) = crate::chain::latest(loc.as_ref(), &name, None)? else {
             return Ok(None);
         };
         let size = loc.head(&newest)?.map_or(0, |m| m.size);
