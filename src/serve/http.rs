@@ -30,7 +30,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify};
 
-use super::{now, Shared};
+use super::shared::{now, Shared};
 
 /// The most connections open at once, whatever the descriptor limit.
 const MOST_CONNECTIONS: usize = 512;

@@ -8,162 +8,19 @@
 //! itself is the blocking library call, run on a thread of its own so that the HTTP API stays
 //! responsive and a shutdown never waits on the async runtime for it.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::config::DatabaseConfig;
+use super::shared::{now, Shared};
 use super::state::{BackupRecord, DbState, FailureRecord, VerifyRecord};
-use super::{now, Shared};
 use crate::backup::{BackupOptions, BackupReport};
 use crate::error::{Error, ErrorReport};
-use crate::location::format_time;
 use crate::progress::Progress;
-use crate::restore::RestoreOptions;
 
-/// Finished jobs kept for `GET /api/jobs/{id}`.
-const KEEP_FINISHED: usize = 500;
-
-/// What a job does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Kind {
-    Backup,
-    Restore,
-    Verify,
-}
-
-impl Kind {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Kind::Backup => "backup",
-            Kind::Restore => "restore",
-            Kind::Verify => "verify",
-        }
-    }
-}
-
-/// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum JobState {
-    Queued,
-    Running,
-    Done,
-    Failed,
-}
-
-/// The work of a job, with what it needs.
-pub(crate) enum Work {
-    Backup,
-    Verify,
-    Restore { archive: PathBuf, opts: RestoreOptions },
-}
-
-/// A job's progress, updated by the library through [`Progress`].
-#[derive(Default)]
-pub(crate) struct JobProgress {
-    phase: Mutex<String>,
-    done: AtomicU64,
-    total: AtomicU64,
-}
-
-impl Progress for JobProgress {
-    fn begin(&self, phase: &str, total: Option<u64>) {
-        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase.to_string();
-        self.done.store(0, Ordering::Relaxed);
-        self.total.store(total.unwrap_or(0), Ordering::Relaxed);
-    }
-    fn advance(&self, bytes: u64) {
-        self.done.fetch_add(bytes, Ordering::Relaxed);
-    }
-}
-
-impl JobProgress {
-    fn view(&self) -> Value {
-        let phase = self.phase.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let done = self.done.load(Ordering::Relaxed);
-        let total = self.total.load(Ordering::Relaxed);
-        json!({
-            "phase": if phase.is_empty() { Value::Null } else { phase.into() },
-            "done_bytes": done,
-            "total_bytes": if total == 0 { Value::Null } else { total.into() },
-            "percent": if total == 0 { Value::Null } else { (((done.min(total) as f64) * 1000.0 / total as f64).round() / 10.0).into() },
-        })
-    }
-}
-
-/// One job.
-pub(crate) struct Job {
-    pub(crate) id: u64,
-    pub(crate) database: String,
-    pub(crate) kind: Kind,
-    /// "schedule" or "api".
-    pub(crate) trigger: &'static str,
-    pub(crate) state: JobState,
-    created: i64,
-    started: Option<i64>,
-    /// For the duration: when it started running.
-    started_at: Option<std::time::Instant>,
-    finished: Option<i64>,
-    progress: Arc<JobProgress>,
-    report: Option<Value>,
-    prune: Option<Value>,
-    error: Option<ErrorReport>,
-}
-
-impl Job {
-    /// The job as `GET /api/jobs/{id}` answers it.
-    pub(crate) fn view(&self) -> Value {
-        json!({
-            "id": self.id,
-            "database": self.database,
-            "kind": self.kind,
-            "trigger": self.trigger,
-            "state": self.state,
-            "created": format_time(self.created),
-            "started": self.started.map(format_time),
-            "finished": self.finished.map(format_time),
-            "progress": self.progress.view(),
-            "report": self.report,
-            "prune": self.prune,
-            "error": self.error,
-        })
-    }
-}
-
-/// Every job of this run: the unfinished ones and the latest finished ones.
-#[derive(Default)]
-pub(crate) struct Table {
-    pub(crate) jobs: BTreeMap<u64, Job>,
-    next_id: u64,
-}
-
-impl Table {
-    fn trim(&mut self) {
-        let finished: Vec<u64> = self
-            .jobs
-            .values()
-            .filter(|j| matches!(j.state, JobState::Done | JobState::Failed))
-            .map(|j| j.id)
-            .collect();
-        for id in finished.iter().take(finished.len().saturating_sub(KEEP_FINISHED)) {
-            self.jobs.remove(id);
-        }
-    }
-
-    /// Jobs not finished.
-    pub(crate) fn unfinished(&self) -> usize {
-        self.jobs
-            .values()
-            .filter(|j| matches!(j.state, JobState::Queued | JobState::Running))
-            .count()
-    }
-}
+pub(crate) use super::table::{Job, JobState, Kind, Table, Work};
 
 /// The database is held by another job, or by a restore being planned (no job yet).
 #[derive(Debug, Clone, Copy)]

@@ -7,6 +7,14 @@ use std::io::Write;
 
 use serde_json::{Map, Value};
 
+/// Seconds since the epoch, now.
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LogFormat {
@@ -27,7 +35,7 @@ impl LogFormat {
     }
 
     fn line(self, level: &str, event: &str, fields: &[(&str, Value)]) -> String {
-        let time = crate::location::format_time(crate::serve::now());
+        let time = crate::location::format_time(now());
         match self {
             LogFormat::Json => {
                 let mut m = Map::new();

@@ -26,12 +26,13 @@ mod log;
 mod metrics;
 pub mod requests;
 mod scheduler;
+mod shared;
 mod state;
+mod table;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -41,14 +42,7 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 pub use api::OPENAPI;
 pub use config::{Config, ConfigError, DatabaseConfig, Schedule};
 pub use log::LogFormat;
-
-/// Seconds since the epoch, now.
-pub(crate) fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use shared::Shared;
 
 /// What the caller of [`run_with`] controls besides the shutdown.
 #[derive(Debug, Default)]
@@ -59,52 +53,6 @@ pub struct Control {
     pub reloads: Option<mpsc::UnboundedReceiver<Config>>,
     /// How the log is written.
     pub log_format: LogFormat,
-}
-
-/// The daemon's shared state.
-pub(crate) struct Shared {
-    config: RwLock<Arc<Config>>,
-    dbs: Mutex<BTreeMap<String, state::DbState>>,
-    jobs: Mutex<jobs::Table>,
-    pub(crate) permits: Arc<Semaphore>,
-    pub(crate) log: LogFormat,
-    /// A job finished (a schedule waiting for its database tries again).
-    pub(crate) changed: Notify,
-    stopping: AtomicBool,
-    /// Held while the state file is written: one writer at a time, each writing the state as
-    /// it is when its turn comes, so the file never goes back to an older state.
-    saving: Mutex<()>,
-}
-
-impl Shared {
-    pub(crate) fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-    pub(crate) fn dbs(&self) -> MutexGuard<'_, BTreeMap<String, state::DbState>> {
-        self.dbs.lock().unwrap_or_else(|e| e.into_inner())
-    }
-    pub(crate) fn jobs(&self) -> MutexGuard<'_, jobs::Table> {
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
-    }
-    pub(crate) fn is_stopping(&self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
-    }
-    /// Writes the state file (a failure is logged: only the drills' history is at stake).
-    pub(crate) fn save_state(&self) {
-        let _one_writer = self.saving.lock().unwrap_or_else(|e| e.into_inner());
-        let dir = self.config().state_dir.clone();
-        let snapshot = self.dbs().clone();
-        if let Err(e) = state::save(&dir, &snapshot) {
-            self.log.write(
-                "warn",
-                "state.unsaved",
-                &[
-                    ("dir", dir.display().to_string().into()),
-                    ("error", e.to_string().into()),
-                ],
-            );
-        }
-    }
 }
 
 /// Runs the daemon on `listener` until `shutdown` completes, with a text log and no reloads.

@@ -14,8 +14,8 @@ use tokio::sync::watch;
 
 use super::config::DatabaseConfig;
 use super::jobs::{self, Kind, Work};
+use super::shared::{now, Shared};
 use super::state::BackupRecord;
-use super::{now, Shared};
 
 /// Starts the schedule of `db`; it ends when `stop` turns true (or the task is aborted).
 pub(crate) fn spawn(
