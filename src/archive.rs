@@ -799,7 +799,7 @@ pub fn read_manifest_and_sha256(path: &Path) -> Result<(Manifest, String)> {
 }
 
 fn bad_read(path: &Path, e: io::Error) -> Error {
-    if let Some(remote) = crate::location::s3::download_error(path, &e) {
+    if let Some(remote) = crate::location::download_error(path, &e) {
         return remote;
     }
     Error::bad_archive(path, format!("cannot read archive (truncated or damaged?): {e}"))

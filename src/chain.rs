@@ -382,7 +382,7 @@ fn archive_sha256(loc: &dyn Location, name: &str) -> Result<String> {
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = r.read(&mut buf).map_err(|e| {
-            location::s3::download_error(&loc.object_path(name), &e)
+            location::download_error(&loc.object_path(name), &e)
                 .unwrap_or_else(|| Error::io("read", loc.object_path(name), e))
         })?;
         if n == 0 {

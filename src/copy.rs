@@ -89,7 +89,7 @@ pub fn copy(sources: &[PathBuf], dest: &Path, progress: &dyn Progress) -> Result
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     return Err(
-                        location::s3::download_error(&src, &e).unwrap_or_else(|| Error::io("read", &src, e))
+                        location::download_error(&src, &e).unwrap_or_else(|| Error::io("read", &src, e))
                     )
                 }
             };
@@ -114,7 +114,7 @@ pub fn copy(sources: &[PathBuf], dest: &Path, progress: &dyn Progress) -> Result
         let mut stored = 0u64;
         loop {
             let n = back.read(&mut buf).map_err(|e| {
-                location::s3::download_error(&published.path, &e)
+                location::download_error(&published.path, &e)
                     .unwrap_or_else(|| Error::io("read back", &published.path, e))
             })?;
             if n == 0 {

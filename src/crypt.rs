@@ -436,7 +436,7 @@ impl<R: Read> Read for Decrypted<R> {
 /// The error for a failed read of a backup's bytes: damage (an encrypted chunk that does not
 /// authenticate, data a decoder cannot read) is a bad archive, anything else an I/O failure.
 pub(crate) fn read_error(path: &Path, e: io::Error) -> Error {
-    if let Some(remote) = crate::location::s3::download_error(path, &e) {
+    if let Some(remote) = crate::location::download_error(path, &e) {
         return remote;
     }
     if matches!(

@@ -74,6 +74,7 @@ pub mod priority;
 pub mod progress;
 pub mod prune;
 pub mod restore;
+#[cfg(feature = "serve")]
 pub mod serve;
 pub mod snapshot;
 pub mod verify;

@@ -4,6 +4,7 @@
 //! started by [`serve_cmd`].
 
 mod cli;
+#[cfg(feature = "serve")]
 mod serve_cmd;
 
 use std::io::IsTerminal;
@@ -13,10 +14,13 @@ use std::sync::Mutex;
 use clap::Parser;
 use litevault::Progress;
 
-use cli::{Cli, Command, LogFormatArg};
+use cli::Cli;
+#[cfg(feature = "serve")]
+use cli::{Command, LogFormatArg};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(cli::bare_reindex_means_disputed(std::env::args_os()));
+    #[cfg(feature = "serve")]
     if let Command::Serve(args) = &cli.command {
         let format = match args.log_format {
             LogFormatArg::Text => litevault::serve::LogFormat::Text,

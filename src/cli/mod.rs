@@ -20,6 +20,7 @@ mod list;
 mod merge;
 mod prune;
 mod restore;
+#[cfg(feature = "serve")]
 mod serve;
 mod show;
 mod verify;
@@ -157,6 +158,7 @@ enum PriorityArg {
     Normal,
 }
 
+#[cfg(feature = "serve")]
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum LogFormatArg {
     Text,
@@ -186,6 +188,7 @@ pub(crate) enum Command {
         after_help = "Examples:\n  litevault prune --dir /backups --keep-daily 7 --keep-weekly 4 --dry-run\n  litevault prune --dir s3://my-bucket/prod/app --name app --keep-last 3 --keep-within 30d --json\n\nEach --keep-* policy keeps the newest backup in each of its last N periods (UTC) that have one;\npolicies add up; --keep-within keeps everything that much younger than the newest backup.\nBackups are grouped by name (<name>-<stamp>...); safety archives (<name>-pre-restore-...,\n<name>-pre-merge-...) form groups of their own. Objects litevault did not name are never deleted.\nprune also aborts litevault's incomplete uploads there that are older than a day."
     )]
     Prune(prune::Args),
+    #[cfg(feature = "serve")]
     /// Run the daemon: scheduled backups, retention, restore drills, an HTTP API and metrics.
     #[command(
         after_help = "Examples:\n  litevault serve --config litevault.toml            # foreground; logs to stderr\n  litevault serve --config litevault.toml --check    # check the file and exit\n  LITEVAULT_TOKEN=$(cat /etc/litevault/token) litevault serve --config /etc/litevault/litevault.toml --log-format json\n\nSignals: SIGTERM or SIGINT stop it (running jobs get `shutdown_grace`, 8 s by default, then are\ncancelled: uploads aborted, temp files removed; exit 0); SIGHUP reloads the configuration (a bad\nfile keeps the running one, and the log says why). docs/daemon.md documents the file and the API."
@@ -295,7 +298,7 @@ pub(crate) fn handle_signals() {
         let _ = std::thread::Builder::new().name("signals".into()).spawn(move || {
             let mut sig: libc::c_int = 0;
             if libc::sigwait(&set, &mut sig) == 0 {
-                let aborted = litevault::location::s3::abort_active_uploads();
+                let aborted = litevault::location::abort_active_uploads();
                 let removed = litevault::fsutil::remove_own_temps();
                 let name = if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
                 eprintln!(
@@ -356,6 +359,7 @@ pub(crate) fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
         Command::List(args) => list::run(cli, args, progress),
         Command::Copy(args) => copy::run(cli, args, progress),
         Command::Prune(args) => prune::run(cli, args, progress),
+        #[cfg(feature = "serve")]
         Command::Serve(_) => unreachable!("serve runs from main"),
         Command::Show(args) => show::run(cli, args, progress),
         Command::Verify(args) => verify::run(cli, args, progress),

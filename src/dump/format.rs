@@ -276,7 +276,7 @@ impl Read for ReadAhead {
 }
 
 fn bad(path: &Path, e: std::io::Error) -> Error {
-    if let Some(remote) = crate::location::s3::download_error(path, &e) {
+    if let Some(remote) = crate::location::download_error(path, &e) {
         return remote;
     }
     Error::bad_archive(path, format!("cannot decompress: {e}"))

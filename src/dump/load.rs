@@ -232,7 +232,7 @@ pub fn load(
         // once, however long it is.
         let cap = (MAX_STATEMENT + 1).saturating_sub(split.pending()) as u64;
         let n = split.read_line(&mut *reader, cap).map_err(|e| {
-            crate::location::s3::download_error(path, &e)
+            crate::location::download_error(path, &e)
                 .unwrap_or_else(|| Error::bad_archive(path, format!("cannot read the dump: {e}")))
         })?;
         if n == 0 {

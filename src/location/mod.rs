@@ -14,6 +14,7 @@
 //! `s3://` names an object in a bucket ([`is_remote`]); anything else is a local file.
 
 pub mod local;
+#[cfg(feature = "s3")]
 pub mod s3;
 pub mod store;
 
@@ -32,7 +33,7 @@ pub use store::{CreateOptions, Location, NewObject, ObjectMeta, Published};
 /// not created here; see [`open_for_writing`]).
 pub fn open(spec: &Path) -> Result<Arc<dyn Location>> {
     if let Some(url) = spec.to_str().filter(|s| s.starts_with("s3://")) {
-        return Ok(Arc::new(s3::S3Location::open(url)?));
+        return open_bucket(url);
     }
     if let Some(s) = spec.to_str() {
         if let Some((scheme, _)) = s.split_once("://") {
@@ -42,6 +43,41 @@ pub fn open(spec: &Path) -> Result<Arc<dyn Location>> {
         }
     }
     Ok(Arc::new(local::LocalDir::new(spec)?))
+}
+
+/// Opens the bucket prefix `url` (`s3://bucket/prefix`).
+#[cfg(feature = "s3")]
+fn open_bucket(url: &str) -> Result<Arc<dyn Location>> {
+    Ok(Arc::new(s3::S3Location::open(url)?))
+}
+
+/// Refuses `url`: this build has no S3 support.
+#[cfg(not(feature = "s3"))]
+fn open_bucket(url: &str) -> Result<Arc<dyn Location>> {
+    Err(Error::InvalidOption(format!(
+        "{url}: this litevault was built without S3 support (the `s3` feature)"
+    )))
+}
+
+/// The [`Error::Remote`] for a read error that is a bucket download breaking off, if it is one
+/// (readers then report a network failure as one, not as a damaged archive).
+pub fn download_error(path: &Path, e: &std::io::Error) -> Option<Error> {
+    #[cfg(feature = "s3")]
+    return s3::download_error(path, e);
+    #[cfg(not(feature = "s3"))]
+    {
+        let _ = (path, e);
+        None
+    }
+}
+
+/// Aborts the multipart uploads this process has in progress (for Ctrl-C and SIGTERM handlers);
+/// returns how many. Without S3 support there are none.
+pub fn abort_active_uploads() -> usize {
+    #[cfg(feature = "s3")]
+    return s3::abort_active_uploads();
+    #[cfg(not(feature = "s3"))]
+    0
 }
 
 /// Opens a location to write into, creating a local directory when it does not exist.
@@ -64,7 +100,7 @@ pub fn split_object(path: &Path) -> Result<(Arc<dyn Location>, String)> {
                 )))
             }
         };
-        return Ok((Arc::new(s3::S3Location::open(parent)?), name.to_string()));
+        return Ok((open_bucket(parent)?, name.to_string()));
     }
     let name = path
         .file_name()

@@ -155,7 +155,7 @@ pub async fn run_with(
         // Aborting uploads blocks on the S3 client's own runtime: not on this one's threads.
         let (aborted, removed) = tokio::task::spawn_blocking(|| {
             (
-                crate::location::s3::abort_active_uploads(),
+                crate::location::abort_active_uploads(),
                 crate::fsutil::remove_own_temps(),
             )
         })
