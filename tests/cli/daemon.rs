@@ -296,6 +296,22 @@ fn listen_addr(log: &str) -> Option<SocketAddr> {
 }
 
 /// The Python of the test venv (`.ci/s3-setup.sh` installs prometheus_client and schemathesis).
+/// The file names of the archives an `/api/backups` answer lists.
+pub fn archive_names(listed: &Value) -> Vec<String> {
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            Path::new(a["path"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
 pub fn venv_bin(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target/s3-venv/bin")

@@ -766,12 +766,11 @@ fn check_ledger(
     violations
 }
 
-#[test]
-fn a_random_mix_of_runs_on_one_location_keeps_every_invariant() {
-    let env = Env::new();
+/// Runs `rounds` randomized rounds of `procs` processes on `dir` (with `apply` setting each
+/// command's environment) and asserts that no invariant was violated.
+fn random_mix(env: &Env, dir: &str, rounds: u32, procs: usize, apply: &dyn Fn(&mut std::process::Command)) {
     let db = env.path("app.db");
     make_sized_db(&db, 2);
-    let dir = env.backups();
     std::fs::create_dir(env.path("copies")).unwrap();
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -785,49 +784,31 @@ fn a_random_mix_of_runs_on_one_location_keeps_every_invariant() {
         had_restorable: false,
     };
     let mut stats = BTreeMap::new();
-    let rounds = 8;
     let mut violations = Vec::new();
     for _ in 0..rounds {
-        mixed_round(&env, &db, s(&dir), &mut rng, 5, &mut ledger, &|_| {}, &mut stats);
-        violations.extend(check_ledger(&env, s(&dir), &ledger, &|_| {}));
+        mixed_round(env, &db, dir, &mut rng, procs, &mut ledger, apply, &mut stats);
+        violations.extend(check_ledger(env, dir, &ledger, apply));
     }
     eprintln!(
-        "seed {seed}: {rounds} rounds, runs {stats:?}, violations {}",
+        "seed {seed}: {rounds} rounds on {dir}, runs {stats:?}, violations {}",
         violations.len()
     );
     assert!(violations.is_empty(), "seed {seed}: {violations:#?}");
 }
 
 #[test]
+fn a_random_mix_of_runs_on_one_location_keeps_every_invariant() {
+    let env = Env::new();
+    let dir = env.backups();
+    random_mix(&env, s(&dir), 8, 5, &|_| {});
+}
+
+#[test]
 fn a_random_mix_of_runs_on_one_bucket_keeps_every_invariant() {
     let srv = crate::s3server::S3Server::start();
     let env = Env::new();
-    let db = env.path("app.db");
-    make_sized_db(&db, 2);
-    std::fs::create_dir(env.path("copies")).unwrap();
     let url = format!("s3://{}/mix", srv.bucket);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    let mut rng = seed;
-    let mut ledger = Ledger {
-        written: BTreeSet::new(),
-        deleted: BTreeSet::new(),
-        had_restorable: false,
-    };
-    let mut stats = BTreeMap::new();
-    let apply = |c: &mut std::process::Command| srv.apply_env(c);
-    let rounds = 5;
-    let mut violations = Vec::new();
-    for _ in 0..rounds {
-        mixed_round(&env, &db, &url, &mut rng, 4, &mut ledger, &apply, &mut stats);
-        violations.extend(check_ledger(&env, &url, &ledger, &apply));
-    }
-    eprintln!(
-        "seed {seed}: {rounds} rounds on S3, runs {stats:?}, violations {}",
-        violations.len()
-    );
-    assert!(violations.is_empty(), "seed {seed}: {violations:#?}");
+    random_mix(&env, &url, 5, 4, &|c: &mut std::process::Command| {
+        srv.apply_env(c)
+    });
 }

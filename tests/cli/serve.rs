@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::daemon::{request, venv_bin, Daemon, TOKEN};
+use crate::daemon::{archive_names, request, venv_bin, Daemon, TOKEN};
 use crate::helper;
 use crate::util::{make_db, make_sized_db, query_i64, Env};
 
@@ -253,18 +253,7 @@ fn endpoints_create_job_status_backups_and_concurrent_creates() {
 
     // The archives, as `list --json` shows them.
     let listed = d.get("/api/backups?database=app").json();
-    let names: Vec<String> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            Path::new(a["path"].as_str().unwrap())
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
+    let names = archive_names(&listed);
     assert!(
         names.contains(&archive) && names.contains(&first_archive),
         "{names:?}"

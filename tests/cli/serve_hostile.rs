@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::daemon::{send_raw, Daemon, TOKEN};
+use crate::daemon::{archive_names, send_raw, Daemon, TOKEN};
 use crate::util::{make_db, query_i64, Env};
 
 fn config(top: &str) -> String {
@@ -325,20 +325,7 @@ fn a_restore_takes_only_the_databases_own_archives() {
         "the safety archive holds the row added before the restore"
     );
     // The listing shows what a restore accepts: app's archives and its safety archives.
-    let listed: Vec<String> = d
-        .get("/api/backups?database=app")
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            Path::new(a["path"].as_str().unwrap())
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
+    let listed = archive_names(&d.get("/api/backups?database=app").json());
     assert!(
         listed.contains(&own) && listed.contains(&safety) && !listed.contains(&other_full),
         "{listed:?}"
