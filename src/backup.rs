@@ -382,12 +382,8 @@ fn backup_once(
     }
     db::precheck(source)?;
     let source = std::path::absolute(source).map_err(|e| Error::io("resolve", source, e))?;
-    // A symlink or special file in an included directory, or more files than a manifest can
-    // list, is refused before anything is read or written. The walk that counts is the one
-    // made once the snapshot is fixed (see [`walk_included`]).
-    if !opts.include.is_empty() {
-        walk_included(opts)?;
-    }
+    // The included directories are walked once, when the snapshot is fixed ([`walk_included`]);
+    // a symlink or special file there is refused then, before the archive is started.
     let (_, stamp, _) = now_stamps();
 
     let name = opts.name.clone().unwrap_or_else(|| location::name_of(&source));
@@ -545,13 +541,9 @@ fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         + std::fs::metadata(fsutil::sidecar(&source, "-wal"))
             .map(|m| m.len())
             .unwrap_or(0);
-    // The snapshot, plus the dump (text can be twice the database for BLOB-heavy data).
-    let dump_estimate = if opts.compression == Compression::None {
-        source_size * 2
-    } else {
-        source_size / 2
-    };
-    fsutil::ensure_space(&out_dir, source_size + dump_estimate)?;
+    // Only the snapshot's temp copy is checked up front; how large the dump will be is not
+    // known before it is written (a full disk then fails cleanly: nothing is published).
+    fsutil::ensure_space(&out_dir, source_size)?;
 
     let mut clock = crate::progress::PhaseClock::new();
     let snap = snapshot::take(&source, &out_dir, opts.method, opts.limits, progress)?;

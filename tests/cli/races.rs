@@ -86,17 +86,7 @@ fn newest_is_the_newest_snapshot_not_the_highest_number() {
     assert!(name(&newer).ends_with("-2.tar.zst"), "{newer:?}");
     swap(&older, &newer);
     let (older, newer) = (newer, older);
-    let r = env
-        .run(&["prune", "--dir", s(&env.backups()), "--keep-last", "1", "--json"])
-        .ok()
-        .json();
-    assert_eq!(r["deleted"], serde_json::json!([s(&older)]), "{r}");
-    assert_eq!(objects(&env.backups()), [name(&newer)]);
-    // restore --latest takes the same one.
-    std::fs::copy(&newer, env.path("keep.tar.zst")).unwrap();
-    std::fs::copy(env.path("keep.tar.zst"), &older).unwrap();
-    swap(&older, &newer);
-    swap(&older, &newer);
+    // The `-2` (older snapshot) would win by number: restore --latest takes the newer snapshot.
     env.run(&[
         "restore",
         "--latest",
@@ -108,6 +98,13 @@ fn newest_is_the_newest_snapshot_not_the_highest_number() {
     ])
     .ok();
     assert_eq!(query_text(&env.path("r.db"), "SELECT x FROM t"), "new");
+    // And prune keeps it.
+    let r = env
+        .run(&["prune", "--dir", s(&env.backups()), "--keep-last", "1", "--json"])
+        .ok()
+        .json();
+    assert_eq!(r["deleted"], serde_json::json!([s(&older)]), "{r}");
+    assert_eq!(objects(&env.backups()), [name(&newer)]);
 }
 
 fn query_text(db: &Path, sql: &str) -> String {
@@ -506,6 +503,19 @@ fn a_backup_that_fits_a_small_disk_is_not_refused() {
     assert_eq!(
         r.code, 0,
         "a backup that fits was refused: {}\n{}",
+        r.stderr, r.stdout
+    );
+    // An SQL dump: the snapshot's temp copy (the database's size) and the small dump fit in
+    // 12 MiB, where 1.5x the database was asked for before.
+    assert!(size > 8 << 20 && size < 10 << 20, "{size}");
+    let r = on_small_disk(
+        &env,
+        12,
+        "\"$LV\" backup app.db --dir \"$SMALL\" --format sql --json && ls -A \"$SMALL\"",
+    );
+    assert_eq!(
+        r.code, 0,
+        "a dump that fits was refused: {}\n{}",
         r.stderr, r.stdout
     );
     // One that does not fit fails cleanly on the full disk, leaving nothing behind.
