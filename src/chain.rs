@@ -697,7 +697,7 @@ pub fn latest(loc: &dyn Location, name: &str, at: Option<i64>) -> Result<Option<
         .into_iter()
         .map(|(created, seq, n)| {
             let nanos = crate::dump::read_manifest(&loc.object_path(&n))
-                .map(|m| m.snapshot_subsec_nanos(created))
+                .map(|m| m.snapshot_offset_ns(created))
                 .unwrap_or(0);
             ((nanos, seq), n)
         })

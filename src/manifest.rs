@@ -93,17 +93,36 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// The nanoseconds within its second at which the snapshot was fixed, when the manifest
-    /// records it and it falls in the second `created` (unix seconds) that the backup's name
-    /// carries; 0 otherwise.
-    pub fn snapshot_subsec_nanos(&self, created: i64) -> u32 {
-        let Some(at) = self.snapshot_at.as_deref() else {
-            return 0;
-        };
-        match time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339) {
-            Ok(t) if t.unix_timestamp() == created => t.nanosecond(),
-            _ => 0,
-        }
+    /// How long after the start of the second `created` (unix seconds, the second its name
+    /// carries) the snapshot was fixed, in nanoseconds, when the manifest records it: the name's
+    /// stamp is taken just before the snapshot, which may fall in the next second. 0 when the
+    /// manifest has no `snapshot_at` (or one before that second).
+    pub fn snapshot_offset_ns(&self, created: i64) -> u64 {
+        self.snapshot_at.as_deref().map_or(0, |at| offset_ns(at, created))
+    }
+}
+
+/// Nanoseconds from the start of second `created` to the RFC 3339 time `at` (0 when `at` is
+/// before it or unreadable).
+fn offset_ns(at: &str, created: i64) -> u64 {
+    match time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339) {
+        Ok(t) => u64::try_from(t.unix_timestamp_nanos() - i128::from(created) * 1_000_000_000).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod offset_tests {
+    /// A snapshot fixed in the second after its name's stamp still counts as later than one
+    /// fixed late in the stamp's second.
+    #[test]
+    fn a_snapshot_in_the_next_second_is_later() {
+        let t = 1_796_120_100; // 2026-12-01T10:15:00Z
+        let late = super::offset_ns("2026-12-01T10:15:00.900Z", t);
+        let next = super::offset_ns("2026-12-01T10:15:01.050Z", t);
+        assert_eq!((late, next), (900_000_000, 1_050_000_000));
+        assert_eq!(super::offset_ns("2026-12-01T10:14:59.5Z", t), 0);
+        assert_eq!(super::offset_ns("garbage", t), 0);
     }
 }
 

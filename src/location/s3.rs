@@ -291,7 +291,11 @@ impl S3Location {
     /// both step aside; neither ever takes a name another holds. A killed run's upload (aborted
     /// by `prune` after a day) only moves later runs to the next number.
     fn first_free(&self, name: &str, opts: &CreateOptions) -> Result<Box<S3Object>> {
-        let taken: std::collections::HashSet<String> = self.list()?.into_iter().map(|m| m.name).collect();
+        // The usual case, a free name, costs no listing of the whole prefix.
+        let taken: std::collections::HashSet<String> = match self.head(name)? {
+            None => Default::default(),
+            Some(_) => self.list()?.into_iter().map(|m| m.name).collect(),
+        };
         let mut candidates =
             std::iter::once(name.to_string()).chain(crate::model::naming::numbered_names(name));
         for _ in 0..MAX_NUMBERED {

@@ -221,7 +221,7 @@ pub fn prune(dir: &Path, opts: &PruneOptions) -> Result<PruneReport> {
             name: m.name.clone(),
             group,
             created,
-            subsec_nanos: 0,
+            snapshot_offset_ns: 0,
         });
     }
     // A first plan from the names alone: when it keeps everything, nothing is read.
@@ -252,8 +252,11 @@ pub fn prune(dir: &Path, opts: &PruneOptions) -> Result<PruneReport> {
             }
             match (standing.get(&c.name), known.get(&c.name)) {
                 (Some(Standing::Restorable), Some(Known::Read(m, _))) => {
-                    let subsec_nanos = m.snapshot_subsec_nanos(c.created);
-                    counted.push(Candidate { subsec_nanos, ..c });
+                    let snapshot_offset_ns = m.snapshot_offset_ns(c.created);
+                    counted.push(Candidate {
+                        snapshot_offset_ns,
+                        ..c
+                    });
                 }
                 // Vanished since the listing (another prune): nothing to decide.
                 (None, _) | (_, None) => {}

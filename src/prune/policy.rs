@@ -88,9 +88,9 @@ pub struct Candidate {
     pub group: String,
     /// Creation time, unix seconds, UTC.
     pub created: i64,
-    /// Nanoseconds within that second at which its snapshot was fixed (0 when unknown): orders
-    /// backups made in the same second before their names' `-N` does.
-    pub subsec_nanos: u32,
+    /// Nanoseconds after the start of that second at which its snapshot was fixed (0 when
+    /// unknown): orders backups of the same second before their names' `-N` does.
+    pub snapshot_offset_ns: u64,
 }
 
 /// What [`plan`] decided for one [`Candidate`].
@@ -150,8 +150,8 @@ pub fn plan(candidates: &[Candidate], policy: &Policy) -> Vec<Verdict> {
     let mut out = Vec::with_capacity(candidates.len());
     for members in groups.values_mut() {
         members.sort_by(|a, b| {
-            (b.created, b.subsec_nanos, sequence(&b.name))
-                .cmp(&(a.created, a.subsec_nanos, sequence(&a.name)))
+            (b.created, b.snapshot_offset_ns, sequence(&b.name))
+                .cmp(&(a.created, a.snapshot_offset_ns, sequence(&a.name)))
                 .then_with(|| b.name.cmp(&a.name))
         });
         let reasons = if policy.is_empty() {
@@ -304,7 +304,7 @@ mod tests {
             name: format!("{group}-{compact}.tar.zst"),
             group: group.into(),
             created: at(rfc3339),
-            subsec_nanos: 0,
+            snapshot_offset_ns: 0,
         }
     }
 
@@ -378,7 +378,7 @@ mod tests {
             name: n.into(),
             group: "app".into(),
             created: t,
-            subsec_nanos: 0,
+            snapshot_offset_ns: 0,
         });
         let v = plan(
             &cands,
@@ -852,7 +852,7 @@ mod tests {
             name: "x-20261201T101500Z.sql".into(),
             group: "x".into(),
             created: 1_796_120_100,
-            subsec_nanos: 0,
+            snapshot_offset_ns: 0,
         };
         let v = plan(
             std::slice::from_ref(&c),
@@ -869,13 +869,13 @@ mod tests {
                 name: "a".into(),
                 group: "g".into(),
                 created: i64::MAX,
-                subsec_nanos: 0,
+                snapshot_offset_ns: 0,
             },
             Candidate {
                 name: "b".into(),
                 group: "g".into(),
                 created: i64::MIN,
-                subsec_nanos: 0,
+                snapshot_offset_ns: 0,
             },
         ];
         let v = plan(
