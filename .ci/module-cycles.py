@@ -15,6 +15,9 @@ Known cycles are listed in .ci/module-cycles.txt, one cycle a line, its modules 
 spaces. The check fails when a cycle has a module that no known cycle has (a new cycle, or an
 old one that grew), and when a known cycle lists a module that is no longer in one (so the list
 only ever shrinks: remove it). Standard library only.
+
+Layers are listed in .ci/layers.txt, bottom to top: an import from a module to one in a higher
+layer fails the check (lower layers never call up), and so does a module in no layer.
 """
 
 import os
@@ -24,6 +27,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "src")
 KNOWN = os.path.join(ROOT, ".ci", "module-cycles.txt")
+LAYERS = os.path.join(ROOT, ".ci", "layers.txt")
 # The binary crate's files: not library modules.
 BINARY = {"main", "serve_cmd", "cli"}
 
@@ -230,10 +234,37 @@ def name(m):
     return m or "lib"
 
 
+def layer_of():
+    """{top-level module: its layer's rank} from .ci/layers.txt (0 is the bottom)."""
+    out, rank = {}, 0
+    for line in open(LAYERS, encoding="utf-8"):
+        words = line.split("#")[0].split()
+        if words:
+            for w in words:
+                out[w] = rank
+            rank += 1
+    return out
+
+
+def layer_errors(mods, edges):
+    """Each import that goes up a layer, and each module in no layer, described."""
+    rank = layer_of()
+    top = lambda m: m.split("::")[0] or "lib"
+    out = [f"error: module {name(m)} is in no layer of .ci/layers.txt" for m in sorted(mods) if top(m) not in rank]
+    for a in sorted(edges):
+        for b in sorted(edges[a]):
+            if top(a) in rank and top(b) in rank and rank[top(a)] < rank[top(b)]:
+                out.append(
+                    f"error: {name(a)} imports {name(b)} ({', '.join(sorted(edges[a][b]))}), a higher layer"
+                )
+    return out
+
+
 def main():
     mods = modules()
     edges = graph(mods)
     found = cycles(edges)
+    up = layer_errors(mods, edges)
     if "--print" in sys.argv:
         for c in found:
             print(f"cycle of {len(c)}: {' '.join(name(m) for m in c)}")
@@ -248,7 +279,9 @@ def main():
             line = line.split("#")[0].split()
             if line:
                 known.append(set(line))
-    failed = False
+    failed = bool(up)
+    for line in up:
+        print(line)
     in_cycles = set()
     for c in found:
         names = {name(m) for m in c}
@@ -268,7 +301,7 @@ def main():
         failed = True
     if not failed:
         total = sum(len(c) for c in found)
-        print(f"module cycles: {len(found)} known ({total} modules), none new")
+        print(f"module cycles: {len(found)} known ({total} modules), none new; layers: no import goes up")
     return 1 if failed else 0
 
 

@@ -10,18 +10,22 @@
 //!   archive is read).
 //! - [`verify`]: prove an archive or a database intact, check by check.
 //! - [`restore`] / [`plan_restore`]: guarded, verified, atomic restore.
-//! - SQL dumps ([`dump`]): `BackupOptions { format: Format::Sql, .. }` writes an exact,
+//! - SQL dumps ([`format::dump`]): `BackupOptions { format: Format::Sql, .. }` writes an exact,
 //!   deterministic SQL dump; `restore` and `verify` accept dumps (any SQL dump is loaded as
 //!   untrusted input).
 //! - Locations ([`location`]): every path above may be a local one or `s3://bucket/prefix/...`
-//!   (S3-compatible object storage); [`prune`] applies retention, [`copy`] moves archives
+//!   (S3-compatible object storage); [`ops::prune`] applies retention, [`ops::copy`] moves archives
 //!   between locations.
-//! - Incremental backups ([`chain`], [`pageset`]): `BackupOptions { incremental: true, .. }`
+//! - Incremental backups ([`ops::chain`], [`sqlite::pageset`]): `BackupOptions { incremental: true, .. }`
 //!   stores only the pages changed since the newest backup of the same name; restore composes
 //!   the chain.
-//! - Files beside the database ([`files`]): `BackupOptions { include: vec![dir], .. }` adds a
+//! - Files beside the database ([`format::files`]): `BackupOptions { include: vec![dir], .. }` adds a
 //!   directory's files to the archive; `RestoreOptions { files_to: Some(out), .. }` puts them
 //!   back under `out` once the database has passed its checks.
+//!
+//! The modules are layers, each importing only those below it (checked in CI): [`model`] and
+//! [`error`] (data, no I/O), the helpers [`fsutil`], [`progress`] and [`priority`], then
+//! [`sqlite`] and [`location`], [`format`](mod@format), [`ops`], and the daemon ([`serve`], feature `serve`).
 //!
 //! ```
 //! use litevault::{backup, restore, verify, BackupOptions, RestoreOptions, VerifyOptions, NoProgress};
@@ -52,42 +56,29 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
-pub mod archive;
-pub mod backup;
-mod catchup;
-pub mod chain;
-pub mod copy;
-pub mod crypt;
-pub mod db;
-pub mod dump;
 pub mod error;
-pub mod files;
-pub mod findings;
 pub mod fsutil;
-pub mod list;
-pub mod location;
-pub mod manifest;
-pub mod merge;
 pub mod model;
-pub mod pageset;
 pub mod priority;
 pub mod progress;
-pub mod prune;
-pub mod restore;
+
+pub mod format;
+pub mod location;
+pub mod sqlite;
+
+pub mod ops;
 #[cfg(feature = "serve")]
 pub mod serve;
-pub mod snapshot;
-pub mod verify;
 
-pub use archive::Compression;
-pub use backup::{backup, default_backup_dir, BackupOptions, BackupReport, Format};
-pub use db::{Check, CheckStatus, Reindex};
-pub use dump::read_manifest;
 pub use error::{Error, ErrorClass, Result};
-pub use findings::{Finding, ProblemClass};
-pub use list::{list, ArchiveSummary};
-pub use manifest::Manifest;
+pub use format::archive::Compression;
+pub use format::dump::read_manifest;
+pub use format::manifest::Manifest;
+pub use ops::backup::{backup, default_backup_dir, BackupOptions, BackupReport, Format};
+pub use ops::list::{list, ArchiveSummary};
+pub use ops::restore::{plan_restore, restore, RestoreOptions, RestorePlan, RestoreReport, Strategy};
+pub use ops::verify::{verify, VerifyOptions, VerifyReport};
 pub use progress::{NoProgress, Phase, Progress};
-pub use restore::{plan_restore, restore, RestoreOptions, RestorePlan, RestoreReport, Strategy};
-pub use snapshot::Method;
-pub use verify::{verify, VerifyOptions, VerifyReport};
+pub use sqlite::db::{Check, CheckStatus, Reindex};
+pub use sqlite::findings::{Finding, ProblemClass};
+pub use sqlite::snapshot::Method;

@@ -4,7 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use litevault::{archive, dump, NoProgress};
+use litevault::format::{archive, dump};
+use litevault::NoProgress;
 
 #[path = "common.rs"]
 mod common;

@@ -6,7 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use litevault::{dump, NoProgress};
+use litevault::format::dump;
+use litevault::NoProgress;
 
 #[path = "common.rs"]
 mod common;

@@ -7,7 +7,7 @@
 use std::ffi::CString;
 
 use libfuzzer_sys::fuzz_target;
-use litevault::dump::{self, Content};
+use litevault::format::dump::{self, Content};
 
 #[path = "common.rs"]
 mod common;

@@ -4,7 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use litevault::{dump, pageset, Manifest};
+use litevault::format::dump;
+use litevault::sqlite::pageset;
+use litevault::Manifest;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {

@@ -9,7 +9,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use litevault::location::local::LocalDir;
-use litevault::{chain, pageset, NoProgress};
+use litevault::ops::chain;
+use litevault::sqlite::pageset;
+use litevault::NoProgress;
 
 #[path = "common.rs"]
 mod common;
@@ -49,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
         &child_path,
         &out,
         &out_path,
-        &mut litevault::archive::DiscardFiles,
+        &mut litevault::format::archive::DiscardFiles,
         &NoProgress,
     );
 });

@@ -106,7 +106,7 @@ pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8,
     if matches!(priority, PriorityArg::Low) {
         litevault::priority::lower();
     }
-    litevault::archive::set_compression_threads(*threads);
+    litevault::format::archive::set_compression_threads(*threads);
     let opts = BackupOptions {
         no_checkpoint: *no_checkpoint,
         output: output.clone(),
@@ -128,10 +128,10 @@ pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8,
         check_fts: *check_fts,
         overwrite: *overwrite,
         format: match format {
-            FormatArg::Archive => litevault::backup::Format::Archive,
-            FormatArg::Sql => litevault::backup::Format::Sql,
+            FormatArg::Archive => litevault::ops::backup::Format::Archive,
+            FormatArg::Sql => litevault::ops::backup::Format::Sql,
         },
-        selection: litevault::dump::write::Selection {
+        selection: litevault::format::dump::write::Selection {
             tables: tables.clone(),
             exclude: exclude_tables.clone(),
         },

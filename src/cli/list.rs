@@ -74,13 +74,13 @@ fn render_list(dir: &std::path::Path, items: &[litevault::ArchiveSummary], verbo
                 } + &if m.files.is_empty() {
                     String::new()
                 } else {
-                    let (count, bytes) = litevault::files::totals(&m.files);
+                    let (count, bytes) = litevault::format::files::totals(&m.files);
                     format!(", {count} files ({})", HumanBytes(bytes))
                 } + if it.encrypted { ", encrypted" } else { "" },
             ]),
             None if it.encrypted && it.error.is_none() => rows.push([
                 name.clone(),
-                litevault::prune::policy::parse_backup_name(&name)
+                litevault::ops::prune::policy::parse_backup_name(&name)
                     .map(|(_, t)| litevault::location::format_time(t))
                     .unwrap_or_else(|| "-".into()),
                 "(encrypted: --identity to read)".into(),

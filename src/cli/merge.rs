@@ -51,12 +51,12 @@ pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8,
     let keys = match keys {
         Some(k) => {
             let text = std::fs::read_to_string(k).map_err(|e| Error::io("read", k, e))?;
-            litevault::merge::parse_keys(&text)
+            litevault::ops::merge::parse_keys(&text)
                 .map_err(|m| Error::InvalidOption(format!("{}: {m}", k.display())))?
         }
         None => Default::default(),
     };
-    let opts = litevault::merge::MergeOptions {
+    let opts = litevault::ops::merge::MergeOptions {
         dry_run: *dry_run,
         keys,
         create_missing_tables: *create_missing_tables,
@@ -66,7 +66,7 @@ pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8,
         safety_dir: safety_dir.clone(),
         encrypt: crypt.encryption(cli)?,
     };
-    let r = litevault::merge::merge(sources, target, &opts, progress)?;
+    let r = litevault::ops::merge::merge(sources, target, &opts, progress)?;
     if cli.json {
         out(&json(&r));
     } else if !cli.quiet {
@@ -75,7 +75,7 @@ pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8,
     Ok(exit::OK)
 }
 
-fn render_merge(r: &litevault::merge::MergeReport) -> String {
+fn render_merge(r: &litevault::ops::merge::MergeReport) -> String {
     let mut s = format!(
         "{} {} backup(s) into {}\n",
         if r.dry_run { "dry run: merge" } else { "merged" },

@@ -76,15 +76,16 @@ struct EncryptArgs {
 
 impl EncryptArgs {
     /// The encryption asked for: the recipients, else the passphrase of --passphrase-file.
-    fn encryption(&self, cli: &Cli) -> Result<Option<litevault::crypt::Encryption>, Error> {
-        let to = litevault::crypt::Encryption::to_recipients(&self.encrypt_to, &self.encrypt_to_file)?;
+    fn encryption(&self, cli: &Cli) -> Result<Option<litevault::format::crypt::Encryption>, Error> {
+        let to =
+            litevault::format::crypt::Encryption::to_recipients(&self.encrypt_to, &self.encrypt_to_file)?;
         match (to, &cli.passphrase_file) {
             (Some(_), Some(_)) => Err(Error::InvalidOption(
                 "--passphrase-file cannot be combined with --encrypt-to/--encrypt-to-file (age encrypts to a passphrase alone)"
                     .into(),
             )),
             (Some(to), None) => Ok(Some(to)),
-            (None, Some(p)) => Ok(Some(litevault::crypt::Encryption::with_passphrase_file(p)?)),
+            (None, Some(p)) => Ok(Some(litevault::format::crypt::Encryption::with_passphrase_file(p)?)),
             (None, None) => Ok(None),
         }
     }
@@ -93,7 +94,7 @@ impl EncryptArgs {
 /// Installs the keys that encrypted backups are read with: --identity (else
 /// $LITEVAULT_IDENTITY) and --passphrase-file.
 fn install_identities(cli: &Cli) -> Result<(), Error> {
-    let mut ids = litevault::crypt::Identities::new();
+    let mut ids = litevault::format::crypt::Identities::new();
     let mut files = cli.identity.clone();
     if files.is_empty() {
         if let Some(env) = std::env::var_os("LITEVAULT_IDENTITY").filter(|v| !v.is_empty()) {
@@ -106,7 +107,7 @@ fn install_identities(cli: &Cli) -> Result<(), Error> {
     if let Some(p) = &cli.passphrase_file {
         ids.add_passphrase_file(p)?;
     }
-    litevault::crypt::set_identities(ids);
+    litevault::format::crypt::set_identities(ids);
     Ok(())
 }
 
@@ -336,7 +337,7 @@ pub(crate) fn bare_reindex_means_disputed(
 fn passed_and_skipped(checks: &[litevault::Check]) -> String {
     let skipped: Vec<&str> = checks
         .iter()
-        .filter(|c| c.status == litevault::db::CheckStatus::Skipped)
+        .filter(|c| c.status == litevault::sqlite::db::CheckStatus::Skipped)
         .map(|c| c.name.as_str())
         .collect();
     let passed = checks.iter().filter(|c| !c.failed()).count() - skipped.len();

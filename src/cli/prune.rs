@@ -58,13 +58,13 @@ pub(crate) fn run(cli: &Cli, args: &Args, _progress: &dyn Progress) -> Result<u8
     } = args;
     let keep_within_secs = match keep_within {
         Some(d) => Some(
-            litevault::prune::parse_duration(d)
+            litevault::ops::prune::parse_duration(d)
                 .map_err(|m| Error::InvalidOption(format!("--keep-within: {m}")))?,
         ),
         None => None,
     };
-    let opts = litevault::prune::PruneOptions {
-        policy: litevault::prune::Policy {
+    let opts = litevault::ops::prune::PruneOptions {
+        policy: litevault::ops::prune::Policy {
             keep_last: *keep_last,
             keep_hourly: *keep_hourly,
             keep_daily: *keep_daily,
@@ -78,7 +78,7 @@ pub(crate) fn run(cli: &Cli, args: &Args, _progress: &dyn Progress) -> Result<u8
         force: *force,
     };
     let dir = dir.clone().unwrap_or_else(litevault::default_backup_dir);
-    let r = litevault::prune::prune(&dir, &opts)?;
+    let r = litevault::ops::prune::prune(&dir, &opts)?;
     if cli.json {
         out(&json(&r));
     } else if !cli.quiet {
@@ -87,7 +87,7 @@ pub(crate) fn run(cli: &Cli, args: &Args, _progress: &dyn Progress) -> Result<u8
     Ok(exit::OK)
 }
 
-fn render_prune(r: &litevault::prune::PruneReport, verbose: bool) -> String {
+fn render_prune(r: &litevault::ops::prune::PruneReport, verbose: bool) -> String {
     let mut s = String::new();
     let mut group = "";
     for v in &r.verdicts {

@@ -83,11 +83,12 @@ pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8,
             let loc = litevault::location::open(&dir)?;
             let at = match at {
                 Some(t) => Some(
-                    litevault::chain::parse_at(t).map_err(|m| Error::InvalidOption(format!("--at: {m}")))?,
+                    litevault::ops::chain::parse_at(t)
+                        .map_err(|m| Error::InvalidOption(format!("--at: {m}")))?,
                 ),
                 None => None,
             };
-            let newest = litevault::chain::latest_required(loc.as_ref(), &name, at)?;
+            let newest = litevault::ops::chain::latest_required(loc.as_ref(), &name, at)?;
             (loc.object_path(&newest), db.clone())
         }
         ([archive, db], false) => (archive.clone(), db.clone()),
@@ -240,12 +241,12 @@ fn render_plan(p: &litevault::RestorePlan) -> String {
             s += &format!(
                 "    {} {}{}\n",
                 match e.kind {
-                    litevault::files::FileKind::File => "file",
-                    litevault::files::FileKind::Dir => "dir ",
-                    litevault::files::FileKind::Symlink => "link",
+                    litevault::format::files::FileKind::File => "file",
+                    litevault::format::files::FileKind::Dir => "dir ",
+                    litevault::format::files::FileKind::Symlink => "link",
                 },
                 clean(&e.path.to_string_lossy()),
-                if e.exists && e.kind != litevault::files::FileKind::Dir {
+                if e.exists && e.kind != litevault::format::files::FileKind::Dir {
                     " (replaces the existing one)"
                 } else {
                     ""

@@ -18,8 +18,8 @@ pub(crate) fn run(cli: &Cli, args: &Args, _progress: &dyn Progress) -> Result<u8
     let truncated = match m.body_size {
         Some(_) => {
             let size = litevault::location::object_size(archive)?;
-            let encrypted = litevault::crypt::is_encrypted_file(archive);
-            litevault::list::ArchiveSummary::is_truncated(&m, size, encrypted).then_some(size)
+            let encrypted = litevault::format::crypt::is_encrypted_file(archive);
+            litevault::ops::list::ArchiveSummary::is_truncated(&m, size, encrypted).then_some(size)
         }
         None => None,
     };
@@ -27,7 +27,7 @@ pub(crate) fn run(cli: &Cli, args: &Args, _progress: &dyn Progress) -> Result<u8
         // The manifest, plus the count of its files when it has some.
         let mut v = serde_json::to_value(&m).map_err(|e| Error::InvalidOption(e.to_string()))?;
         if let (Some(obj), false) = (v.as_object_mut(), m.files.is_empty()) {
-            let (count, bytes) = litevault::files::totals(&m.files);
+            let (count, bytes) = litevault::format::files::totals(&m.files);
             obj.insert(
                 "files_summary".into(),
                 serde_json::json!({ "count": count, "bytes": bytes }),
@@ -117,7 +117,7 @@ fn render_manifest(m: &litevault::Manifest) -> String {
     kv("foreign_key_violations", m.foreign_key_violations.to_string());
     kv("snapshot_restarts", m.snapshot_restarts.to_string());
     if !m.files.is_empty() {
-        let (count, bytes) = litevault::files::totals(&m.files);
+        let (count, bytes) = litevault::format::files::totals(&m.files);
         kv(
             "files",
             format!(

@@ -45,7 +45,7 @@ pub fn check(loc: &dyn Location) -> Result<(), String> {
     }
     let p = w.finish(None).map_err(|e| fail("finish", e))?;
     if p.size != small.len() as u64
-        || p.sha256 != crate::db::hex(&<sha2::Sha256 as sha2::Digest>::digest(&small))
+        || p.sha256 != crate::model::hex(&<sha2::Sha256 as sha2::Digest>::digest(&small))
     {
         return Err(format!("published size/sha256 wrong: {p:?}"));
     }
@@ -142,7 +142,7 @@ pub fn check(loc: &dyn Location) -> Result<(), String> {
     let p = w
         .finish(Some(&big[..4096]))
         .map_err(|e| fail("finish (head)", e))?;
-    let want = crate::db::hex(&<sha2::Sha256 as sha2::Digest>::digest(&big));
+    let want = crate::model::hex(&<sha2::Sha256 as sha2::Digest>::digest(&big));
     if p.size != big.len() as u64 || p.sha256 != want {
         return Err(format!(
             "large object published as {} bytes, {}",

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::store::{CreateOptions, Location, NewObject, ObjectMeta, Published};
-use crate::db::hex;
 use crate::error::{Error, Result};
 use crate::fsutil::{self, AtomicFile, WritebackFile};
+use crate::model::hex;
 
 /// How many names (`name`, `name-2` ... ) a backup published under a generated name tries.
 const MAX_NUMBERED: usize = 10_000;

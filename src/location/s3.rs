@@ -32,8 +32,8 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use sha2::{Digest, Sha256};
 
 use super::store::{CreateOptions, Location, NewObject, ObjectMeta, Published};
-use crate::db::hex;
 use crate::error::{Error, Result};
+use crate::model::hex;
 
 /// Bytes of each part of a multipart upload (the last may be smaller); `LITEVAULT_S3_PART_MIB`
 /// (5-64) overrides it. With at most 10,000 parts, an archive can be up to ~50 GB at the default.

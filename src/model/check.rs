@@ -1,7 +1,7 @@
 //! Checks and what they find, as data: a named [`Check`] and its [`CheckStatus`], the
 //! [`ProblemClass`] of a failed one and its [`Finding`]s. Reports (verify, restore, merge),
-//! errors and the daemon's answers carry these; the checks themselves run in [`crate::db`], and
-//! [`crate::findings`] reads SQLite's messages into findings. No I/O here.
+//! errors and the daemon's answers carry these; the checks themselves run in [`crate::sqlite::db`], and
+//! [`crate::sqlite::findings`] reads SQLite's messages into findings. No I/O here.
 
 use std::fmt;
 
@@ -174,7 +174,7 @@ pub struct Check {
     /// the first check had found in the indexes it rebuilt.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<Finding>,
-    /// The check stopped at its limit (`crate::findings::PROBLEM_LIMIT` problems): there
+    /// The check stopped at its limit (`crate::sqlite::findings::PROBLEM_LIMIT` problems): there
     /// may be more.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,

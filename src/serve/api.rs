@@ -29,7 +29,7 @@ use super::shared::{now, Shared};
 use super::state::DbState;
 use crate::error::{Error, ErrorClass};
 use crate::location::format_time;
-use crate::restore::RestoreOptions;
+use crate::ops::restore::RestoreOptions;
 
 /// The OpenAPI document of this API (kept in the repository as `docs/openapi.json`).
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
@@ -349,7 +349,7 @@ async fn backups(
             return Ok(Vec::new());
         }
         let loc = crate::location::open(&db.location)?;
-        let all = crate::list::list_in(loc.as_ref())?;
+        let all = crate::ops::list::list_in(loc.as_ref())?;
         Ok(all
             .into_iter()
             .filter(|a| {
@@ -358,7 +358,7 @@ async fn backups(
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                crate::prune::parse_backup_name(&file)
+                crate::ops::prune::parse_backup_name(&file)
                     .is_some_and(|(g, _)| requests::is_group_of(&db.name, &g))
             })
             .collect::<Vec<_>>())
@@ -440,11 +440,11 @@ async fn restore(State(shared): Shared_, body: Bytes) -> Response {
         let loc = crate::location::open(&plan_db.location).map_err(|e| Box::new(fail_with(&e)))?;
         let name = match which {
             Which::Named(n) => n,
-            Which::Latest(at) => crate::chain::latest_required(loc.as_ref(), &plan_db.name, at)
+            Which::Latest(at) => crate::ops::chain::latest_required(loc.as_ref(), &plan_db.name, at)
                 .map_err(|e| Box::new(fail_with(&e)))?,
         };
         let archive = loc.object_path(&name);
-        let plan = crate::restore::plan_restore(&archive, &plan_db.path, &plan_opts)
+        let plan = crate::ops::restore::plan_restore(&archive, &plan_db.path, &plan_opts)
             .map_err(|e| Box::new(fail_with(&e)))?;
         if plan.manifest.parent.is_some() {
             foreign_link(&archive, &plan_db.name)?;
@@ -471,7 +471,7 @@ async fn restore(State(shared): Shared_, body: Bytes) -> Response {
 /// database (its manifest names that link as its parent): composing it would restore that
 /// database's pages.
 fn foreign_link(archive: &std::path::Path, name: &str) -> Result<(), Box<Response>> {
-    let links = crate::chain::links(archive).map_err(|e| Box::new(fail_with(&e)))?;
+    let links = crate::ops::chain::links(archive).map_err(|e| Box::new(fail_with(&e)))?;
     for (link, _) in &links {
         let object = link
             .file_name()

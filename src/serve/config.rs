@@ -11,8 +11,8 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use crate::backup::Format;
-use crate::prune::policy::{parse_duration, Policy};
+use crate::ops::backup::Format;
+use crate::ops::prune::policy::{parse_duration, Policy};
 
 /// The default address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
@@ -46,8 +46,8 @@ pub struct Config {
     pub databases: Vec<DatabaseConfig>,
     /// Keys to read encrypted backups with (drills, retention, incremental parents, restores):
     /// `identity_file` and `passphrase_file`. Installed process-wide when the daemon starts or
-    /// reloads ([`crate::crypt::set_identities`]).
-    pub identities: crate::crypt::Identities,
+    /// reloads ([`crate::format::crypt::set_identities`]).
+    pub identities: crate::format::crypt::Identities,
 }
 
 /// A bearer token (its text is never printed: `Debug` hides it).
@@ -78,7 +78,7 @@ pub struct DatabaseConfig {
     pub location: PathBuf,
     /// When backups run.
     pub schedule: Schedule,
-    /// Store only changed pages since the newest backup (see [`crate::chain`]).
+    /// Store only changed pages since the newest backup (see [`crate::ops::chain`]).
     pub incremental: bool,
     /// With `incremental`: a full backup once a chain has this many links.
     pub full_every: Option<u32>,
@@ -90,7 +90,7 @@ pub struct DatabaseConfig {
     pub verify: Option<Schedule>,
     /// Encrypt its backups and the safety archives of its restores (`encrypt_to`,
     /// `encrypt_to_file`, or `passphrase_file`).
-    pub encrypt: Option<crate::crypt::Encryption>,
+    pub encrypt: Option<crate::format::crypt::Encryption>,
     /// Directories whose files each backup archives beside the database (`backup --include`),
     /// absolute (relative ones are taken from the configuration file's directory).
     pub include: Vec<PathBuf>,
@@ -305,7 +305,7 @@ impl Config {
             None => default_state_dir(),
         };
 
-        let mut identities = crate::crypt::Identities::new();
+        let mut identities = crate::format::crypt::Identities::new();
         for f in &raw.identity_file {
             identities
                 .add_file(&base.join(f))
@@ -357,7 +357,7 @@ impl Config {
 /// The daemon's state directory: `$LITEVAULT_STATE_DIR/serve`, else the platform state
 /// directory's `litevault/serve` (e.g. `~/.local/state/litevault/serve`).
 fn default_state_dir() -> PathBuf {
-    crate::chain::state_dir()
+    crate::ops::chain::state_dir()
         .unwrap_or_else(|| PathBuf::from(".litevault-state"))
         .join("serve")
 }
@@ -497,7 +497,7 @@ fn check_database(d: RawDatabase, base: &Path, can_read: bool) -> Result<Databas
     }
     let files: Vec<PathBuf> = d.encrypt_to_file.iter().map(|f| base.join(f)).collect();
     let encrypt = match (
-        crate::crypt::Encryption::to_recipients(&d.encrypt_to, &files).map_err(|e| at(e.to_string()))?,
+        crate::format::crypt::Encryption::to_recipients(&d.encrypt_to, &files).map_err(|e| at(e.to_string()))?,
         &d.passphrase_file,
     ) {
         (Some(_), Some(_)) => {
@@ -508,7 +508,7 @@ fn check_database(d: RawDatabase, base: &Path, can_read: bool) -> Result<Databas
         }
         (Some(e), None) => Some(e),
         (None, Some(p)) => Some(
-            crate::crypt::Encryption::with_passphrase_file(&base.join(p)).map_err(|e| at(e.to_string()))?,
+            crate::format::crypt::Encryption::with_passphrase_file(&base.join(p)).map_err(|e| at(e.to_string()))?,
         ),
         (None, None) => None,
     };

@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 use super::config::DatabaseConfig;
 use super::shared::{now, Shared};
 use super::state::{BackupRecord, DbState, FailureRecord, VerifyRecord};
-use crate::backup::{BackupOptions, BackupReport};
 use crate::error::{Error, ErrorReport};
+use crate::ops::backup::{BackupOptions, BackupReport};
 use crate::progress::Progress;
 
 pub(crate) use super::table::{Job, JobState, Kind, Table, Work};
@@ -255,17 +255,17 @@ fn execute(db: &DatabaseConfig, work: &Work, progress: &dyn Progress) -> Outcome
                 include: db.include.clone(),
                 ..Default::default()
             };
-            match crate::backup::backup(&db.path, &opts, progress) {
+            match crate::ops::backup::backup(&db.path, &opts, progress) {
                 Err(e) => Outcome::failed(ErrorReport::from(&e)),
                 Ok(r) => {
                     let prune = db.keep.as_ref().map(|policy| {
-                        let opts = crate::prune::PruneOptions {
+                        let opts = crate::ops::prune::PruneOptions {
                             policy: policy.clone(),
                             name: Some(db.name.clone()),
                             dry_run: false,
                             force: false,
                         };
-                        match crate::prune::prune(&db.location, &opts) {
+                        match crate::ops::prune::prune(&db.location, &opts) {
                             Ok(p) => to_value(&p),
                             Err(e) => json!({ "error": ErrorReport::from(&e) }),
                         }
@@ -282,15 +282,15 @@ fn execute(db: &DatabaseConfig, work: &Work, progress: &dyn Progress) -> Outcome
         }
         Work::Verify => {
             let found = crate::location::open(&db.location).and_then(|loc| {
-                let newest = crate::chain::latest_required(loc.as_ref(), &db.name, None)?;
+                let newest = crate::ops::chain::latest_required(loc.as_ref(), &db.name, None)?;
                 Ok(loc.object_path(&newest))
             });
             let archive = match found {
                 Err(e) => return Outcome::failed(ErrorReport::from(&e)),
                 Ok(a) => a,
             };
-            let opts = crate::verify::VerifyOptions::default();
-            let mut out = match crate::verify::verify(&archive, &opts, progress) {
+            let opts = crate::ops::verify::VerifyOptions::default();
+            let mut out = match crate::ops::verify::verify(&archive, &opts, progress) {
                 Err(e) => Outcome::failed(ErrorReport::from(&e)),
                 Ok(r) => {
                     let error = Error::from_failed_checks(&archive, &r.checks).map(|e| ErrorReport::from(&e));
@@ -306,17 +306,19 @@ fn execute(db: &DatabaseConfig, work: &Work, progress: &dyn Progress) -> Outcome
             out.drilled = Some(object_name(&archive));
             out
         }
-        Work::Restore { archive, opts } => match crate::restore::restore(archive, &db.path, opts, progress) {
-            // Someone asked for it through the API: hints in the API's words.
-            Err(e) => Outcome::failed(report(&e)),
-            Ok(r) => Outcome {
-                report: Some(to_value(&r)),
-                error: None,
-                prune: None,
-                backup: None,
-                drilled: None,
-            },
-        },
+        Work::Restore { archive, opts } => {
+            match crate::ops::restore::restore(archive, &db.path, opts, progress) {
+                // Someone asked for it through the API: hints in the API's words.
+                Err(e) => Outcome::failed(report(&e)),
+                Ok(r) => Outcome {
+                    report: Some(to_value(&r)),
+                    error: None,
+                    prune: None,
+                    backup: None,
+                    drilled: None,
+                },
+            }
+        }
     }
 }
 

@@ -70,7 +70,7 @@ pub fn parse_restore_request(body: &[u8]) -> Result<(RestoreRequest, Which), Str
             Which::Named(name.clone())
         }
         (None, true) => Which::Latest(match &r.at {
-            Some(t) => Some(crate::chain::parse_at(t).map_err(|m| format!("\"at\": {m}"))?),
+            Some(t) => Some(crate::ops::chain::parse_at(t).map_err(|m| format!("\"at\": {m}"))?),
             None => None,
         }),
     };
@@ -129,7 +129,7 @@ pub fn is_group_of(name: &str, group: &str) -> bool {
 /// An archive in a restore of database `name` must be one of its backups ([`is_group_of`]):
 /// another database's archive in the same location would replace it with that database.
 pub fn check_archive_of(name: &str, archive: &str) -> Result<(), String> {
-    match crate::prune::parse_backup_name(archive) {
+    match crate::ops::prune::parse_backup_name(archive) {
         Some((group, _)) if is_group_of(name, &group) => Ok(()),
         Some((group, _)) => Err(format!(
             "\"archive\": {archive:?} is a backup of {group:?}, not of database {name:?} (GET /api/backups?database={name} lists its backups)"

@@ -150,17 +150,17 @@ async fn newest_in_location(shared: &Arc<Shared>, db: &DatabaseConfig) -> Option
     let (location, name) = (db.location.clone(), db.name.clone());
     let found = tokio::task::spawn_blocking(move || {
         if !crate::location::is_remote(&location) && !location.exists() {
-            return Ok::<_, crate::Error>(None);
+            return Ok::<_, crate::error::Error>(None);
         }
         let loc = crate::location::open(&location)?;
-        let Some(newest) = crate::chain::latest(loc.as_ref(), &name, None)? else {
+        let Some(newest) = crate::ops::chain::latest(loc.as_ref(), &name, None)? else {
             return Ok(None);
         };
         let size = loc.head(&newest)?.map_or(0, |m| m.size);
         Ok(
-            crate::prune::parse_backup_name(&newest).map(|(_, time)| BackupRecord {
+            crate::ops::prune::parse_backup_name(&newest).map(|(_, time)| BackupRecord {
                 time,
-                kind: if crate::dump::is_dump_name(&newest) {
+                kind: if crate::format::dump::is_dump_name(&newest) {
                     "sql"
                 } else {
                     "archive"

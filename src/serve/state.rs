@@ -92,7 +92,7 @@ pub(crate) fn load(dir: &Path) -> BTreeMap<String, DbState> {
 
 /// Writes `dir/state.json` atomically: a temp file of its own (two writers never share one),
 /// fsynced, renamed over the old file, the directory fsynced ([`AtomicFile`]).
-pub(crate) fn save(dir: &Path, states: &BTreeMap<String, DbState>) -> crate::Result<()> {
+pub(crate) fn save(dir: &Path, states: &BTreeMap<String, DbState>) -> crate::error::Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
     let path = dir.join("state.json");
     let bytes = serde_json::to_vec_pretty(states)

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 
 use crate::error::ErrorReport;
 use crate::location::format_time;
+use crate::ops::restore::RestoreOptions;
 use crate::progress::Progress;
-use crate::restore::RestoreOptions;
 
 /// Finished jobs kept for `GET /api/jobs/{id}`.
 const KEEP_FINISHED: usize = 500;

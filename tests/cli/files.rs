@@ -61,7 +61,7 @@ fn tree(root: &Path) -> Vec<(String, String, u32, i64)> {
                 out.push((rel, "dir".into(), m.mode() & 0o777, m.mtime()));
                 walk(root, &p, out);
             } else {
-                let sum = litevault::files::sha256_hex(&std::fs::read(&p).unwrap());
+                let sum = litevault::format::files::sha256_hex(&std::fs::read(&p).unwrap());
                 out.push((rel, sum, m.mode() & 0o777, m.mtime()));
             }
         }
@@ -433,7 +433,7 @@ fn a_300_mb_file_round_trips() {
         }
         f.set_len(300_000_000).unwrap();
     }
-    let want = litevault::files::sha256_hex(&std::fs::read(&big).unwrap());
+    let want = litevault::format::files::sha256_hex(&std::fs::read(&big).unwrap());
     let archive = env.backup(&db, &["--include", "big"]);
     env.run(&[
         "restore",
@@ -445,7 +445,7 @@ fn a_300_mb_file_round_trips() {
     .ok();
     let got = std::fs::read(env.path("out/big/blob.bin")).unwrap();
     assert_eq!(got.len(), 300_000_000);
-    assert_eq!(litevault::files::sha256_hex(&got), want);
+    assert_eq!(litevault::format::files::sha256_hex(&got), want);
 }
 
 #[test]
@@ -586,7 +586,7 @@ fn hostile(env: &Env, listed: serde_json::Value, files: &[Raw]) -> PathBuf {
     std::fs::remove_file(&plain).unwrap();
     manifest["files"] = listed;
     let manifest = serde_json::to_vec_pretty(&manifest).unwrap();
-    let sum = litevault::files::sha256_hex;
+    let sum = litevault::format::files::sha256_hex;
     let mut sums = format!(
         "{}  manifest.json\n{}  database.sqlite\n",
         sum(&manifest),
@@ -610,7 +610,7 @@ fn hostile(env: &Env, listed: serde_json::Value, files: &[Raw]) -> PathBuf {
 
 fn file(path: &str, data: &[u8]) -> serde_json::Value {
     serde_json::json!({"path": path, "kind": "file", "size": data.len(), "mode": 420, "mtime": 0,
-        "sha256": litevault::files::sha256_hex(data)})
+        "sha256": litevault::format::files::sha256_hex(data)})
 }
 
 fn dir(path: &str) -> serde_json::Value {

@@ -597,7 +597,7 @@ fn rewrite_archive(path: &Path, mut edit: impl FnMut(&str, &mut Vec<u8>)) {
         .map(|(n, d)| {
             format!(
                 "{}  {n}\n",
-                litevault::db::hex(&<sha2::Sha256 as sha2::Digest>::digest(d))
+                litevault::model::hex(&<sha2::Sha256 as sha2::Digest>::digest(d))
             )
         })
         .collect();
@@ -639,7 +639,7 @@ fn an_incremental_that_claims_a_larger_database_than_its_pages_reach_is_refused_
     rewrite_archive(&archive, |name, data| {
         if name == "pages.hashes" {
             data.resize(data.len() + extra as usize * 16, 0);
-            table_sha = litevault::db::hex(&<sha2::Sha256 as sha2::Digest>::digest(&data[..]));
+            table_sha = litevault::model::hex(&<sha2::Sha256 as sha2::Digest>::digest(&data[..]));
         }
     });
     rewrite_archive(&archive, |name, data| {

@@ -40,7 +40,7 @@ fn settings(srv: &S3Server) -> litevault::location::s3::S3Settings {
 }
 
 fn sha256_file(p: &Path) -> String {
-    litevault::db::hex(&sha2::Sha256::digest(std::fs::read(p).unwrap()))
+    litevault::model::hex(&sha2::Sha256::digest(std::fs::read(p).unwrap()))
 }
 
 /// A WAL database of about `mb` MiB (half random, half zeros: the archive is about half).

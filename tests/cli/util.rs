@@ -173,7 +173,7 @@ pub fn make_db(path: &Path, sql: &str) {
 pub fn content_hash(path: &Path) -> String {
     // Read-write, as an application opens it: a hot journal is rolled back first.
     let c = Connection::open(path).unwrap();
-    litevault::db::content_hash(&c).unwrap()
+    litevault::sqlite::db::content_hash(&c).unwrap()
 }
 
 /// An integer from a one-value query.
@@ -181,7 +181,7 @@ pub fn query_i64(path: &Path, sql: &str) -> i64 {
     let mut c = Connection::open(path).unwrap();
     // Retry locks quickly: a reader with SQLite's default handler starves beside a busy
     // rollback-mode writer.
-    litevault::db::fast_busy_handler(&mut c, path).unwrap();
+    litevault::sqlite::db::fast_busy_handler(&mut c, path).unwrap();
     c.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 

@@ -342,7 +342,7 @@ fn rewrite_manifest(archive: &Path, out: &Path, edit: impl Fn(&mut serde_json::V
         .map(|(n, d)| {
             format!(
                 "{}  {n}\n",
-                litevault::db::hex(&<sha2::Sha256 as sha2::Digest>::digest(d))
+                litevault::model::hex(&<sha2::Sha256 as sha2::Digest>::digest(d))
             )
         })
         .collect();

@@ -21,8 +21,8 @@ use std::io::{self, Write};
 use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 
-use crate::db::{quote_ident, sql_string};
 use crate::progress::Progress;
+use crate::sqlite::db::{quote_ident, sql_string};
 
 /// Which tables a dump holds.
 #[derive(Debug, Clone, Default)]
@@ -166,7 +166,7 @@ pub fn plan(conn: &Connection, sel: &Selection) -> Result<DumpPlan, String> {
         if r.kind == "view" {
             continue;
         }
-        if let Some(module) = crate::db::virtual_module(sql) {
+        if let Some(module) = crate::sqlite::db::virtual_module(sql) {
             vtabs.push(plan_vtab(conn, &r.name, sql, &module, &shadow, &include)?);
         } else {
             ordinary.push(plan_table(conn, &r.name, sql).map_err(e)?);

@@ -11,10 +11,10 @@ use std::path::Path;
 
 use super::format::Content;
 use super::load::{self, LoadReport};
-use crate::db::{self, Check, CheckOptions, DbInfo};
 use crate::error::{Error, Result};
-use crate::manifest::{Manifest, FORMAT};
+use crate::format::manifest::{Manifest, FORMAT};
 use crate::progress::Progress;
+use crate::sqlite::db::{self, Check, CheckOptions, DbInfo};
 
 /// A dump loaded into a file, with its checks.
 #[derive(Debug, Clone)]
@@ -51,7 +51,7 @@ pub fn foreign_manifest(path: &Path, compression: crate::model::compression::Com
         source: String::new(),
         host: String::new(),
         sqlite_version: String::new(),
-        method: crate::snapshot::Method::Pages,
+        method: crate::sqlite::snapshot::Method::Pages,
         compression,
         compression_level: None,
         db_size: pages * 4096,
@@ -132,7 +132,7 @@ pub fn load_checked(
     loaded.db = info.clone();
     loaded.db_size = info.page_count * info.page_size as u64;
     if !foreign {
-        checks.push(crate::manifest::compare_header(&manifest, &info, true));
+        checks.push(crate::format::manifest::compare_header(&manifest, &info, true));
         checks.push(compare_counts(&manifest, &info));
     }
     // The round trip (a full re-dump) and SQLite's checks both only read the file: run them on

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::db::hex;
 use crate::error::{Error, Result};
 use crate::location::{self, CreateOptions};
+use crate::model::hex;
 use crate::progress::Progress;
 
 /// One archive copied by [`copy`].

@@ -7,9 +7,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::archive::{self, Compression};
 use crate::error::{Error, Result};
-use crate::manifest::Manifest;
+use crate::format::archive::{self, Compression};
+use crate::format::manifest::Manifest;
 
 /// First line of every litevault dump (followed by an explanation on the same line).
 pub const HEADER_PREFIX: &str = "-- litevault SQL dump";
@@ -28,7 +28,7 @@ pub const MAX_STATEMENT: usize = 512 << 20;
 pub fn header_line() -> String {
     format!(
         "{HEADER_PREFIX} (format {}). Restore: litevault restore FILE NEW.db; plain text also loads with: sqlite3 NEW.db < FILE\n",
-        crate::manifest::FORMAT
+        crate::format::manifest::FORMAT
     )
 }
 
@@ -142,9 +142,11 @@ fn open_inner(
     threaded: bool,
     head_only: bool,
 ) -> Result<(Compression, Content, Box<dyn BufRead>)> {
-    let (_, file) = crate::crypt::plaintext(path, crate::location::open_read(path, head_only)?)?;
+    let (_, file) = crate::format::crypt::plaintext(path, crate::location::open_read(path, head_only)?)?;
     let mut buf = BufReader::with_capacity(1 << 20, file);
-    let head = buf.fill_buf().map_err(|e| crate::crypt::read_error(path, e))?;
+    let head = buf
+        .fill_buf()
+        .map_err(|e| crate::format::crypt::read_error(path, e))?;
     let compression = match head {
         [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
         [0x1f, 0x8b, ..] => Compression::Gzip,
@@ -176,7 +178,7 @@ fn open_inner(
         Content::LitevaultDump
     } else if looks_like_sql(head) {
         Content::ForeignDump
-    } else if head.starts_with(crate::db::SQLITE_MAGIC) {
+    } else if head.starts_with(crate::sqlite::db::SQLITE_MAGIC) {
         return Err(Error::bad_archive(
             path,
             "this is an SQLite database, not a litevault archive or SQL dump (back it up with `litevault backup`)",

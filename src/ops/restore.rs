@@ -8,7 +8,7 @@
 //! 1. extract the database into a hidden temp file beside the target, checking every checksum;
 //! 2. check the extracted file against its manifest and with SQLite's integrity checks — nothing
 //!    is touched if any check fails (the failure says what kind of problem it is, see
-//!    [`crate::findings`]); with `reindex`, indexes are first rebuilt in the extracted copy
+//!    [`crate::sqlite::findings`]); with `reindex`, indexes are first rebuilt in the extracted copy
 //!    (every one, or those the checks dispute, after which the checks run again);
 //! 3. when a database is replaced, back it up first into a safety archive;
 //! 4. put the new content in place by one of three strategies ([`Strategy`]):
@@ -29,14 +29,14 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
-use crate::backup::{self, BackupOptions};
-use crate::db::{self, Check, Reindex};
-use crate::dump::Content;
 use crate::error::{Error, Result};
+use crate::format::dump::Content;
+use crate::format::manifest::Manifest;
 use crate::fsutil::{self, AtomicFile};
-use crate::manifest::Manifest;
+use crate::ops::backup::{self, BackupOptions};
+use crate::ops::verify;
 use crate::progress::{NoProgress, Phase, PhaseClock, Progress};
-use crate::verify;
+use crate::sqlite::db::{self, Check, Reindex};
 
 /// Options of [`restore`] and [`plan_restore`].
 #[derive(Debug, Clone)]
@@ -57,7 +57,7 @@ pub struct RestoreOptions {
     pub busy_timeout: Duration,
     /// Encrypt the safety archive (age). Without it the safety archive is stored in clear,
     /// which the plan warns about for an encrypted archive and refuses into a bucket.
-    pub encrypt: Option<crate::crypt::Encryption>,
+    pub encrypt: Option<crate::format::crypt::Encryption>,
     /// Put the archive's files (`backup --include`) under this directory, as
     /// `<dir>/<included dir's name>/...`, once the database has passed its checks; an existing
     /// file there is replaced only with `overwrite`. Without it, the files are not restored
@@ -140,7 +140,7 @@ pub struct RestorePlan {
     /// Things worth knowing that do not stop the restore.
     pub warnings: Vec<String>,
     /// What `files_to` will write (none without it).
-    pub files: Option<crate::files::FilesPlan>,
+    pub files: Option<crate::format::files::FilesPlan>,
     /// Entries of the archive's files that this restore leaves alone (no `files_to`).
     pub files_not_restored: u64,
 }
@@ -183,12 +183,12 @@ fn is_sqlite_file(path: &Path) -> bool {
 
 /// Whether `path` holds a litevault archive or dump (clear or encrypted), by its content.
 fn is_backup_file(path: &Path) -> bool {
-    crate::crypt::is_encrypted_file(path)
+    crate::format::crypt::is_encrypted_file(path)
         || matches!(
-            crate::dump::open(path),
+            crate::format::dump::open(path),
             Ok((
                 _,
-                crate::dump::Content::Archive | crate::dump::Content::LitevaultDump,
+                crate::format::dump::Content::Archive | crate::format::dump::Content::LitevaultDump,
                 _
             ))
         )
@@ -208,10 +208,10 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
             archive.display()
         )));
     }
-    let (content, manifest) = crate::dump::read_any_manifest(archive)?;
-    if content == crate::dump::Content::ForeignDump {
-        let (_, _, mut reader) = crate::dump::open(archive)?;
-        if !crate::dump::begins_with_sql_statement(&mut reader) {
+    let (content, manifest) = crate::format::dump::read_any_manifest(archive)?;
+    if content == crate::format::dump::Content::ForeignDump {
+        let (_, _, mut reader) = crate::format::dump::open(archive)?;
+        if !crate::format::dump::begins_with_sql_statement(&mut reader) {
             return Err(Error::InvalidOption(format!(
                 "{}: not a backup: neither a litevault archive nor an SQL dump (it starts with text \
                  that is not SQL)",
@@ -241,7 +241,7 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
     let mut warnings = Vec::new();
     // The files beside the database: every refusal (a path through a symlink, a file in the
     // way) is found here, before anything is written.
-    let (file_count, file_bytes) = crate::files::totals(&manifest.files);
+    let (file_count, file_bytes) = crate::format::files::totals(&manifest.files);
     let mut files_not_restored = 0;
     let files = match &opts.files_to {
         Some(_) if manifest.files.is_empty() => {
@@ -250,7 +250,11 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
                 archive.display()
             )))
         }
-        Some(out) => Some(crate::files::plan_files(&manifest.files, out, opts.overwrite)?),
+        Some(out) => Some(crate::format::files::plan_files(
+            &manifest.files,
+            out,
+            opts.overwrite,
+        )?),
         None if file_count > 0 => {
             files_not_restored = file_count;
             warnings.push(format!(
@@ -395,7 +399,7 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
     let safety_dir = exists.then(|| opts.safety_dir.clone().unwrap_or_else(backup::default_backup_dir));
     // (The archive's head is read again only when a clear safety archive would be written.)
     if let (Some(dir), None) = (&safety_dir, &opts.encrypt) {
-        if crate::crypt::is_encrypted_file(archive) {
+        if crate::format::crypt::is_encrypted_file(archive) {
             if crate::location::is_remote(dir) {
                 return Err(Error::InvalidOption(format!(
                     "{} is encrypted, but the safety archive of the database it replaces would be stored in clear in {}: \
@@ -597,11 +601,12 @@ pub fn restore(
     let mut stager = plan
         .files
         .clone()
-        .map(|fp| crate::files::Stager::new(fp, &plan.manifest.files));
+        .map(|fp| crate::format::files::Stager::new(fp, &plan.manifest.files));
     let (manifest_now, manifest_after, mut checks) = if plan.manifest.kind == "sql" {
         drop(file);
         // load_checked fsyncs the loaded file itself.
-        let loaded = crate::dump::check::load_checked(archive, &tmp_path, opts.quick, false, progress)?;
+        let loaded =
+            crate::format::dump::check::load_checked(archive, &tmp_path, opts.quick, false, progress)?;
         plan.warnings.extend(loaded.report.warnings);
         clock.lap("load and checks");
         (loaded.manifest, loaded.loaded, loaded.checks)
@@ -612,7 +617,7 @@ pub fn restore(
                 archive,
                 file,
                 &tmp_path,
-                &mut crate::archive::DiscardFiles,
+                &mut crate::format::archive::DiscardFiles,
                 progress,
             )?,
         };
@@ -871,7 +876,7 @@ fn restore_live(
             Ok(u32::from_be_bytes(b) as i64)
         }
     };
-    crate::snapshot::copy_into_live(&src, &dst, target, busy_timeout, &version, before)?;
+    crate::sqlite::snapshot::copy_into_live(&src, &dst, target, busy_timeout, &version, before)?;
     // Read back through the same connection, before anyone else can write.
     let check = after_check(&dst, manifest);
     if check.failed() {

@@ -22,7 +22,7 @@ use std::io::{self, Read, Write};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::db::hex;
+use crate::model::hex;
 
 /// Name of the tar entry with the page-hash table.
 pub const HASHES_ENTRY: &str = "pages.hashes";

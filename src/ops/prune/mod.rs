@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 pub use policy::{parse_backup_name, parse_duration, plan, Candidate, Policy, Verdict};
 
 use crate::error::{Error, Result};
+use crate::format::manifest::Manifest;
 use crate::location;
-use crate::manifest::Manifest;
 
 /// Options of [`prune`].
 #[derive(Debug, Clone, Default)]
@@ -81,10 +81,10 @@ enum Standing {
 /// encrypted backup) stop the prune before any deletion.
 fn read_known(loc: &dyn location::Location, name: &str) -> Result<Option<Known>> {
     let path = loc.object_path(name);
-    let read = if crate::dump::is_dump_name(name) {
-        crate::dump::read_manifest(&path).map(|m| (m, None))
+    let read = if crate::format::dump::is_dump_name(name) {
+        crate::format::dump::read_manifest(&path).map(|m| (m, None))
     } else {
-        crate::archive::read_manifest_and_sha256(&path).map(|(m, sha)| (m, Some(sha)))
+        crate::format::archive::read_manifest_and_sha256(&path).map(|(m, sha)| (m, Some(sha)))
     };
     match read {
         Ok((m, sha)) => Ok(Some(Known::Read(Box::new(m), sha))),

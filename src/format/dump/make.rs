@@ -12,11 +12,12 @@ use sha2::{Digest, Sha256};
 
 use super::format::{Trailer, CREATED_PREFIX, MANIFEST_PREFIX, TRAILER_PREFIX};
 use super::write::{self, DumpPlan, Selection};
-use crate::archive::HashWriter;
-use crate::db::{self, hex};
 use crate::error::{Error, Result};
-use crate::manifest::Manifest;
+use crate::format::archive::HashWriter;
+use crate::format::manifest::Manifest;
+use crate::model::hex;
 use crate::progress::{NoProgress, Progress};
+use crate::sqlite::db;
 
 /// Writes a whole dump of `conn` (a private snapshot) as `plan` says into `out`: the header
 /// line, `created_at`, the manifest line, the data section and the trailer line. Returns the

@@ -15,11 +15,11 @@
 //! `sha256` covers every line but the `created_at` line and the trailer (`sed '2d;$d' FILE |
 //! sha256sum` computes it). Re-dumping a correctly restored database reproduces the data
 //! section byte for byte, so the same hash over line 1, the manifest and the re-dumped data is
-//! how [`crate::verify`] proves a round trip.
+//! how [`crate::ops::verify`] proves a round trip.
 //!
-//! [`write`] produces the data section (ordering, value encoding, virtual tables); [`load`]
+//! [`write`](mod@write) produces the data section (ordering, value encoding, virtual tables); [`load`](mod@load)
 //! executes a dump, litevault's or a foreign one, into a fresh database through an allowlist.
-//! [`format`] owns the framing: the header and trailer lines and reading a dump's manifest
+//! [`format`](mod@format) owns the framing: the header and trailer lines and reading a dump's manifest
 //! from its first lines; [`check`] loads a dump into a temp file and checks it.
 
 pub mod check;
@@ -30,9 +30,9 @@ pub mod write;
 
 use std::path::Path;
 
-use crate::archive;
 use crate::error::Result;
-use crate::manifest::Manifest;
+use crate::format::archive;
+use crate::format::manifest::Manifest;
 
 pub use format::*;
 

@@ -19,7 +19,7 @@
 //! - [`ProblemClass::Other`]: a message this module does not know.
 //!
 //! It only reads messages and the schema's names; it never changes a database and runs no
-//! check itself (see [`crate::db`]).
+//! check itself (see [`crate::sqlite::db`]).
 
 use std::collections::HashMap;
 

@@ -6,7 +6,7 @@
 //! `foreign_key_check`, FTS integrity). A database file is checked in place, read-only, inside
 //! one read transaction. Problems found are failed checks in the report, not errors: an error
 //! means verification itself could not run. A failed integrity check says what kind of problem
-//! it found, in which objects, and what to do ([`crate::findings`]). With `reindex`, indexes are
+//! it found, in which objects, and what to do ([`crate::sqlite::findings`]). With `reindex`, indexes are
 //! rebuilt in the private copy (a database file is then copied first, with a snapshot)
 //! and the copy is checked: proof that `restore --reindex` would give the data back. Nothing
 //! here ever writes to a user's database.
@@ -17,14 +17,14 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::archive::{self, ArchiveContents};
-use crate::db::Reindex;
-use crate::db::{self, Check, CheckOptions, DbInfo};
 use crate::error::{Error, ErrorClass, Result};
-use crate::findings::{Finding, Findings, ProblemClass, PROBLEM_LIMIT};
+use crate::format::archive::{self, ArchiveContents};
+use crate::format::manifest::Manifest;
 use crate::fsutil::WritebackFile;
-use crate::manifest::Manifest;
 use crate::progress::Progress;
+use crate::sqlite::db::Reindex;
+use crate::sqlite::db::{self, Check, CheckOptions, DbInfo};
+use crate::sqlite::findings::{Finding, Findings, ProblemClass, PROBLEM_LIMIT};
 
 /// Options of [`verify`].
 #[derive(Debug, Clone, Default)]
@@ -87,10 +87,10 @@ pub fn verify(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Res
         verify_database_copy(path, opts, progress)?
     } else if head.starts_with(db::SQLITE_MAGIC) {
         verify_database(path, opts)?
-    } else if crate::crypt::is_encrypted(&head) {
+    } else if crate::format::crypt::is_encrypted(&head) {
         // Encrypted: a missing or wrong key is said as such (exit 1), damage is exit 3.
-        match crate::dump::open(path)?.1 {
-            crate::dump::Content::Archive => verify_archive(path, opts, progress)?,
+        match crate::format::dump::open(path)?.1 {
+            crate::format::dump::Content::Archive => verify_archive(path, opts, progress)?,
             _ => verify_dump(path, opts, progress)?,
         }
     } else if head.is_empty() {
@@ -98,10 +98,12 @@ pub fn verify(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Res
             path: path.to_path_buf(),
             reason: "the file is empty (0 bytes): neither a database with content nor a backup".into(),
         });
-    } else if let Ok((_, content, mut reader)) = crate::dump::open(path) {
+    } else if let Ok((_, content, mut reader)) = crate::format::dump::open(path) {
         match content {
-            crate::dump::Content::Archive => verify_archive(path, opts, progress)?,
-            crate::dump::Content::ForeignDump if !crate::dump::begins_with_sql_statement(&mut reader) => {
+            crate::format::dump::Content::Archive => verify_archive(path, opts, progress)?,
+            crate::format::dump::Content::ForeignDump
+                if !crate::format::dump::begins_with_sql_statement(&mut reader) =>
+            {
                 return Err(Error::InvalidOption(format!(
                     "{}: not a backup: neither an SQLite database, a litevault archive nor an SQL dump \
                      (it starts with text that is not SQL); give verify a database, an archive or a dump",
@@ -161,11 +163,11 @@ fn verify_database_copy(path: &Path, opts: &VerifyOptions, progress: &dyn Progre
     let base = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
     crate::fsutil::sweep_leftovers(&base);
     crate::fsutil::ensure_space(&base, db::precheck(path)?)?;
-    let snapshot = crate::snapshot::take(
+    let snapshot = crate::sqlite::snapshot::take(
         path,
         &base,
-        crate::snapshot::Method::Pages,
-        crate::snapshot::SnapshotLimits::default(),
+        crate::sqlite::snapshot::Method::Pages,
+        crate::sqlite::snapshot::SnapshotLimits::default(),
         progress,
     )?;
     let copy = snapshot.path();
@@ -382,13 +384,13 @@ pub(crate) const DUMP_REINDEX: &str =
     "not needed: a dump's indexes are built from its rows, by this SQLite, as it loads";
 
 /// Rebuilds a dump's database in a private temp directory and checks it (see
-/// [`crate::dump::check`]).
+/// [`crate::format::dump::check`]).
 fn verify_dump(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
     let base = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
     crate::fsutil::sweep_leftovers(&base);
     let tmp = crate::fsutil::temp_dir_in(&base)?;
     let db_path = tmp.path().join("database.sqlite");
-    let manifest = crate::dump::read_any_manifest(path).ok().map(|(_, m)| m);
+    let manifest = crate::format::dump::read_any_manifest(path).ok().map(|(_, m)| m);
     if let Some(m) = &manifest {
         crate::fsutil::ensure_space(tmp.path(), m.db_size)?;
     }
@@ -401,7 +403,7 @@ fn verify_dump(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Re
         reindexed: Vec::new(),
         duration_ms: 0,
     };
-    match crate::dump::check::load_checked(path, &db_path, opts.quick, true, progress) {
+    match crate::format::dump::check::load_checked(path, &db_path, opts.quick, true, progress) {
         Ok(loaded) => {
             if opts.reindex != Reindex::No {
                 report.checks.push(Check::skipped("reindex", DUMP_REINDEX));
@@ -435,7 +437,7 @@ pub(crate) fn extract(path: &Path, db_path: &Path, progress: &dyn Progress) -> R
         .open(db_path)
         .map_err(|e| Error::io("create", db_path, e))?;
     if is_incremental(path) {
-        return crate::chain::compose(path, &file, db_path, &mut archive::DiscardFiles, progress);
+        return crate::ops::chain::compose(path, &file, db_path, &mut archive::DiscardFiles, progress);
     }
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let contents = archive::read_archive(path, &mut out, progress)?;
@@ -455,7 +457,7 @@ pub(crate) fn extract_into(
     progress: &dyn Progress,
 ) -> Result<(ArchiveContents, std::fs::File)> {
     if is_incremental(path) {
-        let contents = crate::chain::compose(path, &file, db_path, files, progress)?;
+        let contents = crate::ops::chain::compose(path, &file, db_path, files, progress)?;
         return Ok((contents, file));
     }
     let mut out = BufWriter::with_capacity(1 << 20, WritebackFile::new(file));
@@ -477,7 +479,7 @@ pub(crate) fn extract_into(
 /// With `writable`, FTS tables also get their `'integrity-check'` command, which compares an
 /// external-content index with its content table; without it, the FTS checks are the virtual
 /// tables' part of the whole check, reported per table rather than run twice. What the
-/// integrity check finds is classified ([`crate::findings`]). After indexes were `rebuilt`
+/// integrity check finds is classified ([`crate::sqlite::findings`]). After indexes were `rebuilt`
 /// the file's page count is its own, so it is not compared with the manifest's.
 pub(crate) fn extracted_checks(
     db_path: &Path,
@@ -522,7 +524,7 @@ pub(crate) fn extracted_checks(
             .unwrap_or_else(|_| Err(Error::InvalidOption("row count thread panicked".into())))
         {
             Ok(info) => {
-                checks.push(crate::manifest::compare_header(manifest, &info, rebuilt));
+                checks.push(crate::format::manifest::compare_header(manifest, &info, rebuilt));
                 checks.push(compare_counts(manifest, &info));
             }
             Err(e) => checks.push(Check::fail("manifest header", e.to_string())),

@@ -7,7 +7,7 @@
 //! `cell_size_check=ON`, no ATTACH, no extensions). [`DbInfo`] gathers the header state and the
 //! table list that manifests record; [`run_checks`] runs the integrity checks that verify and
 //! restore report by name ([`integrity_findings`] classifies what SQLite reports, see
-//! [`crate::findings`]), and [`drop_vtab_modules`] / [`vtab_problems`] split SQLite's
+//! [`crate::sqlite::findings`]), and [`drop_vtab_modules`] / [`vtab_problems`] split SQLite's
 //! whole-database check in two parts that run on two connections at once; [`reindex`] rebuilds
 //! indexes of a private copy (never of a user's database); [`content_hash`] hashes a
 //! database's logical content independently of its page layout.
@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::findings::{Findings, SchemaNames, PROBLEM_LIMIT};
+use crate::model::hex;
+use crate::sqlite::findings::{Findings, SchemaNames, PROBLEM_LIMIT};
 
 /// The magic string at the start of every SQLite database file.
 pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -427,7 +428,7 @@ pub fn classified_problems(conn: &Connection, full: bool, limit: usize) -> rusql
 }
 
 /// Runs `PRAGMA quick_check` (or `integrity_check` when `full`), up to `limit` problems, and
-/// sorts what it reports into findings by class and object (see [`crate::findings`]); messages
+/// sorts what it reports into findings by class and object (see [`crate::sqlite::findings`]); messages
 /// are tallied as they are read. An error that stops the check (SQLite's "database disk image
 /// is malformed") is a finding too.
 pub fn integrity_findings(conn: &Connection, full: bool, limit: usize) -> Findings {
@@ -506,7 +507,7 @@ pub enum Reindex {
     #[default]
     No,
     /// The indexes the checks find disagreeing with their tables (class
-    /// [`ProblemClass::Index`]), after which the checks run again.
+    /// [`crate::sqlite::findings::ProblemClass::Index`]), after which the checks run again.
     Disputed,
     /// Every index, before the checks.
     All,
@@ -802,16 +803,6 @@ fn hash_value(h: &mut Sha256, v: rusqlite::types::ValueRef<'_>) {
 /// An SQL string literal: single quotes, with any inside doubled.
 pub fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
-}
-
-/// Lowercase hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::db::DbInfo;
 use crate::model::compression::Compression;
-use crate::snapshot::Method;
+use crate::sqlite::db::DbInfo;
+use crate::sqlite::snapshot::Method;
 
 /// Longest chain `chain::compose` follows.
 pub const MAX_DEPTH: u32 = 10_000;
@@ -69,7 +69,7 @@ pub struct Manifest {
     pub snapshot_sha256: Option<String>,
     /// The archive's table of page hashes (archives made by litevault 0.1 have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub page_hashes: Option<crate::pageset::PageHashes>,
+    pub page_hashes: Option<crate::sqlite::pageset::PageHashes>,
     /// For an incremental archive: the archive it builds on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentLink>,
@@ -89,7 +89,7 @@ pub struct Manifest {
     /// The files kept beside the database (`backup --include`), in archive order: each a
     /// `files/<path>` entry after the data entry (none in archives without them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub files: Vec<crate::files::FileEntry>,
+    pub files: Vec<crate::format::files::FileEntry>,
 }
 
 impl Manifest {
@@ -188,7 +188,7 @@ impl Manifest {
                     ph.count, self.db.page_count
                 ));
             }
-            let table = ph.count.saturating_mul(crate::pageset::HASH_LEN as u64);
+            let table = ph.count.saturating_mul(crate::sqlite::pageset::HASH_LEN as u64);
             if ph.frame.is_some_and(|(start, len)| {
                 start.checked_add(len).is_none() || len > table.saturating_add(64 << 10)
             }) {
@@ -216,7 +216,7 @@ impl Manifest {
         if !self.files.is_empty() && self.kind == "sql" {
             return Err("files listed in an SQL dump's manifest".into());
         }
-        crate::files::check_entries(&self.files)?;
+        crate::format::files::check_entries(&self.files)?;
         if Some(self.db_size) != self.db.page_count.checked_mul(ps) {
             return Err(format!(
                 "database size {} does not match {} pages of {} bytes",
@@ -297,13 +297,13 @@ pub(crate) fn compare_header(m: &Manifest, info: &DbInfo, logical: bool) -> crat
 
 #[cfg(test)]
 mod tests {
-    use crate::db::TableEntry;
+    use crate::sqlite::db::TableEntry;
 
     // Found by the `manifest` fuzz target: `sum()` panicked ("attempt to add with overflow")
     // in a build with overflow checks, and wrapped around in a release build.
     #[test]
     fn total_rows_of_untrusted_counts_saturates() {
-        let mut m = crate::dump::check::foreign_manifest(
+        let mut m = crate::format::dump::check::foreign_manifest(
             std::path::Path::new("/nonexistent/x.sql"),
             crate::Compression::None,
         );

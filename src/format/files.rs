@@ -32,9 +32,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::db::hex;
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::model::hex;
 
 /// The tar prefix of every file entry: `files/<dir name>/<relative path>`.
 pub const FILES_PREFIX: &str = "files/";

@@ -1,13 +1,13 @@
 //! `backup`: a consistent snapshot of a live database, checked and streamed into an archive.
 //!
 //! Order of work for a WAL database (the usual case, `--method pages`): one read transaction
-//! on the source fixes the snapshot ([`crate::snapshot::begin_live`]); inside it, `quick_check`
+//! on the source fixes the snapshot (`sqlite::snapshot::begin_live`); inside it, `quick_check`
 //! runs on a second connection on the same snapshot while the header state, row counts and
 //! foreign-key count are read on the first; the manifest is built from them; then every page
 //! is read in order and streamed through the hasher and the compressor into a temp archive.
 //! Nothing is copied to a temp database. Other sources (rollback journal, `--method vacuum`,
 //! an SQLite build without `sqlite_dbpage`, a corrupt database archived with
-//! `--allow-corrupt`) are first snapshotted into a private temp file ([`crate::snapshot::take`]),
+//! `--allow-corrupt`) are first snapshotted into a private temp file ([`crate::sqlite::snapshot::take`]),
 //! which is checked and then streamed the same way.
 //!
 //! Either way the checks are done before the first byte of the archive (the manifest, its
@@ -23,18 +23,19 @@ use std::time::Instant;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
-use crate::archive::{
+use crate::error::{Error, Result};
+use crate::format::archive::{
     self, ArchiveWriter, Compression, ZstdManifestLastWriter, DATABASE_ENTRY, MANIFEST_ENTRY,
 };
-use crate::chain::Parent;
-use crate::db::{self, hex, DbInfo};
-use crate::error::{Error, Result};
-use crate::files;
+use crate::format::files;
+use crate::format::manifest::{Manifest, FORMAT};
 use crate::fsutil;
 use crate::location::{self, CreateOptions, Location, NewObject, Published};
-use crate::manifest::{Manifest, FORMAT};
+use crate::model::hex;
+use crate::ops::chain::Parent;
 use crate::progress::{Phase, PhaseClock, Progress};
-use crate::snapshot::{self, LiveSnapshot, Method, SnapshotLimits};
+use crate::sqlite::db::{self, DbInfo};
+use crate::sqlite::snapshot::{self, LiveSnapshot, Method, SnapshotLimits};
 
 /// Options of [`backup`].
 #[derive(Debug, Clone, Default)]
@@ -64,7 +65,7 @@ pub struct BackupOptions {
     /// An archive of the database file (default) or an SQL dump.
     pub format: Format,
     /// For SQL dumps: which tables to dump.
-    pub selection: crate::dump::write::Selection,
+    pub selection: crate::format::dump::write::Selection,
     /// Store only the pages that changed since the newest backup of the same name in the
     /// location (its parent); a full backup when there is no usable parent (the report and
     /// the manifest say why).
@@ -77,13 +78,13 @@ pub struct BackupOptions {
     /// b-tree (shadow tables included) with the page accounting, and the foreign keys.
     pub check_fts: bool,
     /// Do not run the PASSIVE checkpoint of a WAL source after the snapshot is released (see
-    /// [`crate::snapshot::Checkpoint`]); the application's next commit then does it.
+    /// [`crate::sqlite::snapshot::Checkpoint`]); the application's next commit then does it.
     pub no_checkpoint: bool,
     /// Encrypt the archive or dump (age): it is stored as `<name>.age`, readable only with an
-    /// identity of one of the recipients (or the passphrase). See [`crate::crypt`].
-    pub encrypt: Option<crate::crypt::Encryption>,
+    /// identity of one of the recipients (or the passphrase). See [`crate::format::crypt`].
+    pub encrypt: Option<crate::format::crypt::Encryption>,
     /// Directories whose files go into the archive beside the database, each as
-    /// `files/<its name>/...` ([`crate::files`]); read after the database's snapshot was fixed.
+    /// `files/<its name>/...` ([`crate::format::files`]); read after the database's snapshot was fixed.
     /// Not with SQL dumps.
     pub include: Vec<PathBuf>,
 }
@@ -151,7 +152,7 @@ pub struct BackupReport {
     pub full_reason: Option<String>,
     /// The PASSIVE checkpoint of a WAL source run once the snapshot was released (none for
     /// other sources, SQL dumps, or with `no_checkpoint`).
-    pub checkpoint: Option<crate::snapshot::Checkpoint>,
+    pub checkpoint: Option<crate::sqlite::snapshot::Checkpoint>,
     /// Who can read the backup when it is encrypted ("2 recipients", "a passphrase").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encrypted_to: Option<String>,
@@ -177,7 +178,7 @@ pub(crate) struct Target {
     pub(crate) name: String,
     pub(crate) create: CreateOptions,
     pub(crate) work_dir: PathBuf,
-    pub(crate) encrypt: Option<crate::crypt::Encryption>,
+    pub(crate) encrypt: Option<crate::format::crypt::Encryption>,
     /// Whether `name` is generated (`--dir`), not given (`-o`).
     pub(crate) generated: bool,
 }
@@ -202,7 +203,7 @@ impl Target {
                     )));
                 }
                 let (loc, name) = location::split_object(out)?;
-                if opts.encrypt.is_some() && !name.ends_with(crate::crypt::EXTENSION) {
+                if opts.encrypt.is_some() && !name.ends_with(crate::format::crypt::EXTENSION) {
                     return Err(Error::InvalidOption(format!(
                         "{}: an encrypted backup is an age file: give -o a name ending in .age (e.g. {name}.age)",
                         out.display()
@@ -244,7 +245,7 @@ impl Target {
                     ..Default::default()
                 };
                 let name = match &opts.encrypt {
-                    Some(_) => format!("{default_name}{}", crate::crypt::EXTENSION),
+                    Some(_) => format!("{default_name}{}", crate::format::crypt::EXTENSION),
                     None => default_name.to_string(),
                 };
                 (loc, name, create)
@@ -267,7 +268,7 @@ impl Target {
     }
 
     /// Creates the object, with `head_reserve` bytes reserved at its head; encrypted when the
-    /// options say so (the clear bytes then go through [`crate::crypt::encrypting`]).
+    /// options say so (the clear bytes then go through [`crate::format::crypt::encrypting`]).
     pub(crate) fn create(&self, head_reserve: u64) -> Result<Box<dyn NewObject>> {
         let Some(enc) = &self.encrypt else {
             let opts = CreateOptions {
@@ -277,7 +278,7 @@ impl Target {
             return self.loc.create(&self.name, &opts);
         };
         let inner = self.loc.create(&self.name, &self.create)?;
-        crate::crypt::encrypting(inner, enc, head_reserve, &self.loc.object_path(&self.name))
+        crate::format::crypt::encrypting(inner, enc, head_reserve, &self.loc.object_path(&self.name))
     }
 }
 
@@ -401,7 +402,7 @@ fn backup_once(
     // record of its checksum, a read of it) must not hold the source's checkpoints back.
     let parent = opts.incremental.then(|| match &full_because {
         Some(reason) => Err(reason.clone()),
-        None => crate::chain::find_parent(target.loc.as_ref(), &name, opts.full_every),
+        None => crate::ops::chain::find_parent(target.loc.as_ref(), &name, opts.full_every),
     });
     // The name's stamp is taken just before the snapshot, so that names order backups as their
     // snapshots are ordered (to the second; the manifest's `snapshot_at` orders within one).
@@ -409,11 +410,11 @@ fn backup_once(
     if target.generated {
         target.name = archive::default_file_name(&name, opts.tag.as_deref(), &stamp, opts.compression);
         if target.encrypt.is_some() {
-            target.name.push_str(crate::crypt::EXTENSION);
+            target.name.push_str(crate::format::crypt::EXTENSION);
         }
     }
     let live = snapshot::begin_live(&source, opts.method, !opts.no_checkpoint)?;
-    let snapshot_at = live.as_ref().map(|_| crate::manifest::precise_now());
+    let snapshot_at = live.as_ref().map(|_| crate::format::manifest::precise_now());
 
     // Only what cannot fit is refused up front: a temp copy of the database (when the snapshot
     // is not streamed) needs the database's size in the work directory. How large the archive
@@ -482,10 +483,16 @@ fn backup_once(
     // the application's next commit does not have to.
     let checkpoint = holders.and_then(|h| h.outcome());
     if manifest.page_hashes.is_some() {
-        crate::chain::remember(target.loc.as_ref(), &published.name, &published.sha256);
+        crate::ops::chain::remember(target.loc.as_ref(), &published.name, &published.sha256);
         if opts.encrypt.is_some() {
             // The next incremental reads its parent's page hashes from here, not the bucket.
-            crate::chain::remember_parent(target.loc.as_ref(), &name, &published, &manifest, &hash_table);
+            crate::ops::chain::remember_parent(
+                target.loc.as_ref(),
+                &name,
+                &published,
+                &manifest,
+                &hash_table,
+            );
         }
     }
 
@@ -505,8 +512,8 @@ fn backup_once(
         restarts: manifest.snapshot_restarts,
         method: opts.method,
         compression: opts.compression,
-        tables: crate::db::own_tables(&manifest.db.tables),
-        other_tables: manifest.db.tables.len() - crate::db::own_tables(&manifest.db.tables),
+        tables: crate::sqlite::db::own_tables(&manifest.db.tables),
+        other_tables: manifest.db.tables.len() - crate::sqlite::db::own_tables(&manifest.db.tables),
         rows: manifest.total_rows(),
         corrupt: manifest.corrupt,
         streamed,
@@ -557,7 +564,7 @@ fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
     }
     clock.lap("checks");
     let conn = db::open_private(snap.path(), false)?;
-    let plan = crate::dump::write::plan(&conn, &opts.selection).map_err(Error::InvalidOption)?;
+    let plan = crate::format::dump::write::plan(&conn, &opts.selection).map_err(Error::InvalidOption)?;
     let included: std::collections::HashSet<&str> = plan.included.iter().map(String::as_str).collect();
     info.tables.retain(|t| included.contains(t.name.as_str()));
     let db_size = info.page_count * info.page_size as u64;
@@ -594,8 +601,9 @@ fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
     let out_path = target.loc.object_path(&target.name);
     let io_err = |e| Error::io("write dump", &out_path, e);
     let mut enc = archive::Encoder::new(target.create(0)?, opts.compression, opts.level).map_err(io_err)?;
-    let trailer = crate::dump::make::write_dump(&conn, &plan, &manifest, &created_at, &mut enc, progress)
-        .map_err(io_err)?;
+    let trailer =
+        crate::format::dump::make::write_dump(&conn, &plan, &manifest, &created_at, &mut enc, progress)
+            .map_err(io_err)?;
     let mut object = enc.finish().map_err(io_err)?;
     object.flush().map_err(io_err)?;
     clock.lap("dump");
@@ -615,8 +623,8 @@ fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
         restarts: manifest.snapshot_restarts,
         method: opts.method,
         compression: opts.compression,
-        tables: crate::db::own_tables(&manifest.db.tables),
-        other_tables: manifest.db.tables.len() - crate::db::own_tables(&manifest.db.tables),
+        tables: crate::sqlite::db::own_tables(&manifest.db.tables),
+        other_tables: manifest.db.tables.len() - crate::sqlite::db::own_tables(&manifest.db.tables),
         rows: manifest.total_rows(),
         corrupt: false,
         streamed: false,
@@ -701,7 +709,10 @@ fn check_name(name: &str) -> Result<()> {
 fn sql_file_name(source: &Path, opts: &BackupOptions, stamp: &str) -> String {
     let stem = opts.name.clone().unwrap_or_else(|| location::name_of(source));
     let tag = opts.tag.as_deref().map(|t| format!("-{t}")).unwrap_or_default();
-    format!("{stem}{tag}-{stamp}{}", crate::dump::extension(opts.compression))
+    format!(
+        "{stem}{tag}-{stamp}{}",
+        crate::format::dump::extension(opts.compression)
+    )
 }
 
 /// What the two ways of writing an archive hand back.
@@ -1099,7 +1110,7 @@ fn backup_copy(
     let out_path = target.loc.object_path(&target.name);
     let io_err = |e| Error::io("write archive", &out_path, e);
     let snap = snapshot::take(source, &target.work_dir, opts.method, opts.limits, progress)?;
-    base.snapshot_at = Some(crate::manifest::precise_now());
+    base.snapshot_at = Some(crate::format::manifest::precise_now());
     // The copy is done: what the directories hold now covers every row's file.
     let walked = &walk_included(opts)?;
     clock.lap("snapshot copy");
@@ -1192,9 +1203,9 @@ fn manifest_reserve_for(
     bound.quick_check = "x".repeat(QUICK_CHECK_TEXT_MAX);
     bound.kind = "incremental".into();
     bound.snapshot_sha256 = Some("0".repeat(64));
-    bound.page_hashes = Some(crate::pageset::PageHashes {
-        algorithm: crate::pageset::ALGORITHM.into(),
-        key: "0".repeat(2 * crate::pageset::KEY_LEN),
+    bound.page_hashes = Some(crate::sqlite::pageset::PageHashes {
+        algorithm: crate::sqlite::pageset::ALGORITHM.into(),
+        key: "0".repeat(2 * crate::sqlite::pageset::KEY_LEN),
         count: u64::MAX,
         sha256: "0".repeat(64),
         frame: Some((u64::MAX, u64::MAX)),
@@ -1203,7 +1214,7 @@ fn manifest_reserve_for(
         Some(Ok(p)) => p.link.name.clone(),
         _ => "x".repeat(1024),
     };
-    bound.parent = Some(crate::manifest::ParentLink {
+    bound.parent = Some(crate::format::manifest::ParentLink {
         name: parent_name,
         archive_sha256: "0".repeat(64),
         manifest_sha256: "0".repeat(64),
@@ -1267,8 +1278,8 @@ impl PageSource<'_> {
 /// What [`write_zstd_body`] wrote.
 struct Body {
     snapshot_sha256: String,
-    page_hashes: crate::pageset::PageHashes,
-    incremental: Option<(crate::manifest::ParentLink, u32, u64)>,
+    page_hashes: crate::sqlite::pageset::PageHashes,
+    incremental: Option<(crate::format::manifest::ParentLink, u32, u64)>,
     full_reason: Option<String>,
     table: Vec<u8>,
 }
@@ -1276,7 +1287,7 @@ struct Body {
 impl Body {
     /// `base` with this body's chain fields.
     fn apply(&self, mut base: Manifest) -> Manifest {
-        base.format = crate::manifest::FORMAT_PAGES.into();
+        base.format = crate::format::manifest::FORMAT_PAGES.into();
         base.snapshot_sha256 = Some(self.snapshot_sha256.clone());
         base.page_hashes = Some(self.page_hashes.clone());
         base.full_reason = self.full_reason.clone();
@@ -1301,7 +1312,7 @@ fn write_zstd_body(
     io_err: &dyn Fn(std::io::Error) -> Error,
     progress: &dyn Progress,
 ) -> Result<Body> {
-    use crate::pageset::PageHasher;
+    use crate::sqlite::pageset::PageHasher;
     let page_count = db_size / page_size as u64;
     let mut full_reason = None;
     let mut parent = match parent {
@@ -1321,7 +1332,7 @@ fn write_zstd_body(
     };
     let key = match &parent {
         Some(p) => p.key,
-        None => crate::pageset::new_key().map_err(io_err)?,
+        None => crate::sqlite::pageset::new_key().map_err(io_err)?,
     };
     let mut incremental = None;
     let mut hashes = None;
@@ -1341,7 +1352,7 @@ fn write_zstd_body(
         } else if let Some(mut changed) = done.changed {
             let size = done.changed_count * (4 + page_size as u64);
             progress.begin("compress", Some(size));
-            writer.append_entry(crate::pageset::PAGES_ENTRY, size, io_err, |w| {
+            writer.append_entry(crate::sqlite::pageset::PAGES_ENTRY, size, io_err, |w| {
                 let mut buf = vec![0u8; 1 << 20];
                 loop {
                     let n = std::io::Read::read(&mut changed, &mut buf).map_err(io_err)?;
@@ -1382,14 +1393,14 @@ fn write_zstd_body(
             hashes.len()
         ))));
     }
-    let table = crate::pageset::encode(&hashes);
+    let table = crate::sqlite::pageset::encode(&hashes);
     let frame = writer
-        .append_framed(crate::pageset::HASHES_ENTRY, &table)
+        .append_framed(crate::sqlite::pageset::HASHES_ENTRY, &table)
         .map_err(io_err)?;
     Ok(Body {
         snapshot_sha256: snapshot_sha256.unwrap_or_default(),
-        page_hashes: crate::pageset::PageHashes {
-            algorithm: crate::pageset::ALGORITHM.into(),
+        page_hashes: crate::sqlite::pageset::PageHashes {
+            algorithm: crate::sqlite::pageset::ALGORITHM.into(),
             key: hex(&key),
             count: page_count,
             sha256: hex(&<sha2::Sha256 as sha2::Digest>::digest(&table)),

@@ -6,7 +6,7 @@
 //! keys, or a passphrase), which keys this process reads encrypted backups with ([`Identities`],
 //! installed process-wide by [`set_identities`] so every reader — list, show, verify, restore,
 //! merge, prune, chains — finds them), the encrypting [`NewObject`] wrapper of the write path
-//! ([`encrypting`]) and the decrypting reader of the read path ([`plaintext`]).
+//! (`encrypting`) and the decrypting reader of the read path (`plaintext`).
 //!
 //! The age stream cannot be rewritten in place, while a zstd archive's manifest is written last
 //! into a reserved head. An encrypted zstd archive is therefore first written in clear into an

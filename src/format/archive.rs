@@ -20,12 +20,13 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::db::{hex, Check};
 use crate::error::{Error, Result};
-use crate::files::{FileEntry, FileKind};
+use crate::format::files::{FileEntry, FileKind};
+use crate::format::manifest::Manifest;
 use crate::location::{NewObject, Published};
-use crate::manifest::Manifest;
+use crate::model::hex;
 use crate::progress::Progress;
+use crate::sqlite::db::Check;
 
 /// Name of the manifest entry.
 pub const MANIFEST_ENTRY: &str = "manifest.json";
@@ -307,7 +308,7 @@ impl FileSink for DiscardFiles {
     }
 }
 
-impl FileSink for crate::files::Stager {
+impl FileSink for crate::format::files::Stager {
     fn entry(&mut self, entry: &FileEntry, content: &mut dyn Read) -> Result<()> {
         self.stage(entry, content)
     }
@@ -713,8 +714,8 @@ fn parse_sums(
         if ![
             MANIFEST_ENTRY,
             DATABASE_ENTRY,
-            crate::pageset::PAGES_ENTRY,
-            crate::pageset::HASHES_ENTRY,
+            crate::sqlite::pageset::PAGES_ENTRY,
+            crate::sqlite::pageset::HASHES_ENTRY,
         ]
         .contains(&name)
             && !is_file(name)
@@ -743,9 +744,11 @@ pub fn open_reader_with(path: &Path, head_only: bool) -> Result<(Compression, Bo
 
 /// The decompressing reader of an archive's bytes, the codec detected from its first bytes.
 fn decoder(path: &Path, file: Box<dyn Read + Send>) -> Result<(Compression, Box<dyn Read>)> {
-    let (_, file) = crate::crypt::plaintext(path, file)?;
+    let (_, file) = crate::format::crypt::plaintext(path, file)?;
     let mut buf = BufReader::with_capacity(1 << 20, file);
-    let head = buf.fill_buf().map_err(|e| crate::crypt::read_error(path, e))?;
+    let head = buf
+        .fill_buf()
+        .map_err(|e| crate::format::crypt::read_error(path, e))?;
     let kind = sniff(head);
     let reader: Box<dyn Read> = match kind {
         Some(Compression::Zstd) => {
@@ -894,7 +897,7 @@ impl ArchiveContents {
             }
         }
         if !self.manifest.files.is_empty() {
-            let (count, bytes) = crate::files::totals(&self.manifest.files);
+            let (count, bytes) = crate::format::files::totals(&self.manifest.files);
             checks.push(match self.file_mismatch() {
                 None => Check::pass(
                     "checksum files",
@@ -1005,7 +1008,7 @@ pub fn read_archive_with(
 }
 
 /// [`read_archive`]; with `link`, an incremental archive's `pages.bin` is accepted (its
-/// records go to `db_out`, for [`crate::chain::compose`]); without it an incremental archive
+/// records go to `db_out`, for [`crate::ops::chain::compose`]); without it an incremental archive
 /// is refused, since its data entry is not a database.
 pub(crate) fn read_archive_as(
     path: &Path,
@@ -1138,7 +1141,10 @@ fn read_entries(
         "incremental" => {
             let changed = manifest.changed_pages.unwrap_or(0);
             let record = 4 + manifest.db.page_size as u64;
-            (crate::pageset::PAGES_ENTRY, changed.saturating_mul(record))
+            (
+                crate::sqlite::pageset::PAGES_ENTRY,
+                changed.saturating_mul(record),
+            )
         }
         _ => (DATABASE_ENTRY, manifest.db_size),
     };
@@ -1222,13 +1228,13 @@ fn read_entries(
         "the files"
     };
     let mut sums_entry = next(after_data)?;
-    if sums_entry.path_bytes().as_ref() == crate::pageset::HASHES_ENTRY.as_bytes() {
+    if sums_entry.path_bytes().as_ref() == crate::sqlite::pageset::HASHES_ENTRY.as_bytes() {
         let want = manifest
             .page_hashes
             .as_ref()
-            .map(|p| p.count.saturating_mul(crate::pageset::HASH_LEN as u64))
-            .unwrap_or(manifest.db.page_count * crate::pageset::HASH_LEN as u64);
-        let size = expect_entry(path, &sums_entry, crate::pageset::HASHES_ENTRY, want)?;
+            .map(|p| p.count.saturating_mul(crate::sqlite::pageset::HASH_LEN as u64))
+            .unwrap_or(manifest.db.page_count * crate::sqlite::pageset::HASH_LEN as u64);
+        let size = expect_entry(path, &sums_entry, crate::sqlite::pageset::HASHES_ENTRY, want)?;
         // Hashed as it streams: the table's size comes from an untrusted manifest.
         let mut hashed = HashWriter {
             inner: io::sink(),
@@ -1243,7 +1249,7 @@ fn read_entries(
             ));
         }
         extra_sums.push((
-            crate::pageset::HASHES_ENTRY.to_string(),
+            crate::sqlite::pageset::HASHES_ENTRY.to_string(),
             hex(&hashed.hasher.finalize()),
         ));
         sums_entry = next(after_data)?;
@@ -1268,7 +1274,7 @@ fn read_entries(
                 _ => break,
             };
             let size = e.header().size().map_err(|e| bad_read(path, e))?;
-            if size > crate::files::MAX_PATH as u64 + 1 || slot.is_some() {
+            if size > crate::format::files::MAX_PATH as u64 + 1 || slot.is_some() {
                 return Err(Error::bad_archive(
                     path,
                     format!("a bad long-name record before {want}"),

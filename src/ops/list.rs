@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::format::manifest::Manifest;
 use crate::location::{self, Location};
-use crate::manifest::Manifest;
 
 /// One archive found by [`list`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,16 +61,22 @@ pub fn list_in(loc: &dyn Location) -> Result<Vec<ArchiveSummary>> {
         .collect();
     let read = |m: &location::ObjectMeta| {
         let path = loc.object_path(&m.name);
-        let (manifest, error, encrypted) = match crate::dump::read_manifest(&path) {
-            Ok(found) => (Some(found), None, m.name.ends_with(crate::crypt::EXTENSION)),
+        let (manifest, error, encrypted) = match crate::format::dump::read_manifest(&path) {
+            Ok(found) => (
+                Some(found),
+                None,
+                m.name.ends_with(crate::format::crypt::EXTENSION),
+            ),
             // Encrypted and no key given: listed as such, not as an error.
-            Err(crate::error::Error::Crypt { .. }) if !crate::crypt::has_identities() => (None, None, true),
+            Err(crate::error::Error::Crypt { .. }) if !crate::format::crypt::has_identities() => {
+                (None, None, true)
+            }
             Err(e @ crate::error::Error::Crypt { .. }) => (None, Some(e.to_string()), true),
             Err(e) => (None, Some(e.to_string()), false),
         };
         let (files, files_bytes) = manifest
             .as_ref()
-            .map(|m| crate::files::totals(&m.files))
+            .map(|m| crate::format::files::totals(&m.files))
             .unwrap_or((0, 0));
         let truncated = manifest
             .as_ref()

@@ -41,12 +41,12 @@ use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::backup::{self, BackupOptions};
-use crate::db::{self, quote_ident, Check};
-use crate::dump::Content;
 use crate::error::{Error, Result};
-use crate::findings::PROBLEM_LIMIT;
+use crate::format::dump::Content;
+use crate::ops::backup::{self, BackupOptions};
 use crate::progress::{NoProgress, Progress};
+use crate::sqlite::db::{self, quote_ident, Check};
+use crate::sqlite::findings::PROBLEM_LIMIT;
 
 /// Row-hash maps: a fast hasher, seeded at random per process.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -247,7 +247,7 @@ pub struct MergeOptions {
     /// Where the safety archive goes (default: the backup directory).
     pub safety_dir: Option<PathBuf>,
     /// Encrypt the safety archive (age); without it, it is stored in clear.
-    pub encrypt: Option<crate::crypt::Encryption>,
+    pub encrypt: Option<crate::format::crypt::Encryption>,
 }
 
 impl Default for MergeOptions {
@@ -318,7 +318,7 @@ pub struct MergeReport {
 /// `#` starts a comment.
 ///
 /// ```
-/// let k = litevault::merge::parse_keys("[keys]\nusers = [\"email\"]  # natural key\n").unwrap();
+/// let k = litevault::ops::merge::parse_keys("[keys]\nusers = [\"email\"]  # natural key\n").unwrap();
 /// assert_eq!(k["users"], vec!["email".to_string()]);
 /// ```
 pub fn parse_keys(text: &str) -> std::result::Result<HashMap<String, Vec<String>>, String> {
@@ -394,18 +394,18 @@ pub fn merge(
     let mut copies = Vec::new();
     for (i, src) in sources.iter().enumerate() {
         let copy = tmp.path().join(format!("source-{i}.sqlite"));
-        let (content, _) = crate::dump::read_any_manifest(src)?;
+        let (content, _) = crate::format::dump::read_any_manifest(src)?;
         // Checksums and quick_check: what reading the source safely needs. (Its full-text
         // indexes are not read: virtual tables are not merged row by row.)
         let checks = match content {
             Content::Archive => {
-                let contents = crate::verify::extract(src, &copy, progress)?;
+                let contents = crate::ops::verify::extract(src, &copy, progress)?;
                 contents.ensure_checksums(src)?;
                 contents.checksum_checks()
             }
             _ => {
-                let (_, content, mut reader) = crate::dump::open_with(src, true)?;
-                let loaded = crate::dump::load::load(src, content, &mut *reader, &copy, progress)?;
+                let (_, content, mut reader) = crate::format::dump::open_with(src, true)?;
+                let loaded = crate::format::dump::load::load(src, content, &mut *reader, &copy, progress)?;
                 report.warnings.extend(loaded.warnings);
                 loaded.checks
             }

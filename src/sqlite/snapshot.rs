@@ -6,7 +6,7 @@
 //! transactionally consistent even while other processes write; the source is opened read-only
 //! and never written; WAL-mode writers are never blocked; the copy always finishes.
 //!
-//! Two ways to take it. [`begin_live`] (page copies of WAL databases, the common case) holds
+//! Two ways to take it. `begin_live` (page copies of WAL databases, the common case) holds
 //! one read transaction on the source and hands out everything a backup needs from that one
 //! snapshot: header state, row counts and checks (on a second connection proven to be on the
 //! same snapshot, so they run in parallel) and then every page in order through SQLite's
@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 use rusqlite::{ffi, Connection};
 use serde::{Deserialize, Serialize};
 
-use crate::db::{self, DbInfo};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::sqlite::db::{self, DbInfo};
 
 /// How the snapshot is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -144,8 +144,8 @@ pub(crate) struct LiveSnapshot {
     started: Instant,
 }
 
-pub use crate::catchup::Checkpoint;
-use crate::catchup::Holders;
+pub use crate::sqlite::catchup::Checkpoint;
+use crate::sqlite::catchup::Holders;
 
 /// Tries at getting the checkers' read transactions on the main connection's snapshot.
 const SAME_SNAPSHOT_ATTEMPTS: u32 = 50;

@@ -37,9 +37,10 @@ use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};
 
 use super::format::{Content, Header, Trailer, MAX_STATEMENT, TRAILER_PREFIX};
-use crate::db::{self, hex, quote_ident, Check};
 use crate::error::{Error, Result};
+use crate::model::hex;
 use crate::progress::Progress;
+use crate::sqlite::db::{self, quote_ident, Check};
 
 /// Every value may be this large, or four times its statement's length if more.
 const MIN_VALUE_LIMIT: usize = 64 << 20;

@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::archive::{self, ArchiveContents, Compression};
-use crate::db::hex;
 use crate::error::{Error, Result};
+use crate::format::archive::{self, ArchiveContents, Compression};
+use crate::format::manifest::{Manifest, ParentLink};
 use crate::location::{self, Location};
-use crate::manifest::{Manifest, ParentLink};
-use crate::pageset::{self, PageHash};
+use crate::model::hex;
 use crate::progress::Progress;
+use crate::sqlite::pageset::{self, PageHash};
 
 /// Parses a point in time for `restore --latest --at`: RFC 3339 (`2026-12-01T09:00:00Z`,
 /// `2026-12-01T10:00:00+01:00`) or a duration before now (`2h ago`, `1d12h ago`).
@@ -40,7 +40,7 @@ pub fn parse_at(text: &str) -> std::result::Result<i64, String> {
         })
 }
 
-pub use crate::manifest::MAX_DEPTH;
+pub use crate::format::manifest::MAX_DEPTH;
 
 /// The parent an incremental backup builds on.
 #[derive(Debug, Clone)]
@@ -48,7 +48,7 @@ pub struct Parent {
     /// How the child records it.
     pub link: ParentLink,
     /// The chain's key for page hashes.
-    pub key: crate::pageset::Key,
+    pub key: crate::sqlite::pageset::Key,
     /// The parent's page hashes.
     pub hashes: Vec<PageHash>,
     /// The parent's chain depth.
@@ -67,7 +67,7 @@ pub fn find_parent(
     let newest = latest(loc, name, None)
         .map_err(|e| format!("the location cannot be listed ({e})"))?
         .ok_or_else(|| format!("no earlier backup of {name:?} in {}", loc.url()))?;
-    let encrypted = newest.ends_with(crate::crypt::EXTENSION);
+    let encrypted = newest.ends_with(crate::format::crypt::EXTENSION);
     if encrypted {
         if let Some(found) = recall_parent(loc, name, &newest, full_every) {
             return found;
@@ -77,7 +77,7 @@ pub fn find_parent(
     // One read of the head gives the manifest and its stored bytes' SHA-256.
     let (m, manifest_json) = match archive::read_manifest_and_sha256(&path) {
         Ok(found) => found,
-        Err(_) if crate::dump::is_dump_name(&newest) => {
+        Err(_) if crate::format::dump::is_dump_name(&newest) => {
             return Err(format!("the newest backup {newest} is an SQL dump"))
         }
         Err(Error::Crypt { detail, .. }) => {
@@ -454,7 +454,7 @@ fn recall(loc: &dyn Location, name: &str) -> Option<String> {
 /// link must exist and name a parent in the same location.
 pub fn links(path: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
     let (loc, _) = location::split_object(path)?;
-    let mut chain = vec![(path.to_path_buf(), crate::dump::read_manifest(path)?)];
+    let mut chain = vec![(path.to_path_buf(), crate::format::dump::read_manifest(path)?)];
     while let Some(parent) = chain.last().and_then(|(_, m)| m.parent.clone()) {
         if chain.len() as u32 > MAX_DEPTH {
             return Err(Error::bad_archive(
@@ -464,7 +464,7 @@ pub fn links(path: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
         }
         let child = chain.last().map(|(p, _)| p.clone()).unwrap_or_default();
         let ppath = loc.object_path(&parent.name);
-        let m = match crate::dump::read_manifest(&ppath) {
+        let m = match crate::format::dump::read_manifest(&ppath) {
             Ok(m) => m,
             Err(Error::NotFound { .. }) => {
                 return Err(Error::bad_archive(
@@ -696,7 +696,7 @@ pub fn latest(loc: &dyn Location, name: &str, at: Option<i64>) -> Result<Option<
     let best = found
         .into_iter()
         .map(|(created, seq, n)| {
-            let nanos = crate::dump::read_manifest(&loc.object_path(&n))
+            let nanos = crate::format::dump::read_manifest(&loc.object_path(&n))
                 .map(|m| m.snapshot_offset_ns(created))
                 .unwrap_or(0);
             ((nanos, seq), n)
