@@ -1,8 +1,8 @@
 //! litevault: safe, fast, verifiable backups of SQLite databases, and restores that cannot lose
 //! data.
 //!
-//! The library does the work and returns reports; it never prints. Each operation takes an
-//! options struct and a [`Progress`] receiver and returns a serde-serializable report:
+//! The library does the work and returns reports; it never prints. Each operation takes a
+//! [`Context`] (keys, threads, priority), an options struct and a [`Progress`] receiver and returns a serde-serializable report:
 //!
 //! - [`backup`]: a consistent snapshot of a live database into a compressed archive
 //!   (`tar` + zstd/gzip) with a JSON manifest and SHA-256 checksums.
@@ -28,7 +28,7 @@
 //! [`sqlite`] and [`location`], [`format`](mod@format), [`ops`], and the daemon ([`serve`], feature `serve`).
 //!
 //! ```
-//! use litevault::{backup, restore, verify, BackupOptions, RestoreOptions, VerifyOptions, NoProgress};
+//! use litevault::{backup, restore, verify, BackupOptions, Context, RestoreOptions, VerifyOptions, NoProgress};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
@@ -38,16 +38,18 @@
 //!
 //! // A consistent snapshot, even though `conn` stays open.
 //! let opts = BackupOptions { dir: Some(dir.path().join("backups")), ..Default::default() };
-//! let report = backup(&db, &opts, &NoProgress)?;
+//! // What every operation runs with: keys for encrypted backups, threads, priority.
+//! let ctx = Context::new();
+//! let report = backup(&ctx, &db, &opts, &NoProgress)?;
 //! assert!(report.archive.to_string_lossy().ends_with(".tar.zst"));
 //!
 //! // Every check by name: checksums, manifest, integrity_check, foreign keys, FTS.
-//! let checks = verify(&report.archive, &VerifyOptions::default(), &NoProgress)?;
+//! let checks = verify(&ctx, &report.archive, &VerifyOptions::default(), &NoProgress)?;
 //! assert!(checks.ok);
 //!
 //! // Restore to a new file (an existing one needs `overwrite: true`).
 //! let copy = dir.path().join("copy.db");
-//! let restored = restore(&report.archive, &copy, &RestoreOptions::default(), &NoProgress)?;
+//! let restored = restore(&ctx, &report.archive, &copy, &RestoreOptions::default(), &NoProgress)?;
 //! assert!(restored.restored);
 //! let body: String = rusqlite::Connection::open(&copy)?.query_row("SELECT body FROM notes", [], |r| r.get(0))?;
 //! assert_eq!(body, "hello");
@@ -78,6 +80,7 @@ pub use ops::backup::{backup, default_backup_dir, BackupOptions, BackupReport, F
 pub use ops::list::{list, ArchiveSummary};
 pub use ops::restore::{plan_restore, restore, RestoreOptions, RestorePlan, RestoreReport, Strategy};
 pub use ops::verify::{verify, VerifyOptions, VerifyReport};
+pub use ops::Context;
 pub use progress::{NoProgress, Phase, Progress};
 pub use sqlite::db::{Check, CheckStatus, Reindex};
 pub use sqlite::findings::{Finding, ProblemClass};

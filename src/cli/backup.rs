@@ -80,7 +80,7 @@ pub(crate) struct Args {
 }
 
 /// Runs `litevault backup`; returns the exit code.
-pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
+pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
     let Args {
         db,
         output,
@@ -103,10 +103,10 @@ pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8,
         crypt,
         include,
     } = args;
+    let mut ctx = ctx.clone().with_threads(*threads);
     if matches!(priority, PriorityArg::Low) {
-        litevault::priority::lower();
+        ctx = ctx.in_background();
     }
-    litevault::format::archive::set_compression_threads(*threads);
     let opts = BackupOptions {
         no_checkpoint: *no_checkpoint,
         output: output.clone(),
@@ -139,7 +139,7 @@ pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8,
         include: include.clone(),
         ..Default::default()
     };
-    let r = litevault::backup(db, &opts, progress)?;
+    let r = litevault::backup(&ctx, db, &opts, progress)?;
     if cli.json {
         out(&json(&r));
     } else if !cli.quiet {

@@ -15,9 +15,9 @@ pub(crate) struct Args {
 }
 
 /// Runs `litevault copy`; returns the exit code.
-pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
+pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
     let Args { sources, dest } = args;
-    let r = litevault::ops::copy::copy(sources, dest, progress)?;
+    let r = litevault::ops::copy::copy(ctx, sources, dest, progress)?;
     if cli.json {
         out(&json(&r));
     } else if !cli.quiet {

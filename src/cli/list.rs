@@ -13,10 +13,10 @@ pub(crate) struct Args {
 }
 
 /// Runs `litevault list`; returns the exit code.
-pub(crate) fn run(cli: &Cli, args: &Args, _progress: &dyn Progress) -> Result<u8, Error> {
+pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, _progress: &dyn Progress) -> Result<u8, Error> {
     let Args { dir } = args;
     let dir = dir.clone().unwrap_or_else(litevault::default_backup_dir);
-    let items = litevault::list(&dir)?;
+    let items = litevault::list(ctx, &dir)?;
     if cli.json {
         out(&json(&items));
     } else if !cli.quiet {

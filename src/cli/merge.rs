@@ -36,7 +36,7 @@ pub(crate) struct Args {
 }
 
 /// Runs `litevault merge`; returns the exit code.
-pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
+pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
     let Args {
         sources,
         target,
@@ -66,7 +66,7 @@ pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8,
         safety_dir: safety_dir.clone(),
         encrypt: crypt.encryption(cli)?,
     };
-    let r = litevault::ops::merge::merge(sources, target, &opts, progress)?;
+    let r = litevault::ops::merge::merge(ctx, sources, target, &opts, progress)?;
     if cli.json {
         out(&json(&r));
     } else if !cli.quiet {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use litevault::{
-    BackupOptions, Check, CheckStatus, Compression, Error, Method, Progress, Reindex, RestoreOptions,
-    VerifyOptions,
+    BackupOptions, Check, CheckStatus, Compression, Context, Error, Method, Progress, Reindex,
+    RestoreOptions, VerifyOptions,
 };
 
 mod backup;
@@ -91,9 +91,9 @@ impl EncryptArgs {
     }
 }
 
-/// Installs the keys that encrypted backups are read with: --identity (else
-/// $LITEVAULT_IDENTITY) and --passphrase-file.
-fn install_identities(cli: &Cli) -> Result<(), Error> {
+/// The context every command runs with: the keys that encrypted backups are read with,
+/// --identity (else $LITEVAULT_IDENTITY) and --passphrase-file.
+fn context(cli: &Cli) -> Result<Context, Error> {
     let mut ids = litevault::format::crypt::Identities::new();
     let mut files = cli.identity.clone();
     if files.is_empty() {
@@ -107,8 +107,7 @@ fn install_identities(cli: &Cli) -> Result<(), Error> {
     if let Some(p) = &cli.passphrase_file {
         ids.add_passphrase_file(p)?;
     }
-    litevault::format::crypt::set_identities(ids);
-    Ok(())
+    Ok(Context::new().with_identities(ids))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -354,18 +353,18 @@ fn passed_and_skipped(checks: &[litevault::Check]) -> String {
 
 /// Runs the parsed command (all but `serve`, which `main` starts); returns its exit code.
 pub(crate) fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
-    install_identities(cli)?;
+    let ctx = &context(cli)?;
     match &cli.command {
-        Command::Backup(args) => backup::run(cli, args, progress),
-        Command::List(args) => list::run(cli, args, progress),
-        Command::Copy(args) => copy::run(cli, args, progress),
-        Command::Prune(args) => prune::run(cli, args, progress),
+        Command::Backup(args) => backup::run(ctx, cli, args, progress),
+        Command::List(args) => list::run(ctx, cli, args, progress),
+        Command::Copy(args) => copy::run(ctx, cli, args, progress),
+        Command::Prune(args) => prune::run(ctx, cli, args, progress),
         #[cfg(feature = "serve")]
         Command::Serve(_) => unreachable!("serve runs from main"),
-        Command::Show(args) => show::run(cli, args, progress),
-        Command::Verify(args) => verify::run(cli, args, progress),
-        Command::Merge(args) => merge::run(cli, args, progress),
-        Command::Restore(args) => restore::run(cli, args, progress),
+        Command::Show(args) => show::run(ctx, cli, args, progress),
+        Command::Verify(args) => verify::run(ctx, cli, args, progress),
+        Command::Merge(args) => merge::run(ctx, cli, args, progress),
+        Command::Restore(args) => restore::run(ctx, cli, args, progress),
     }
 }
 

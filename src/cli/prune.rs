@@ -42,7 +42,7 @@ pub(crate) struct Args {
 }
 
 /// Runs `litevault prune`; returns the exit code.
-pub(crate) fn run(cli: &Cli, args: &Args, _progress: &dyn Progress) -> Result<u8, Error> {
+pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, _progress: &dyn Progress) -> Result<u8, Error> {
     let Args {
         dir,
         name,
@@ -78,7 +78,7 @@ pub(crate) fn run(cli: &Cli, args: &Args, _progress: &dyn Progress) -> Result<u8
         force: *force,
     };
     let dir = dir.clone().unwrap_or_else(litevault::default_backup_dir);
-    let r = litevault::ops::prune::prune(&dir, &opts)?;
+    let r = litevault::ops::prune::prune(ctx, &dir, &opts)?;
     if cli.json {
         out(&json(&r));
     } else if !cli.quiet {

@@ -59,7 +59,7 @@ pub(crate) struct Args {
 }
 
 /// Runs `litevault restore`; returns the exit code.
-pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
+pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
     let Args {
         paths,
         latest,
@@ -88,7 +88,7 @@ pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8,
                 ),
                 None => None,
             };
-            let newest = litevault::ops::chain::latest_required(loc.as_ref(), &name, at)?;
+            let newest = litevault::ops::chain::latest_required(ctx, loc.as_ref(), &name, at)?;
             (loc.object_path(&newest), db.clone())
         }
         ([archive, db], false) => (archive.clone(), db.clone()),
@@ -115,7 +115,7 @@ pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8,
         files_to: files_to.clone(),
     };
     if *dry_run {
-        let plan = litevault::plan_restore(archive, db, &opts)?;
+        let plan = litevault::plan_restore(ctx, archive, db, &opts)?;
         if cli.json {
             out(&json(&plan));
         } else if !cli.quiet {
@@ -123,7 +123,7 @@ pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8,
         }
         return Ok(exit::OK);
     }
-    let r = litevault::restore(archive, db, &opts, progress)?;
+    let r = litevault::restore(ctx, archive, db, &opts, progress)?;
     if cli.json {
         out(&json(&r));
     } else if !cli.quiet {

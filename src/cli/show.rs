@@ -11,9 +11,9 @@ pub(crate) struct Args {
 }
 
 /// Runs `litevault show`; returns the exit code.
-pub(crate) fn run(cli: &Cli, args: &Args, _progress: &dyn Progress) -> Result<u8, Error> {
+pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, _progress: &dyn Progress) -> Result<u8, Error> {
     let Args { archive } = args;
-    let m = litevault::read_manifest(archive)?;
+    let m = litevault::read_manifest(archive, ctx.identities())?;
     // A stored archive shorter than its manifest records was cut short.
     let truncated = match m.body_size {
         Some(_) => {

@@ -22,7 +22,7 @@ pub(crate) struct Args {
 }
 
 /// Runs `litevault verify`; returns the exit code.
-pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
+pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
     let Args {
         path,
         quick,
@@ -34,7 +34,7 @@ pub(crate) fn run(cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8,
         temp_dir: temp_dir.clone(),
         reindex: ReindexArg::to_lib(*reindex),
     };
-    let r = litevault::verify(path, &opts, progress)?;
+    let r = litevault::verify(ctx, path, &opts, progress)?;
     if cli.json {
         out(&json(&r));
     } else if !cli.quiet || !r.ok {

@@ -21,6 +21,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::format::crypt::Identities;
 use crate::format::files::{FileEntry, FileKind};
 use crate::format::manifest::Manifest;
 use crate::location::{NewObject, Published};
@@ -126,12 +127,12 @@ pub(crate) enum Encoder<W: Write> {
 }
 
 impl<W: Write> Encoder<W> {
-    pub(crate) fn new(out: W, compression: Compression, level: Option<i32>) -> io::Result<Self> {
-        let level = level.or(compression.default_level());
-        Ok(match compression {
+    pub(crate) fn new(out: W, codec: &Codec) -> io::Result<Self> {
+        let level = codec.level.or(codec.compression.default_level());
+        Ok(match codec.compression {
             Compression::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(out, level.unwrap_or(3))?;
-                zstd_workers(&mut enc)?;
+                zstd_workers(&mut enc, codec.threads)?;
                 enc.include_checksum(true)?;
                 Encoder::Zstd(enc)
             }
@@ -337,13 +338,13 @@ pub struct ArchiveWriter<W: Write> {
 impl<W: Write> ArchiveWriter<W> {
     /// Starts an archive on `out`. `mtime` (seconds since the epoch) stamps every entry, so
     /// the same content gives the same tar bytes.
-    pub fn new(out: W, compression: Compression, level: Option<i32>, mtime: u64) -> io::Result<Self> {
+    pub fn new(out: W, codec: &Codec, mtime: u64) -> io::Result<Self> {
         let hashed = HashWriter {
             inner: out,
             hasher: Sha256::new(),
             bytes: 0,
         };
-        let mut tar = tar::Builder::new(Encoder::new(hashed, compression, level)?);
+        let mut tar = tar::Builder::new(Encoder::new(hashed, codec)?);
         tar.mode(tar::HeaderMode::Deterministic);
         Ok(ArchiveWriter {
             tar,
@@ -451,21 +452,26 @@ impl<W: Write> ArchiveWriter<W> {
 /// `zstd -3 -T0`'s, measured 2026-12-01).
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
-/// zstd worker threads of this process's compressing writers; 0 means one per core.
-static COMPRESSION_THREADS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-/// Sets how many zstd worker threads the compressing writers of this process use (0: one per
-/// core, the default; 1: one worker beside the thread that reads the pages). A process-wide
-/// setting, like its priority: the command line's `--threads`.
-pub fn set_compression_threads(n: u32) {
-    COMPRESSION_THREADS.store(n, std::sync::atomic::Ordering::Relaxed);
+/// How a writer compresses: the codec, its level, and zstd's worker threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Codec {
+    /// The codec.
+    pub compression: Compression,
+    /// Its level (the codec's default when `None`).
+    pub level: Option<i32>,
+    /// zstd worker threads: 0 is one per core (none on a single core), 1 is one worker beside
+    /// the thread that feeds it. Ignored by the other codecs.
+    pub threads: u32,
 }
 
-/// Turns on zstd's worker threads for `enc` (see [`set_compression_threads`]), with
+/// Turns on zstd's worker threads for `enc` as `threads` says ([`Codec::threads`]), with
 /// [`ZSTD_JOB_SIZE`] jobs.
-fn zstd_workers<W: Write>(enc: &mut zstd::stream::write::Encoder<'static, W>) -> io::Result<()> {
+fn zstd_workers<W: Write>(
+    enc: &mut zstd::stream::write::Encoder<'static, W>,
+    threads: u32,
+) -> io::Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
-    let threads = match COMPRESSION_THREADS.load(std::sync::atomic::Ordering::Relaxed) {
+    let threads = match threads {
         0 if cores > 1 => cores,
         0 => return Ok(()),
         n => n,
@@ -500,6 +506,7 @@ pub struct ZstdManifestLastWriter {
     enc: Option<zstd::stream::write::Encoder<'static, Counted>>,
     reserved: u64,
     level: i32,
+    threads: u32,
     mtime: u64,
     sums: Vec<(String, String)>,
 }
@@ -524,26 +531,33 @@ impl Write for Counted {
 impl ZstdManifestLastWriter {
     /// Starts an archive in `out` (a new object created with `head_reserve` = `reserved`),
     /// leaving `reserved` bytes at its head for the manifest.
-    pub fn new(out: Box<dyn NewObject>, level: Option<i32>, mtime: u64, reserved: u64) -> io::Result<Self> {
-        let level = level.unwrap_or(3);
+    /// `codec.compression` is zstd whatever it says.
+    pub fn new(out: Box<dyn NewObject>, codec: &Codec, mtime: u64, reserved: u64) -> io::Result<Self> {
+        let level = codec.level.unwrap_or(3);
+        let threads = codec.threads;
         let mut out = Counted {
             inner: out,
             written: 0,
         };
         io::copy(&mut io::repeat(0).take(reserved), &mut out)?;
-        let enc = Self::frame(out, level)?;
+        let enc = Self::frame(out, level, threads)?;
         Ok(ZstdManifestLastWriter {
             enc: Some(enc),
             reserved,
             level,
+            threads,
             mtime,
             sums: Vec::new(),
         })
     }
 
-    fn frame(out: Counted, level: i32) -> io::Result<zstd::stream::write::Encoder<'static, Counted>> {
+    fn frame(
+        out: Counted,
+        level: i32,
+        threads: u32,
+    ) -> io::Result<zstd::stream::write::Encoder<'static, Counted>> {
         let mut enc = zstd::stream::write::Encoder::new(out, level)?;
-        zstd_workers(&mut enc)?;
+        zstd_workers(&mut enc, threads)?;
         enc.include_checksum(true)?;
         Ok(enc)
     }
@@ -610,7 +624,7 @@ impl ZstdManifestLastWriter {
         enc.write_all(&[0u8; 512][..(512 - data.len() % 512) % 512])?;
         let out = enc.finish()?;
         let range = (start, out.written - start);
-        self.enc = Some(Self::frame(out, self.level)?);
+        self.enc = Some(Self::frame(out, self.level, self.threads)?);
         self.sums.push((name.to_string(), hex(&Sha256::digest(data))));
         Ok(range)
     }
@@ -624,7 +638,7 @@ impl ZstdManifestLastWriter {
             .ok_or_else(|| io::Error::other("archive writer used after a failure"))?
             .finish()?;
         let size = out.written;
-        self.enc = Some(Self::frame(out, self.level)?);
+        self.enc = Some(Self::frame(out, self.level, self.threads)?);
         Ok(size)
     }
 
@@ -732,19 +746,27 @@ fn parse_sums(
 
 /// Opens an archive file and returns its decompressing reader, detecting the codec from the
 /// first bytes (not the file name).
-pub fn open_reader(path: &Path) -> Result<(Compression, Box<dyn Read>)> {
-    open_reader_with(path, false)
+pub fn open_reader(path: &Path, ids: &Identities) -> Result<(Compression, Box<dyn Read>)> {
+    open_reader_with(path, false, ids)
 }
 
 /// [`open_reader`] for a reader that goes only as far as `head_only` says: a remote archive is
 /// then fetched in range reads as far as the reader goes (see [`crate::location::open_read`]).
-pub fn open_reader_with(path: &Path, head_only: bool) -> Result<(Compression, Box<dyn Read>)> {
-    decoder(path, crate::location::open_read(path, head_only)?)
+pub fn open_reader_with(
+    path: &Path,
+    head_only: bool,
+    ids: &Identities,
+) -> Result<(Compression, Box<dyn Read>)> {
+    decoder(path, crate::location::open_read(path, head_only)?, ids)
 }
 
 /// The decompressing reader of an archive's bytes, the codec detected from its first bytes.
-fn decoder(path: &Path, file: Box<dyn Read + Send>) -> Result<(Compression, Box<dyn Read>)> {
-    let (_, file) = crate::format::crypt::plaintext(path, file)?;
+fn decoder(
+    path: &Path,
+    file: Box<dyn Read + Send>,
+    ids: &Identities,
+) -> Result<(Compression, Box<dyn Read>)> {
+    let (_, file) = crate::format::crypt::plaintext(path, file, ids)?;
     let mut buf = BufReader::with_capacity(1 << 20, file);
     let head = buf
         .fill_buf()
@@ -785,13 +807,13 @@ pub fn sniff(head: &[u8]) -> Option<Compression> {
 }
 
 /// Reads only the manifest at the head of an archive.
-pub fn read_manifest(path: &Path) -> Result<Manifest> {
-    read_manifest_and_sha256(path).map(|(m, _)| m)
+pub fn read_manifest(path: &Path, ids: &Identities) -> Result<Manifest> {
+    read_manifest_and_sha256(path, ids).map(|(m, _)| m)
 }
 
 /// [`read_manifest`], with the SHA-256 of `manifest.json` as stored.
-pub fn read_manifest_and_sha256(path: &Path) -> Result<(Manifest, String)> {
-    let (_, reader) = open_reader_with(path, true)?;
+pub fn read_manifest_and_sha256(path: &Path, ids: &Identities) -> Result<(Manifest, String)> {
+    let (_, reader) = open_reader_with(path, true, ids)?;
     let mut tar = tar::Archive::new(reader);
     let mut entries = tar.entries().map_err(|e| bad_read(path, e))?.raw(true);
     let entry = entries
@@ -990,8 +1012,9 @@ pub fn read_archive(
     path: &Path,
     db_out: &mut (dyn Write + Send),
     progress: &dyn Progress,
+    ids: &Identities,
 ) -> Result<ArchiveContents> {
-    read_archive_as(path, db_out, false, &mut DiscardFiles, progress)
+    read_archive_as(path, db_out, false, &mut DiscardFiles, progress, ids)
 }
 
 /// [`read_archive`], passing each file entry (`files/...`, after the data entry) to `files`
@@ -1003,8 +1026,9 @@ pub fn read_archive_with(
     db_out: &mut (dyn Write + Send),
     files: &mut dyn FileSink,
     progress: &dyn Progress,
+    ids: &Identities,
 ) -> Result<ArchiveContents> {
-    read_archive_as(path, db_out, false, files, progress)
+    read_archive_as(path, db_out, false, files, progress, ids)
 }
 
 /// [`read_archive`]; with `link`, an incremental archive's `pages.bin` is accepted (its
@@ -1016,6 +1040,7 @@ pub(crate) fn read_archive_as(
     link: bool,
     files: &mut dyn FileSink,
     progress: &dyn Progress,
+    ids: &Identities,
 ) -> Result<ArchiveContents> {
     let raw = crate::location::open_read(path, false)?;
     let raw_hash = std::sync::Arc::new(std::sync::Mutex::new((Sha256::new(), 0u64)));
@@ -1025,6 +1050,7 @@ pub(crate) fn read_archive_as(
             inner: raw,
             hash: raw_hash.clone(),
         }),
+        ids,
     )?;
     let mut tar = tar::Archive::new(reader);
     let (manifest, manifest_sum, (data_name, db_sum), extra_sums, recorded, file_sums) =
@@ -1442,7 +1468,16 @@ mod tests {
         let manifest = br#"{"hello": "world"}"#;
         let reserve = manifest_reserve(manifest.len());
         let obj = new_object(d.path(), "a.tar.zst", reserve);
-        let mut w = ZstdManifestLastWriter::new(obj, Some(3), 7, reserve).unwrap();
+        let mut w = ZstdManifestLastWriter::new(
+            obj,
+            &Codec {
+                level: Some(3),
+                ..Codec::default()
+            },
+            7,
+            reserve,
+        )
+        .unwrap();
         let io_err = |e| Error::io("write", Path::new("a"), e);
         let sum = w
             .append_database(db.len() as u64, &io_err, |out| {
@@ -1481,7 +1516,7 @@ mod tests {
     fn a_manifest_larger_than_its_reserve_is_an_error() {
         let d = tempfile::tempdir().unwrap();
         let obj = new_object(d.path(), "a.tar.zst", manifest_reserve(10));
-        let mut w = ZstdManifestLastWriter::new(obj, None, 0, manifest_reserve(10)).unwrap();
+        let mut w = ZstdManifestLastWriter::new(obj, &Codec::default(), 0, manifest_reserve(10)).unwrap();
         let io_err = |e| Error::io("write", Path::new("a"), e);
         w.append_database(0, &io_err, |_| Ok(())).unwrap();
         // Incompressible text far beyond the 10 bytes the space was reserved for (xorshift

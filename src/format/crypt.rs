@@ -3,9 +3,9 @@
 //! them back without litevault, and whoever holds the bucket reads nothing of the database.
 //!
 //! This module owns who can read a new backup ([`Encryption`]: X25519 recipients, SSH public
-//! keys, or a passphrase), which keys this process reads encrypted backups with ([`Identities`],
-//! installed process-wide by [`set_identities`] so every reader — list, show, verify, restore,
-//! merge, prune, chains — finds them), the encrypting [`NewObject`] wrapper of the write path
+//! keys, or a passphrase), the keys encrypted backups are read with ([`Identities`], which every
+//! reader is given: an operation takes them from its [`crate::ops::Context`]), the encrypting
+//! [`NewObject`] wrapper of the write path
 //! (`encrypting`) and the decrypting reader of the read path (`plaintext`).
 //!
 //! The age stream cannot be rewritten in place, while a zstd archive's manifest is written last
@@ -16,7 +16,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use age::secrecy::SecretString;
 
@@ -322,34 +322,19 @@ impl Identities {
     }
 }
 
-static IDENTITIES: RwLock<Option<Identities>> = RwLock::new(None);
-
-/// Installs the keys every reader of this process decrypts with (replacing earlier ones).
-pub fn set_identities(ids: Identities) {
-    if let Ok(mut slot) = IDENTITIES.write() {
-        *slot = Some(ids);
-    }
-}
-
-/// Whether keys to read encrypted backups are installed ([`set_identities`]).
-pub fn has_identities() -> bool {
-    !identities().is_empty()
-}
-
-fn identities() -> Identities {
-    IDENTITIES.read().ok().and_then(|s| s.clone()).unwrap_or_default()
-}
-
 /// The plaintext of a backup's stored bytes: `raw` itself when they are not encrypted, else the
 /// decrypted stream (checked chunk by chunk: a changed byte fails the read). The flag says
 /// whether they were encrypted.
-pub(crate) fn plaintext(path: &Path, raw: Box<dyn Read + Send>) -> Result<(bool, Box<dyn Read + Send>)> {
+pub(crate) fn plaintext(
+    path: &Path,
+    raw: Box<dyn Read + Send>,
+    ids: &Identities,
+) -> Result<(bool, Box<dyn Read + Send>)> {
     let mut buf = BufReader::with_capacity(1 << 16, raw);
     let head = buf.fill_buf().map_err(|e| read_error(path, e))?;
     if !is_encrypted(head) {
         return Ok((false, Box::new(buf)));
     }
-    let ids = identities();
     let decryptor =
         age::Decryptor::new_buffered(age::armor::ArmoredReader::new(buf)).map_err(|e| match e {
             age::DecryptError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
@@ -586,9 +571,8 @@ mod tests {
         assert!(is_encrypted(&out));
         let mut ids = Identities::new();
         ids.keys.push(Arc::new(id));
-        set_identities(ids);
         let p = Path::new("x.age");
-        let (enc_flag, mut r) = plaintext(p, Box::new(io::Cursor::new(out.clone()))).unwrap();
+        let (enc_flag, mut r) = plaintext(p, Box::new(io::Cursor::new(out.clone())), &ids).unwrap();
         assert!(enc_flag);
         let mut back = Vec::new();
         r.read_to_end(&mut back).unwrap();
@@ -596,9 +580,8 @@ mod tests {
         let mut bad = out.clone();
         let i = bad.len() - 1000;
         bad[i] ^= 1;
-        let (_, mut r) = plaintext(p, Box::new(io::Cursor::new(bad))).unwrap();
+        let (_, mut r) = plaintext(p, Box::new(io::Cursor::new(bad)), &ids).unwrap();
         let err = r.read_to_end(&mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("does not authenticate"), "{err}");
-        set_identities(Identities::new());
     }
 }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::format::archive::{
-    self, ArchiveWriter, Compression, ZstdManifestLastWriter, DATABASE_ENTRY, MANIFEST_ENTRY,
+    self, ArchiveWriter, Codec, Compression, ZstdManifestLastWriter, DATABASE_ENTRY, MANIFEST_ENTRY,
 };
 use crate::format::files;
 use crate::format::manifest::{Manifest, FORMAT};
@@ -33,6 +33,7 @@ use crate::fsutil;
 use crate::location::{self, CreateOptions, Location, NewObject, Published};
 use crate::model::hex;
 use crate::ops::chain::Parent;
+use crate::ops::Context;
 use crate::progress::{Phase, PhaseClock, Progress};
 use crate::sqlite::db::{self, DbInfo};
 use crate::sqlite::snapshot::{self, LiveSnapshot, Method, SnapshotLimits};
@@ -312,14 +313,20 @@ pub(crate) fn host_name() -> String {
 /// Backs up the database at `source` into an archive.
 ///
 /// ```no_run
-/// use litevault::{backup, BackupOptions, NoProgress};
+/// use litevault::{backup, BackupOptions, Context, NoProgress};
 /// let opts = BackupOptions { dir: Some("/backups".into()), ..Default::default() };
-/// let report = backup("app.db".as_ref(), &opts, &NoProgress)?;
+/// let report = backup(&Context::new(), "app.db".as_ref(), &opts, &NoProgress)?;
 /// println!("wrote {} ({} bytes)", report.archive.display(), report.archive_size);
 /// # Ok::<(), litevault::Error>(())
 /// ```
-pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport> {
-    match backup_once(source, opts, progress, None) {
+pub fn backup(
+    ctx: &Context,
+    source: &Path,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
+    ctx.apply_priority();
+    match backup_once(ctx, source, opts, progress, None) {
         // A prune (here or on another host) removed or replaced the parent while the pages were
         // read: an incremental on it could never be restored, so it is made again, as a full
         // backup that says why.
@@ -329,7 +336,7 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let reason = format!("its parent {name} {detail} while the incremental backup ran");
-            backup_once(source, opts, progress, Some(reason))
+            backup_once(ctx, source, opts, progress, Some(reason))
         }
         other => other,
     }
@@ -337,6 +344,7 @@ pub fn backup(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
 
 /// One backup; `full_because`: make it full (not incremental) for that reason.
 fn backup_once(
+    ctx: &Context,
     source: &Path,
     opts: &BackupOptions,
     progress: &dyn Progress,
@@ -354,7 +362,7 @@ fn backup_once(
                     .into(),
             ));
         }
-        return backup_sql(source, opts, progress);
+        return backup_sql(ctx, source, opts, progress);
     }
     if !opts.selection.tables.is_empty() || !opts.selection.exclude.is_empty() {
         return Err(Error::InvalidOption(
@@ -402,7 +410,7 @@ fn backup_once(
     // record of its checksum, a read of it) must not hold the source's checkpoints back.
     let parent = opts.incremental.then(|| match &full_because {
         Some(reason) => Err(reason.clone()),
-        None => crate::ops::chain::find_parent(target.loc.as_ref(), &name, opts.full_every),
+        None => crate::ops::chain::find_parent(ctx, target.loc.as_ref(), &name, opts.full_every),
     });
     // The name's stamp is taken just before the snapshot, so that names order backups as their
     // snapshots are ordered (to the second; the manifest's `snapshot_at` orders within one).
@@ -458,9 +466,21 @@ fn backup_once(
         files: Vec::new(),
     };
     let holders = live.as_ref().map(|l| l.holders());
+    let job = Job {
+        ctx,
+        target: &target,
+        opts,
+        codec: Codec {
+            compression: opts.compression,
+            level: opts.level,
+            threads: ctx.threads(),
+        },
+        mtime,
+        progress,
+    };
     let done = match live {
-        Some(live) => backup_live(live, base, &target, opts, parent, mtime, &mut clock, progress)?,
-        None => backup_copy(&source, base, &target, opts, parent, mtime, &mut clock, progress)?,
+        Some(live) => backup_live(&job, live, base, parent, &mut clock)?,
+        None => backup_copy(&job, &source, base, parent, &mut clock)?,
     };
     let Done {
         manifest,
@@ -473,7 +493,7 @@ fn backup_once(
     } = done;
     // Checked again now that it is published: a prune that removed the parent in the instant
     // before the publication leaves a link that could never be restored; it is taken back.
-    if let Err(e) = check_parent(&target, &manifest) {
+    if let Err(e) = check_parent(ctx, &target, &manifest) {
         let _ = target.loc.delete(&published.name);
         return Err(e);
     }
@@ -527,7 +547,12 @@ fn backup_once(
 }
 
 /// `backup --format sql`: dumps the database at `source` into a dump file.
-fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport> {
+fn backup_sql(
+    ctx: &Context,
+    source: &Path,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
     let started = Instant::now();
     if opts.allow_corrupt {
         return Err(Error::InvalidOption(
@@ -600,7 +625,12 @@ fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
     };
     let out_path = target.loc.object_path(&target.name);
     let io_err = |e| Error::io("write dump", &out_path, e);
-    let mut enc = archive::Encoder::new(target.create(0)?, opts.compression, opts.level).map_err(io_err)?;
+    let codec = Codec {
+        compression: opts.compression,
+        level: opts.level,
+        threads: ctx.threads(),
+    };
+    let mut enc = archive::Encoder::new(target.create(0)?, &codec).map_err(io_err)?;
     let trailer =
         crate::format::dump::make::write_dump(&conn, &plan, &manifest, &created_at, &mut enc, progress)
             .map_err(io_err)?;
@@ -648,7 +678,7 @@ fn backup_sql(source: &Path, opts: &BackupOptions, progress: &dyn Progress) -> R
 /// in the location, or is another archive than the one it was made on (the SHA-256 of its
 /// manifest differs). An encrypted parent that this machine cannot read is checked for
 /// presence only.
-fn check_parent(target: &Target, manifest: &Manifest) -> Result<()> {
+fn check_parent(ctx: &Context, target: &Target, manifest: &Manifest) -> Result<()> {
     let Some(link) = &manifest.parent else {
         return Ok(());
     };
@@ -659,7 +689,7 @@ fn check_parent(target: &Target, manifest: &Manifest) -> Result<()> {
             detail: detail.into(),
         })
     };
-    match archive::read_manifest_and_sha256(&path) {
+    match archive::read_manifest_and_sha256(&path, ctx.identities()) {
         Ok((_, sha)) if sha == link.manifest_sha256 => Ok(()),
         Ok(_) => gone("was replaced"),
         Err(Error::NotFound { .. }) => gone("vanished"),
@@ -858,21 +888,38 @@ fn cap_json_len(mut text: String, max: usize) -> String {
     text + "..."
 }
 
+/// What the two ways of writing an archive ([`backup_live`], [`backup_copy`]) are given
+/// besides the snapshot.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    ctx: &'a Context,
+    target: &'a Target,
+    opts: &'a BackupOptions,
+    codec: Codec,
+    /// The time every tar entry is stamped with.
+    mtime: u64,
+    progress: &'a dyn Progress,
+}
+
 /// Backs up a WAL database from one read transaction: pages go straight from the source into
 /// the archive. With the snapshot's two extra connections and zstd, the checks run while the
 /// pages stream, and the manifest, decided last, is written into the head of the archive
 /// ([`archive::ZstdManifestLastWriter`]); otherwise the checks run first.
-#[allow(clippy::too_many_arguments)]
 fn backup_live(
+    job: &Job,
     mut live: LiveSnapshot,
     base: Manifest,
-    target: &Target,
-    opts: &BackupOptions,
     parent: Option<std::result::Result<Parent, String>>,
-    mtime: u64,
     clock: &mut PhaseClock,
-    progress: &dyn Progress,
 ) -> Result<Done> {
+    let &Job {
+        ctx,
+        target,
+        opts,
+        codec,
+        mtime,
+        progress,
+    } = job;
     // The read transaction has begun: what the directories hold now covers every row's file.
     let walked = &walk_included(opts)?;
     let out_path = target.loc.object_path(&target.name);
@@ -890,7 +937,7 @@ fn backup_live(
             bound.db = DbInfo::read_with_header(live.conn(), &source, live.page1(), false)?;
             bound.files = files::widest(walked);
             let reserve = manifest_reserve_for(bound, db_size, parent.as_ref());
-            let mut writer = ZstdManifestLastWriter::new(target.create(reserve)?, opts.level, mtime, reserve)
+            let mut writer = ZstdManifestLastWriter::new(target.create(reserve)?, &codec, mtime, reserve)
                 .map_err(io_err)?;
             clock.lap("snapshot");
             let page1 = live.page1().to_vec();
@@ -945,7 +992,7 @@ fn backup_live(
             base.files = stored;
             base.body_size = Some(writer.end_body().map_err(io_err)?);
             let (manifest, json) = finish_manifest(base, &source, db_size, inspected, opts.allow_corrupt)?;
-            check_parent(target, &manifest)?;
+            check_parent(ctx, target, &manifest)?;
             let (published, _) = writer.finish(&json, &io_err)?;
             clock.lap("finish archive");
             Ok(Done {
@@ -982,8 +1029,7 @@ fn backup_live(
             let mut base = base;
             base.files = copied.entries.iter().map(|(e, _)| e.clone()).collect();
             let (manifest, json) = finish_manifest(base, &source, db_size, inspected, opts.allow_corrupt)?;
-            let mut writer =
-                ArchiveWriter::new(target.create(0)?, opts.compression, opts.level, mtime).map_err(io_err)?;
+            let mut writer = ArchiveWriter::new(target.create(0)?, &codec, mtime).map_err(io_err)?;
             writer.append_bytes(MANIFEST_ENTRY, &json).map_err(io_err)?;
             progress.begin("compress", Some(db_size));
             let database_sha256 = writer.append_with(DATABASE_ENTRY, db_size, &io_err, |w| {
@@ -1096,17 +1142,21 @@ fn inspected(
 
 /// Backs up through a private temp copy ([`snapshot::take`]): rollback-journal sources,
 /// `--method vacuum`, and SQLite builds without `sqlite_dbpage`.
-#[allow(clippy::too_many_arguments)]
 fn backup_copy(
+    job: &Job,
     source: &Path,
     mut base: Manifest,
-    target: &Target,
-    opts: &BackupOptions,
     parent: Option<std::result::Result<Parent, String>>,
-    mtime: u64,
     clock: &mut PhaseClock,
-    progress: &dyn Progress,
 ) -> Result<Done> {
+    let &Job {
+        ctx,
+        target,
+        opts,
+        codec,
+        mtime,
+        progress,
+    } = job;
     let out_path = target.loc.object_path(&target.name);
     let io_err = |e| Error::io("write archive", &out_path, e);
     let snap = snapshot::take(source, &target.work_dir, opts.method, opts.limits, progress)?;
@@ -1132,8 +1182,8 @@ fn backup_copy(
         bound.db = inspected.info.clone();
         bound.files = files::widest(walked);
         let reserve = manifest_reserve_for(bound, db_size, parent.as_ref());
-        let mut writer = ZstdManifestLastWriter::new(target.create(reserve)?, opts.level, mtime, reserve)
-            .map_err(io_err)?;
+        let mut writer =
+            ZstdManifestLastWriter::new(target.create(reserve)?, &codec, mtime, reserve).map_err(io_err)?;
         let pages = PageSource::File(snap.path());
         let body = write_zstd_body(&mut writer, &pages, page_size, db_size, parent, &io_err, progress)?;
         let (stored, vanished) = append_files_one_by_one(
@@ -1146,7 +1196,7 @@ fn backup_copy(
         base.files = stored;
         base.body_size = Some(writer.end_body().map_err(io_err)?);
         let (manifest, json) = finish_manifest(base, source, db_size, inspected, opts.allow_corrupt)?;
-        check_parent(target, &manifest)?;
+        check_parent(ctx, target, &manifest)?;
         let (published, _) = writer.finish(&json, &io_err)?;
         clock.lap("archive");
         return Ok(Done {
@@ -1164,8 +1214,7 @@ fn backup_copy(
     let mut base = base;
     base.files = copied.entries.iter().map(|(e, _)| e.clone()).collect();
     let (manifest, json) = finish_manifest(base, source, db_size, inspected, opts.allow_corrupt)?;
-    let mut writer =
-        ArchiveWriter::new(target.create(0)?, opts.compression, opts.level, mtime).map_err(io_err)?;
+    let mut writer = ArchiveWriter::new(target.create(0)?, &codec, mtime).map_err(io_err)?;
     writer.append_bytes(MANIFEST_ENTRY, &json).map_err(io_err)?;
     let snap_file = std::fs::File::open(snap.path()).map_err(|e| Error::io("open", snap.path(), e))?;
     progress.begin("compress", Some(db_size));

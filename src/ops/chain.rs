@@ -18,6 +18,7 @@ use crate::format::archive::{self, ArchiveContents, Compression};
 use crate::format::manifest::{Manifest, ParentLink};
 use crate::location::{self, Location};
 use crate::model::hex;
+use crate::ops::Context;
 use crate::progress::Progress;
 use crate::sqlite::pageset::{self, PageHash};
 
@@ -60,11 +61,12 @@ pub struct Parent {
 /// Finds the parent for an incremental backup of `name` in `loc`: the newest backup of that
 /// name, if it can be one. `Err(reason)` says why the backup must be full instead.
 pub fn find_parent(
+    ctx: &Context,
     loc: &dyn Location,
     name: &str,
     full_every: Option<u32>,
 ) -> std::result::Result<Parent, String> {
-    let newest = latest(loc, name, None)
+    let newest = latest(ctx, loc, name, None)
         .map_err(|e| format!("the location cannot be listed ({e})"))?
         .ok_or_else(|| format!("no earlier backup of {name:?} in {}", loc.url()))?;
     let encrypted = newest.ends_with(crate::format::crypt::EXTENSION);
@@ -75,7 +77,7 @@ pub fn find_parent(
     }
     let path = loc.object_path(&newest);
     // One read of the head gives the manifest and its stored bytes' SHA-256.
-    let (m, manifest_json) = match archive::read_manifest_and_sha256(&path) {
+    let (m, manifest_json) = match archive::read_manifest_and_sha256(&path, ctx.identities()) {
         Ok(found) => found,
         Err(_) if crate::format::dump::is_dump_name(&newest) => {
             return Err(format!("the newest backup {newest} is an SQL dump"))
@@ -113,11 +115,11 @@ pub fn find_parent(
     }
     // A parent whose own chain is broken could not be restored: nor could its children.
     if m.kind == "incremental" {
-        links(&path).map_err(|e| format!("the chain of the newest backup {newest} is broken ({e})"))?;
+        links(ctx, &path).map_err(|e| format!("the chain of the newest backup {newest} is broken ({e})"))?;
     }
     let key = pageset::parse_key(&ph.key).ok_or_else(|| format!("{newest}: invalid page-hash key"))?;
     let hashes = if encrypted {
-        read_hashes_streamed(&path, &ph)
+        read_hashes_streamed(ctx, &path, &ph)
     } else {
         read_hashes(loc, &newest, &ph)
     }
@@ -175,13 +177,13 @@ fn read_hashes(loc: &dyn Location, name: &str, ph: &pageset::PageHashes) -> Resu
 
 /// Reads a page-hash table by reading the archive through to it (an encrypted archive, whose
 /// byte ranges mean nothing in clear), checked against the SHA-256 its manifest records.
-fn read_hashes_streamed(path: &Path, ph: &pageset::PageHashes) -> Result<Vec<PageHash>> {
+fn read_hashes_streamed(ctx: &Context, path: &Path, ph: &pageset::PageHashes) -> Result<Vec<PageHash>> {
     let want = ph
         .count
         .checked_mul(pageset::HASH_LEN as u64)
         .filter(|w| *w <= usize::MAX as u64 / 2)
         .ok_or_else(|| Error::bad_archive(path, "page-hash table too large"))?;
-    let (_, reader) = archive::open_reader(path)?;
+    let (_, reader) = archive::open_reader(path, ctx.identities())?;
     let mut tar = tar::Archive::new(reader);
     let entries = tar
         .entries()
@@ -452,9 +454,12 @@ fn recall(loc: &dyn Location, name: &str) -> Option<String> {
 
 /// The links of the chain that ends at `path`, base (full) first, with their manifests. Every
 /// link must exist and name a parent in the same location.
-pub fn links(path: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
+pub fn links(ctx: &Context, path: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
     let (loc, _) = location::split_object(path)?;
-    let mut chain = vec![(path.to_path_buf(), crate::format::dump::read_manifest(path)?)];
+    let mut chain = vec![(
+        path.to_path_buf(),
+        crate::format::dump::read_manifest(path, ctx.identities())?,
+    )];
     while let Some(parent) = chain.last().and_then(|(_, m)| m.parent.clone()) {
         if chain.len() as u32 > MAX_DEPTH {
             return Err(Error::bad_archive(
@@ -464,7 +469,7 @@ pub fn links(path: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
         }
         let child = chain.last().map(|(p, _)| p.clone()).unwrap_or_default();
         let ppath = loc.object_path(&parent.name);
-        let m = match crate::format::dump::read_manifest(&ppath) {
+        let m = match crate::format::dump::read_manifest(&ppath, ctx.identities()) {
             Ok(m) => m,
             Err(Error::NotFound { .. }) => {
                 return Err(Error::bad_archive(
@@ -497,13 +502,15 @@ pub fn links(path: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
 /// are those of the newest link (every link carries its own full copy): they go to `files`;
 /// those of the other links are only read.
 pub fn compose(
+    ctx: &Context,
     path: &Path,
     out: &std::fs::File,
     out_path: &Path,
     files: &mut dyn archive::FileSink,
     progress: &dyn Progress,
 ) -> Result<ArchiveContents> {
-    let chain = links(path)?;
+    let chain = links(ctx, path)?;
+    let ids = ctx.identities();
     let newest = chain.len() - 1;
     let mut last: Option<ArchiveContents> = None;
     for (i, (link, m)) in chain.iter().enumerate() {
@@ -516,18 +523,18 @@ pub fn compose(
             }
             let mut w = io::BufWriter::with_capacity(1 << 20, out);
             let c = if i == newest {
-                archive::read_archive_with(link, &mut w, files, progress)?
+                archive::read_archive_with(link, &mut w, files, progress, ids)?
             } else {
-                archive::read_archive(link, &mut w, progress)?
+                archive::read_archive(link, &mut w, progress, ids)?
             };
             w.flush().map_err(|e| Error::io("write", out_path, e))?;
             c
         } else {
             let mut w = PageApplier::new(out, m.db.page_size, m.db.page_count);
             let c = if i == newest {
-                archive::read_archive_as(link, &mut w, true, files, progress)?
+                archive::read_archive_as(link, &mut w, true, files, progress, ids)?
             } else {
-                archive::read_archive_as(link, &mut w, true, &mut archive::DiscardFiles, progress)?
+                archive::read_archive_as(link, &mut w, true, &mut archive::DiscardFiles, progress, ids)?
             };
             w.finish().map_err(|e| Error::io("write", out_path, e))?;
             // A database only grows by pages that changed (so are in this link): a larger size
@@ -670,7 +677,7 @@ impl Write for PageApplier<'_> {
 /// (`<name>-<stamp>...`); backups of the same second by the instant their snapshots were fixed
 /// (their manifests' `snapshot_at`, read only for such ties), then by the name's `-N`. Safety
 /// archives (`<name>-pre-restore-...`) belong to their own names.
-pub fn latest(loc: &dyn Location, name: &str, at: Option<i64>) -> Result<Option<String>> {
+pub fn latest(ctx: &Context, loc: &dyn Location, name: &str, at: Option<i64>) -> Result<Option<String>> {
     let mut found: Vec<(i64, u32, String)> = Vec::new();
     for m in loc.list()? {
         if !location::is_backup_name(&m.name) {
@@ -696,7 +703,7 @@ pub fn latest(loc: &dyn Location, name: &str, at: Option<i64>) -> Result<Option<
     let best = found
         .into_iter()
         .map(|(created, seq, n)| {
-            let nanos = crate::format::dump::read_manifest(&loc.object_path(&n))
+            let nanos = crate::format::dump::read_manifest(&loc.object_path(&n), ctx.identities())
                 .map(|m| m.snapshot_offset_ns(created))
                 .unwrap_or(0);
             ((nanos, seq), n)
@@ -706,8 +713,8 @@ pub fn latest(loc: &dyn Location, name: &str, at: Option<i64>) -> Result<Option<
 }
 
 /// [`latest`], or [`Error::NotFound`] naming what was looked for when there is none.
-pub fn latest_required(loc: &dyn Location, name: &str, at: Option<i64>) -> Result<String> {
-    latest(loc, name, at)?.ok_or_else(|| Error::NotFound {
+pub fn latest_required(ctx: &Context, loc: &dyn Location, name: &str, at: Option<i64>) -> Result<String> {
+    latest(ctx, loc, name, at)?.ok_or_else(|| Error::NotFound {
         path: loc.object_path(&format!(
             "{name}-<stamp>.*{}",
             at.map(|t| format!(" at or before {}", location::format_time(t)))

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::location::{self, CreateOptions};
 use crate::model::hex;
+use crate::ops::Context;
 use crate::progress::Progress;
 
 /// One archive copied by [`copy`].
@@ -42,7 +43,8 @@ pub struct CopyReport {
 /// Every name is checked free in the destination before anything is copied (refused with
 /// [`Error::WouldOverwrite`] otherwise); a copy that does not read back identical is deleted
 /// and reported as corruption.
-pub fn copy(sources: &[PathBuf], dest: &Path, progress: &dyn Progress) -> Result<CopyReport> {
+pub fn copy(ctx: &Context, sources: &[PathBuf], dest: &Path, progress: &dyn Progress) -> Result<CopyReport> {
+    ctx.apply_priority();
     let started = std::time::Instant::now();
     let to = location::open_for_writing(dest)?;
     let mut plan = Vec::new();

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::format::manifest::Manifest;
 use crate::location::{self, Location};
+use crate::ops::Context;
 
 /// One archive found by [`list`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,13 +48,13 @@ impl ArchiveSummary {
 
 /// Lists the archives in the location `dir` (a directory or `s3://bucket/prefix`), oldest first
 /// (by the manifest's creation time, then name).
-pub fn list(dir: &Path) -> Result<Vec<ArchiveSummary>> {
+pub fn list(ctx: &Context, dir: &Path) -> Result<Vec<ArchiveSummary>> {
     let loc = location::open(dir)?;
-    list_in(loc.as_ref())
+    list_in(ctx, loc.as_ref())
 }
 
 /// [`list`] for an open location.
-pub fn list_in(loc: &dyn Location) -> Result<Vec<ArchiveSummary>> {
+pub fn list_in(ctx: &Context, loc: &dyn Location) -> Result<Vec<ArchiveSummary>> {
     let objects: Vec<_> = loc
         .list()?
         .into_iter()
@@ -61,16 +62,14 @@ pub fn list_in(loc: &dyn Location) -> Result<Vec<ArchiveSummary>> {
         .collect();
     let read = |m: &location::ObjectMeta| {
         let path = loc.object_path(&m.name);
-        let (manifest, error, encrypted) = match crate::format::dump::read_manifest(&path) {
+        let (manifest, error, encrypted) = match crate::format::dump::read_manifest(&path, ctx.identities()) {
             Ok(found) => (
                 Some(found),
                 None,
                 m.name.ends_with(crate::format::crypt::EXTENSION),
             ),
             // Encrypted and no key given: listed as such, not as an error.
-            Err(crate::error::Error::Crypt { .. }) if !crate::format::crypt::has_identities() => {
-                (None, None, true)
-            }
+            Err(crate::error::Error::Crypt { .. }) if ctx.identities().is_empty() => (None, None, true),
             Err(e @ crate::error::Error::Crypt { .. }) => (None, Some(e.to_string()), true),
             Err(e) => (None, Some(e.to_string()), false),
         };

@@ -44,6 +44,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::format::dump::Content;
 use crate::ops::backup::{self, BackupOptions};
+use crate::ops::Context;
 use crate::progress::{NoProgress, Progress};
 use crate::sqlite::db::{self, quote_ident, Check};
 use crate::sqlite::findings::PROBLEM_LIMIT;
@@ -352,11 +353,13 @@ pub fn parse_keys(text: &str) -> std::result::Result<HashMap<String, Vec<String>
 
 /// Merges the backups `sources` into the database `target`.
 pub fn merge(
+    ctx: &Context,
     sources: &[PathBuf],
     target: &Path,
     opts: &MergeOptions,
     progress: &dyn Progress,
 ) -> Result<MergeReport> {
+    ctx.apply_priority();
     let started = Instant::now();
     db::check_header(target)?;
     let target = std::path::absolute(target).map_err(|e| Error::io("resolve", target, e))?;
@@ -394,17 +397,17 @@ pub fn merge(
     let mut copies = Vec::new();
     for (i, src) in sources.iter().enumerate() {
         let copy = tmp.path().join(format!("source-{i}.sqlite"));
-        let (content, _) = crate::format::dump::read_any_manifest(src)?;
+        let (content, _) = crate::format::dump::read_any_manifest(src, ctx.identities())?;
         // Checksums and quick_check: what reading the source safely needs. (Its full-text
         // indexes are not read: virtual tables are not merged row by row.)
         let checks = match content {
             Content::Archive => {
-                let contents = crate::ops::verify::extract(src, &copy, progress)?;
+                let contents = crate::ops::verify::extract(ctx, src, &copy, progress)?;
                 contents.ensure_checksums(src)?;
                 contents.checksum_checks()
             }
             _ => {
-                let (_, content, mut reader) = crate::format::dump::open_with(src, true)?;
+                let (_, content, mut reader) = crate::format::dump::open_with(src, true, ctx.identities())?;
                 let loaded = crate::format::dump::load::load(src, content, &mut *reader, &copy, progress)?;
                 report.warnings.extend(loaded.warnings);
                 loaded.checks
@@ -497,6 +500,7 @@ pub fn merge(
         };
         let take = || {
             backup::backup(
+                ctx,
                 &target,
                 &BackupOptions {
                     dir: opts.safety_dir.clone(),

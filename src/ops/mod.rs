@@ -8,9 +8,12 @@
 
 pub mod backup;
 pub mod chain;
+mod context;
 pub mod copy;
 pub mod list;
 pub mod merge;
 pub mod prune;
 pub mod restore;
 pub mod verify;
+
+pub use context::Context;

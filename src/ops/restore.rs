@@ -35,6 +35,7 @@ use crate::format::manifest::Manifest;
 use crate::fsutil::{self, AtomicFile};
 use crate::ops::backup::{self, BackupOptions};
 use crate::ops::verify;
+use crate::ops::Context;
 use crate::progress::{NoProgress, Phase, PhaseClock, Progress};
 use crate::sqlite::db::{self, Check, Reindex};
 
@@ -182,10 +183,10 @@ fn is_sqlite_file(path: &Path) -> bool {
 }
 
 /// Whether `path` holds a litevault archive or dump (clear or encrypted), by its content.
-fn is_backup_file(path: &Path) -> bool {
+fn is_backup_file(ctx: &Context, path: &Path) -> bool {
     crate::format::crypt::is_encrypted_file(path)
         || matches!(
-            crate::format::dump::open(path),
+            crate::format::dump::open(path, ctx.identities()),
             Ok((
                 _,
                 crate::format::dump::Content::Archive | crate::format::dump::Content::LitevaultDump,
@@ -196,7 +197,12 @@ fn is_backup_file(path: &Path) -> bool {
 
 /// Works out what restoring `archive` to `target` would do, refusing what is unsafe. Changes
 /// nothing.
-pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Result<RestorePlan> {
+pub fn plan_restore(
+    ctx: &Context,
+    archive: &Path,
+    target: &Path,
+    opts: &RestoreOptions,
+) -> Result<RestorePlan> {
     if opts.quick && opts.reindex == Reindex::Disputed {
         return Err(Error::InvalidOption(verify::QUICK_DISPUTED.into()));
     }
@@ -208,9 +214,9 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
             archive.display()
         )));
     }
-    let (content, manifest) = crate::format::dump::read_any_manifest(archive)?;
+    let (content, manifest) = crate::format::dump::read_any_manifest(archive, ctx.identities())?;
     if content == crate::format::dump::Content::ForeignDump {
-        let (_, _, mut reader) = crate::format::dump::open(archive)?;
+        let (_, _, mut reader) = crate::format::dump::open(archive, ctx.identities())?;
         if !crate::format::dump::begins_with_sql_statement(&mut reader) {
             return Err(Error::InvalidOption(format!(
                 "{}: not a backup: neither a litevault archive nor an SQL dump (it starts with text \
@@ -220,7 +226,7 @@ pub fn plan_restore(archive: &Path, target: &Path, opts: &RestoreOptions) -> Res
         }
     }
     let target = std::path::absolute(target).map_err(|e| Error::io("resolve", target, e))?;
-    if target.is_file() && !is_sqlite_file(&target) && is_backup_file(&target) {
+    if target.is_file() && !is_sqlite_file(&target) && is_backup_file(ctx, &target) {
         return Err(Error::InvalidOption(format!(
             "{} is a litevault backup, not a database: the second argument is the database to \
              restore into (e.g. `litevault restore {} app.db`)",
@@ -555,25 +561,27 @@ fn inspect_target(target: &Path) -> Result<TargetState> {
 /// Restores `archive` to `target` as [`plan_restore`] plans it.
 ///
 /// ```no_run
-/// use litevault::{restore, RestoreOptions, NoProgress};
+/// use litevault::{restore, Context, RestoreOptions, NoProgress};
 /// let opts = RestoreOptions { overwrite: true, ..Default::default() };
-/// let report = restore("app-20261121T101500Z.tar.zst".as_ref(), "app.db".as_ref(), &opts, &NoProgress)?;
+/// let report = restore(&Context::new(), "app-20261121T101500Z.tar.zst".as_ref(), "app.db".as_ref(), &opts, &NoProgress)?;
 /// if let Some(safety) = &report.safety_archive {
 ///     println!("previous database kept in {}", safety.display());
 /// }
 /// # Ok::<(), litevault::Error>(())
 /// ```
 pub fn restore(
+    ctx: &Context,
     archive: &Path,
     target: &Path,
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
+    ctx.apply_priority();
     let started = Instant::now();
     let mut clock = PhaseClock::new();
     // Leftovers of killed runs beside the target go first (they may hold the space needed).
     let swept = fsutil::sweep_leftovers(&fsutil::parent_dir(target));
-    let mut plan = plan_restore(archive, target, opts)?;
+    let mut plan = plan_restore(ctx, archive, target, opts)?;
     let target = plan.target.clone();
     if !swept.is_empty() {
         plan.warnings.push(fsutil::leftovers_note(&swept));
@@ -605,15 +613,22 @@ pub fn restore(
     let (manifest_now, manifest_after, mut checks) = if plan.manifest.kind == "sql" {
         drop(file);
         // load_checked fsyncs the loaded file itself.
-        let loaded =
-            crate::format::dump::check::load_checked(archive, &tmp_path, opts.quick, false, progress)?;
+        let loaded = crate::format::dump::check::load_checked(
+            archive,
+            &tmp_path,
+            opts.quick,
+            false,
+            progress,
+            ctx.identities(),
+        )?;
         plan.warnings.extend(loaded.report.warnings);
         clock.lap("load and checks");
         (loaded.manifest, loaded.loaded, loaded.checks)
     } else {
         let (contents, file) = match stager.as_mut() {
-            Some(stager) => verify::extract_into(archive, file, &tmp_path, stager, progress)?,
+            Some(stager) => verify::extract_into(ctx, archive, file, &tmp_path, stager, progress)?,
             None => verify::extract_into(
+                ctx,
                 archive,
                 file,
                 &tmp_path,
@@ -696,7 +711,7 @@ pub fn restore(
                     encrypt: opts.encrypt.clone(),
                     ..Default::default()
                 };
-                Ok(Some(backup::backup(target, &opts, &NoProgress)?.archive))
+                Ok(Some(backup::backup(ctx, target, &opts, &NoProgress)?.archive))
             }
             _ => Ok(None),
         }

@@ -21,6 +21,7 @@ use crate::error::{Error, ErrorClass, Result};
 use crate::format::archive::{self, ArchiveContents};
 use crate::format::manifest::Manifest;
 use crate::fsutil::WritebackFile;
+use crate::ops::Context;
 use crate::progress::Progress;
 use crate::sqlite::db::Reindex;
 use crate::sqlite::db::{self, Check, CheckOptions, DbInfo};
@@ -61,13 +62,19 @@ pub struct VerifyReport {
 /// Verifies an archive or a database file, chosen by the file's first bytes.
 ///
 /// ```no_run
-/// let report = litevault::verify("app-20261121T101500Z.tar.zst".as_ref(), &Default::default(), &litevault::NoProgress)?;
+/// let report = litevault::verify(&litevault::Context::new(), "app-20261121T101500Z.tar.zst".as_ref(), &Default::default(), &litevault::NoProgress)?;
 /// for check in &report.checks {
 ///     println!("{:?} {}: {}", check.status, check.name, check.detail);
 /// }
 /// # Ok::<(), litevault::Error>(())
 /// ```
-pub fn verify(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
+pub fn verify(
+    ctx: &Context,
+    path: &Path,
+    opts: &VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    ctx.apply_priority();
     let started = Instant::now();
     if opts.quick && opts.reindex == Reindex::Disputed {
         return Err(Error::InvalidOption(QUICK_DISPUTED.into()));
@@ -89,18 +96,18 @@ pub fn verify(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Res
         verify_database(path, opts)?
     } else if crate::format::crypt::is_encrypted(&head) {
         // Encrypted: a missing or wrong key is said as such (exit 1), damage is exit 3.
-        match crate::format::dump::open(path)?.1 {
-            crate::format::dump::Content::Archive => verify_archive(path, opts, progress)?,
-            _ => verify_dump(path, opts, progress)?,
+        match crate::format::dump::open(path, ctx.identities())?.1 {
+            crate::format::dump::Content::Archive => verify_archive(ctx, path, opts, progress)?,
+            _ => verify_dump(ctx, path, opts, progress)?,
         }
     } else if head.is_empty() {
         return Err(Error::NotADatabase {
             path: path.to_path_buf(),
             reason: "the file is empty (0 bytes): neither a database with content nor a backup".into(),
         });
-    } else if let Ok((_, content, mut reader)) = crate::format::dump::open(path) {
+    } else if let Ok((_, content, mut reader)) = crate::format::dump::open(path, ctx.identities()) {
         match content {
-            crate::format::dump::Content::Archive => verify_archive(path, opts, progress)?,
+            crate::format::dump::Content::Archive => verify_archive(ctx, path, opts, progress)?,
             crate::format::dump::Content::ForeignDump
                 if !crate::format::dump::begins_with_sql_statement(&mut reader) =>
             {
@@ -110,10 +117,10 @@ pub fn verify(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Res
                     path.display()
                 )))
             }
-            _ => verify_dump(path, opts, progress)?,
+            _ => verify_dump(ctx, path, opts, progress)?,
         }
     } else if archive::sniff(&head).is_some() {
-        verify_archive(path, opts, progress)?
+        verify_archive(ctx, path, opts, progress)?
     } else {
         // Let the header check name what the file is (empty, WAL file, ...).
         db::check_header(path)?;
@@ -322,13 +329,18 @@ fn reindex_failed(e: Error) -> Check {
     }
 }
 
-fn verify_archive(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
+fn verify_archive(
+    ctx: &Context,
+    path: &Path,
+    opts: &VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
     let base = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
     crate::fsutil::sweep_leftovers(&base);
     let tmp = crate::fsutil::temp_dir_in(&base)?;
     let db_path = tmp.path().join("database.sqlite");
     // The database is extracted in full: the temp directory needs its declared size.
-    if let Ok(m) = archive::read_manifest(path) {
+    if let Ok(m) = archive::read_manifest(path, ctx.identities()) {
         crate::fsutil::ensure_space(tmp.path(), m.db_size)?;
     }
     let mut report = VerifyReport {
@@ -340,12 +352,12 @@ fn verify_archive(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) ->
         reindexed: Vec::new(),
         duration_ms: 0,
     };
-    let contents = match extract(path, &db_path, progress) {
+    let contents = match extract(ctx, path, &db_path, progress) {
         Ok(c) => c,
         Err(e) if e.class() == ErrorClass::Corrupt => {
             // A damaged archive is a verification result, not a failure to verify; still say
             // what the manifest claims when its head is readable.
-            report.manifest = archive::read_manifest(path).ok();
+            report.manifest = archive::read_manifest(path, ctx.identities()).ok();
             report
                 .checks
                 .push(Check::fail("archive structure", e.to_string()));
@@ -385,12 +397,19 @@ pub(crate) const DUMP_REINDEX: &str =
 
 /// Rebuilds a dump's database in a private temp directory and checks it (see
 /// [`crate::format::dump::check`]).
-fn verify_dump(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
+fn verify_dump(
+    ctx: &Context,
+    path: &Path,
+    opts: &VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
     let base = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
     crate::fsutil::sweep_leftovers(&base);
     let tmp = crate::fsutil::temp_dir_in(&base)?;
     let db_path = tmp.path().join("database.sqlite");
-    let manifest = crate::format::dump::read_any_manifest(path).ok().map(|(_, m)| m);
+    let manifest = crate::format::dump::read_any_manifest(path, ctx.identities())
+        .ok()
+        .map(|(_, m)| m);
     if let Some(m) = &manifest {
         crate::fsutil::ensure_space(tmp.path(), m.db_size)?;
     }
@@ -403,7 +422,14 @@ fn verify_dump(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Re
         reindexed: Vec::new(),
         duration_ms: 0,
     };
-    match crate::format::dump::check::load_checked(path, &db_path, opts.quick, true, progress) {
+    match crate::format::dump::check::load_checked(
+        path,
+        &db_path,
+        opts.quick,
+        true,
+        progress,
+        ctx.identities(),
+    ) {
         Ok(loaded) => {
             if opts.reindex != Reindex::No {
                 report.checks.push(Check::skipped("reindex", DUMP_REINDEX));
@@ -422,13 +448,18 @@ fn verify_dump(path: &Path, opts: &VerifyOptions, progress: &dyn Progress) -> Re
 }
 
 /// Whether `path` is an incremental archive (its head says so).
-fn is_incremental(path: &Path) -> bool {
-    archive::read_manifest(path).is_ok_and(|m| m.kind == "incremental")
+fn is_incremental(ctx: &Context, path: &Path) -> bool {
+    archive::read_manifest(path, ctx.identities()).is_ok_and(|m| m.kind == "incremental")
 }
 
 /// Streams an archive's database into `db_path` (created) and returns what was read. The file
 /// is a scratch copy: it is not fsynced.
-pub(crate) fn extract(path: &Path, db_path: &Path, progress: &dyn Progress) -> Result<ArchiveContents> {
+pub(crate) fn extract(
+    ctx: &Context,
+    path: &Path,
+    db_path: &Path,
+    progress: &dyn Progress,
+) -> Result<ArchiveContents> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -436,11 +467,11 @@ pub(crate) fn extract(path: &Path, db_path: &Path, progress: &dyn Progress) -> R
         .truncate(true)
         .open(db_path)
         .map_err(|e| Error::io("create", db_path, e))?;
-    if is_incremental(path) {
-        return crate::ops::chain::compose(path, &file, db_path, &mut archive::DiscardFiles, progress);
+    if is_incremental(ctx, path) {
+        return crate::ops::chain::compose(ctx, path, &file, db_path, &mut archive::DiscardFiles, progress);
     }
     let mut out = BufWriter::with_capacity(1 << 20, file);
-    let contents = archive::read_archive(path, &mut out, progress)?;
+    let contents = archive::read_archive(path, &mut out, progress, ctx.identities())?;
     out.flush().map_err(|e| Error::io("write", db_path, e))?;
     Ok(contents)
 }
@@ -450,18 +481,19 @@ pub(crate) fn extract(path: &Path, db_path: &Path, progress: &dyn Progress) -> R
 /// needed, finds little left to do. The archive's files go to `files`. Returns the file, not
 /// yet fsynced.
 pub(crate) fn extract_into(
+    ctx: &Context,
     path: &Path,
     file: std::fs::File,
     db_path: &Path,
     files: &mut dyn archive::FileSink,
     progress: &dyn Progress,
 ) -> Result<(ArchiveContents, std::fs::File)> {
-    if is_incremental(path) {
-        let contents = crate::ops::chain::compose(path, &file, db_path, files, progress)?;
+    if is_incremental(ctx, path) {
+        let contents = crate::ops::chain::compose(ctx, path, &file, db_path, files, progress)?;
         return Ok((contents, file));
     }
     let mut out = BufWriter::with_capacity(1 << 20, WritebackFile::new(file));
-    let contents = archive::read_archive_with(path, &mut out, files, progress)?;
+    let contents = archive::read_archive_with(path, &mut out, files, progress, ctx.identities())?;
     out.flush().map_err(|e| Error::io("write", db_path, e))?;
     let file = out
         .into_inner()

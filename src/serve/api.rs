@@ -344,12 +344,13 @@ async fn backups(
     let Some(db) = shared.config().database(name).cloned() else {
         return unknown_database(name);
     };
+    let ctx = shared.config().context();
     let listed = tokio::task::spawn_blocking(move || {
         if !crate::location::is_remote(&db.location) && !db.location.exists() {
             return Ok(Vec::new());
         }
         let loc = crate::location::open(&db.location)?;
-        let all = crate::ops::list::list_in(loc.as_ref())?;
+        let all = crate::ops::list::list_in(&ctx, loc.as_ref())?;
         Ok(all
             .into_iter()
             .filter(|a| {
@@ -436,18 +437,19 @@ async fn restore(State(shared): Shared_, body: Bytes) -> Response {
     };
     let plan_db = db.clone();
     let plan_opts = opts.clone();
+    let ctx = shared.config().context();
     let planned = tokio::task::spawn_blocking(move || {
         let loc = crate::location::open(&plan_db.location).map_err(|e| Box::new(fail_with(&e)))?;
         let name = match which {
             Which::Named(n) => n,
-            Which::Latest(at) => crate::ops::chain::latest_required(loc.as_ref(), &plan_db.name, at)
+            Which::Latest(at) => crate::ops::chain::latest_required(&ctx, loc.as_ref(), &plan_db.name, at)
                 .map_err(|e| Box::new(fail_with(&e)))?,
         };
         let archive = loc.object_path(&name);
-        let plan = crate::ops::restore::plan_restore(&archive, &plan_db.path, &plan_opts)
+        let plan = crate::ops::restore::plan_restore(&ctx, &archive, &plan_db.path, &plan_opts)
             .map_err(|e| Box::new(fail_with(&e)))?;
         if plan.manifest.parent.is_some() {
-            foreign_link(&archive, &plan_db.name)?;
+            foreign_link(&ctx, &archive, &plan_db.name)?;
         }
         Ok::<_, Box<Response>>((archive, plan))
     })
@@ -470,8 +472,12 @@ async fn restore(State(shared): Shared_, body: Bytes) -> Response {
 /// Refuses an incremental archive of database `name` whose chain has a link of another
 /// database (its manifest names that link as its parent): composing it would restore that
 /// database's pages.
-fn foreign_link(archive: &std::path::Path, name: &str) -> Result<(), Box<Response>> {
-    let links = crate::ops::chain::links(archive).map_err(|e| Box::new(fail_with(&e)))?;
+fn foreign_link(
+    ctx: &crate::ops::Context,
+    archive: &std::path::Path,
+    name: &str,
+) -> Result<(), Box<Response>> {
+    let links = crate::ops::chain::links(ctx, archive).map_err(|e| Box::new(fail_with(&e)))?;
     for (link, _) in &links {
         let object = link
             .file_name()

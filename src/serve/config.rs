@@ -45,8 +45,8 @@ pub struct Config {
     /// The databases it looks after, in the file's order.
     pub databases: Vec<DatabaseConfig>,
     /// Keys to read encrypted backups with (drills, retention, incremental parents, restores):
-    /// `identity_file` and `passphrase_file`. Installed process-wide when the daemon starts or
-    /// reloads ([`crate::format::crypt::set_identities`]).
+    /// `identity_file` and `passphrase_file`, in the [`Config::context`] every job and
+    /// request runs with (a reload replaces them for what starts afterwards).
     pub identities: crate::format::crypt::Identities,
 }
 
@@ -235,6 +235,12 @@ struct RawKeep {
 }
 
 impl Config {
+    /// The context the daemon's operations run with: its keys (a job's is made background
+    /// work by the job, except a restore, which someone waits for).
+    pub fn context(&self) -> crate::ops::Context {
+        crate::ops::Context::new().with_identities(self.identities.clone())
+    }
+
     /// Reads and checks `path`; the token comes from `token_file` or else from
     /// `$LITEVAULT_TOKEN`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -168,14 +168,15 @@ pub(crate) fn launch(
         );
         let (tx, rx) = tokio::sync::oneshot::channel();
         let thread_db = db.clone();
+        // Backups and drills are background work; a restore is what someone waits for.
+        let ctx = match work {
+            Work::Restore { .. } => shared.config().context(),
+            _ => shared.config().context().in_background(),
+        };
         let spawned = std::thread::Builder::new()
             .name(format!("job-{id}"))
             .spawn(move || {
-                // Backups and drills are background work; a restore is what someone waits for.
-                if !matches!(work, Work::Restore { .. }) {
-                    crate::priority::lower();
-                }
-                let outcome = execute(&thread_db, &work, progress.as_ref());
+                let outcome = execute(&ctx, &thread_db, &work, progress.as_ref());
                 let _ = tx.send(outcome);
             });
         let outcome = match spawned {
@@ -242,7 +243,7 @@ fn object_name(path: &std::path::Path) -> String {
 }
 
 /// Does the work (blocking).
-fn execute(db: &DatabaseConfig, work: &Work, progress: &dyn Progress) -> Outcome {
+fn execute(ctx: &crate::ops::Context, db: &DatabaseConfig, work: &Work, progress: &dyn Progress) -> Outcome {
     match work {
         Work::Backup => {
             let opts = BackupOptions {
@@ -255,7 +256,7 @@ fn execute(db: &DatabaseConfig, work: &Work, progress: &dyn Progress) -> Outcome
                 include: db.include.clone(),
                 ..Default::default()
             };
-            match crate::ops::backup::backup(&db.path, &opts, progress) {
+            match crate::ops::backup::backup(ctx, &db.path, &opts, progress) {
                 Err(e) => Outcome::failed(ErrorReport::from(&e)),
                 Ok(r) => {
                     let prune = db.keep.as_ref().map(|policy| {
@@ -265,7 +266,7 @@ fn execute(db: &DatabaseConfig, work: &Work, progress: &dyn Progress) -> Outcome
                             dry_run: false,
                             force: false,
                         };
-                        match crate::ops::prune::prune(&db.location, &opts) {
+                        match crate::ops::prune::prune(ctx, &db.location, &opts) {
                             Ok(p) => to_value(&p),
                             Err(e) => json!({ "error": ErrorReport::from(&e) }),
                         }
@@ -282,7 +283,7 @@ fn execute(db: &DatabaseConfig, work: &Work, progress: &dyn Progress) -> Outcome
         }
         Work::Verify => {
             let found = crate::location::open(&db.location).and_then(|loc| {
-                let newest = crate::ops::chain::latest_required(loc.as_ref(), &db.name, None)?;
+                let newest = crate::ops::chain::latest_required(ctx, loc.as_ref(), &db.name, None)?;
                 Ok(loc.object_path(&newest))
             });
             let archive = match found {
@@ -290,7 +291,7 @@ fn execute(db: &DatabaseConfig, work: &Work, progress: &dyn Progress) -> Outcome
                 Ok(a) => a,
             };
             let opts = crate::ops::verify::VerifyOptions::default();
-            let mut out = match crate::ops::verify::verify(&archive, &opts, progress) {
+            let mut out = match crate::ops::verify::verify(ctx, &archive, &opts, progress) {
                 Err(e) => Outcome::failed(ErrorReport::from(&e)),
                 Ok(r) => {
                     let error = Error::from_failed_checks(&archive, &r.checks).map(|e| ErrorReport::from(&e));
@@ -307,7 +308,7 @@ fn execute(db: &DatabaseConfig, work: &Work, progress: &dyn Progress) -> Outcome
             out
         }
         Work::Restore { archive, opts } => {
-            match crate::ops::restore::restore(archive, &db.path, opts, progress) {
+            match crate::ops::restore::restore(ctx, archive, &db.path, opts, progress) {
                 // Someone asked for it through the API: hints in the API's words.
                 Err(e) => Outcome::failed(report(&e)),
                 Ok(r) => Outcome {

@@ -79,7 +79,6 @@ pub async fn run_with(
     let log = control.log_format;
     let addr = listener.local_addr()?;
     let persisted = state::load(&config.state_dir);
-    crate::format::crypt::set_identities(config.identities.clone());
     let shared = Arc::new(Shared {
         permits: Arc::new(Semaphore::new(config.max_parallel)),
         dbs: Mutex::new(persisted),
@@ -207,7 +206,6 @@ fn spawn_schedules(
 }
 
 fn reload(shared: &Shared, new: Config) {
-    crate::format::crypt::set_identities(new.identities.clone());
     let old = shared.config();
     let mut fields: Vec<(&str, Value)> = vec![(
         "databases",

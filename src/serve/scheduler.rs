@@ -148,12 +148,13 @@ async fn run_job(shared: &Arc<Shared>, db: &DatabaseConfig, kind: Kind, stop: &m
 /// be listed: the error is logged and a backup then runs at once).
 async fn newest_in_location(shared: &Arc<Shared>, db: &DatabaseConfig) -> Option<BackupRecord> {
     let (location, name) = (db.location.clone(), db.name.clone());
+    let ctx = shared.config().context();
     let found = tokio::task::spawn_blocking(move || {
         if !crate::location::is_remote(&location) && !location.exists() {
             return Ok::<_, crate::error::Error>(None);
         }
         let loc = crate::location::open(&location)?;
-        let Some(newest) = crate::ops::chain::latest(loc.as_ref(), &name, None)? else {
+        let Some(newest) = crate::ops::chain::latest(&ctx, loc.as_ref(), &name, None)? else {
             return Ok(None);
         };
         let size = loc.head(&newest)?.map_or(0, |m| m.size);

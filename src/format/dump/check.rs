@@ -91,8 +91,9 @@ pub fn load_checked(
     quick: bool,
     writable: bool,
     progress: &dyn Progress,
+    ids: &crate::format::crypt::Identities,
 ) -> Result<Loaded> {
-    let (compression, content, mut reader) = super::format::open_with(path, true)?;
+    let (compression, content, mut reader) = super::format::open_with(path, true, ids)?;
     let report = load::load(path, content, &mut *reader, db_path, progress)?;
     drop(reader);
     let foreign = content == Content::ForeignDump;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::format::archive::{self, Compression};
+use crate::format::crypt::Identities;
 use crate::format::manifest::Manifest;
 
 /// First line of every litevault dump (followed by an explanation on the same line).
@@ -126,14 +127,18 @@ pub fn begins_with_sql_statement(reader: &mut dyn BufRead) -> bool {
 
 /// Opens `path` decompressed (zstd, gzip or plain) and tells what it holds, without reading
 /// more than its first block.
-pub fn open(path: &Path) -> Result<(Compression, Content, Box<dyn BufRead>)> {
-    open_inner(path, false, true)
+pub fn open(path: &Path, ids: &Identities) -> Result<(Compression, Content, Box<dyn BufRead>)> {
+    open_inner(path, false, true, ids)
 }
 
 /// Like [`open`]; with `threaded`, a compressed file is decompressed by a second thread a few
 /// MiB ahead of the reader (loading a dump then uses both cores).
-pub fn open_with(path: &Path, threaded: bool) -> Result<(Compression, Content, Box<dyn BufRead>)> {
-    open_inner(path, threaded, false)
+pub fn open_with(
+    path: &Path,
+    threaded: bool,
+    ids: &Identities,
+) -> Result<(Compression, Content, Box<dyn BufRead>)> {
+    open_inner(path, threaded, false, ids)
 }
 
 /// `head_only`: the caller reads only the first lines (a remote file is then range-read).
@@ -141,8 +146,9 @@ fn open_inner(
     path: &Path,
     threaded: bool,
     head_only: bool,
+    ids: &Identities,
 ) -> Result<(Compression, Content, Box<dyn BufRead>)> {
-    let (_, file) = crate::format::crypt::plaintext(path, crate::location::open_read(path, head_only)?)?;
+    let (_, file) = crate::format::crypt::plaintext(path, crate::location::open_read(path, head_only)?, ids)?;
     let mut buf = BufReader::with_capacity(1 << 20, file);
     let head = buf
         .fill_buf()
@@ -301,15 +307,15 @@ fn looks_like_sql(head: &[u8]) -> bool {
 }
 
 /// Reads the manifest from a litevault dump's first lines (a few KiB of decompression).
-pub fn read_manifest(path: &Path) -> Result<Manifest> {
-    let (_, content, mut reader) = open(path)?;
+pub fn read_manifest(path: &Path, ids: &Identities) -> Result<Manifest> {
+    let (_, content, mut reader) = open(path, ids)?;
     match content {
         Content::LitevaultDump => read_header(path, &mut reader).map(|h| h.manifest),
         Content::ForeignDump => Err(Error::bad_archive(
             path,
             "not a litevault archive: text without a litevault manifest (if it is an SQL dump, restore it to see its content)",
         )),
-        Content::Archive => archive::read_manifest(path),
+        Content::Archive => archive::read_manifest(path, ids),
     }
 }
 

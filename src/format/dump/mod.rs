@@ -32,6 +32,7 @@ use std::path::Path;
 
 use crate::error::Result;
 use crate::format::archive;
+use crate::format::crypt::Identities;
 use crate::format::manifest::Manifest;
 
 pub use format::*;
@@ -39,12 +40,12 @@ pub use format::*;
 /// The manifest of anything `restore` accepts: an archive's, a litevault dump's, or, for a
 /// foreign dump, an estimate marked by an empty `tool_version` (see
 /// [`check::foreign_manifest`]).
-pub fn read_any_manifest(path: &Path) -> Result<(Content, Manifest)> {
-    let (compression, content, mut reader) = open(path)?;
+pub fn read_any_manifest(path: &Path, ids: &Identities) -> Result<(Content, Manifest)> {
+    let (compression, content, mut reader) = open(path, ids)?;
     let manifest = match content {
         Content::Archive => {
             drop(reader);
-            archive::read_manifest(path)?
+            archive::read_manifest(path, ids)?
         }
         Content::LitevaultDump => read_header(path, &mut reader)?.manifest,
         Content::ForeignDump => check::foreign_manifest(path, compression),

@@ -20,6 +20,7 @@ pub use policy::{parse_backup_name, parse_duration, plan, Candidate, Policy, Ver
 use crate::error::{Error, Result};
 use crate::format::manifest::Manifest;
 use crate::location;
+use crate::ops::Context;
 
 /// Options of [`prune`].
 #[derive(Debug, Clone, Default)]
@@ -79,12 +80,13 @@ enum Standing {
 /// Reads the manifest of backup `name`. `Ok(None)`: the object is gone (another prune).
 /// Errors that say nothing about the backup itself (the network, a missing key for an
 /// encrypted backup) stop the prune before any deletion.
-fn read_known(loc: &dyn location::Location, name: &str) -> Result<Option<Known>> {
+fn read_known(ctx: &Context, loc: &dyn location::Location, name: &str) -> Result<Option<Known>> {
     let path = loc.object_path(name);
     let read = if crate::format::dump::is_dump_name(name) {
-        crate::format::dump::read_manifest(&path).map(|m| (m, None))
+        crate::format::dump::read_manifest(&path, ctx.identities()).map(|m| (m, None))
     } else {
-        crate::format::archive::read_manifest_and_sha256(&path).map(|(m, sha)| (m, Some(sha)))
+        crate::format::archive::read_manifest_and_sha256(&path, ctx.identities())
+            .map(|(m, sha)| (m, Some(sha)))
     };
     match read {
         Ok((m, sha)) => Ok(Some(Known::Read(Box::new(m), sha))),
@@ -188,7 +190,8 @@ fn doomed_newest_first(verdicts: &[Verdict]) -> Vec<String> {
 pub const STALE_UPLOAD_SECS: u64 = 24 * 3600;
 
 /// Applies `opts.policy` to the backups in the location `dir`.
-pub fn prune(dir: &Path, opts: &PruneOptions) -> Result<PruneReport> {
+pub fn prune(ctx: &Context, dir: &Path, opts: &PruneOptions) -> Result<PruneReport> {
+    ctx.apply_priority();
     if opts.policy.is_empty() {
         return Err(Error::InvalidOption(
             "no --keep-* policy given: prune needs at least one (e.g. --keep-daily 7)".into(),
@@ -238,7 +241,7 @@ pub fn prune(dir: &Path, opts: &PruneOptions) -> Result<PruneReport> {
             .map(|v| v.group.clone())
             .collect();
         for c in candidates.iter().filter(|c| groups.contains(&c.group)) {
-            if let Some(k) = read_known(loc.as_ref(), &c.name)? {
+            if let Some(k) = read_known(ctx, loc.as_ref(), &c.name)? {
                 known.insert(c.name.clone(), k);
             }
         }
@@ -312,7 +315,7 @@ pub fn prune(dir: &Path, opts: &PruneOptions) -> Result<PruneReport> {
                 continue;
             }
             let mut child = m.name.clone();
-            let mut next = read_known(loc.as_ref(), &child)?;
+            let mut next = read_known(ctx, loc.as_ref(), &child)?;
             while let Some(Known::Read(cm, _)) = next {
                 let Some(parent) = cm.parent.as_ref().map(|p| p.name.clone()) else {
                     break;
