@@ -10,16 +10,16 @@
 //!   archive is read).
 //! - [`verify`]: prove an archive or a database intact, check by check.
 //! - [`restore`] / [`plan_restore`]: guarded, verified, atomic restore.
-//! - SQL dumps ([`format::dump`]): `BackupOptions { format: Format::Sql, .. }` writes an exact,
+//! - SQL dumps ([`format::dump`]): `BackupOptions { format: Format::Sql(..), .. }` writes an exact,
 //!   deterministic SQL dump; `restore` and `verify` accept dumps (any SQL dump is loaded as
 //!   untrusted input).
 //! - Locations ([`location`]): every path above may be a local one or `s3://bucket/prefix/...`
 //!   (S3-compatible object storage); [`ops::prune`] applies retention, [`ops::copy`] moves archives
 //!   between locations.
-//! - Incremental backups ([`ops::chain`], [`sqlite::pageset`]): `BackupOptions { incremental: true, .. }`
+//! - Incremental backups ([`ops::chain`], [`sqlite::pageset`]): [`Format::Archive`] with [`ArchiveOptions::incremental`]
 //!   stores only the pages changed since the newest backup of the same name; restore composes
 //!   the chain.
-//! - Files beside the database ([`format::files`]): `BackupOptions { include: vec![dir], .. }` adds a
+//! - Files beside the database ([`format::files`]): [`ArchiveOptions::include`] adds a
 //!   directory's files to the archive; `RestoreOptions { files_to: Some(out), .. }` puts them
 //!   back under `out` once the database has passed its checks.
 //!
@@ -28,7 +28,7 @@
 //! [`sqlite`] and [`location`], [`format`](mod@format), [`ops`], and the daemon ([`serve`], feature `serve`).
 //!
 //! ```
-//! use litevault::{backup, restore, verify, BackupOptions, Context, RestoreOptions, VerifyOptions, NoProgress};
+//! use litevault::{backup, restore, verify, BackupOptions, Context, Destination, RestoreOptions, VerifyOptions, NoProgress};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
@@ -37,7 +37,7 @@
 //! conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE notes(body TEXT); INSERT INTO notes VALUES ('hello');")?;
 //!
 //! // A consistent snapshot, even though `conn` stays open.
-//! let opts = BackupOptions { dir: Some(dir.path().join("backups")), ..Default::default() };
+//! let opts = BackupOptions { destination: Destination::dir(dir.path().join("backups")), ..Default::default() };
 //! // What every operation runs with: keys for encrypted backups, threads, priority.
 //! let ctx = Context::new();
 //! let report = backup(&ctx, &db, &opts, &NoProgress)?;
@@ -75,8 +75,11 @@ pub mod serve;
 pub use error::{Error, ErrorClass, Result};
 pub use format::archive::Compression;
 pub use format::dump::read_manifest;
+pub use format::dump::write::Selection;
 pub use format::manifest::Manifest;
-pub use ops::backup::{backup, default_backup_dir, BackupOptions, BackupReport, Format};
+pub use ops::backup::{
+    backup, default_backup_dir, ArchiveOptions, BackupOptions, BackupReport, Destination, Format,
+};
 pub use ops::list::{list, ArchiveSummary};
 pub use ops::restore::{plan_restore, restore, RestoreOptions, RestorePlan, RestoreReport, Strategy};
 pub use ops::verify::{verify, VerifyOptions, VerifyReport};

@@ -114,9 +114,9 @@ fn print_check(config: &Config, json_out: bool) {
                     "name": d.name, "path": d.path, "location": d.location,
                     "schedule": d.schedule.text(),
                     "next_run_after_now": litevault::location::format_time(d.schedule.next_after(now)),
-                    "incremental": d.incremental, "full_every": d.full_every, "format": d.format,
+                    "incremental": d.format.incremental(), "full_every": d.format.full_every(), "format": d.format.kind(),
                     "keep": d.keep, "verify": d.verify.as_ref().map(|v| v.text()),
-                    "include": d.include, "encrypted_to": d.encrypt.as_ref().map(|e| e.describe()),
+                    "include": d.format.include(), "encrypted_to": d.encrypt.as_ref().map(|e| e.describe()),
                 })
             })
             .collect();
@@ -143,8 +143,13 @@ fn print_check(config: &Config, json_out: bool) {
             d.name,
             d.path.display(),
             d.location.display(),
-            if d.incremental { "incremental" } else { "full" },
-            d.full_every
+            if d.format.incremental() {
+                "incremental"
+            } else {
+                "full"
+            },
+            d.format
+                .full_every()
                 .map(|n| format!(", a full one every {n}"))
                 .unwrap_or_default(),
             d.schedule.text(),
@@ -157,10 +162,10 @@ fn print_check(config: &Config, json_out: bool) {
                 .as_ref()
                 .map(|v| format!(", restore drill {:?}", v.text()))
                 .unwrap_or_default(),
-            if d.include.is_empty() {
+            if d.format.include().is_empty() {
                 String::new()
             } else {
-                format!(", with the files of {} director(ies)", d.include.len())
+                format!(", with the files of {} director(ies)", d.format.include().len())
             },
             d.encrypt
                 .as_ref()

@@ -2,6 +2,7 @@
 //! rendering of its report.
 
 use super::*;
+use litevault::{ArchiveOptions, Destination, Format, Selection};
 
 // The arguments of `litevault backup` (its help text is on `Command::Backup`).
 #[derive(clap::Args)]
@@ -107,13 +108,44 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
     if matches!(priority, PriorityArg::Low) {
         ctx = ctx.in_background();
     }
+    let destination = match output {
+        Some(path) => Destination::File {
+            path: path.clone(),
+            overwrite: *overwrite,
+        },
+        None => Destination::Location {
+            dir: dir.clone(),
+            tag: None,
+        },
+    };
+    let format = match format {
+        FormatArg::Sql if !include.is_empty() => {
+            return Err(Error::InvalidOption(
+                "--include applies to archives, not to SQL dumps (--format sql): a dump is text for one \
+                 database; back the files up in an archive"
+                    .into(),
+            ))
+        }
+        FormatArg::Sql => Format::Sql(Selection {
+            tables: tables.clone(),
+            exclude: exclude_tables.clone(),
+        }),
+        FormatArg::Archive if !tables.is_empty() || !exclude_tables.is_empty() => {
+            return Err(Error::InvalidOption(
+                "--table and --exclude-table apply to SQL dumps (--format sql)".into(),
+            ))
+        }
+        FormatArg::Archive => Format::Archive(ArchiveOptions {
+            incremental: *incremental,
+            full_every: *full_every,
+            include: include.clone(),
+        }),
+    };
     let opts = BackupOptions {
         no_checkpoint: *no_checkpoint,
-        output: output.clone(),
-        dir: dir.clone(),
+        destination,
+        format,
         name: name.clone(),
-        incremental: *incremental,
-        full_every: *full_every,
         method: match method {
             MethodArg::Pages => Method::Pages,
             MethodArg::Vacuum => Method::Vacuum,
@@ -126,17 +158,7 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
         level: *level,
         allow_corrupt: *allow_corrupt,
         check_fts: *check_fts,
-        overwrite: *overwrite,
-        format: match format {
-            FormatArg::Archive => litevault::ops::backup::Format::Archive,
-            FormatArg::Sql => litevault::ops::backup::Format::Sql,
-        },
-        selection: litevault::format::dump::write::Selection {
-            tables: tables.clone(),
-            exclude: exclude_tables.clone(),
-        },
         encrypt: crypt.encryption(cli)?,
-        include: include.clone(),
         ..Default::default()
     };
     let r = litevault::backup(&ctx, db, &opts, progress)?;

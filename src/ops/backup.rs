@@ -41,12 +41,11 @@ use crate::sqlite::snapshot::{self, LiveSnapshot, Method, SnapshotLimits};
 /// Options of [`backup`].
 #[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
-    /// Write the archive to this file or object (`s3://bucket/key`; must not exist unless
-    /// `overwrite`, which only local files allow).
-    pub output: Option<PathBuf>,
-    /// Otherwise write `<name>-<stamp>.tar.zst` into this location, a directory or
-    /// `s3://bucket/prefix` (default: [`default_backup_dir`]).
-    pub dir: Option<PathBuf>,
+    /// Where the backup goes: a generated name in a location (default), or one file or object.
+    pub destination: Destination,
+    /// What it writes: an archive of the database file (default) or an SQL dump, each with the
+    /// options that only apply to it.
+    pub format: Format,
     /// The database's name in the location (default: its file stem).
     pub name: Option<String>,
     /// How to take the snapshot.
@@ -57,23 +56,8 @@ pub struct BackupOptions {
     pub level: Option<i32>,
     /// Archive a database that fails `quick_check`, marked `corrupt` in the manifest.
     pub allow_corrupt: bool,
-    /// Replace an existing `output` file (atomically).
-    pub overwrite: bool,
-    /// A word added to the default file name, e.g. "pre-restore".
-    pub tag: Option<String>,
     /// Tuning of the snapshot loop.
     pub limits: SnapshotLimits,
-    /// An archive of the database file (default) or an SQL dump.
-    pub format: Format,
-    /// For SQL dumps: which tables to dump.
-    pub selection: crate::format::dump::write::Selection,
-    /// Store only the pages that changed since the newest backup of the same name in the
-    /// location (its parent); a full backup when there is no usable parent (the report and
-    /// the manifest say why).
-    pub incremental: bool,
-    /// With `incremental`: a full backup once a chain has this many links (the full one
-    /// included).
-    pub full_every: Option<u32>,
     /// Also run each full-text index's own integrity check (part of SQLite's `quick_check`
     /// since 3.44; it re-reads the whole index). By default a backup checks storage only: every
     /// b-tree (shadow tables included) with the page accounting, and the foreign keys.
@@ -84,21 +68,139 @@ pub struct BackupOptions {
     /// Encrypt the archive or dump (age): it is stored as `<name>.age`, readable only with an
     /// identity of one of the recipients (or the passphrase). See [`crate::format::crypt`].
     pub encrypt: Option<crate::format::crypt::Encryption>,
+}
+
+/// Where a backup goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Destination {
+    /// A new object `<name>[-tag]-<stamp>.<ext>` in a location: a directory or
+    /// `s3://bucket/prefix` (`None`: [`default_backup_dir`]). Never replaces anything: a
+    /// taken name moves on to `-2`, `-3`...
+    Location {
+        /// The location (`None`: [`default_backup_dir`]).
+        dir: Option<PathBuf>,
+        /// A word added to the generated name, e.g. "pre-restore".
+        tag: Option<String>,
+    },
+    /// Exactly this file or object (`s3://bucket/key`), which must not exist unless
+    /// `overwrite`, which only local files allow (replaced atomically).
+    File {
+        /// The file or object.
+        path: PathBuf,
+        /// Replace an existing local file.
+        overwrite: bool,
+    },
+}
+
+impl Default for Destination {
+    fn default() -> Self {
+        Destination::Location { dir: None, tag: None }
+    }
+}
+
+impl Destination {
+    /// A generated name in the location `dir`.
+    pub fn dir(dir: impl Into<PathBuf>) -> Destination {
+        Destination::Location {
+            dir: Some(dir.into()),
+            tag: None,
+        }
+    }
+
+    /// Exactly the file or object `path` (which must not exist).
+    pub fn file(path: impl Into<PathBuf>) -> Destination {
+        Destination::File {
+            path: path.into(),
+            overwrite: false,
+        }
+    }
+}
+
+/// What a backup writes, with the options that apply only to it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Format {
+    /// A tar archive holding the database file (`.tar.zst`).
+    Archive(ArchiveOptions),
+    /// SQL text (`.sql.zst`, or plain `.sql`): exact, deterministic, diffable; these tables.
+    Sql(crate::format::dump::write::Selection),
+}
+
+impl Default for Format {
+    fn default() -> Self {
+        Format::Archive(ArchiveOptions::default())
+    }
+}
+
+impl Format {
+    /// "archive" or "sql".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Format::Archive(_) => "archive",
+            Format::Sql(_) => "sql",
+        }
+    }
+
+    /// The archive options, for an archive backup.
+    pub fn archive(&self) -> Option<&ArchiveOptions> {
+        match self {
+            Format::Archive(a) => Some(a),
+            Format::Sql(_) => None,
+        }
+    }
+
+    /// Whether it is an incremental archive backup.
+    pub fn incremental(&self) -> bool {
+        self.archive().is_some_and(|a| a.incremental)
+    }
+
+    /// An incremental backup's chain length at which a full one is made.
+    pub fn full_every(&self) -> Option<u32> {
+        self.archive().and_then(|a| a.full_every)
+    }
+
+    /// The directories whose files an archive holds beside the database.
+    pub fn include(&self) -> &[PathBuf] {
+        self.archive().map_or(&[], |a| &a.include)
+    }
+}
+
+/// The options of an archive backup ([`Format::Archive`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveOptions {
+    /// Store only the pages that changed since the newest backup of the same name in the
+    /// location (its parent); a full backup when there is no usable parent (the report and
+    /// the manifest say why).
+    pub incremental: bool,
+    /// With `incremental`: a full backup once a chain has this many links (the full one
+    /// included).
+    pub full_every: Option<u32>,
     /// Directories whose files go into the archive beside the database, each as
-    /// `files/<its name>/...` ([`crate::format::files`]); read after the database's snapshot was fixed.
-    /// Not with SQL dumps.
+    /// `files/<its name>/...` ([`crate::format::files`]); read after the database's snapshot
+    /// was fixed.
     pub include: Vec<PathBuf>,
 }
 
-/// What a backup writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// A tar archive holding the database file (`.tar.zst`).
-    #[default]
-    Archive,
-    /// SQL text (`.sql.zst`, or plain `.sql`): exact, deterministic, diffable.
-    Sql,
+impl BackupOptions {
+    fn incremental(&self) -> bool {
+        self.format.incremental()
+    }
+
+    fn full_every(&self) -> Option<u32> {
+        self.format.full_every()
+    }
+
+    fn include(&self) -> &[PathBuf] {
+        self.format.include()
+    }
+
+    fn tag(&self) -> Option<&str> {
+        match &self.destination {
+            Destination::Location { tag, .. } => tag.as_deref(),
+            Destination::File { .. } => None,
+        }
+    }
 }
 
 /// What a backup did.
@@ -185,7 +287,7 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// Resolves `opts.output` / `opts.dir` for a backup of `source` named with `default_name`.
+    /// Resolves `opts.destination` for a backup of `source` named with `default_name`.
     pub(crate) fn resolve(source: &Path, opts: &BackupOptions, default_name: &str) -> Result<Target> {
         // An archive is as sensitive as its database: it gets the source's permission bits.
         let mode = {
@@ -194,8 +296,8 @@ impl Target {
                 .map(|m| m.permissions().mode() & 0o666)
                 .unwrap_or(0o600)
         };
-        let (loc, name, create) = match &opts.output {
-            Some(out) => {
+        let (loc, name, create) = match &opts.destination {
+            Destination::File { path: out, overwrite } => {
                 if !location::is_remote(out) && out.is_dir() {
                     return Err(Error::InvalidOption(format!(
                         "-o {}: that is a directory; give -o a file name, or --dir {} to back up under a generated name there",
@@ -219,13 +321,13 @@ impl Target {
                     refuse_writing_over_source(source, out)?;
                 }
                 let exists = loc.head(&name)?.is_some();
-                if exists && opts.overwrite && loc.local_dir().is_none() {
+                if exists && *overwrite && loc.local_dir().is_none() {
                     return Err(Error::InvalidOption(format!(
                         "{}: objects in a bucket are never replaced (--overwrite applies to local files)",
                         loc.object_path(&name).display()
                     )));
                 }
-                if exists && !opts.overwrite {
+                if exists && !*overwrite {
                     return Err(Error::WouldOverwrite {
                         path: loc.object_path(&name),
                     });
@@ -237,8 +339,8 @@ impl Target {
                 };
                 (loc, name, create)
             }
-            None => {
-                let dir = opts.dir.clone().unwrap_or_else(default_backup_dir);
+            Destination::Location { dir, .. } => {
+                let dir = dir.clone().unwrap_or_else(default_backup_dir);
                 let loc = location::open_for_writing(&dir)?;
                 let create = CreateOptions {
                     mode,
@@ -261,7 +363,7 @@ impl Target {
         Ok(Target {
             loc,
             name,
-            generated: opts.output.is_none(),
+            generated: matches!(opts.destination, Destination::Location { .. }),
             create,
             work_dir,
             encrypt: opts.encrypt.clone(),
@@ -313,8 +415,8 @@ pub(crate) fn host_name() -> String {
 /// Backs up the database at `source` into an archive.
 ///
 /// ```no_run
-/// use litevault::{backup, BackupOptions, Context, NoProgress};
-/// let opts = BackupOptions { dir: Some("/backups".into()), ..Default::default() };
+/// use litevault::{backup, BackupOptions, Context, Destination, NoProgress};
+/// let opts = BackupOptions { destination: Destination::dir("/backups"), ..Default::default() };
 /// let report = backup(&Context::new(), "app.db".as_ref(), &opts, &NoProgress)?;
 /// println!("wrote {} ({} bytes)", report.archive.display(), report.archive_size);
 /// # Ok::<(), litevault::Error>(())
@@ -330,7 +432,7 @@ pub fn backup(
         // A prune (here or on another host) removed or replaced the parent while the pages were
         // read: an incremental on it could never be restored, so it is made again, as a full
         // backup that says why.
-        Err(Error::ParentGone { path, detail }) if opts.incremental => {
+        Err(Error::ParentGone { path, detail }) if opts.incremental() => {
             let name = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -354,22 +456,10 @@ fn backup_once(
     if let Some(level) = opts.level {
         opts.compression.check_level(level)?;
     }
-    if opts.format == Format::Sql {
-        if !opts.include.is_empty() {
-            return Err(Error::InvalidOption(
-                "--include applies to archives, not to SQL dumps (--format sql): a dump is text for one \
-                 database; back the files up in an archive"
-                    .into(),
-            ));
-        }
-        return backup_sql(ctx, source, opts, progress);
+    if let Format::Sql(selection) = &opts.format {
+        return backup_sql(ctx, source, opts, selection, progress);
     }
-    if !opts.selection.tables.is_empty() || !opts.selection.exclude.is_empty() {
-        return Err(Error::InvalidOption(
-            "--table and --exclude-table apply to SQL dumps (--format sql)".into(),
-        ));
-    }
-    if opts.incremental {
+    if opts.incremental() {
         if opts.compression != Compression::Zstd {
             return Err(Error::InvalidOption(
                 "--incremental needs zstd compression (the default)".into(),
@@ -380,13 +470,13 @@ fn backup_once(
                 "--incremental copies pages; --method vacuum rewrites every page".into(),
             ));
         }
-        if opts.output.is_some() {
+        if matches!(opts.destination, Destination::File { .. }) {
             return Err(Error::InvalidOption(
                 "--incremental needs --dir: a chain lives in a location, under the database's name".into(),
             ));
         }
     }
-    if opts.full_every == Some(0) {
+    if opts.full_every() == Some(0) {
         return Err(Error::InvalidOption("--full-every must be at least 1".into()));
     }
     db::precheck(source)?;
@@ -397,7 +487,7 @@ fn backup_once(
 
     let name = opts.name.clone().unwrap_or_else(|| location::name_of(&source));
     check_name(&name)?;
-    let default_name = archive::default_file_name(&name, opts.tag.as_deref(), &stamp, opts.compression);
+    let default_name = archive::default_file_name(&name, opts.tag(), &stamp, opts.compression);
     let mut target = Target::resolve(&source, opts, &default_name)?;
     let work_dir = target.work_dir.clone();
     // Leftovers of killed runs (temp snapshots, unfinished archives) go first.
@@ -408,15 +498,15 @@ fn backup_once(
     let mut clock = PhaseClock::new();
     // The parent is found before the snapshot starts: its lookups (and, without this machine's
     // record of its checksum, a read of it) must not hold the source's checkpoints back.
-    let parent = opts.incremental.then(|| match &full_because {
+    let parent = opts.incremental().then(|| match &full_because {
         Some(reason) => Err(reason.clone()),
-        None => crate::ops::chain::find_parent(ctx, target.loc.as_ref(), &name, opts.full_every),
+        None => crate::ops::chain::find_parent(ctx, target.loc.as_ref(), &name, opts.full_every()),
     });
     // The name's stamp is taken just before the snapshot, so that names order backups as their
     // snapshots are ordered (to the second; the manifest's `snapshot_at` orders within one).
     let (created_at, stamp, mtime) = now_stamps();
     if target.generated {
-        target.name = archive::default_file_name(&name, opts.tag.as_deref(), &stamp, opts.compression);
+        target.name = archive::default_file_name(&name, opts.tag(), &stamp, opts.compression);
         if target.encrypt.is_some() {
             target.name.push_str(crate::format::crypt::EXTENSION);
         }
@@ -551,6 +641,7 @@ fn backup_sql(
     ctx: &Context,
     source: &Path,
     opts: &BackupOptions,
+    selection: &crate::format::dump::write::Selection,
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
     let started = Instant::now();
@@ -589,7 +680,7 @@ fn backup_sql(
     }
     clock.lap("checks");
     let conn = db::open_private(snap.path(), false)?;
-    let plan = crate::format::dump::write::plan(&conn, &opts.selection).map_err(Error::InvalidOption)?;
+    let plan = crate::format::dump::write::plan(&conn, selection).map_err(Error::InvalidOption)?;
     let included: std::collections::HashSet<&str> = plan.included.iter().map(String::as_str).collect();
     info.tables.retain(|t| included.contains(t.name.as_str()));
     let db_size = info.page_count * info.page_size as u64;
@@ -706,7 +797,7 @@ fn check_parent(ctx: &Context, target: &Target, manifest: &Manifest) -> Result<(
 /// before the snapshot's read transaction began (and still exists) is listed, so a committed
 /// row never names a file written before its commit that the archive lacks.
 fn walk_included(opts: &BackupOptions) -> Result<Vec<files::Walked>> {
-    let walked = files::walk(&opts.include)?;
+    let walked = files::walk(opts.include())?;
     // Readers accept manifests up to MAX_MANIFEST: refuse what could not be read back.
     if !walked.is_empty()
         && serde_json::to_vec_pretty(&files::widest(&walked)).map_or(u64::MAX, |v| v.len() as u64)
@@ -738,7 +829,7 @@ fn check_name(name: &str) -> Result<()> {
 /// The default name of a dump: `<name>[-tag]-<stamp>.sql.zst` (or `.sql.gz`, `.sql`).
 fn sql_file_name(source: &Path, opts: &BackupOptions, stamp: &str) -> String {
     let stem = opts.name.clone().unwrap_or_else(|| location::name_of(source));
-    let tag = opts.tag.as_deref().map(|t| format!("-{t}")).unwrap_or_default();
+    let tag = opts.tag().map(|t| format!("-{t}")).unwrap_or_default();
     format!(
         "{stem}{tag}-{stamp}{}",
         crate::format::dump::extension(opts.compression)

@@ -503,8 +503,10 @@ pub fn merge(
                 ctx,
                 &target,
                 &BackupOptions {
-                    dir: opts.safety_dir.clone(),
-                    tag: Some("pre-merge".into()),
+                    destination: backup::Destination::Location {
+                        dir: opts.safety_dir.clone(),
+                        tag: Some("pre-merge".into()),
+                    },
                     allow_corrupt: true,
                     encrypt: opts.encrypt.clone(),
                     ..Default::default()
@@ -757,39 +759,12 @@ fn user_tables(conn: &Connection, schema: &str) -> rusqlite::Result<Vec<String>>
 
 /// Parents first (by the target's foreign keys), names otherwise.
 fn parents_first(tables: &[TableInfo]) -> Vec<usize> {
-    let index: HashMap<String, usize> = tables
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    let parents: Vec<Vec<&str>> = tables
         .iter()
-        .enumerate()
-        .map(|(i, t)| (t.name.to_ascii_lowercase(), i))
+        .map(|t| t.fks.iter().map(|(_, parent, _)| parent.as_str()).collect())
         .collect();
-    let mut done = vec![false; tables.len()];
-    let mut visiting = vec![false; tables.len()];
-    let mut order = Vec::new();
-    fn visit(
-        i: usize,
-        t: &[TableInfo],
-        index: &HashMap<String, usize>,
-        done: &mut [bool],
-        visiting: &mut [bool],
-        order: &mut Vec<usize>,
-    ) {
-        if done[i] || visiting[i] {
-            return;
-        }
-        visiting[i] = true;
-        for (_, parent, _) in &t[i].fks {
-            if let Some(&p) = index.get(&parent.to_ascii_lowercase()) {
-                visit(p, t, index, done, visiting, order);
-            }
-        }
-        visiting[i] = false;
-        done[i] = true;
-        order.push(i);
-    }
-    for i in 0..tables.len() {
-        visit(i, tables, &index, &mut done, &mut visiting, &mut order);
-    }
-    order
+    crate::model::sql::parents_first(&names, &parents)
 }
 
 /// The identity of a row: the first 16 bytes of the SHA-256 of its identity values (type-tagged,
@@ -798,27 +773,7 @@ fn parents_first(tables: &[TableInfo]) -> Vec<usize> {
 fn hash_values<'a>(values: impl Iterator<Item = ValueRef<'a>>) -> [u8; 16] {
     let mut h = Sha256::new();
     for v in values {
-        match v {
-            ValueRef::Null => h.update(b"n"),
-            ValueRef::Integer(i) => {
-                h.update(b"i");
-                h.update(i.to_be_bytes());
-            }
-            ValueRef::Real(f) => {
-                h.update(b"f");
-                h.update(f.to_bits().to_be_bytes());
-            }
-            ValueRef::Text(t) => {
-                h.update(b"t");
-                h.update((t.len() as u64).to_be_bytes());
-                h.update(t);
-            }
-            ValueRef::Blob(b) => {
-                h.update(b"b");
-                h.update((b.len() as u64).to_be_bytes());
-                h.update(b);
-            }
-        }
+        crate::sqlite::db::hash_value(&mut h, v);
     }
     let d = h.finalize();
     let mut out = [0u8; 16];

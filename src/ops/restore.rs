@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::format::dump::Content;
 use crate::format::manifest::Manifest;
 use crate::fsutil::{self, AtomicFile};
-use crate::ops::backup::{self, BackupOptions};
+use crate::ops::backup::{self, BackupOptions, Destination};
 use crate::ops::verify;
 use crate::ops::Context;
 use crate::progress::{NoProgress, Phase, PhaseClock, Progress};
@@ -705,8 +705,10 @@ pub fn restore(
         match (&plan.replaces, &plan.safety_dir) {
             (Some(state), Some(dir)) if state.is_database => {
                 let opts = BackupOptions {
-                    dir: Some(dir.clone()),
-                    tag: Some("pre-restore".into()),
+                    destination: Destination::Location {
+                        dir: Some(dir.clone()),
+                        tag: Some("pre-restore".into()),
+                    },
                     allow_corrupt: true,
                     encrypt: opts.encrypt.clone(),
                     ..Default::default()

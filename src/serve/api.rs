@@ -292,8 +292,8 @@ fn db_view(db: &DatabaseConfig, st: &DbState, jobs: &jobs::Table) -> Value {
         "location": db.location,
         "schedule": db.schedule.text(),
         "verify": db.verify.as_ref().map(|v| v.text()),
-        "incremental": db.incremental,
-        "format": db.format,
+        "incremental": db.format.incremental(),
+        "format": db.format.kind(),
         "last_success": st.last_success.as_ref().map(|b| json!({
             "time": format_time(b.time), "archive": b.archive, "size": b.size,
             "duration_ms": b.duration_ms, "kind": b.kind,

@@ -78,11 +78,8 @@ pub struct DatabaseConfig {
     pub location: PathBuf,
     /// When backups run.
     pub schedule: Schedule,
-    /// Store only changed pages since the newest backup (see [`crate::ops::chain`]).
-    pub incremental: bool,
-    /// With `incremental`: a full backup once a chain has this many links.
-    pub full_every: Option<u32>,
-    /// An archive of the database file or an SQL dump.
+    /// An archive of the database file (incremental or not, with the files of `include`:
+    /// directories taken from the configuration file's directory when relative) or an SQL dump.
     pub format: Format,
     /// Retention, applied after each successful backup (none: keep everything).
     pub keep: Option<Policy>,
@@ -91,9 +88,6 @@ pub struct DatabaseConfig {
     /// Encrypt its backups and the safety archives of its restores (`encrypt_to`,
     /// `encrypt_to_file`, or `passphrase_file`).
     pub encrypt: Option<crate::format::crypt::Encryption>,
-    /// Directories whose files each backup archives beside the database (`backup --include`),
-    /// absolute (relative ones are taken from the configuration file's directory).
-    pub include: Vec<PathBuf>,
 }
 
 /// When something runs: every fixed interval, or at the times a cron expression names (UTC).
@@ -441,13 +435,13 @@ fn check_database(d: RawDatabase, base: &Path, can_read: bool) -> Result<Databas
             .ok_or_else(|| at("no schedule: add schedule = \"every 15m\" or a cron expression".into()))?,
     )
     .map_err(|m| at(format!("schedule {m}")))?;
-    let format = match d.format.as_deref() {
-        None | Some("archive") => Format::Archive,
-        Some("sql") => Format::Sql,
+    let sql = match d.format.as_deref() {
+        None | Some("archive") => false,
+        Some("sql") => true,
         Some(other) => return Err(at(format!("format {other:?}: expected \"archive\" or \"sql\""))),
     };
     let incremental = d.incremental.unwrap_or(false);
-    if incremental && format == Format::Sql {
+    if incremental && sql {
         return Err(at(
             "incremental backups are archives: remove format = \"sql\" or incremental".into(),
         ));
@@ -495,7 +489,7 @@ fn check_database(d: RawDatabase, base: &Path, can_read: bool) -> Result<Databas
         .iter()
         .map(|p| base.join(p))
         .collect();
-    if !include.is_empty() && format == Format::Sql {
+    if !include.is_empty() && sql {
         return Err(at(
             "include: files beside the database go into archives, not SQL dumps: remove format = \"sql\" or include"
                 .into(),
@@ -535,13 +529,18 @@ fn check_database(d: RawDatabase, base: &Path, can_read: bool) -> Result<Databas
         path,
         location,
         schedule,
-        incremental,
-        full_every: d.full_every,
-        format,
+        format: if sql {
+            Format::Sql(Default::default())
+        } else {
+            Format::Archive(crate::ops::backup::ArchiveOptions {
+                incremental,
+                full_every: d.full_every,
+                include,
+            })
+        },
         keep,
         verify,
         encrypt,
-        include,
     })
 }
 
@@ -583,7 +582,7 @@ include = ["uploads", "/var/lib/app/exports"]
         assert_eq!(d.keep.as_ref().unwrap().keep_monthly, Some(12));
         // Relative to the configuration file, like `path`; passed to each backup.
         assert_eq!(
-            d.include,
+            d.format.include(),
             [Path::new("/srv/uploads"), Path::new("/var/lib/app/exports")]
         );
         assert_eq!(c.token.as_ref().unwrap().expose(), TOKEN);

@@ -247,13 +247,10 @@ fn execute(ctx: &crate::ops::Context, db: &DatabaseConfig, work: &Work, progress
     match work {
         Work::Backup => {
             let opts = BackupOptions {
-                dir: Some(db.location.clone()),
+                destination: crate::ops::backup::Destination::dir(&db.location),
                 name: Some(db.name.clone()),
-                format: db.format,
-                incremental: db.incremental,
-                full_every: db.full_every,
+                format: db.format.clone(),
                 encrypt: db.encrypt.clone(),
-                include: db.include.clone(),
                 ..Default::default()
             };
             match crate::ops::backup::backup(ctx, &db.path, &opts, progress) {

@@ -775,7 +775,9 @@ pub fn content_hash(conn: &Connection) -> rusqlite::Result<String> {
     Ok(hex(&h.finalize()))
 }
 
-fn hash_value(h: &mut Sha256, v: rusqlite::types::ValueRef<'_>) {
+/// Feeds one SQLite value into `h`, type-tagged and length-prefixed (so that no two different
+/// sequences of values feed the same bytes): the content hash above and merge's row identities.
+pub(crate) fn hash_value(h: &mut Sha256, v: rusqlite::types::ValueRef<'_>) {
     use rusqlite::types::ValueRef;
     match v {
         ValueRef::Null => h.update(b"n"),

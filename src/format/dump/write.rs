@@ -444,49 +444,20 @@ fn plan_vtab(
 /// that load with them on; tables in a cycle keep name order.
 fn fk_order(conn: &Connection, mut tables: Vec<TableDump>) -> rusqlite::Result<Vec<TableDump>> {
     tables.sort_by(|a, b| a.name.cmp(&b.name));
-    let index: HashMap<String, usize> = tables
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.name.to_ascii_lowercase(), i))
-        .collect();
-    let mut parents: Vec<Vec<usize>> = vec![Vec::new(); tables.len()];
-    for (i, t) in tables.iter().enumerate() {
+    let mut parents: Vec<Vec<String>> = Vec::with_capacity(tables.len());
+    for t in &tables {
         let mut stmt = conn.prepare("SELECT DISTINCT \"table\" FROM pragma_foreign_key_list(?1)")?;
         let names = stmt
             .query_map([&t.name], |r| r.get::<_, String>(0))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        for n in names {
-            if let Some(&p) = index.get(&n.to_ascii_lowercase()) {
-                if p != i {
-                    parents[i].push(p);
-                }
-            }
-        }
+        parents.push(names);
     }
-    let mut done = vec![false; tables.len()];
-    let mut visiting = vec![false; tables.len()];
-    let mut order = Vec::with_capacity(tables.len());
-    fn visit(
-        i: usize,
-        parents: &[Vec<usize>],
-        done: &mut [bool],
-        visiting: &mut [bool],
-        order: &mut Vec<usize>,
-    ) {
-        if done[i] || visiting[i] {
-            return;
-        }
-        visiting[i] = true;
-        for &p in &parents[i] {
-            visit(p, parents, done, visiting, order);
-        }
-        visiting[i] = false;
-        done[i] = true;
-        order.push(i);
-    }
-    for i in 0..tables.len() {
-        visit(i, &parents, &mut done, &mut visiting, &mut order);
-    }
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    let parents: Vec<Vec<&str>> = parents
+        .iter()
+        .map(|p| p.iter().map(String::as_str).collect())
+        .collect();
+    let order = crate::model::sql::parents_first(&names, &parents);
     let mut slots: Vec<Option<TableDump>> = tables.into_iter().map(Some).collect();
     Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
 }
