@@ -93,6 +93,42 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A manifest of `kind` ("full", "incremental", "sql") for a database described by `db`,
+    /// with nothing else known yet: every other field empty, zero or none, `db_size` from
+    /// `db`'s pages. The writers of backups fill in what they learn as they go.
+    pub fn new(kind: &str, db: DbInfo) -> Manifest {
+        Manifest {
+            format: FORMAT.into(),
+            kind: kind.into(),
+            tool_version: String::new(),
+            created_at: String::new(),
+            snapshot_at: None,
+            source: String::new(),
+            host: String::new(),
+            sqlite_version: String::new(),
+            method: Method::default(),
+            compression: Compression::default(),
+            compression_level: None,
+            db_size: db.page_count * db.page_size as u64,
+            source_journal_mode: String::new(),
+            snapshot_restarts: 0,
+            quick_check: String::new(),
+            corrupt: false,
+            foreign_key_violations: 0,
+            db,
+            snapshot_sha256: None,
+            page_hashes: None,
+            parent: None,
+            chain_depth: 0,
+            changed_pages: None,
+            full_reason: None,
+            body_size: None,
+            files: Vec::new(),
+        }
+    }
+}
+
+impl Manifest {
     /// How long after the start of the second `created` (unix seconds, the second its name
     /// carries) the snapshot was fixed, in nanoseconds, when the manifest records it: the name's
     /// stamp is taken just before the snapshot, which may fall in the next second. 0 when the

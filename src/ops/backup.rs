@@ -28,7 +28,7 @@ use crate::format::archive::{
     self, ArchiveWriter, Codec, Compression, ZstdManifestLastWriter, DATABASE_ENTRY, MANIFEST_ENTRY,
 };
 use crate::format::files;
-use crate::format::manifest::{Manifest, FORMAT};
+use crate::format::manifest::Manifest;
 use crate::fsutil;
 use crate::location::{self, CreateOptions, Location, NewObject, Published};
 use crate::model::hex;
@@ -528,32 +528,11 @@ fn backup_once(
 
     // Everything the manifest says except what the snapshot and its checks tell.
     let base = Manifest {
-        format: FORMAT.into(),
-        kind: "full".into(),
-        tool_version: env!("CARGO_PKG_VERSION").into(),
         created_at,
         snapshot_at,
-        source: source.to_string_lossy().into_owned(),
-        host: host_name(),
-        sqlite_version: rusqlite::version().into(),
-        method: opts.method,
-        compression: opts.compression,
-        compression_level: opts.level.or(opts.compression.default_level()),
-        db_size: 0,
         source_journal_mode: "wal".into(),
-        snapshot_restarts: 0,
-        quick_check: "ok".into(),
-        corrupt: false,
-        foreign_key_violations: 0,
-        db: DbInfo::from_header_bytes(&[0u8; 100], 0),
-        snapshot_sha256: None,
-        page_hashes: None,
-        parent: None,
-        chain_depth: 0,
-        changed_pages: None,
-        full_reason: None,
-        body_size: None,
-        files: Vec::new(),
+        db_size: 0,
+        ..run_manifest("full", &source, opts, DbInfo::from_header_bytes(&[0u8; 100], 0))
     };
     let holders = live.as_ref().map(|l| l.holders());
     let job = Job {
@@ -636,6 +615,23 @@ fn backup_once(
     })
 }
 
+/// A manifest of `kind` for `db` saying who made it and how: this litevault and its SQLite,
+/// the host, the source, the snapshot method and compression; its storage check passed
+/// ("ok") until the checks say otherwise.
+fn run_manifest(kind: &str, source: &Path, opts: &BackupOptions, db: DbInfo) -> Manifest {
+    Manifest {
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        source: source.to_string_lossy().into_owned(),
+        host: host_name(),
+        sqlite_version: rusqlite::version().into(),
+        method: opts.method,
+        compression: opts.compression,
+        compression_level: opts.level.or(opts.compression.default_level()),
+        quick_check: "ok".into(),
+        ..Manifest::new(kind, db)
+    }
+}
+
 /// `backup --format sql`: dumps the database at `source` into a dump file.
 fn backup_sql(
     ctx: &Context,
@@ -684,35 +680,14 @@ fn backup_sql(
     let included: std::collections::HashSet<&str> = plan.included.iter().map(String::as_str).collect();
     info.tables.retain(|t| included.contains(t.name.as_str()));
     let db_size = info.page_count * info.page_size as u64;
+    // A dump is text made to diff well: only its created_at line changes between two dumps of
+    // one database, so it carries no sub-second stamp (`snapshot_at`).
     let manifest = Manifest {
-        format: FORMAT.into(),
-        kind: "sql".into(),
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        created_at: String::new(),
-        // A dump is text made to diff well: only its created_at line changes between two dumps
-        // of one database, so it carries no sub-second stamp.
-        snapshot_at: None,
-        source: source.to_string_lossy().into_owned(),
-        host: host_name(),
-        sqlite_version: rusqlite::version().into(),
-        method: opts.method,
-        compression: opts.compression,
-        compression_level: opts.level.or(opts.compression.default_level()),
         db_size,
         source_journal_mode: snap.stats.source_journal_mode.clone(),
         snapshot_restarts: snap.stats.restarts,
-        quick_check: "ok".into(),
-        corrupt: false,
         foreign_key_violations: fk_violations,
-        db: info,
-        snapshot_sha256: None,
-        page_hashes: None,
-        parent: None,
-        chain_depth: 0,
-        changed_pages: None,
-        full_reason: None,
-        body_size: None,
-        files: Vec::new(),
+        ..run_manifest("sql", &source, opts, info)
     };
     let out_path = target.loc.object_path(&target.name);
     let io_err = |e| Error::io("write dump", &out_path, e);

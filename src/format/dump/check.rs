@@ -12,7 +12,7 @@ use std::path::Path;
 use super::format::Content;
 use super::load::{self, LoadReport};
 use crate::error::{Error, Result};
-use crate::format::manifest::{Manifest, FORMAT};
+use crate::format::manifest::Manifest;
 use crate::progress::Progress;
 use crate::sqlite::db::{self, Check, CheckOptions, DbInfo};
 
@@ -43,42 +43,21 @@ pub fn foreign_manifest(path: &Path, compression: crate::model::compression::Com
     };
     let pages = estimate.div_ceil(4096).max(1);
     Manifest {
-        format: FORMAT.into(),
-        kind: "sql".into(),
-        tool_version: String::new(),
-        created_at: String::new(),
-        snapshot_at: None,
-        source: String::new(),
-        host: String::new(),
-        sqlite_version: String::new(),
-        method: crate::sqlite::snapshot::Method::Pages,
         compression,
-        compression_level: None,
-        db_size: pages * 4096,
-        source_journal_mode: String::new(),
-        snapshot_restarts: 0,
-        quick_check: String::new(),
-        corrupt: false,
-        foreign_key_violations: 0,
-        db: DbInfo {
-            page_size: 4096,
-            page_count: pages,
-            freelist_count: 0,
-            journal_mode: "delete".into(),
-            encoding: "UTF-8".into(),
-            user_version: 0,
-            application_id: 0,
-            auto_vacuum: "none".into(),
-            tables: Vec::new(),
-        },
-        snapshot_sha256: None,
-        page_hashes: None,
-        parent: None,
-        chain_depth: 0,
-        changed_pages: None,
-        full_reason: None,
-        body_size: None,
-        files: Vec::new(),
+        ..Manifest::new(
+            "sql",
+            DbInfo {
+                page_size: 4096,
+                page_count: pages,
+                freelist_count: 0,
+                journal_mode: "delete".into(),
+                encoding: "UTF-8".into(),
+                user_version: 0,
+                application_id: 0,
+                auto_vacuum: "none".into(),
+                tables: Vec::new(),
+            },
+        )
     }
 }
 
