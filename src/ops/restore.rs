@@ -203,6 +203,45 @@ pub fn plan_restore(
     target: &Path,
     opts: &RestoreOptions,
 ) -> Result<RestorePlan> {
+    let (content, manifest) = read_backup(ctx, archive, opts)?;
+    let (target, dir) = resolve_target(ctx, archive, target)?;
+    let mut warnings = Vec::new();
+    let (files, files_not_restored) = plan_files(archive, &manifest, opts, &mut warnings)?;
+    let exists = target.exists();
+    let (strategy, replaces, stale_files) = choose_strategy(&target, &manifest, opts, &mut warnings)?;
+    let (space_needed, space_available) = check_space(&dir, &manifest, strategy, files.as_ref())?;
+    let safety_dir = exists.then(|| opts.safety_dir.clone().unwrap_or_else(backup::default_backup_dir));
+    if let (Some(dir), None) = (&safety_dir, &opts.encrypt) {
+        refuse_clear_safety(archive, dir, &mut warnings)?;
+    }
+    let checks = planned_checks(content, &manifest, opts, files.as_ref(), &mut warnings);
+    if manifest.corrupt {
+        warnings
+            .push("the archive is marked corrupt (made with --allow-corrupt): its checks will fail".into());
+    }
+    Ok(RestorePlan {
+        archive: archive.to_path_buf(),
+        target,
+        manifest,
+        strategy,
+        replaces,
+        safety_encrypted_to: safety_dir
+            .as_ref()
+            .and(opts.encrypt.as_ref())
+            .map(|e| e.describe()),
+        safety_dir,
+        stale_files,
+        checks,
+        space_needed,
+        space_available,
+        warnings,
+        files,
+        files_not_restored,
+    })
+}
+
+/// Reads what `archive` is (refusing a database given in its place, and text that is not SQL).
+fn read_backup(ctx: &Context, archive: &Path, opts: &RestoreOptions) -> Result<(Content, Manifest)> {
     if opts.quick && opts.reindex == Reindex::Disputed {
         return Err(Error::InvalidOption(verify::QUICK_DISPUTED.into()));
     }
@@ -225,6 +264,12 @@ pub fn plan_restore(
             )));
         }
     }
+    Ok((content, manifest))
+}
+
+/// The absolute target and its directory, refusing a backup given in its place, a missing
+/// directory and a directory as the target.
+fn resolve_target(ctx: &Context, archive: &Path, target: &Path) -> Result<(PathBuf, PathBuf)> {
     let target = std::path::absolute(target).map_err(|e| Error::io("resolve", target, e))?;
     if target.is_file() && !is_sqlite_file(&target) && is_backup_file(ctx, &target) {
         return Err(Error::InvalidOption(format!(
@@ -244,7 +289,17 @@ pub fn plan_restore(
             target.display()
         )));
     }
-    let mut warnings = Vec::new();
+    Ok((target, dir))
+}
+
+/// What `files_to` will write (every refusal found now, before anything is written), and how
+/// many entries stay in the archive without it.
+fn plan_files(
+    archive: &Path,
+    manifest: &Manifest,
+    opts: &RestoreOptions,
+    warnings: &mut Vec<String>,
+) -> Result<(Option<crate::format::files::FilesPlan>, u64)> {
     // The files beside the database: every refusal (a path through a symlink, a file in the
     // way) is found here, before anything is written.
     let (file_count, file_bytes) = crate::format::files::totals(&manifest.files);
@@ -272,14 +327,27 @@ pub fn plan_restore(
         }
         None => None,
     };
-    let sidecars = fsutil::existing_sidecars(&target);
+    Ok((files, files_not_restored))
+}
+
+/// How the target will be replaced (or created), what it is now, and the stale side files of a
+/// missing database to move aside; refuses what would lose data.
+fn choose_strategy(
+    target: &Path,
+    manifest: &Manifest,
+    opts: &RestoreOptions,
+    warnings: &mut Vec<String>,
+) -> Result<(Strategy, Option<TargetState>, Vec<PathBuf>)> {
+    let sidecars = fsutil::existing_sidecars(target);
     let exists = target.exists();
     let mut stale_files = Vec::new();
     let (strategy, replaces) = if exists {
         if !opts.overwrite {
-            return Err(Error::WouldOverwrite { path: target });
+            return Err(Error::WouldOverwrite {
+                path: target.to_path_buf(),
+            });
         }
-        let state = inspect_target(&target)?;
+        let state = inspect_target(target)?;
         let strategy = if !state.is_database {
             warnings.push(format!(
                 "{} is not a readable SQLite database; it will be kept, with its side files, under a \
@@ -297,7 +365,7 @@ pub fn plan_restore(
         if strategy == Strategy::Swap {
             if let Some(holders) = &state.in_use {
                 return Err(Error::InUse {
-                    path: target,
+                    path: target.to_path_buf(),
                     detail: format!(
                         "{holders}; its content can only be replaced by swapping the file{}, which would \
                          pull it from under that process",
@@ -314,7 +382,7 @@ pub fn plan_restore(
             let incoming = manifest.db.user_version;
             if incoming > current && !opts.allow_newer_schema {
                 return Err(Error::NewerSchema {
-                    path: target,
+                    path: target.to_path_buf(),
                     archive: incoming,
                     target: current,
                 });
@@ -348,7 +416,7 @@ pub fn plan_restore(
             }
             // A database deleted under a running application leaves its live -wal/-shm: moving
             // those would lose the application's later writes.
-            if let Some(holders) = fsutil::lock_holders(&target) {
+            if let Some(holders) = fsutil::lock_holders(target) {
                 return Err(Error::InUse {
                     path: sidecars[0].clone(),
                     detail: holders,
@@ -360,14 +428,25 @@ pub fn plan_restore(
         (Strategy::Create, None)
     };
 
+    Ok((strategy, replaces, stale_files))
+}
+
+/// The space the restore needs and the space free in the target's directory (the files'
+/// directory checked too); refuses what cannot fit.
+fn check_space(
+    dir: &Path,
+    manifest: &Manifest,
+    strategy: Strategy,
+    files: Option<&crate::format::files::FilesPlan>,
+) -> Result<(u64, u64)> {
     // The extracted copy, plus SQLite's journal or WAL for a live copy (about the database size).
     let space_needed = manifest
         .db_size
         .saturating_mul(if strategy == Strategy::Live { 2 } else { 1 });
-    let space_available = fsutil::free_space(&dir)?;
+    let space_available = fsutil::free_space(dir)?;
     if space_available < space_needed {
         return Err(Error::NoSpace {
-            path: dir,
+            path: dir.to_path_buf(),
             needed: space_needed,
             available: space_available,
         });
@@ -382,7 +461,7 @@ pub fn plan_restore(
         // On the database's file system the two add up.
         let same_fs = {
             use std::os::unix::fs::MetadataExt;
-            match (std::fs::metadata(&at), std::fs::metadata(&dir)) {
+            match (std::fs::metadata(&at), std::fs::metadata(dir)) {
                 (Ok(a), Ok(b)) => a.dev() == b.dev(),
                 _ => false,
             }
@@ -402,25 +481,38 @@ pub fn plan_restore(
     }
     // What the plan reports covers everything the restore writes: the files too.
     let space_needed = space_needed.saturating_add(files.as_ref().map_or(0, |fp| fp.bytes));
-    let safety_dir = exists.then(|| opts.safety_dir.clone().unwrap_or_else(backup::default_backup_dir));
-    // (The archive's head is read again only when a clear safety archive would be written.)
-    if let (Some(dir), None) = (&safety_dir, &opts.encrypt) {
-        if crate::format::crypt::is_encrypted_file(archive) {
-            if crate::location::is_remote(dir) {
-                return Err(Error::InvalidOption(format!(
-                    "{} is encrypted, but the safety archive of the database it replaces would be stored in clear in {}: \
-                     pass --encrypt-to/--encrypt-to-file (or --passphrase-file) to encrypt it, or --safety-dir DIR",
-                    archive.display(),
-                    dir.display()
-                )));
-            }
-            warnings.push(format!(
-                "the archive is encrypted, but the safety archive of the database it replaces will be stored in clear in {} \
-                 (pass --encrypt-to or --passphrase-file to encrypt it)",
+    Ok((space_needed, space_available))
+}
+
+/// Refuses a clear safety archive of the replaced database in a bucket when the archive
+/// restored is encrypted (a warning when it goes to a local directory).
+fn refuse_clear_safety(archive: &Path, dir: &Path, warnings: &mut Vec<String>) -> Result<()> {
+    if crate::format::crypt::is_encrypted_file(archive) {
+        if crate::location::is_remote(dir) {
+            return Err(Error::InvalidOption(format!(
+                "{} is encrypted, but the safety archive of the database it replaces would be stored in clear in {}: \
+                 pass --encrypt-to/--encrypt-to-file (or --passphrase-file) to encrypt it, or --safety-dir DIR",
+                archive.display(),
                 dir.display()
-            ));
+            )));
         }
+        warnings.push(format!(
+            "the archive is encrypted, but the safety archive of the database it replaces will be stored in clear in {} \
+             (pass --encrypt-to or --passphrase-file to encrypt it)",
+            dir.display()
+        ));
     }
+    Ok(())
+}
+
+/// The checks the restore will run, by name, in order.
+fn planned_checks(
+    content: Content,
+    manifest: &Manifest,
+    opts: &RestoreOptions,
+    files: Option<&crate::format::files::FilesPlan>,
+    warnings: &mut Vec<String>,
+) -> Vec<String> {
     let mut checks = match content {
         Content::Archive if manifest.kind == "incremental" => vec![
             "archive structure (every link of the chain)".to_string(),
@@ -501,29 +593,7 @@ pub fn plan_restore(
             ),
         );
     }
-    if manifest.corrupt {
-        warnings
-            .push("the archive is marked corrupt (made with --allow-corrupt): its checks will fail".into());
-    }
-    Ok(RestorePlan {
-        archive: archive.to_path_buf(),
-        target,
-        manifest,
-        strategy,
-        replaces,
-        safety_encrypted_to: safety_dir
-            .as_ref()
-            .and(opts.encrypt.as_ref())
-            .map(|e| e.describe()),
-        safety_dir,
-        stale_files,
-        checks,
-        space_needed,
-        space_available,
-        warnings,
-        files,
-        files_not_restored,
-    })
+    checks
 }
 
 /// Looks at the database a restore would replace. A file SQLite cannot read as a database (not
