@@ -871,18 +871,22 @@ struct Deferred {
     old_ref: i64,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn merge_table(
-    conn: &Connection,
-    src_conn: &Connection,
-    t: &TableInfo,
-    opts: &MergeOptions,
-    id_maps: &mut HashMap<String, IdMap>,
-    pending: &HashSet<String>,
-    later: &mut Vec<Deferred>,
-    warnings: &mut Vec<String>,
-) -> rusqlite::Result<TableMerge> {
-    let src = table_info(src_conn, "main", &t.name)?;
+/// The columns a table's merge reads, and how its rows are identified.
+struct Columns {
+    /// The columns both databases have, in the target's order.
+    common: Vec<String>,
+    /// What identifies a row: "keys file", "primary key", "unique" or "content".
+    identity: &'static str,
+    /// Positions in `common` of the identity columns.
+    id_pos: Vec<usize>,
+    /// Position in `common` of the integer primary key, if any.
+    pk_pos: Option<usize>,
+}
+
+/// The columns of target table `t` that the incoming table `src` also has (a warning names
+/// those the target lacks), and the identity of its rows: the keys file's columns, else the
+/// primary key, else a unique index, else the whole content.
+fn columns(t: &TableInfo, src: &TableInfo, opts: &MergeOptions, warnings: &mut Vec<String>) -> Columns {
     let lower = |s: &str| s.to_ascii_lowercase();
     let src_cols: HashSet<String> = src.columns.iter().map(|c| lower(c)).collect();
     let common: Vec<String> = t
@@ -935,6 +939,34 @@ fn merge_table(
     let pos = |c: &str| common.iter().position(|x| lower(x) == lower(c));
     let id_pos: Vec<usize> = identity_cols.iter().filter_map(|c| pos(c)).collect();
     let pk_pos = t.int_pk.as_deref().and_then(pos);
+    Columns {
+        common,
+        identity,
+        id_pos,
+        pk_pos,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn merge_table(
+    conn: &Connection,
+    src_conn: &Connection,
+    t: &TableInfo,
+    opts: &MergeOptions,
+    id_maps: &mut HashMap<String, IdMap>,
+    pending: &HashSet<String>,
+    later: &mut Vec<Deferred>,
+    warnings: &mut Vec<String>,
+) -> rusqlite::Result<TableMerge> {
+    let src = table_info(src_conn, "main", &t.name)?;
+    let Columns {
+        common,
+        identity,
+        id_pos,
+        pk_pos,
+    } = columns(t, &src, opts, warnings);
+    let lower = |s: &str| s.to_ascii_lowercase();
+    let pos = |c: &str| common.iter().position(|x| lower(x) == lower(c));
     let qt = quote_ident(&t.name);
     let col_list = common
         .iter()
