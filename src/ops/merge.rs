@@ -350,6 +350,71 @@ pub fn parse_keys(text: &str) -> std::result::Result<HashMap<String, Vec<String>
     }
     Ok(out)
 }
+/// Extracts or loads each source into `dir` (`source-N.sqlite`), checking its checksums (an
+/// archive) or its load (a dump) before the target is touched; returns the copies.
+fn materialize_sources(
+    ctx: &Context,
+    sources: &[PathBuf],
+    dir: &Path,
+    report: &mut MergeReport,
+    progress: &dyn Progress,
+) -> Result<Vec<PathBuf>> {
+    let mut copies = Vec::new();
+    for (i, src) in sources.iter().enumerate() {
+        let copy = dir.join(format!("source-{i}.sqlite"));
+        let (content, _) = crate::format::dump::read_any_manifest(src, ctx.identities())?;
+        // Checksums and quick_check: what reading the source safely needs. (Its full-text
+        // indexes are not read: virtual tables are not merged row by row.)
+        let checks = match content {
+            Content::Archive => {
+                let contents = crate::ops::verify::extract(ctx, src, &copy, progress)?;
+                contents.ensure_checksums(src)?;
+                contents.checksum_checks()
+            }
+            _ => {
+                let (_, content, mut reader) = crate::format::dump::open_with(src, true, ctx.identities())?;
+                let loaded = crate::format::dump::load::load(src, content, &mut *reader, &copy, progress)?;
+                report.warnings.extend(loaded.warnings);
+                loaded.checks
+            }
+        };
+        if let Some(err) = Error::from_failed_checks(src, &checks) {
+            return Err(err);
+        }
+        report.checks.extend(checks);
+        copies.push(copy);
+    }
+
+    Ok(copies)
+}
+
+/// Runs each source copy's storage check (quick_check) on a thread of its own; its results
+/// decide whether the merge may commit.
+fn check_sources_in_background(copies: Vec<PathBuf>) -> std::thread::JoinHandle<Vec<(usize, Check)>> {
+    // The sources' quick_check runs on a second thread while the merge transaction is built;
+    // nothing is committed unless it passes (a source SQLite finds corrupt while merging fails
+    // the merge the same way).
+    std::thread::spawn(move || -> Vec<(usize, Check)> {
+        let mut out = Vec::new();
+        for (i, copy) in copies.iter().enumerate() {
+            // Storage only: the source's full-text indexes are never read (virtual tables
+            // are not merged row by row). What it finds is classified as verify's checks are.
+            let found = db::open_private(copy, false).and_then(|conn| {
+                db::drop_vtab_modules(&conn)
+                    .map(|()| db::integrity_findings(&conn, false, PROBLEM_LIMIT))
+                    .map_err(|e| Error::sqlite("check", copy, e))
+            });
+            out.push((
+                i,
+                match found {
+                    Ok(found) => Check::from_findings("quick_check", found),
+                    Err(e) => Check::fail("quick_check", e.to_string()),
+                },
+            ));
+        }
+        out
+    })
+}
 
 /// Merges the backups `sources` into the database `target`.
 pub fn merge(
@@ -393,57 +458,10 @@ pub fn merge(
         safety_ms: 0,
         merge_ms: 0,
     };
-    // 1. Every source, materialized and checked before the target is touched.
-    let mut copies = Vec::new();
-    for (i, src) in sources.iter().enumerate() {
-        let copy = tmp.path().join(format!("source-{i}.sqlite"));
-        let (content, _) = crate::format::dump::read_any_manifest(src, ctx.identities())?;
-        // Checksums and quick_check: what reading the source safely needs. (Its full-text
-        // indexes are not read: virtual tables are not merged row by row.)
-        let checks = match content {
-            Content::Archive => {
-                let contents = crate::ops::verify::extract(ctx, src, &copy, progress)?;
-                contents.ensure_checksums(src)?;
-                contents.checksum_checks()
-            }
-            _ => {
-                let (_, content, mut reader) = crate::format::dump::open_with(src, true, ctx.identities())?;
-                let loaded = crate::format::dump::load::load(src, content, &mut *reader, &copy, progress)?;
-                report.warnings.extend(loaded.warnings);
-                loaded.checks
-            }
-        };
-        if let Some(err) = Error::from_failed_checks(src, &checks) {
-            return Err(err);
-        }
-        report.checks.extend(checks);
-        copies.push(copy);
-    }
-
-    // The sources' quick_check runs on a second thread while the merge transaction is built;
-    // nothing is committed unless it passes (a source SQLite finds corrupt while merging fails
-    // the merge the same way).
-    let check_copies = copies.clone();
-    let source_check = std::thread::spawn(move || -> Vec<(usize, Check)> {
-        let mut out = Vec::new();
-        for (i, copy) in check_copies.iter().enumerate() {
-            // Storage only: the source's full-text indexes are never read (virtual tables
-            // are not merged row by row). What it finds is classified as verify's checks are.
-            let found = db::open_private(copy, false).and_then(|conn| {
-                db::drop_vtab_modules(&conn)
-                    .map(|()| db::integrity_findings(&conn, false, PROBLEM_LIMIT))
-                    .map_err(|e| Error::sqlite("check", copy, e))
-            });
-            out.push((
-                i,
-                match found {
-                    Ok(found) => Check::from_findings("quick_check", found),
-                    Err(e) => Check::fail("quick_check", e.to_string()),
-                },
-            ));
-        }
-        out
-    });
+    // 1. Every source, materialized and checked before the target is touched; their storage
+    // checks run on a second thread while the merge transaction is built.
+    let copies = materialize_sources(ctx, sources, tmp.path(), &mut report, progress)?;
+    let source_check = check_sources_in_background(copies.clone());
 
     report.sources_ms = started.elapsed().as_millis() as u64;
     let merge_started = Instant::now();
