@@ -1138,50 +1138,75 @@ impl<R: Read> Read for FileContent<R> {
     }
 }
 
-fn read_entries(
+/// Checks that tar entry `e` is the file entry `f` of the manifest (`want` its entry name):
+/// its name (or the GNU long name before it), type, size and, for a symlink, target.
+fn check_file_entry(
     path: &Path,
-    tar: &mut tar::Archive<Box<dyn Read>>,
-    db_out: &mut (dyn Write + Send),
-    link: bool,
-    files: &mut dyn FileSink,
-    progress: &dyn Progress,
-) -> Result<Entries> {
-    let mut entries = tar.entries().map_err(|e| bad_read(path, e))?.raw(true);
-    let mut next = |what: &str| -> Result<tar::Entry<'_, Box<dyn Read>>> {
-        entries
-            .next()
-            .ok_or_else(|| Error::bad_archive(path, format!("archive ends before {what} (truncated?)")))?
-            .map_err(|e| bad_read(path, e))
-    };
-
-    let (manifest, manifest_sum) = read_manifest_entry(path, next(MANIFEST_ENTRY)?)?;
-
-    // A full archive holds the database; an incremental one the pages that changed.
-    if manifest.kind == "incremental" && !link {
+    f: &FileEntry,
+    want: &str,
+    e: &tar::Entry<'_, Box<dyn Read>>,
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+) -> Result<()> {
+    let mut name: Vec<u8> = long_name.unwrap_or_else(|| e.path_bytes().into_owned());
+    if f.kind == FileKind::Dir && name.len() > 1 && name.ends_with(b"/") {
+        name.pop();
+    }
+    if name != want.as_bytes() {
         return Err(Error::bad_archive(
             path,
-            "an incremental archive read as a whole database (its chain must be composed)",
+            format!(
+                "expected entry {want:?}, found {:?} (an entry the manifest does not list, or one out of \
+                 place)",
+                String::from_utf8_lossy(&name)
+            ),
         ));
     }
-    let (data_name, data_size) = match manifest.kind.as_str() {
-        "incremental" => {
-            let changed = manifest.changed_pages.unwrap_or(0);
-            let record = 4 + manifest.db.page_size as u64;
-            (
-                crate::sqlite::pageset::PAGES_ENTRY,
-                changed.saturating_mul(record),
-            )
+    let kind = e.header().entry_type();
+    let kind_ok = match f.kind {
+        FileKind::File => kind == tar::EntryType::Regular,
+        FileKind::Dir => kind == tar::EntryType::Directory,
+        FileKind::Symlink => kind == tar::EntryType::Symlink,
+    };
+    if !kind_ok {
+        return Err(Error::bad_archive(
+            path,
+            format!("entry {want} is a {kind:?} entry, the manifest says {:?}", f.kind),
+        ));
+    }
+    let size = e.header().size().map_err(|e| bad_read(path, e))?;
+    if size != f.size {
+        return Err(Error::bad_archive(
+            path,
+            format!(
+                "entry {want} is {size} bytes but the manifest says {}{}",
+                f.size,
+                if size > f.size { " (refused: larger)" } else { "" }
+            ),
+        ));
+    }
+    if f.kind == FileKind::Symlink {
+        let link = long_link.or_else(|| e.header().link_name_bytes().map(|l| l.into_owned()));
+        if link.as_deref() != f.target.as_deref().map(str::as_bytes) {
+            return Err(Error::bad_archive(
+                path,
+                format!("symlink {want} does not point where the manifest says"),
+            ));
         }
-        _ => (DATABASE_ENTRY, manifest.db_size),
-    };
-    let db_entry = next(data_name)?;
-    let size = expect_entry(path, &db_entry, data_name, data_size)?;
-    if size != data_size {
-        return Err(Error::bad_archive(
-            path,
-            format!("{data_name} is {size} bytes but the manifest says {data_size}"),
-        ));
     }
+    Ok(())
+}
+
+/// Streams the data entry (`size` bytes) into `db_out` and returns its SHA-256. Decompression
+/// stays on this thread; hashing and writing run on two others, so the three stages share the
+/// cores. A failure to write is an I/O error, not damage in the archive.
+fn copy_data_entry(
+    path: &Path,
+    db_entry: tar::Entry<'_, Box<dyn Read>>,
+    size: u64,
+    db_out: &mut (dyn Write + Send),
+    progress: &dyn Progress,
+) -> Result<String> {
     progress.begin("read archive", Some(size));
     // Decompression stays on this thread; hashing and writing run on two others, so the three
     // stages of the work share the cores.
@@ -1234,18 +1259,63 @@ fn read_entries(
         (copied, written)
     });
     progress.end();
-    let db_sum = match (copied, written) {
+    match (copied, written) {
         // A failure to write (disk full, quota, I/O error) is not damage in the archive.
-        (_, Err(e)) => return Err(Error::io("write the extracted database from", path, e)),
-        (Err(e), _) => return Err(bad_read(path, e)),
-        (Ok(Some(n)), Ok(sum)) if n == size => sum,
-        (Ok(_), Ok(_)) => {
-            return Err(Error::bad_archive(
-                path,
-                "archive is truncated inside database.sqlite",
-            ))
-        }
+        (_, Err(e)) => Err(Error::io("write the extracted database from", path, e)),
+        (Err(e), _) => Err(bad_read(path, e)),
+        (Ok(Some(n)), Ok(sum)) if n == size => Ok(sum),
+        (Ok(_), Ok(_)) => Err(Error::bad_archive(
+            path,
+            "archive is truncated inside database.sqlite",
+        )),
+    }
+}
+
+fn read_entries(
+    path: &Path,
+    tar: &mut tar::Archive<Box<dyn Read>>,
+    db_out: &mut (dyn Write + Send),
+    link: bool,
+    files: &mut dyn FileSink,
+    progress: &dyn Progress,
+) -> Result<Entries> {
+    let mut entries = tar.entries().map_err(|e| bad_read(path, e))?.raw(true);
+    let mut next = |what: &str| -> Result<tar::Entry<'_, Box<dyn Read>>> {
+        entries
+            .next()
+            .ok_or_else(|| Error::bad_archive(path, format!("archive ends before {what} (truncated?)")))?
+            .map_err(|e| bad_read(path, e))
     };
+
+    let (manifest, manifest_sum) = read_manifest_entry(path, next(MANIFEST_ENTRY)?)?;
+
+    // A full archive holds the database; an incremental one the pages that changed.
+    if manifest.kind == "incremental" && !link {
+        return Err(Error::bad_archive(
+            path,
+            "an incremental archive read as a whole database (its chain must be composed)",
+        ));
+    }
+    let (data_name, data_size) = match manifest.kind.as_str() {
+        "incremental" => {
+            let changed = manifest.changed_pages.unwrap_or(0);
+            let record = 4 + manifest.db.page_size as u64;
+            (
+                crate::sqlite::pageset::PAGES_ENTRY,
+                changed.saturating_mul(record),
+            )
+        }
+        _ => (DATABASE_ENTRY, manifest.db_size),
+    };
+    let db_entry = next(data_name)?;
+    let size = expect_entry(path, &db_entry, data_name, data_size)?;
+    if size != data_size {
+        return Err(Error::bad_archive(
+            path,
+            format!("{data_name} is {size} bytes but the manifest says {data_size}"),
+        ));
+    }
+    let db_sum = copy_data_entry(path, db_entry, size, db_out, progress)?;
 
     let mut extra_sums = Vec::new();
     let after_data = if manifest.files.is_empty() {
@@ -1313,52 +1383,8 @@ fn read_entries(
             *slot = Some(data);
             e = next(&want)?;
         }
-        let mut name: Vec<u8> = long_name.unwrap_or_else(|| e.path_bytes().into_owned());
-        if f.kind == FileKind::Dir && name.len() > 1 && name.ends_with(b"/") {
-            name.pop();
-        }
-        if name != want.as_bytes() {
-            return Err(Error::bad_archive(
-                path,
-                format!(
-                    "expected entry {want:?}, found {:?} (an entry the manifest does not list, or one out of \
-                     place)",
-                    String::from_utf8_lossy(&name)
-                ),
-            ));
-        }
-        let kind = e.header().entry_type();
-        let kind_ok = match f.kind {
-            FileKind::File => kind == tar::EntryType::Regular,
-            FileKind::Dir => kind == tar::EntryType::Directory,
-            FileKind::Symlink => kind == tar::EntryType::Symlink,
-        };
-        if !kind_ok {
-            return Err(Error::bad_archive(
-                path,
-                format!("entry {want} is a {kind:?} entry, the manifest says {:?}", f.kind),
-            ));
-        }
-        let size = e.header().size().map_err(|e| bad_read(path, e))?;
-        if size != f.size {
-            return Err(Error::bad_archive(
-                path,
-                format!(
-                    "entry {want} is {size} bytes but the manifest says {}{}",
-                    f.size,
-                    if size > f.size { " (refused: larger)" } else { "" }
-                ),
-            ));
-        }
-        if f.kind == FileKind::Symlink {
-            let link = long_link.or_else(|| e.header().link_name_bytes().map(|l| l.into_owned()));
-            if link.as_deref() != f.target.as_deref().map(str::as_bytes) {
-                return Err(Error::bad_archive(
-                    path,
-                    format!("symlink {want} does not point where the manifest says"),
-                ));
-            }
-        }
+        check_file_entry(path, f, &want, &e, long_name, long_link)?;
+        let size = f.size;
         let mut content = FileContent {
             inner: e.take(size),
             hasher: Sha256::new(),
