@@ -27,7 +27,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 
 pub use crate::model::naming::{format_time, is_backup_name, is_remote, sequence};
-pub use store::{CreateOptions, Location, NewObject, ObjectMeta, Published};
+pub use store::{CreateOptions, DownloadError, Location, NewObject, ObjectMeta, Published};
 
 /// Opens the location that `spec` names: `s3://bucket/prefix` or a local directory (which is
 /// not created here; see [`open_for_writing`]).
@@ -59,16 +59,17 @@ fn open_bucket(url: &str) -> Result<Arc<dyn Location>> {
     )))
 }
 
-/// The [`Error::Remote`] for a read error that is a bucket download breaking off, if it is one
-/// (readers then report a network failure as one, not as a damaged archive).
+/// The [`Error::Remote`] for a read error that is a bucket download breaking off (a
+/// [`DownloadError`]), if it is one: readers then report a network failure as one, not as a
+/// damaged archive.
 pub fn download_error(path: &Path, e: &std::io::Error) -> Option<Error> {
-    #[cfg(feature = "s3")]
-    return s3::download_error(path, e);
-    #[cfg(not(feature = "s3"))]
-    {
-        let _ = (path, e);
-        None
-    }
+    let d = e.get_ref()?.downcast_ref::<DownloadError>()?;
+    Some(Error::Remote {
+        op: "download",
+        url: path.display().to_string(),
+        detail: d.0.clone(),
+        hint: "retry later; if it persists, check the server",
+    })
 }
 
 /// Aborts the multipart uploads this process has in progress (for Ctrl-C and SIGTERM handlers);
