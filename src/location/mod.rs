@@ -137,7 +137,11 @@ pub fn open_read(path: &Path, head_only: bool) -> Result<Box<dyn Read + Send>> {
     }
     let (loc, name) = split_object(path)?;
     if head_only {
-        Ok(Box::new(RangeReader::new(loc, name)))
+        // The first range read is made now, so that a missing object is
+        // [`Error::NotFound`] here, as a missing local file is (not an I/O error of a read).
+        let mut reader = RangeReader::new(loc, name);
+        reader.fill()?;
+        Ok(Box::new(reader))
     } else {
         loc.read_stream(&name)
     }
@@ -185,6 +189,19 @@ impl RangeReader {
             ended: false,
         }
     }
+
+    /// Replaces the buffer with the next range.
+    fn fill(&mut self) -> Result<()> {
+        let got = self.loc.read_range(&self.name, self.next_start, self.next_len)?;
+        if (got.len() as u64) < self.next_len {
+            self.ended = true;
+        }
+        self.next_start += got.len() as u64;
+        self.next_len = (self.next_len * 4).min(16 << 20);
+        self.buf = got;
+        self.at = 0;
+        Ok(())
+    }
 }
 
 impl Read for RangeReader {
@@ -193,17 +210,7 @@ impl Read for RangeReader {
             if self.ended {
                 return Ok(0);
             }
-            let got = self
-                .loc
-                .read_range(&self.name, self.next_start, self.next_len)
-                .map_err(std::io::Error::other)?;
-            if (got.len() as u64) < self.next_len {
-                self.ended = true;
-            }
-            self.next_start += got.len() as u64;
-            self.next_len = (self.next_len * 4).min(16 << 20);
-            self.buf = got;
-            self.at = 0;
+            self.fill().map_err(std::io::Error::other)?;
             if self.buf.is_empty() {
                 return Ok(0);
             }
