@@ -11,7 +11,7 @@
 //! A `mem://NAME` bucket is created on first use and shared by every [`open`] of a URL in it,
 //! so the operations of the library (backup, restore, list, prune, copy), which open locations
 //! and objects by their references, all see the same objects. [`register`] puts any other
-//! [`Location`] under a name instead (e.g. a fault-injecting wrapper in tests), so that
+//! [`Location`] under a name instead (e.g. a [`super::faulty::FaultyLocation`] in tests), so that
 //! whole operations run against it.
 
 use std::collections::{BTreeMap, HashMap};

@@ -15,6 +15,7 @@
 //! `s3://` or `mem://` names an object in a bucket ([`is_remote`], [`Scheme`]); anything else is
 //! a local file.
 
+pub mod faulty;
 pub mod local;
 pub mod memory;
 #[cfg(feature = "s3")]
