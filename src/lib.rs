@@ -91,3 +91,6 @@ pub use progress::{NoProgress, Phase, Progress};
 pub use restore::{plan_restore, restore, RestoreOptions, RestorePlan, RestoreReport, Strategy};
 pub use snapshot::Method;
 pub use verify::{verify, VerifyOptions, VerifyReport};
+
+#[cfg(test)]
+mod lib_tests;
