@@ -8,7 +8,7 @@ The graph: one node per module file under src/ (src/a.rs and src/a/mod.rs are `a
 src/a/b.rs is `a::b`; src/main.rs and the binary's own modules are left out: they sit above
 the library). An edge A -> B for every `crate::...` or `super::...` path in A's code (in `use`
 trees and inline), B being the longest module that the path names; code after the file's
-`#[cfg(test)]` module is not read (tests may reach anywhere). Cycles are the strongly connected
+`#[cfg(test)]` module is not read, nor are test-only module files (tests may reach anywhere). Cycles are the strongly connected
 components with more than one module.
 
 Known cycles are listed in .ci/module-cycles.txt, one cycle a line, its modules separated by
@@ -50,7 +50,16 @@ def modules():
             if name.split("::")[0] in BINARY:
                 continue
             out[name] = os.path.join(dirpath, f)
-    return out
+    # Test-only modules (`#[cfg(test)] mod tests;` in their parent) are left out, with their
+    # children: tests may reach anywhere.
+    test_only = set()
+    for name, path in out.items():
+        text = open(path, encoding="utf-8").read()
+        for child in re.findall(r"#\[cfg\(test\)\]\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(" + IDENT + r")\s*;", text):
+            test_only.add(f"{name}::{child}" if name else child)
+    return {
+        n: p for n, p in out.items() if not any(n == t or n.startswith(t + "::") for t in test_only)
+    }
 
 
 def code_of(path):

@@ -1,5 +1,6 @@
-//! Locations: the places that hold backups — a local directory or a prefix in an S3-compatible
-//! bucket (`s3://bucket/prefix`).
+//! Locations: the places that hold backups — a local directory, a prefix in an S3-compatible
+//! bucket (`s3://bucket/prefix`) or in a bucket in this process's memory (`mem://bucket/prefix`,
+//! for tests and for applications that embed the library).
 //!
 //! This module owns the [`Location`] trait (list, read a range or a stream, write a new object
 //! as a stream, delete), the parsing of location strings, object naming
@@ -11,9 +12,12 @@
 //! whole or not at all, under its final name, and never replaces an existing one.
 //!
 //! Archive references are plain paths everywhere in the library: a path whose text starts with
-//! `s3://` names an object in a bucket ([`is_remote`]); anything else is a local file.
+//! `s3://` or `mem://` names an object in a bucket ([`is_remote`], [`Scheme`]); anything else is
+//! a local file.
 
+pub mod faulty;
 pub mod local;
+pub mod memory;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod store;
@@ -26,16 +30,19 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
-pub use crate::model::naming::{format_time, is_backup_name, is_remote, sequence};
-pub use store::{CreateOptions, Location, NewObject, ObjectMeta, Published};
+pub use crate::model::naming::{format_time, is_backup_name, is_remote, sequence, Scheme};
+pub use store::{CreateOptions, DownloadError, Location, NewObject, ObjectMeta, Published};
 
-/// Opens the location that `spec` names: `s3://bucket/prefix` or a local directory (which is
-/// not created here; see [`open_for_writing`]).
+/// Opens the location that `spec` names: `s3://bucket/prefix`, `mem://bucket/prefix` or a local
+/// directory (which is not created here; see [`open_for_writing`]).
 pub fn open(spec: &Path) -> Result<Arc<dyn Location>> {
-    if let Some(url) = spec.to_str().filter(|s| s.starts_with("s3://")) {
-        return open_bucket(url);
+    let s = spec.to_str();
+    match Scheme::of(spec) {
+        Scheme::S3 => return open_bucket(s.unwrap_or_default()),
+        Scheme::Memory => return memory::open(s.unwrap_or_default()),
+        Scheme::Local => {}
     }
-    if let Some(s) = spec.to_str() {
+    if let Some(s) = s {
         if let Some((scheme, _)) = s.split_once("://") {
             return Err(Error::InvalidOption(format!(
                 "unsupported location scheme {scheme:?} in {s:?} (use a directory or s3://bucket/prefix)"
@@ -59,16 +66,17 @@ fn open_bucket(url: &str) -> Result<Arc<dyn Location>> {
     )))
 }
 
-/// The [`Error::Remote`] for a read error that is a bucket download breaking off, if it is one
-/// (readers then report a network failure as one, not as a damaged archive).
+/// The [`Error::Remote`] for a read error that is a bucket download breaking off (a
+/// [`DownloadError`]), if it is one: readers then report a network failure as one, not as a
+/// damaged archive.
 pub fn download_error(path: &Path, e: &std::io::Error) -> Option<Error> {
-    #[cfg(feature = "s3")]
-    return s3::download_error(path, e);
-    #[cfg(not(feature = "s3"))]
-    {
-        let _ = (path, e);
-        None
-    }
+    let d = e.get_ref()?.downcast_ref::<DownloadError>()?;
+    Some(Error::Remote {
+        op: "download",
+        url: path.display().to_string(),
+        detail: d.0.clone(),
+        hint: "retry later; if it persists, check the server",
+    })
 }
 
 /// Aborts the multipart uploads this process has in progress (for Ctrl-C and SIGTERM handlers);
@@ -89,18 +97,23 @@ pub fn open_for_writing(spec: &Path) -> Result<Arc<dyn Location>> {
 }
 
 /// Splits an object reference into its location and its name: `/dir/a.tar.zst` ->
-/// (`/dir`, `a.tar.zst`); `s3://b/p/a.tar.zst` -> (`s3://b/p`, `a.tar.zst`).
+/// (`/dir`, `a.tar.zst`); `s3://b/p/a.tar.zst` -> (`s3://b/p`, `a.tar.zst`) (`mem://` alike).
 pub fn split_object(path: &Path) -> Result<(Arc<dyn Location>, String)> {
-    if let Some(url) = path.to_str().filter(|s| s.starts_with("s3://")) {
-        let (parent, name) = match url.rsplit_once('/') {
-            Some((p, n)) if p.len() > "s3:/".len() && !n.is_empty() => (p, n),
+    let scheme = Scheme::of(path);
+    if scheme != Scheme::Local {
+        let url = path.to_str().unwrap_or_default();
+        let rest = &url[scheme.prefix().len()..];
+        let (parent, name) = match rest.rsplit_once('/') {
+            Some((p, n)) if !p.is_empty() && !n.is_empty() => (p, n),
             _ => {
                 return Err(Error::InvalidOption(format!(
-                    "{url} names no object (expected s3://bucket/[prefix/]name)"
+                    "{url} names no object (expected {}bucket/[prefix/]name)",
+                    scheme.prefix()
                 )))
             }
         };
-        return Ok((open_bucket(parent)?, name.to_string()));
+        let parent = format!("{}{parent}", scheme.prefix());
+        return Ok((open(Path::new(&parent))?, name.to_string()));
     }
     let name = path
         .file_name()
@@ -110,7 +123,7 @@ pub fn split_object(path: &Path) -> Result<(Arc<dyn Location>, String)> {
     Ok((Arc::new(local::LocalDir::new(&dir)?), name))
 }
 
-/// Opens object `path` (a local file or `s3://...`) for reading from its start. With
+/// Opens object `path` (a local file, `s3://...` or `mem://...`) for reading from its start. With
 /// `head_only`, a remote object is fetched in growing range reads (64 KiB first) as far as the
 /// reader goes, for callers that read only the manifest at the head.
 pub fn open_read(path: &Path, head_only: bool) -> Result<Box<dyn Read + Send>> {
@@ -125,13 +138,17 @@ pub fn open_read(path: &Path, head_only: bool) -> Result<Box<dyn Read + Send>> {
     }
     let (loc, name) = split_object(path)?;
     if head_only {
-        Ok(Box::new(RangeReader::new(loc, name)))
+        // The first range read is made now, so that a missing object is
+        // [`Error::NotFound`] here, as a missing local file is (not an I/O error of a read).
+        let mut reader = RangeReader::new(loc, name);
+        reader.fill()?;
+        Ok(Box::new(reader))
     } else {
         loc.read_stream(&name)
     }
 }
 
-/// Size of object `path` (a local file or `s3://...`).
+/// Size of object `path` (a local file, `s3://...` or `mem://...`).
 pub fn object_size(path: &Path) -> Result<u64> {
     if !is_remote(path) {
         return std::fs::metadata(path)
@@ -173,6 +190,19 @@ impl RangeReader {
             ended: false,
         }
     }
+
+    /// Replaces the buffer with the next range.
+    fn fill(&mut self) -> Result<()> {
+        let got = self.loc.read_range(&self.name, self.next_start, self.next_len)?;
+        if (got.len() as u64) < self.next_len {
+            self.ended = true;
+        }
+        self.next_start += got.len() as u64;
+        self.next_len = (self.next_len * 4).min(16 << 20);
+        self.buf = got;
+        self.at = 0;
+        Ok(())
+    }
 }
 
 impl Read for RangeReader {
@@ -181,17 +211,7 @@ impl Read for RangeReader {
             if self.ended {
                 return Ok(0);
             }
-            let got = self
-                .loc
-                .read_range(&self.name, self.next_start, self.next_len)
-                .map_err(std::io::Error::other)?;
-            if (got.len() as u64) < self.next_len {
-                self.ended = true;
-            }
-            self.next_start += got.len() as u64;
-            self.next_len = (self.next_len * 4).min(16 << 20);
-            self.buf = got;
-            self.at = 0;
+            self.fill().map_err(std::io::Error::other)?;
             if self.buf.is_empty() {
                 return Ok(0);
             }

@@ -31,6 +31,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use sha2::{Digest, Sha256};
 
+pub use super::store::DownloadError;
 use super::store::{CreateOptions, Location, NewObject, ObjectMeta, Published};
 use crate::error::{Error, Result};
 use crate::model::hex;
@@ -747,30 +748,6 @@ impl Location for S3Location {
 
 /// How many names (`name`, `name-2` ... ) a backup published under a generated name tries.
 const MAX_NUMBERED: usize = 10_000;
-
-/// Why a download broke off (inside the `io::Error` a remote stream's `read` returns), so that
-/// readers report a network failure as one, not as a damaged archive.
-#[derive(Debug)]
-pub struct DownloadError(pub String);
-
-impl std::fmt::Display for DownloadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DownloadError {}
-
-/// The [`Error::Remote`] for a read error that is a [`DownloadError`], if it is one.
-pub fn download_error(path: &std::path::Path, e: &io::Error) -> Option<Error> {
-    let d = e.get_ref()?.downcast_ref::<DownloadError>()?;
-    Some(Error::Remote {
-        op: "download",
-        url: path.display().to_string(),
-        detail: d.0.clone(),
-        hint: "retry later; if it persists, check the server",
-    })
-}
 
 /// Reads the chunks a download task sends.
 struct ChannelReader {

@@ -50,6 +50,20 @@ pub struct Published {
     pub sha256: String,
 }
 
+/// Why a download broke off: the payload of the `io::Error` a remote stream's `read` returns
+/// when the connection fails part-way, so that readers report a network failure as one
+/// ([`crate::location::download_error`]), not as a damaged archive.
+#[derive(Debug)]
+pub struct DownloadError(pub String);
+
+impl std::fmt::Display for DownloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DownloadError {}
+
 /// A new object being written. Bytes written go to the object in order; nothing is visible
 /// under the final name before [`NewObject::finish`] returns. Dropping it without finishing
 /// discards everything written (a local temp file is removed, an S3 multipart upload aborted).
@@ -89,8 +103,8 @@ pub trait Location: Send + Sync + std::fmt::Debug {
     fn read_range(&self, name: &str, start: u64, len: u64) -> Result<Vec<u8>>;
 
     /// The whole object `name` as a stream, read once from its start. [`crate::error::Error::NotFound`]
-    /// when it does not exist. A stream cut short by the network is an I/O error from `read`,
-    /// never a silent early end.
+    /// when it does not exist. A stream cut short by the network is an I/O error from `read`
+    /// (carrying a [`DownloadError`]), never a silent early end.
     fn read_stream(&self, name: &str) -> Result<Box<dyn Read + Send>>;
 
     /// Starts a new object `name`. Fails at once with [`crate::error::Error::WouldOverwrite`] when the name

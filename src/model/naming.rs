@@ -1,4 +1,5 @@
-//! Names: object references as users write them (a local path, or `s3://bucket/key`), the
+//! Names: object references as users write them (a local path, `s3://bucket/key` or
+//! `mem://bucket/key`) and which kind of place they name ([`Scheme`]), the
 //! object names litevault gives (`<name>-<YYYYMMDDTHHMMSSZ>[-N]<ext>`), made, told apart and
 //! parsed, and the times they carry.
 
@@ -12,9 +13,48 @@ pub const AGE_EXTENSION: &str = ".age";
 /// Prefix of every temp file and directory litevault creates, so leftovers are recognisable.
 pub const TEMP_PREFIX: &str = ".litevault-";
 
-/// Whether `path` names an object or prefix in a bucket (`s3://...`).
+/// Which kind of place a location or object reference names, told by its scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// A path on this machine: anything that starts with no scheme below.
+    Local,
+    /// `s3://bucket/prefix`: an S3-compatible bucket.
+    S3,
+    /// `mem://bucket/prefix`: a bucket in this process's memory ([`crate::location::memory`]).
+    Memory,
+}
+
+impl Scheme {
+    /// The scheme of the reference `s`.
+    pub fn of_str(s: &str) -> Scheme {
+        if s.starts_with("s3://") {
+            Scheme::S3
+        } else if s.starts_with("mem://") {
+            Scheme::Memory
+        } else {
+            Scheme::Local
+        }
+    }
+
+    /// The scheme of the reference `path` (a path that is not UTF-8 is local).
+    pub fn of(path: &Path) -> Scheme {
+        path.to_str().map_or(Scheme::Local, Scheme::of_str)
+    }
+
+    /// What references of this scheme start with (`s3://`, `mem://`; empty for local paths).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Scheme::Local => "",
+            Scheme::S3 => "s3://",
+            Scheme::Memory => "mem://",
+        }
+    }
+}
+
+/// Whether `path` names an object or prefix in a bucket (`s3://...` or `mem://...`): not a path
+/// on this machine.
 pub fn is_remote(path: &Path) -> bool {
-    path.to_str().is_some_and(|s| s.starts_with("s3://"))
+    Scheme::of(path) != Scheme::Local
 }
 
 /// Whether a file name looks like a litevault archive (by extension).

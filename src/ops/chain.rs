@@ -237,7 +237,7 @@ struct ParentRecord {
 /// Where the record of `db_name`'s newest encrypted archive in `loc` is kept (two files:
 /// `.json` and `.hashes`).
 fn parent_record_file(loc: &dyn Location, db_name: &str) -> Option<PathBuf> {
-    let dir = state_dir()?;
+    let dir = state_dir_for(loc)?;
     let id = hex(&Sha256::digest(loc.url().as_bytes()));
     let name = hex(&Sha256::digest(db_name.as_bytes()));
     Some(
@@ -399,9 +399,18 @@ fn archive_sha256(loc: &dyn Location, name: &str) -> Result<String> {
 /// incremental need not read its parent whole to learn it): `$LITEVAULT_STATE_DIR`, else the
 /// platform state directory's `litevault` (e.g. `~/.local/state/litevault`).
 fn state_file(loc: &dyn Location) -> Option<PathBuf> {
-    let dir = state_dir()?;
+    let dir = state_dir_for(loc)?;
     let id = hex(&Sha256::digest(loc.url().as_bytes()));
     Some(dir.join("archives").join(format!("{}.json", &id[..16])))
+}
+
+/// [`state_dir`] for records about `loc`; none for a `mem://` location, whose objects die with
+/// the process (a record on disk would outlive them and describe another bucket of that name).
+fn state_dir_for(loc: &dyn Location) -> Option<PathBuf> {
+    if location::Scheme::of_str(&loc.url()) == location::Scheme::Memory {
+        return None;
+    }
+    state_dir()
 }
 
 /// What litevault keeps on this machine: `$LITEVAULT_STATE_DIR`, else the platform state

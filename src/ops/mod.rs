@@ -17,3 +17,6 @@ pub mod restore;
 pub mod verify;
 
 pub use context::Context;
+
+#[cfg(test)]
+mod tests;

@@ -421,7 +421,7 @@ fn check_database(d: RawDatabase, base: &Path, can_read: bool) -> Result<Databas
         )));
     }
     let location = match d.location {
-        Some(l) if l.starts_with("s3://") => PathBuf::from(l),
+        Some(l) if crate::model::naming::is_remote(Path::new(&l)) => PathBuf::from(l),
         Some(l) if !l.is_empty() => base.join(l),
         _ => {
             return Err(at(

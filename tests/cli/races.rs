@@ -330,8 +330,11 @@ fn backups_in_the_same_second_each_get_a_name_in_a_bucket() {
         }
     }
     assert_eq!(names.len(), 12);
+    // Two runs that claim one name at the same instant both step aside (neither can tell it
+    // was first), so under load a second's names may skip numbers (-5, -6, ...): what matters
+    // is that a taken name moved on to a numbered one.
     assert!(
-        names.iter().any(|n| n.ends_with("-2.tar.zst")),
+        names.iter().any(|n| n.contains("Z-")),
         "no two backups ever fell in one second: {names:?}"
     );
     // Every upload that stepped aside was aborted; nothing but the twelve backups is there.
