@@ -12,12 +12,12 @@ mod common;
 
 fuzz_target!(|data: &[u8]| {
     let path = common::write_input("input.tar.zst", data);
-    let head = archive::read_manifest_and_sha256(&path);
-    let _ = dump::read_any_manifest(&path);
-    if let Ok((_, reader)) = archive::open_reader(&path) {
+    let head = archive::read_manifest_and_sha256(&path, &common::ids());
+    let _ = dump::read_any_manifest(&path, &common::ids());
+    if let Ok((_, reader)) = archive::open_reader(&path, &common::ids()) {
         drop(reader);
     }
-    let whole = archive::read_archive(&path, &mut std::io::sink(), &NoProgress);
+    let whole = archive::read_archive(&path, &mut std::io::sink(), &NoProgress, &common::ids());
     if let Ok(c) = &whole {
         let _ = c.checksum_checks();
         let _ = c.ensure_checksums(&path);

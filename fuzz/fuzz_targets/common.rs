@@ -27,3 +27,9 @@ pub fn write_input(name: &str, data: &[u8]) -> PathBuf {
     std::fs::write(&p, data).expect("write input");
     p
 }
+
+/// No keys: the fuzz inputs are read as a user without an identity reads a backup.
+#[allow(dead_code)]
+pub fn ids() -> litevault::format::crypt::Identities {
+    litevault::format::crypt::Identities::default()
+}

@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     std::env::set_current_dir(&cwd).expect("chdir");
     let path = common::write_input("input.sql", data);
     let db = dir.join("out.db");
-    let _ = dump::check::load_checked(&path, &db, true, false, &NoProgress);
+    let _ = dump::check::load_checked(&path, &db, true, false, &NoProgress, &common::ids());
     std::env::set_current_dir(back).expect("chdir back");
     if let Some(e) = std::fs::read_dir(&cwd).expect("list").next() {
         panic!(

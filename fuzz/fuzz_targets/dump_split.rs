@@ -35,12 +35,12 @@ fn sqlite_ends(text: &[u8]) -> Vec<usize> {
 
 fuzz_target!(|data: &[u8]| {
     let path = common::write_input("input.sql", data);
-    if let Ok((_, content, mut reader)) = dump::open(&path) {
+    if let Ok((_, content, mut reader)) = dump::open(&path, &common::ids()) {
         if content == Content::LitevaultDump {
             let _ = dump::read_header(&path, &mut *reader);
         }
     }
-    let _ = dump::read_any_manifest(&path);
+    let _ = dump::read_any_manifest(&path, &common::ids());
     for line in data.split(|&b| b == b'\n') {
         if let Some(rest) = line.strip_prefix(dump::TRAILER_PREFIX.as_bytes()) {
             let _ = dump::parse_trailer(&String::from_utf8_lossy(rest));

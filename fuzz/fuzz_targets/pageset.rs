@@ -36,7 +36,8 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(&child_path, child).expect("write");
 
     let loc = LocalDir::new(&dir).expect("location");
-    if let Ok(p) = chain::find_parent(&loc, "base", None) {
+    let ctx = litevault::Context::new();
+    if let Ok(p) = chain::find_parent(&ctx, &loc, "base", None) {
         assert_eq!(p.link.name, CHILD);
     }
     let out_path = common::scratch().join("composed.db");
@@ -48,6 +49,7 @@ fuzz_target!(|data: &[u8]| {
         .open(&out_path)
         .expect("open output");
     let _ = chain::compose(
+        &ctx,
         &child_path,
         &out,
         &out_path,
