@@ -78,6 +78,17 @@ pub(crate) struct Args {
     /// Not with --format sql; with --incremental every archive holds its own full copy.
     #[arg(long, value_name = "DIR")]
     include: Vec<PathBuf>,
+    /// Record the application's own metadata in the manifest (repeatable): shown by list and
+    /// show, chosen by `list --label` and `restore --latest --label`. KEY: 1-64 letters,
+    /// digits, '_', '-', '.'; VALUE: up to 256 characters. Not for secrets: manifests are
+    /// readable by whoever can list the location (unless the backup is encrypted).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+}
+
+/// Parses `--label KEY=VALUE` (also for list and restore).
+pub(crate) fn parse_label(text: &str) -> Result<(String, String), String> {
+    litevault::model::labels::parse(text)
 }
 
 /// Runs `litevault backup`; returns the exit code.
@@ -103,7 +114,10 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
         exclude_tables,
         crypt,
         include,
+        labels,
     } = args;
+    let labels = litevault::model::labels::from_pairs(labels)
+        .map_err(|m| Error::InvalidOption(format!("--label: {m}")))?;
     let mut ctx = ctx.clone().with_threads(*threads);
     if matches!(priority, PriorityArg::Low) {
         ctx = ctx.in_background();
@@ -159,6 +173,7 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
         allow_corrupt: *allow_corrupt,
         check_fts: *check_fts,
         encrypt: crypt.encryption(cli)?,
+        labels,
         ..Default::default()
     };
     let r = litevault::backup(&ctx, db, &opts, progress)?;
@@ -190,6 +205,12 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
                 "  {} files and directories beside it ({})\n",
                 r.files,
                 HumanBytes(r.files_bytes)
+            );
+        }
+        if !r.labels.is_empty() {
+            s += &format!(
+                "  labels: {}\n",
+                clean(&litevault::model::labels::describe(&r.labels))
             );
         }
         for v in &r.files_vanished {

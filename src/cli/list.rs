@@ -10,15 +10,33 @@ pub(crate) struct Args {
     /// ~/.local/share/litevault/backups).
     #[arg(long, value_name = "LOCATION")]
     dir: Option<PathBuf>,
+    /// Only the backups with this label (KEY=VALUE, as `backup --label` recorded it;
+    /// repeatable: all must match). Backups whose manifest cannot be read are left out.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = super::backup::parse_label)]
+    labels: Vec<(String, String)>,
 }
 
 /// Runs `litevault list`; returns the exit code.
 pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, _progress: &dyn Progress) -> Result<u8, Error> {
-    let Args { dir } = args;
+    let Args { dir, labels } = args;
     let dir = dir.clone().unwrap_or_else(litevault::default_backup_dir);
-    let items = litevault::list(ctx, &dir)?;
+    let mut items = litevault::list(ctx, &dir)?;
+    if !labels.is_empty() {
+        items.retain(|it| {
+            it.manifest
+                .as_ref()
+                .is_some_and(|m| litevault::model::labels::matches(&m.labels, labels))
+        });
+    }
     if cli.json {
         out(&json(&items));
+    } else if items.is_empty() && !labels.is_empty() && !cli.quiet {
+        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out(&format!(
+            "no archives or dumps with label {} in {}\n",
+            clean(&wanted.join(", ")),
+            dir.display()
+        ));
     } else if !cli.quiet {
         out(&render_list(&dir, &items, cli.verbose));
     }
@@ -76,7 +94,15 @@ fn render_list(dir: &std::path::Path, items: &[litevault::ArchiveSummary], verbo
                 } else {
                     let (count, bytes) = litevault::format::files::totals(&m.files);
                     format!(", {count} files ({})", HumanBytes(bytes))
-                } + if it.encrypted { ", encrypted" } else { "" },
+                } + if it.encrypted { ", encrypted" } else { "" }
+                    + &if m.labels.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ", labels {}",
+                            clean(&litevault::model::labels::describe(&m.labels))
+                        )
+                    },
             ]),
             None if it.encrypted && it.error.is_none() => rows.push([
                 name.clone(),

@@ -23,6 +23,18 @@ pub(crate) struct Args {
     /// With --latest: the newest backup created at or before TIME (RFC 3339, or "2h ago").
     #[arg(long, requires = "latest", value_name = "TIME")]
     at: Option<String>,
+    /// With --latest: the newest backup with this label (KEY=VALUE, as `backup --label`
+    /// recorded it; repeatable: all must match).
+    #[arg(long = "label", requires = "latest", value_name = "KEY=VALUE", value_parser = super::backup::parse_label)]
+    labels: Vec<(String, String)>,
+    /// Restore only when the database does not exist (a container's first start on an empty
+    /// volume): an existing database is left as it is, and with --latest a location without
+    /// a backup restores nothing; both exit 0 and say so (--json: "restored": false and why).
+    #[arg(long, conflicts_with_all = ["overwrite", "dry_run"])]
+    if_missing: bool,
+    /// With --if-missing: a location without a backup is an error (exit 1), not a fresh start.
+    #[arg(long, requires = "if_missing")]
+    require_backup: bool,
     /// Replace an existing database (a safety archive of it is kept first).
     #[arg(long)]
     overwrite: bool,
@@ -58,6 +70,22 @@ pub(crate) struct Args {
     files_to: Option<PathBuf>,
 }
 
+/// What `restore --if-missing` says when it restores nothing: `why` for people, `reason`
+/// ("exists", "no backup") for scripts; exit 0.
+fn not_restored(cli: &Cli, db: &std::path::Path, reason: &str, why: &str) -> u8 {
+    if cli.json {
+        out(&json(&serde_json::json!({
+            "restored": false,
+            "target": db,
+            "reason": reason,
+            "detail": why,
+        })));
+    } else if !cli.quiet {
+        out(&format!("{why}: nothing restored ({})\n", db.display()));
+    }
+    exit::OK
+}
+
 /// Runs `litevault restore`; returns the exit code.
 pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
     let Args {
@@ -66,6 +94,9 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
         name,
         dir,
         at,
+        labels,
+        if_missing,
+        require_backup,
         overwrite,
         dry_run,
         allow_newer_schema,
@@ -76,6 +107,12 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
         crypt,
         files_to,
     } = args;
+    // --if-missing: an existing database (or a link or anything else at its path) is kept.
+    if let (true, Some(db)) = (*if_missing, paths.last()) {
+        if db.symlink_metadata().is_ok() {
+            return Ok(not_restored(cli, db, "exists", "the database exists"));
+        }
+    }
     let (archive, db) = match (paths.as_slice(), *latest) {
         ([db], true) => {
             let dir = dir.clone().unwrap_or_else(litevault::default_backup_dir);
@@ -88,7 +125,18 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
                 ),
                 None => None,
             };
-            let newest = litevault::ops::chain::latest_required(ctx, loc.as_ref(), &name, at)?;
+            let newest = match litevault::ops::chain::latest_labelled(ctx, loc.as_ref(), &name, at, labels)? {
+                Some(n) => n,
+                None if *if_missing && !*require_backup => {
+                    return Ok(not_restored(
+                        cli,
+                        db,
+                        "no backup",
+                        &format!("no backup of {name:?} in {}", loc.url()),
+                    ))
+                }
+                None => return Err(litevault::ops::chain::none_found(loc.as_ref(), &name, at, labels)),
+            };
             (loc.object_path(&newest), db.clone())
         }
         ([archive, db], false) => (archive.clone(), db.clone()),
@@ -123,7 +171,20 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
         }
         return Ok(exit::OK);
     }
-    let r = litevault::restore(ctx, archive, db, &opts, progress)?;
+    let r = match litevault::restore(ctx, archive, db, &opts, progress) {
+        // Created by someone else while the backup was read: theirs is kept.
+        Err(Error::WouldOverwrite { path })
+            if *if_missing && path == std::path::absolute(db).unwrap_or_default() =>
+        {
+            return Ok(not_restored(
+                cli,
+                db,
+                "exists",
+                "the database appeared while the backup was read",
+            ))
+        }
+        other => other?,
+    };
     if cli.json {
         out(&json(&r));
     } else if !cli.quiet {

@@ -82,6 +82,9 @@ fn render_manifest(m: &litevault::Manifest) -> String {
     kv("created_at", clean(&m.created_at));
     kv("source", clean(&m.source));
     kv("host", clean(&m.host));
+    if !m.labels.is_empty() {
+        kv("labels", clean(&litevault::model::labels::describe(&m.labels)));
+    }
     kv("tool_version", clean(&m.tool_version));
     kv("sqlite_version", clean(&m.sqlite_version));
     kv("method", m.method.to_string());

@@ -90,6 +90,10 @@ pub struct Manifest {
     /// `files/<path>` entry after the data entry (none in archives without them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<crate::format::files::FileEntry>,
+    /// The application's own metadata (`backup --label KEY=VALUE`), by key; none in archives
+    /// without them (older readers ignore the field).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: crate::model::labels::Labels,
 }
 
 impl Manifest {
@@ -124,6 +128,7 @@ impl Manifest {
             full_reason: None,
             body_size: None,
             files: Vec::new(),
+            labels: Default::default(),
         }
     }
 }
@@ -206,6 +211,7 @@ impl Manifest {
         if !["full", "sql", "incremental"].contains(&self.kind.as_str()) {
             return Err(format!("unsupported archive kind {:?}", self.kind));
         }
+        crate::model::labels::check_all(&self.labels)?;
         let ps = self.db.page_size as u64;
         if self.db.tables.len() > 1_000_000 {
             return Err(format!("{} tables listed", self.db.tables.len()));

@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod compression;
+pub mod labels;
 pub mod naming;
 pub mod sql;
 pub mod time;

@@ -68,6 +68,9 @@ pub struct BackupOptions {
     /// Encrypt the archive or dump (age): it is stored as `<name>.age`, readable only with an
     /// identity of one of the recipients (or the passphrase). See [`crate::format::crypt`].
     pub encrypt: Option<crate::format::crypt::Encryption>,
+    /// The application's own metadata, recorded in the manifest (checked:
+    /// [`crate::model::labels::check_all`]).
+    pub labels: crate::model::labels::Labels,
 }
 
 /// Where a backup goes.
@@ -266,6 +269,9 @@ pub struct BackupReport {
     /// Files that vanished between the walk of the included directories and their copy
     /// (left out of the archive).
     pub files_vanished: Vec<String>,
+    /// The labels recorded in the manifest.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: crate::model::labels::Labels,
 }
 
 /// The default backup location: `$LITEVAULT_DIR` (a directory or `s3://bucket/prefix`), else
@@ -456,6 +462,8 @@ fn backup_once(
     if let Some(level) = opts.level {
         opts.compression.check_level(level)?;
     }
+    crate::model::labels::check_all(&opts.labels)
+        .map_err(|m| Error::InvalidOption(format!("--label: {m}")))?;
     if let Format::Sql(selection) = &opts.format {
         return backup_sql(ctx, source, opts, selection, progress);
     }
@@ -612,6 +620,7 @@ fn backup_once(
         files,
         files_bytes,
         files_vanished: vanished,
+        labels: opts.labels.clone(),
     })
 }
 
@@ -628,6 +637,7 @@ fn run_manifest(kind: &str, source: &Path, opts: &BackupOptions, db: DbInfo) -> 
         compression: opts.compression,
         compression_level: opts.level.or(opts.compression.default_level()),
         quick_check: "ok".into(),
+        labels: opts.labels.clone(),
         ..Manifest::new(kind, db)
     }
 }
@@ -733,6 +743,7 @@ fn backup_sql(
         files: 0,
         files_bytes: 0,
         files_vanished: Vec::new(),
+        labels: opts.labels.clone(),
         phases: {
             clock.lap("fsync and rename");
             clock.into_phases()

@@ -721,13 +721,69 @@ pub fn latest(ctx: &Context, loc: &dyn Location, name: &str, at: Option<i64>) ->
     Ok(best.map(|(_, n)| n))
 }
 
+/// The newest backup of `name` in `loc` (at or before `at`) whose manifest has every label of
+/// `wanted` ([`crate::model::labels::matches`]); [`latest`] when `wanted` is empty. Manifests
+/// are read newest first until one matches; one that cannot be read does not match.
+pub fn latest_labelled(
+    ctx: &Context,
+    loc: &dyn Location,
+    name: &str,
+    at: Option<i64>,
+    wanted: &[(String, String)],
+) -> Result<Option<String>> {
+    if wanted.is_empty() {
+        return latest(ctx, loc, name, at);
+    }
+    let mut by_second: std::collections::BTreeMap<i64, Vec<(u32, String)>> = Default::default();
+    for m in loc.list()? {
+        if !location::is_backup_name(&m.name) {
+            continue;
+        }
+        let Some((group, created)) = crate::model::naming::parse_backup_name(&m.name) else {
+            continue;
+        };
+        if group == name && at.is_none_or(|t| created <= t) {
+            by_second
+                .entry(created)
+                .or_default()
+                .push((location::sequence(&m.name), m.name));
+        }
+    }
+    for (created, names) in by_second.into_iter().rev() {
+        let best = names
+            .into_iter()
+            .filter_map(|(seq, n)| {
+                let m = crate::format::dump::read_manifest(&loc.object_path(&n), ctx.identities()).ok()?;
+                crate::model::labels::matches(&m.labels, wanted)
+                    .then(|| ((m.snapshot_offset_ns(created), seq), n))
+            })
+            .max();
+        if let Some((_, n)) = best {
+            return Ok(Some(n));
+        }
+    }
+    Ok(None)
+}
+
 /// [`latest`], or [`Error::NotFound`] naming what was looked for when there is none.
 pub fn latest_required(ctx: &Context, loc: &dyn Location, name: &str, at: Option<i64>) -> Result<String> {
-    latest(ctx, loc, name, at)?.ok_or_else(|| Error::NotFound {
+    latest(ctx, loc, name, at)?.ok_or_else(|| none_found(loc, name, at, &[]))
+}
+
+/// The [`Error::NotFound`] of a search for the newest backup of `name` (at or before `at`, with
+/// the labels `wanted`) that found none.
+pub fn none_found(loc: &dyn Location, name: &str, at: Option<i64>, wanted: &[(String, String)]) -> Error {
+    let labels: Vec<String> = wanted.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    Error::NotFound {
         path: loc.object_path(&format!(
-            "{name}-<stamp>.*{}",
+            "{name}-<stamp>.*{}{}",
             at.map(|t| format!(" at or before {}", location::format_time(t)))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if labels.is_empty() {
+                String::new()
+            } else {
+                format!(" with label {}", labels.join(", "))
+            }
         )),
-    })
+    }
 }

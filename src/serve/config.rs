@@ -88,6 +88,8 @@ pub struct DatabaseConfig {
     /// Encrypt its backups and the safety archives of its restores (`encrypt_to`,
     /// `encrypt_to_file`, or `passphrase_file`).
     pub encrypt: Option<crate::format::crypt::Encryption>,
+    /// Labels recorded in each backup's manifest (`labels = { app_version = "2.3.1" }`).
+    pub labels: crate::model::labels::Labels,
 }
 
 /// When something runs: every fixed interval, or at the times a cron expression names (UTC).
@@ -214,6 +216,8 @@ struct RawDatabase {
     #[serde(default)]
     encrypt_to_file: Vec<PathBuf>,
     passphrase_file: Option<PathBuf>,
+    #[serde(default)]
+    labels: crate::model::labels::Labels,
 }
 
 #[derive(Deserialize)]
@@ -495,6 +499,8 @@ fn check_database(d: RawDatabase, base: &Path, can_read: bool) -> Result<Databas
                 .into(),
         ));
     }
+    let labels = d.labels;
+    crate::model::labels::check_all(&labels).map_err(|m| at(format!("labels: {m}")))?;
     let files: Vec<PathBuf> = d.encrypt_to_file.iter().map(|f| base.join(f)).collect();
     let encrypt = match (
         crate::format::crypt::Encryption::to_recipients(&d.encrypt_to, &files).map_err(|e| at(e.to_string()))?,
@@ -541,6 +547,7 @@ fn check_database(d: RawDatabase, base: &Path, can_read: bool) -> Result<Databas
         keep,
         verify,
         encrypt,
+        labels,
     })
 }
 
@@ -596,6 +603,18 @@ include = ["uploads", "/var/lib/app/exports"]
     }
 
     #[test]
+    fn labels_go_into_each_backup() {
+        let c = parse(
+            "[[databases]]\nname = \"app\"\npath = \"app.db\"\nlocation = \"/b\"\nschedule = \"every 1h\"\nlabels = { app_version = \"2.3.1\", tracked_files = \"1523\" }\n",
+        )
+        .unwrap();
+        let labels = &c.databases[0].labels;
+        assert_eq!(labels.len(), 2);
+        assert_eq!(labels["app_version"], "2.3.1");
+        assert_eq!(labels["tracked_files"], "1523");
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let db =
             "[[databases]]\nname = \"app\"\npath = \"app.db\"\nlocation = \"/b\"\nschedule = \"every 1h\"\n";
@@ -619,6 +638,11 @@ include = ["uploads", "/var/lib/app/exports"]
                 "not SQL dumps",
             ),
             (format!("{db}colour = \"blue\"\n"), "unknown field"),
+            (
+                format!("{db}labels = {{ \"bad key\" = \"1\" }}\n"),
+                "labels: label key",
+            ),
+            (format!("{db}labels = {{ k = \"a\\nb\" }}\n"), "control character"),
             (
                 format!("header_timeout = \"0s\"\n{db}"),
                 "header_timeout: from 1s",

@@ -251,6 +251,7 @@ fn execute(ctx: &crate::ops::Context, db: &DatabaseConfig, work: &Work, progress
                 name: Some(db.name.clone()),
                 format: db.format.clone(),
                 encrypt: db.encrypt.clone(),
+                labels: db.labels.clone(),
                 ..Default::default()
             };
             match crate::ops::backup::backup(ctx, &db.path, &opts, progress) {

@@ -13,6 +13,7 @@ mod s3server;
 
 mod backup;
 mod crypt;
+mod deploy;
 mod dump;
 mod faults;
 mod files;
