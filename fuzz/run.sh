@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the fuzz targets and runs each for a time budget, then prints what each run did.
 #
-#   fuzz/run.sh [--budget SECONDS] [--jobs N] [--sanitizer address|none] [--dev] [--work DIR] [TARGET...]
+#   fuzz/run.sh [--budget SECONDS] [--jobs N] [--sanitizer address|none] [--dev] [--work DIR] [--build-only] [TARGET...]
 #
 # TARGET...: names of fuzz/fuzz_targets/*.rs (default: every file there with a fuzz_target!).
 # --budget: seconds per target (default 60). --jobs: targets run at once (default 1), each
@@ -9,7 +9,8 @@
 # runs about twice as fast, for a smoke run). --dev: an unoptimized build (a third of the
 # build's CPU time, slower runs: for a short smoke run). --work: where the growing corpora,
 # artifacts and logs go (default fuzz/target/work; the committed seeds in fuzz/corpus are only
-# read).
+# read). --build-only: build the targets and stop (a later run with the same options finds
+# them built).
 #
 # Each target runs in libFuzzer's fork mode, which goes on after a crash, a timeout or an
 # out-of-memory and saves each input under WORK/artifacts/TARGET/. The exit status is 1 when
@@ -24,6 +25,7 @@ sanitizer=address
 mode=()
 work="$here/target/work"
 targets=()
+build_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --budget) budget="$2"; shift 2 ;;
@@ -31,7 +33,8 @@ while [ $# -gt 0 ]; do
     --sanitizer) sanitizer="$2"; shift 2 ;;
     --dev) mode=(-D); shift ;;
     --work) work="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --build-only) build_only=1; shift ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
   esac
@@ -62,6 +65,7 @@ else
   nice -n 19 cargo fuzz build "${mode[@]}" -s "$sanitizer" --target-dir "$tdir" 2>&1 | grep -v '^ *Compiling' >&2
 fi
 echo "build: $(( $(date +%s) - build_start )) s" >&2
+[ "$build_only" = 1 ] && exit 0
 
 run_one() {
   local t="$1"
