@@ -1,7 +1,6 @@
 //! Just enough of SQL's lexical structure to classify a dump's statements before SQLite sees
 //! them: words, identifiers, quoted literals, the target of an INSERT or CREATE, PRAGMAs.
 
-
 /// The first `n` words of a statement, uppercased (identifiers and keywords only; stops at
 /// anything else).
 pub(super) fn words(sql: &str, n: usize) -> Vec<String> {
