@@ -84,15 +84,8 @@ fn parse_url(url: &str) -> Result<(String, String)> {
         .ok_or_else(|| Error::InvalidOption(format!("{url:?} is not a mem:// URL")))?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     check_bucket_name(bucket).map_err(|why| Error::InvalidOption(format!("{url:?}: {why}")))?;
-    let prefix = prefix.trim_matches('/');
-    if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
-        return Err(Error::InvalidOption(format!("{url:?}: invalid prefix")));
-    }
-    let prefix = if prefix.is_empty() {
-        String::new()
-    } else {
-        format!("{prefix}/")
-    };
+    let prefix = crate::model::naming::object_prefix(prefix)
+        .ok_or_else(|| Error::InvalidOption(format!("{url:?}: invalid prefix")))?;
     Ok((bucket.to_string(), prefix))
 }
 

@@ -227,15 +227,8 @@ pub fn parse_url(url: &str) -> Result<(String, String)> {
             "{url:?}: {bucket:?} is not a bucket name (3-63 characters: a-z, 0-9, '-', '.')"
         )));
     }
-    let prefix = prefix.trim_matches('/');
-    if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
-        return Err(Error::InvalidOption(format!("{url:?}: invalid prefix")));
-    }
-    let prefix = if prefix.is_empty() {
-        String::new()
-    } else {
-        format!("{prefix}/")
-    };
+    let prefix = crate::model::naming::object_prefix(prefix)
+        .ok_or_else(|| Error::InvalidOption(format!("{url:?}: invalid prefix")))?;
     Ok((bucket.to_string(), prefix))
 }
 

@@ -57,6 +57,20 @@ pub fn is_remote(path: &Path) -> bool {
     Scheme::of(path) != Scheme::Local
 }
 
+/// A bucket prefix as locations keep it: without leading or trailing `/`, then with one `/`
+/// at its end ("" for the bucket's top). `None` for a prefix with an empty, `.` or `..` part.
+pub fn object_prefix(prefix: &str) -> Option<String> {
+    let prefix = prefix.trim_matches('/');
+    if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
+        return None;
+    }
+    Some(if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    })
+}
+
 /// Whether a file name looks like a litevault archive (by extension).
 pub fn is_archive_name(name: &str) -> bool {
     let name = name.strip_suffix(AGE_EXTENSION).unwrap_or(name);
