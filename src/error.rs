@@ -22,26 +22,32 @@ pub enum ErrorClass {
     Refused,
     /// The caller's options do not fit together.
     Usage,
+    /// The caller asked the operation to stop ([`crate::Progress::cancelled`]); it stopped,
+    /// removed its temp files and published nothing.
+    Interrupted,
 }
 
 impl ErrorClass {
-    /// The exit code the command line gives this class: 1 failed, 2 usage, 3 corrupt, 4 refused.
+    /// The exit code the command line gives this class: 1 failed, 2 usage, 3 corrupt, 4 refused,
+    /// 130 interrupted (as a shell reports SIGINT).
     pub fn exit_code(self) -> u8 {
         match self {
             ErrorClass::Failed => 1,
             ErrorClass::Usage => 2,
             ErrorClass::Corrupt => 3,
             ErrorClass::Refused => 4,
+            ErrorClass::Interrupted => 130,
         }
     }
 
-    /// Its name in JSON reports: "error", "usage", "corrupt" or "refused".
+    /// Its name in JSON reports: "error", "usage", "corrupt", "refused" or "interrupted".
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorClass::Failed => "error",
             ErrorClass::Usage => "usage",
             ErrorClass::Corrupt => "corrupt",
             ErrorClass::Refused => "refused",
+            ErrorClass::Interrupted => "interrupted",
         }
     }
 }
@@ -194,6 +200,9 @@ pub enum Error {
     /// The caller passed options that do not fit together.
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// The caller asked the operation to stop ([`crate::Progress::cancelled`]).
+    #[error("cancelled: stopped before it finished; nothing was published and its temp files are removed")]
+    Cancelled,
     /// The database was restored, but putting the archive's files in place failed part-way
     /// (the files already renamed stay; the others were removed).
     #[error("{}: the database was restored{}, but putting its files in place failed: {detail}", path.display(), safety_archive.as_ref().map(|p| format!(" (the previous one is kept in {})", p.display())).unwrap_or_default())]
@@ -297,6 +306,8 @@ impl Error {
             | Error::UnsafeFile { .. } => ErrorClass::Refused,
             Error::Sqlite { source, .. } if is_corruption(source) => ErrorClass::Corrupt,
             Error::InvalidOption(_) => ErrorClass::Usage,
+            Error::Cancelled => ErrorClass::Interrupted,
+            Error::Io { source, .. } if is_cancelled(source) => ErrorClass::Interrupted,
             _ => ErrorClass::Failed,
         }
     }
@@ -358,4 +369,18 @@ pub(crate) fn is_corruption(err: &rusqlite::Error) -> bool {
         err.sqlite_error_code(),
         Some(rusqlite::ErrorCode::DatabaseCorrupt) | Some(rusqlite::ErrorCode::NotADatabase)
     )
+}
+
+/// The I/O error a reader or writer returns when the caller cancelled the work (an
+/// [`io::Error`](std::io::Error) carrying [`Error::Cancelled`]): the operation's own error
+/// then has [`ErrorClass::Interrupted`].
+pub fn cancelled_io() -> std::io::Error {
+    std::io::Error::other(Error::Cancelled)
+}
+
+/// Whether this I/O error is [`cancelled_io`]'s.
+pub fn is_cancelled(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<Error>())
+        .is_some_and(|inner| matches!(inner, Error::Cancelled))
 }

@@ -25,7 +25,8 @@
 //!
 //! The modules are layers, each importing only those below it (checked in CI): [`model`] and
 //! [`error`] (data, no I/O), the helpers [`fsutil`], [`progress`] and [`priority`], then
-//! [`sqlite`] and [`location`], [`format`](mod@format), [`ops`], and the daemon ([`serve`], feature `serve`).
+//! [`sqlite`] and [`location`], [`format`](mod@format), [`ops`], the daemon ([`serve`], feature `serve`)
+//! and the command line (`cli`, feature `cli`).
 //!
 //! ```
 //! use litevault::{backup, restore, verify, BackupOptions, Context, Destination, RestoreOptions, VerifyOptions, NoProgress};
@@ -71,6 +72,9 @@ pub mod sqlite;
 pub mod ops;
 #[cfg(feature = "serve")]
 pub mod serve;
+
+#[cfg(feature = "cli")]
+pub mod cli;
 
 pub use error::{Error, ErrorClass, Result};
 pub use format::archive::Compression;

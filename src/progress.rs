@@ -18,6 +18,30 @@ pub trait Progress: Send + Sync {
     fn advance(&self, _bytes: u64) {}
     /// The current phase is finished.
     fn end(&self) {}
+    /// Whether the caller wants the operation stopped. Asked after each `advance`: once it
+    /// says yes, the operation stops with [`Error::Cancelled`](crate::error::Error::Cancelled), removes
+    /// its temp files and publishes nothing.
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// `advance(bytes)`, then `Err(Error::Cancelled)` if the receiver asks to stop.
+pub(crate) fn step(progress: &dyn Progress, bytes: u64) -> crate::error::Result<()> {
+    progress.advance(bytes);
+    if progress.cancelled() {
+        return Err(crate::error::Error::Cancelled);
+    }
+    Ok(())
+}
+
+/// [`step`] for readers and writers: the cancellation as [`crate::error::cancelled_io`].
+pub(crate) fn step_io(progress: &dyn Progress, bytes: u64) -> std::io::Result<()> {
+    progress.advance(bytes);
+    if progress.cancelled() {
+        return Err(crate::error::cancelled_io());
+    }
+    Ok(())
 }
 
 /// A [`Progress`] that ignores everything.

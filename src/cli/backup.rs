@@ -1,8 +1,11 @@
 //! `litevault backup`: its arguments, how they become the library's options, and the
 //! rendering of its report.
 
-use super::*;
-use litevault::{ArchiveOptions, Destination, Format, Selection};
+use super::common::*;
+use crate::format::dump::write::Selection;
+use crate::ops::backup::ArchiveOptions;
+use crate::ops::backup::Destination;
+use crate::ops::backup::Format;
 
 // The arguments of `litevault backup` (its help text is on `Command::Backup`).
 #[derive(clap::Args)]
@@ -88,11 +91,11 @@ pub(crate) struct Args {
 
 /// Parses `--label KEY=VALUE` (also for list and restore).
 pub(crate) fn parse_label(text: &str) -> Result<(String, String), String> {
-    litevault::model::labels::parse(text)
+    crate::model::labels::parse(text)
 }
 
 /// Runs `litevault backup`; returns the exit code.
-pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
+pub(crate) fn run(ctx: &Context, cli: &Globals, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
     let Args {
         db,
         output,
@@ -116,7 +119,7 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
         include,
         labels,
     } = args;
-    let labels = litevault::model::labels::from_pairs(labels)
+    let labels = crate::model::labels::from_pairs(labels)
         .map_err(|m| Error::InvalidOption(format!("--label: {m}")))?;
     let mut ctx = ctx.clone().with_threads(*threads);
     if matches!(priority, PriorityArg::Low) {
@@ -176,7 +179,7 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
         labels,
         ..Default::default()
     };
-    let r = litevault::backup(&ctx, db, &opts, progress)?;
+    let r = crate::ops::backup::backup(&ctx, db, &opts, progress)?;
     if cli.json {
         out(&json(&r));
     } else if !cli.quiet {
@@ -188,7 +191,7 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
             HumanBytes(r.archive_size),
             if r.kind == "sql" { "SQL dump" } else { "archive" },
             match r.compression {
-                litevault::Compression::None => "uncompressed".to_string(),
+                Compression::None => "uncompressed".to_string(),
                 c => c.to_string(),
             },
             count(r.tables as u64, "table", "tables"),
@@ -210,7 +213,7 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
         if !r.labels.is_empty() {
             s += &format!(
                 "  labels: {}\n",
-                clean(&litevault::model::labels::describe(&r.labels))
+                clean(&crate::model::labels::describe(&r.labels))
             );
         }
         for v in &r.files_vanished {
@@ -226,10 +229,10 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
             s += "  warning: the database failed quick_check; archived anyway and marked corrupt\n";
         }
         if cli.verbose {
-            s += &format!(
-                "  sha256 {} (archive)\n  sha256 {} (database)\n",
-                r.archive_sha256, r.database_sha256
-            );
+            s += &format!("  sha256 {} (archive)\n", r.archive_sha256);
+            if let Some(sum) = &r.database_sha256 {
+                s += &format!("  sha256 {sum} (database)\n");
+            }
         }
         out(&s);
     }

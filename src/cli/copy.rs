@@ -1,7 +1,7 @@
 //! `litevault copy`: its arguments, how they become the library's options, and the
 //! rendering of its report.
 
-use super::*;
+use super::common::*;
 
 // The arguments of `litevault copy` (its help text is on `Command::Copy`).
 #[derive(clap::Args)]
@@ -15,9 +15,9 @@ pub(crate) struct Args {
 }
 
 /// Runs `litevault copy`; returns the exit code.
-pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
+pub(crate) fn run(ctx: &Context, cli: &Globals, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
     let Args { sources, dest } = args;
-    let r = litevault::ops::copy::copy(ctx, sources, dest, progress)?;
+    let r = crate::ops::copy::copy(ctx, sources, dest, progress)?;
     if cli.json {
         out(&json(&r));
     } else if !cli.quiet {

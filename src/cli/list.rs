@@ -1,7 +1,7 @@
 //! `litevault list`: its arguments, how they become the library's options, and the
 //! rendering of its report.
 
-use super::*;
+use super::common::*;
 
 // The arguments of `litevault list` (its help text is on `Command::List`).
 #[derive(clap::Args)]
@@ -17,15 +17,15 @@ pub(crate) struct Args {
 }
 
 /// Runs `litevault list`; returns the exit code.
-pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, _progress: &dyn Progress) -> Result<u8, Error> {
+pub(crate) fn run(ctx: &Context, cli: &Globals, args: &Args, _progress: &dyn Progress) -> Result<u8, Error> {
     let Args { dir, labels } = args;
-    let dir = dir.clone().unwrap_or_else(litevault::default_backup_dir);
-    let mut items = litevault::list(ctx, &dir)?;
+    let dir = dir.clone().unwrap_or_else(crate::ops::backup::default_backup_dir);
+    let mut items = crate::ops::list::list(ctx, &dir)?;
     if !labels.is_empty() {
         items.retain(|it| {
             it.manifest
                 .as_ref()
-                .is_some_and(|m| litevault::model::labels::matches(&m.labels, labels))
+                .is_some_and(|m| crate::model::labels::matches(&m.labels, labels))
         });
     }
     if cli.json {
@@ -43,7 +43,7 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, _progress: &dyn Progres
     Ok(exit::OK)
 }
 
-fn render_list(dir: &std::path::Path, items: &[litevault::ArchiveSummary], verbose: bool) -> String {
+fn render_list(dir: &std::path::Path, items: &[crate::ops::list::ArchiveSummary], verbose: bool) -> String {
     if items.is_empty() {
         return format!("no archives or dumps in {}\n", dir.display());
     }
@@ -92,22 +92,37 @@ fn render_list(dir: &std::path::Path, items: &[litevault::ArchiveSummary], verbo
                 } + &if m.files.is_empty() {
                     String::new()
                 } else {
-                    let (count, bytes) = litevault::format::files::totals(&m.files);
+                    let (count, bytes) = crate::format::files::totals(&m.files);
                     format!(", {count} files ({})", HumanBytes(bytes))
                 } + if it.encrypted { ", encrypted" } else { "" }
+                    + &match &it.replicated {
+                        Some(r) => format!(
+                            ", then replicated: {} ({} segments, {}{})",
+                            match (&r.first, &r.last) {
+                                (Some((a, ta)), Some((b, tb))) =>
+                                    format!("transactions {a}..{b}, {} .. {}", clean(ta), clean(tb)),
+                                _ => "no transaction yet".into(),
+                            },
+                            r.segments,
+                            HumanBytes(r.bytes),
+                            if r.orphaned > 0 {
+                                format!(", {} orphaned after a missing one", r.orphaned)
+                            } else {
+                                String::new()
+                            }
+                        ),
+                        None => String::new(),
+                    }
                     + &if m.labels.is_empty() {
                         String::new()
                     } else {
-                        format!(
-                            ", labels {}",
-                            clean(&litevault::model::labels::describe(&m.labels))
-                        )
+                        format!(", labels {}", clean(&crate::model::labels::describe(&m.labels)))
                     },
             ]),
             None if it.encrypted && it.error.is_none() => rows.push([
                 name.clone(),
-                litevault::ops::prune::policy::parse_backup_name(&name)
-                    .map(|(_, t)| litevault::location::format_time(t))
+                crate::ops::prune::policy::parse_backup_name(&name)
+                    .map(|(_, t)| crate::location::format_time(t))
                     .unwrap_or_else(|| "-".into()),
                 "(encrypted: --identity to read)".into(),
                 "-".into(),

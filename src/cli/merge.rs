@@ -1,7 +1,7 @@
 //! `litevault merge`: its arguments, how they become the library's options, and the
 //! rendering of its report.
 
-use super::*;
+use super::common::*;
 
 // The arguments of `litevault merge` (its help text is on `Command::Merge`).
 #[derive(clap::Args)]
@@ -36,7 +36,7 @@ pub(crate) struct Args {
 }
 
 /// Runs `litevault merge`; returns the exit code.
-pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
+pub(crate) fn run(ctx: &Context, cli: &Globals, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
     let Args {
         sources,
         target,
@@ -51,12 +51,12 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
     let keys = match keys {
         Some(k) => {
             let text = std::fs::read_to_string(k).map_err(|e| Error::io("read", k, e))?;
-            litevault::ops::merge::parse_keys(&text)
+            crate::ops::merge::parse_keys(&text)
                 .map_err(|m| Error::InvalidOption(format!("{}: {m}", k.display())))?
         }
         None => Default::default(),
     };
-    let opts = litevault::ops::merge::MergeOptions {
+    let opts = crate::ops::merge::MergeOptions {
         dry_run: *dry_run,
         keys,
         create_missing_tables: *create_missing_tables,
@@ -66,7 +66,7 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
         safety_dir: safety_dir.clone(),
         encrypt: crypt.encryption(cli)?,
     };
-    let r = litevault::ops::merge::merge(ctx, sources, target, &opts, progress)?;
+    let r = crate::ops::merge::merge(ctx, sources, target, &opts, progress)?;
     if cli.json {
         out(&json(&r));
     } else if !cli.quiet {
@@ -75,7 +75,7 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
     Ok(exit::OK)
 }
 
-fn render_merge(r: &litevault::ops::merge::MergeReport) -> String {
+fn render_merge(r: &crate::ops::merge::MergeReport) -> String {
     let mut s = format!(
         "{} {} backup(s) into {}\n",
         if r.dry_run { "dry run: merge" } else { "merged" },

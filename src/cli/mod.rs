@@ -1,35 +1,32 @@
-//! The command line: the global flags and the subcommands (one module each, with its arguments,
-//! the options they become and the rendering of its report), the progress bar, the shared
-//! renderers, signals, and the dispatch from a parsed command to its module.
+//! The command line (feature `cli`): the global flags and the subcommands (one module each, with
+//! its arguments, the options they become and the rendering of its report), the progress bar,
+//! the shared renderers, signals, and the dispatch from a parsed command to its module. It is
+//! the top layer: [`main`] is the `litevault` binary (and the command that the Python wheel
+//! installs); [`run_json`] runs one command in-process for a program that speaks the command
+//! line's words (the Python module). Nothing below imports it.
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-use litevault::{
-    BackupOptions, Check, CheckStatus, Compression, Context, Error, Method, Progress, Reindex,
-    RestoreOptions, VerifyOptions,
-};
+use clap::{Parser, Subcommand};
+
+use crate::error::Error;
+use crate::progress::{NoProgress, Progress};
+use common::*;
 
 mod backup;
+mod common;
 mod copy;
 mod list;
 mod merge;
 mod prune;
+mod replicate;
 mod restore;
 #[cfg(feature = "serve")]
 mod serve;
+#[cfg(feature = "serve")]
+mod serve_cmd;
 mod show;
 mod verify;
-
-/// Exit codes, as documented in the README.
-mod exit {
-    pub(crate) const OK: u8 = 0;
-    pub(crate) const CORRUPT: u8 = 3;
-}
 
 #[derive(Parser)]
 #[command(
@@ -39,130 +36,10 @@ mod exit {
     after_help = "Examples:\n  litevault backup app.db\n  litevault list\n  litevault verify ~/.local/share/litevault/backups/app-20261121T101500Z.tar.zst\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite\n\nExit codes: 0 ok, 1 error, 2 usage, 3 corruption or failed verification, 4 refused (would overwrite, in use, newer schema)."
 )]
 pub(crate) struct Cli {
-    /// Print the report as JSON on stdout (for scripts).
-    #[arg(long, global = true)]
-    pub(crate) json: bool,
-    /// Print nothing but errors.
-    #[arg(short, long, global = true)]
-    pub(crate) quiet: bool,
-    /// Print more detail (every table, every check).
-    #[arg(short, long, global = true)]
-    pub(crate) verbose: bool,
-    /// An age identity file (AGE-SECRET-KEY-1... lines, as age-keygen writes) or an
-    /// unprotected SSH private key, to read encrypted backups with (repeatable; default:
-    /// $LITEVAULT_IDENTITY).
-    #[arg(long, global = true, value_name = "KEY_FILE")]
-    identity: Vec<PathBuf>,
-    /// A file whose first line is the passphrase of passphrase-encrypted backups: reads them,
-    /// and on backup (without --encrypt-to) encrypts with it.
-    #[arg(long, global = true, value_name = "FILE")]
-    passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) globals: Globals,
     #[command(subcommand)]
     pub(crate) command: Command,
-}
-
-/// Who can read what a command writes (backup, and the safety archives of restore and merge).
-#[derive(clap::Args, Clone)]
-struct EncryptArgs {
-    /// Encrypt to this age recipient (age1...) or SSH public key (ssh-ed25519 / ssh-rsa
-    /// AAAA...); repeatable. The file gets `.age` at the end of its name.
-    #[arg(long, value_name = "RECIPIENT")]
-    encrypt_to: Vec<String>,
-    /// Encrypt to the recipients in FILE (one a line, # comments), as `age -R` reads them;
-    /// repeatable.
-    #[arg(long, value_name = "FILE")]
-    encrypt_to_file: Vec<PathBuf>,
-}
-
-impl EncryptArgs {
-    /// The encryption asked for: the recipients, else the passphrase of --passphrase-file.
-    fn encryption(&self, cli: &Cli) -> Result<Option<litevault::format::crypt::Encryption>, Error> {
-        let to =
-            litevault::format::crypt::Encryption::to_recipients(&self.encrypt_to, &self.encrypt_to_file)?;
-        match (to, &cli.passphrase_file) {
-            (Some(_), Some(_)) => Err(Error::InvalidOption(
-                "--passphrase-file cannot be combined with --encrypt-to/--encrypt-to-file (age encrypts to a passphrase alone)"
-                    .into(),
-            )),
-            (Some(to), None) => Ok(Some(to)),
-            (None, Some(p)) => Ok(Some(litevault::format::crypt::Encryption::with_passphrase_file(p)?)),
-            (None, None) => Ok(None),
-        }
-    }
-}
-
-/// The context every command runs with: the keys that encrypted backups are read with,
-/// --identity (else $LITEVAULT_IDENTITY) and --passphrase-file.
-fn context(cli: &Cli) -> Result<Context, Error> {
-    let mut ids = litevault::format::crypt::Identities::new();
-    let mut files = cli.identity.clone();
-    if files.is_empty() {
-        if let Some(env) = std::env::var_os("LITEVAULT_IDENTITY").filter(|v| !v.is_empty()) {
-            files.push(PathBuf::from(env));
-        }
-    }
-    for f in &files {
-        ids.add_file(f)?;
-    }
-    if let Some(p) = &cli.passphrase_file {
-        ids.add_passphrase_file(p)?;
-    }
-    Ok(Context::new().with_identities(ids))
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum MethodArg {
-    /// Page-for-page copy through SQLite's backup API (pages byte-identical).
-    Pages,
-    /// VACUUM INTO: a compacted copy.
-    Vacuum,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum FormatArg {
-    /// A tar archive of the database file (exact pages; fastest to restore).
-    Archive,
-    /// SQL text: exact values, deterministic, one row per line (diffable, git-friendly).
-    Sql,
-}
-
-/// Which indexes `--reindex` rebuilds.
-#[derive(Clone, Copy, ValueEnum)]
-enum ReindexArg {
-    /// The indexes integrity_check finds disagreeing with their tables (then checks again).
-    Disputed,
-    /// Every index, before the checks.
-    All,
-}
-
-impl ReindexArg {
-    fn to_lib(arg: Option<ReindexArg>) -> Reindex {
-        match arg {
-            None => Reindex::No,
-            Some(ReindexArg::Disputed) => Reindex::Disputed,
-            Some(ReindexArg::All) => Reindex::All,
-        }
-    }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum CompressionArg {
-    Zstd,
-    Gzip,
-    None,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum PriorityArg {
-    Low,
-    Normal,
-}
-
-#[cfg(feature = "serve")]
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum LogFormatArg {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -201,7 +78,7 @@ pub(crate) enum Command {
     Show(show::Args),
     /// Check an archive or SQL dump (checksums, manifest, SQLite integrity) or a database file.
     #[command(
-        after_help = "Examples:\n  litevault verify app-20261121T101500Z.tar.zst\n  litevault verify app.db --quick\n  litevault verify app-20261121T101500Z.sql.zst     # rebuilds it in a temp file, proves the round trip\n  litevault verify app-20261121T101500Z.tar.zst --reindex   # rebuild disputed indexes in the temp copy, check again\n\nA failed integrity check says what it found, once per object: storage (damaged pages), index\n(an index disagrees with its table; the rows are intact: --reindex), fts (a full-text index\nno longer matches its content), constraint (rows break their table's constraints).\n\nExit code 3 when any check fails."
+        after_help = "Examples:\n  litevault verify app-20261121T101500Z.tar.zst\n  litevault verify app.db --quick\n  litevault verify app-20261121T101500Z.sql.zst     # rebuilds it in a temp file, proves the round trip\n  litevault verify app-20261121T101500Z.tar.zst --reindex   # rebuild disputed indexes in the temp copy, check again\n  litevault verify --replica s3://my-bucket/prod/app --name app   # replicated history: every segment, replayed\n\nA failed integrity check says what it found, once per object: storage (damaged pages), index\n(an index disagrees with its table; the rows are intact: --reindex), fts (a full-text index\nno longer matches its content), constraint (rows break their table's constraints).\n\nExit code 3 when any check fails."
     )]
     Verify(verify::Args),
     /// Import other backups (archives or SQL dumps) into an existing database: no duplicates,
@@ -215,99 +92,12 @@ pub(crate) enum Command {
         after_help = "Examples:\n  litevault restore app-20261121T101500Z.tar.zst restored.db\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite --dry-run\n  litevault restore app-20261121T101500Z.tar.zst app.db --overwrite\n  litevault restore app.sql.zst new.db            # also .sql.gz, plain .sql\n  litevault restore dump-from-sqlite3.sql new.db  # a foreign dump, loaded as untrusted SQL\n  litevault restore s3://my-bucket/prod/app/app-20261201T101500Z.tar.zst app.db --overwrite\n  litevault restore --latest --dir s3://my-bucket/prod/app app.db --overwrite   # newest backup of `app`\n  litevault restore --latest --dir /backups --at 2026-12-01T09:00:00Z new.db    # also --at \"2h ago\"\n  litevault restore old-sqlite.tar.zst app.db --reindex   # rebuild the indexes the checks dispute\n  litevault restore app-20261201T101500Z.tar.zst.age new.db --identity key.txt   # encrypted (age)\n  litevault restore app-20261201T101500Z.tar.zst new.db --files-to /srv/app   # + /srv/app/uploads/...\n\nAn existing database is replaced only with --overwrite, after a safety archive of it is\nwritten to the backup directory. A database open in other processes is restored through\nSQLite, so they see the new content on their next transaction; it is never swapped from\nunder them."
     )]
     Restore(restore::Args),
-}
-
-/// Progress bars on a terminal; nothing otherwise.
-pub(crate) struct BarProgress {
-    pub(crate) bar: Mutex<Option<ProgressBar>>,
-}
-
-impl Progress for BarProgress {
-    fn begin(&self, phase: &str, total: Option<u64>) {
-        let bar = match total {
-            Some(t) => {
-                let b = ProgressBar::new(t);
-                b.set_style(
-                    ProgressStyle::with_template(
-                        "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
-                b
-            }
-            None => {
-                let b = ProgressBar::new_spinner();
-                b.enable_steady_tick(Duration::from_millis(120));
-                b
-            }
-        };
-        bar.set_message(phase.to_string());
-        if let Ok(mut slot) = self.bar.lock() {
-            if let Some(old) = slot.replace(bar) {
-                old.finish_and_clear();
-            }
-        }
-    }
-    fn advance(&self, bytes: u64) {
-        if let Ok(slot) = self.bar.lock() {
-            if let Some(b) = slot.as_ref() {
-                b.inc(bytes);
-            }
-        }
-    }
-    fn end(&self) {
-        if let Ok(mut slot) = self.bar.lock() {
-            if let Some(b) = slot.take() {
-                b.finish_and_clear();
-            }
-        }
-    }
-}
-
-/// Writes to stdout; a closed pipe (e.g. `| head`) ends the program quietly with success.
-pub(crate) fn out(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
-    }
-}
-
-pub(crate) fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")) + "\n"
-}
-
-/// Ctrl-C and SIGTERM: the signals are blocked in every thread and taken by one thread, which
-/// aborts the S3 multipart uploads in progress (so no incomplete upload is left behind),
-/// removes this process's temp files and exits with 128 + the signal's number (130, 143). A
-/// restore into a live database that is cut short is rolled back by SQLite's journal.
-pub(crate) fn handle_signals() {
-    // SAFETY: plain libc calls on a local, initialised signal set, before any other thread
-    // exists (threads spawned later inherit the mask).
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            return;
-        }
-        let set = set;
-        let _ = std::thread::Builder::new().name("signals".into()).spawn(move || {
-            let mut sig: libc::c_int = 0;
-            if libc::sigwait(&set, &mut sig) == 0 {
-                let aborted = litevault::location::abort_active_uploads();
-                let removed = litevault::fsutil::remove_own_temps();
-                let name = if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
-                eprintln!(
-                    "interrupted ({name}): aborted {aborted} upload(s) in progress, removed {removed} temp file(s); nothing was published or replaced"
-                );
-                std::process::exit(128 + sig);
-            }
-        });
-    }
+    /// Ship every committed transaction to a location as it happens (continuous replication):
+    /// a base archive, then the WAL's frames once an interval.
+    #[command(
+        after_help = "Examples:\n  litevault replicate app.db --to /backups/app\n  litevault replicate app.db --to s3://my-bucket/prod/app --interval 1s\n  litevault replicate /data/app.db --to s3://my-bucket/app --exec \"node build/index.js\"\n  litevault restore --latest --dir /backups/app new.db                     # the last transaction shipped\n  litevault restore --latest --dir /backups/app --at 2026-12-06T10:15:03Z new.db\n\nThe database must be in WAL mode. The replicator reads the -wal file; it holds a read\ntransaction only while it copies new frames, and never checkpoints. When it misses frames (it\nwas stopped, the WAL was truncated or restarted before it read them), it takes a new base\n(an incremental backup) and says so: no point inside such a gap can be restored.\nSIGTERM or SIGINT ship what was committed last, then stop (exit 0; with --exec, the\ncommand's exit code). docs/replication.md explains the format and the guarantees."
+    )]
+    Replicate(replicate::Args),
 }
 
 /// `--reindex` takes an optional value (`all`, `disputed`), so clap would read the path after a
@@ -332,95 +122,130 @@ pub(crate) fn bare_reindex_means_disputed(
     out
 }
 
-/// "N checks passed" and, when some were not run, ", M skipped (...)".
-fn passed_and_skipped(checks: &[litevault::Check]) -> String {
-    let skipped: Vec<&str> = checks
-        .iter()
-        .filter(|c| c.status == litevault::sqlite::db::CheckStatus::Skipped)
-        .map(|c| c.name.as_str())
-        .collect();
-    let passed = checks.iter().filter(|c| !c.failed()).count() - skipped.len();
-    if skipped.is_empty() {
-        format!("{passed} checks passed")
-    } else {
-        format!(
-            "{passed} checks passed, {} skipped ({})",
-            skipped.len(),
-            skipped.join(", ")
-        )
-    }
-}
-
 /// Runs the parsed command (all but `serve`, which `main` starts); returns its exit code.
 pub(crate) fn run(cli: &Cli, progress: &dyn Progress) -> Result<u8, Error> {
-    let ctx = &context(cli)?;
+    let ctx = &context(&cli.globals)?;
     match &cli.command {
-        Command::Backup(args) => backup::run(ctx, cli, args, progress),
-        Command::List(args) => list::run(ctx, cli, args, progress),
-        Command::Copy(args) => copy::run(ctx, cli, args, progress),
-        Command::Prune(args) => prune::run(ctx, cli, args, progress),
+        Command::Backup(args) => backup::run(ctx, &cli.globals, args, progress),
+        Command::List(args) => list::run(ctx, &cli.globals, args, progress),
+        Command::Copy(args) => copy::run(ctx, &cli.globals, args, progress),
+        Command::Prune(args) => prune::run(ctx, &cli.globals, args, progress),
         #[cfg(feature = "serve")]
         Command::Serve(_) => unreachable!("serve runs from main"),
-        Command::Show(args) => show::run(ctx, cli, args, progress),
-        Command::Verify(args) => verify::run(ctx, cli, args, progress),
-        Command::Merge(args) => merge::run(ctx, cli, args, progress),
-        Command::Restore(args) => restore::run(ctx, cli, args, progress),
+        Command::Show(args) => show::run(ctx, &cli.globals, args, progress),
+        Command::Verify(args) => verify::run(ctx, &cli.globals, args, progress),
+        Command::Merge(args) => merge::run(ctx, &cli.globals, args, progress),
+        Command::Restore(args) => restore::run(ctx, &cli.globals, args, progress),
+        Command::Replicate(args) => replicate::run(ctx, &cli.globals, args, progress),
     }
 }
 
-/// "1 table", "3 tables".
-fn count(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
-/// Text from an archive (untrusted) made safe for a terminal: control characters escaped.
-fn clean(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
-}
-
-fn strategy_text(s: litevault::Strategy) -> &'static str {
-    match s {
-        litevault::Strategy::Create => "new file, atomic rename",
-        litevault::Strategy::Live => "copied into the existing database through SQLite",
-        litevault::Strategy::Swap => "old file kept aside, atomic rename",
-    }
-}
-
-fn render_checks(checks: &[Check], all: bool) -> String {
-    let mut s = String::new();
-    for c in checks {
-        if !all && c.status == CheckStatus::Pass {
-            continue;
-        }
-        let tag = match c.status {
-            CheckStatus::Pass => "ok  ",
-            CheckStatus::Fail => "FAIL",
-            CheckStatus::Skipped => "skip",
+/// Runs the `litevault` command line with these arguments (the first one is the program's
+/// name), as the binary does: signals handled, the report printed, errors on stderr; returns
+/// the exit code. It may end the process (Ctrl-C, SIGTERM, a closed stdout).
+pub fn main<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use std::io::IsTerminal;
+    let cli = Cli::parse_from(bare_reindex_means_disputed(args.into_iter().map(Into::into)));
+    #[cfg(feature = "serve")]
+    if let Command::Serve(args) = &cli.command {
+        lean_allocator();
+        let format = match args.log_format {
+            LogFormatArg::Text => crate::serve::LogFormat::Text,
+            LogFormatArg::Json => crate::serve::LogFormat::Json,
         };
-        if c.findings.is_empty() {
-            s += &format!("  {tag} {}: {}\n", c.name, clean(&c.detail));
+        return serve_cmd::main(&args.config, args.check, format, cli.globals.json);
+    }
+    if matches!(cli.command, Command::Replicate(_)) {
+        lean_allocator();
+    }
+    // Before any thread of the command exists, so the signal mask set here is every thread's.
+    handle_signals();
+    let progress: Box<dyn Progress> =
+        if !cli.globals.quiet && !cli.globals.json && std::io::stderr().is_terminal() {
+            Box::new(BarProgress {
+                bar: Mutex::new(None),
+            })
         } else {
-            // One line per object and class (counted), then what to do.
-            let class = c.class.map(|k| format!(" ({k})")).unwrap_or_default();
-            s += &format!("  {tag} {}{class}:\n", c.name);
-            for f in &c.findings {
-                s += &format!("         {}\n", clean(&f.to_string()));
+            Box::new(NoProgress)
+        };
+    let result = run(&cli, progress.as_ref());
+    wait_if_interrupted();
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            if cli.globals.json {
+                out(&json(&crate::error::ErrorReport::from(&err)));
             }
-            if c.truncated {
-                s += "         (the check stopped at its limit: there may be more)\n";
+            eprintln!("error: {err}");
+            if let Some(hint) = err.hint() {
+                eprintln!("hint: {hint}");
             }
-        }
-        if let Some(action) = &c.action {
-            s += &format!("         what to do: {}\n", clean(action));
+            err.class().exit_code()
         }
     }
-    s
+}
+
+/// What [`run_json`] gives back when the command ran.
+#[derive(Debug)]
+pub struct JsonRun {
+    /// The command's exit code (0, or e.g. 3 for a verification that found damage).
+    pub exit_code: u8,
+    /// What the command printed with `--json`: its report.
+    pub report: String,
+}
+
+/// Runs one command of the command line in this process, on this thread, with `--json`:
+/// `args` are the words after `litevault` (e.g. `["backup", "app.db", "--dir", "b"]`). Signals
+/// are left alone (the caller cancels through `progress`); a warning the command prints goes to
+/// stderr. `serve` and `replicate` run until stopped and are refused here: run the command.
+/// A usage error (an unknown option, a missing argument) is [`Error::InvalidOption`] with
+/// clap's message.
+pub fn run_json(args: &[std::ffi::OsString], progress: &dyn Progress) -> Result<JsonRun, Error> {
+    // `--json` before the subcommand: the arguments may end with `--` and positionals.
+    let argv = ["litevault", "--json"]
+        .into_iter()
+        .map(std::ffi::OsString::from)
+        .chain(args.iter().cloned());
+    let cli = Cli::try_parse_from(bare_reindex_means_disputed(argv)).map_err(|e| {
+        Error::InvalidOption(
+            e.render()
+                .to_string()
+                .trim_start_matches("error: ")
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .trim()
+                .to_string(),
+        )
+    })?;
+    match &cli.command {
+        #[cfg(feature = "serve")]
+        Command::Serve(_) => {
+            return Err(Error::InvalidOption(
+                "serve runs until stopped: start the `litevault serve` command".into(),
+            ))
+        }
+        Command::Replicate(_) => {
+            return Err(Error::InvalidOption(
+                "replicate runs until stopped: start the `litevault replicate` command".into(),
+            ))
+        }
+        _ => {}
+    }
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CAPTURED.with(|c| c.borrow_mut().take());
+        }
+    }
+    CAPTURED.with(|c| *c.borrow_mut() = Some(String::new()));
+    let _restore = Restore;
+    let exit_code = run(&cli, progress)?;
+    let report = CAPTURED.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    Ok(JsonRun { exit_code, report })
 }

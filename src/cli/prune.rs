@@ -1,7 +1,7 @@
 //! `litevault prune`: its arguments, how they become the library's options, and the
 //! rendering of its report.
 
-use super::*;
+use super::common::*;
 
 // The arguments of `litevault prune` (its help text is on `Command::Prune`).
 #[derive(clap::Args)]
@@ -42,7 +42,7 @@ pub(crate) struct Args {
 }
 
 /// Runs `litevault prune`; returns the exit code.
-pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, _progress: &dyn Progress) -> Result<u8, Error> {
+pub(crate) fn run(ctx: &Context, cli: &Globals, args: &Args, _progress: &dyn Progress) -> Result<u8, Error> {
     let Args {
         dir,
         name,
@@ -58,13 +58,13 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, _progress: &dyn Progres
     } = args;
     let keep_within_secs = match keep_within {
         Some(d) => Some(
-            litevault::ops::prune::parse_duration(d)
+            crate::ops::prune::parse_duration(d)
                 .map_err(|m| Error::InvalidOption(format!("--keep-within: {m}")))?,
         ),
         None => None,
     };
-    let opts = litevault::ops::prune::PruneOptions {
-        policy: litevault::ops::prune::Policy {
+    let opts = crate::ops::prune::PruneOptions {
+        policy: crate::ops::prune::Policy {
             keep_last: *keep_last,
             keep_hourly: *keep_hourly,
             keep_daily: *keep_daily,
@@ -77,8 +77,8 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, _progress: &dyn Progres
         dry_run: *dry_run,
         force: *force,
     };
-    let dir = dir.clone().unwrap_or_else(litevault::default_backup_dir);
-    let r = litevault::ops::prune::prune(ctx, &dir, &opts)?;
+    let dir = dir.clone().unwrap_or_else(crate::ops::backup::default_backup_dir);
+    let r = crate::ops::prune::prune(ctx, &dir, &opts)?;
     if cli.json {
         out(&json(&r));
     } else if !cli.quiet {
@@ -87,7 +87,7 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, _progress: &dyn Progres
     Ok(exit::OK)
 }
 
-fn render_prune(r: &litevault::ops::prune::PruneReport, verbose: bool) -> String {
+fn render_prune(r: &crate::ops::prune::PruneReport, verbose: bool) -> String {
     let mut s = String::new();
     let mut group = "";
     for v in &r.verdicts {

@@ -1,7 +1,7 @@
 //! `litevault restore`: its arguments, how they become the library's options, and the
 //! rendering of its report.
 
-use super::*;
+use super::common::*;
 
 // The arguments of `litevault restore` (its help text is on `Command::Restore`).
 #[derive(clap::Args)]
@@ -68,11 +68,21 @@ pub(crate) struct Args {
     /// written. Without it, the files are not restored (the report says how many).
     #[arg(long, value_name = "OUT")]
     files_to: Option<PathBuf>,
+    /// Run COMMAND (through `sh -c`) once the restore has succeeded, e.g. to rebuild data
+    /// derived from the database: the report as JSON in the file $LITEVAULT_REPORT names,
+    /// LITEVAULT_DATABASE, LITEVAULT_ARCHIVE, LITEVAULT_EVENT=after_restore and
+    /// LITEVAULT_RESULT=ok in its environment. Its failure is reported (exit code, the end of
+    /// its stderr; exit 0 all the same) and never undoes the restore.
+    #[arg(long, value_name = "COMMAND", conflicts_with = "dry_run")]
+    after: Option<String>,
+    /// Seconds --after's command may run before it is killed (with its children).
+    #[arg(long, default_value_t = 300, value_name = "SECS", requires = "after")]
+    after_timeout: u64,
 }
 
 /// What `restore --if-missing` says when it restores nothing: `why` for people, `reason`
 /// ("exists", "no backup") for scripts; exit 0.
-fn not_restored(cli: &Cli, db: &std::path::Path, reason: &str, why: &str) -> u8 {
+fn not_restored(cli: &Globals, db: &std::path::Path, reason: &str, why: &str) -> u8 {
     if cli.json {
         out(&json(&serde_json::json!({
             "restored": false,
@@ -87,7 +97,7 @@ fn not_restored(cli: &Cli, db: &std::path::Path, reason: &str, why: &str) -> u8 
 }
 
 /// Runs `litevault restore`; returns the exit code.
-pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
+pub(crate) fn run(ctx: &Context, cli: &Globals, args: &Args, progress: &dyn Progress) -> Result<u8, Error> {
     let Args {
         paths,
         latest,
@@ -106,6 +116,8 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
         busy_timeout,
         crypt,
         files_to,
+        after,
+        after_timeout,
     } = args;
     // --if-missing: an existing database (or a link or anything else at its path) is kept.
     if let (true, Some(db)) = (*if_missing, paths.last()) {
@@ -113,19 +125,48 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
             return Ok(not_restored(cli, db, "exists", "the database exists"));
         }
     }
+    let mut replay = None;
     let (archive, db) = match (paths.as_slice(), *latest) {
         ([db], true) => {
-            let dir = dir.clone().unwrap_or_else(litevault::default_backup_dir);
-            let name = name.clone().unwrap_or_else(|| litevault::location::name_of(db));
-            let loc = litevault::location::open(&dir)?;
-            let at = match at {
+            let dir = dir.clone().unwrap_or_else(crate::ops::backup::default_backup_dir);
+            let name = name.clone().unwrap_or_else(|| crate::location::name_of(db));
+            let loc = crate::location::open(&dir)?;
+            // Milliseconds for replicated transactions, seconds for archives' names.
+            let at_ms = match at {
                 Some(t) => Some(
-                    litevault::ops::chain::parse_at(t)
+                    crate::ops::chain::parse_at_ms(t)
                         .map_err(|m| Error::InvalidOption(format!("--at: {m}")))?,
                 ),
                 None => None,
             };
-            let newest = match litevault::ops::chain::latest_labelled(ctx, loc.as_ref(), &name, at, labels)? {
+            let at = at_ms.map(|ms| ms.div_euclid(1000));
+            // Replicated history, when there is some and it goes further than the archives.
+            let mut newest_archive = None;
+            if labels.is_empty() {
+                if let Some(point) =
+                    crate::ops::replica::find_point(loc.as_ref(), &name, at_ms, ctx.identities())?
+                {
+                    let newest = crate::ops::chain::latest(ctx, loc.as_ref(), &name, at)?;
+                    let newer_archive = newest
+                        .as_deref()
+                        .and_then(crate::model::naming::parse_backup_name)
+                        .is_some_and(|(_, created)| created * 1000 > point.time_ms);
+                    if newer_archive {
+                        newest_archive = Some(newest);
+                    } else {
+                        replay = Some(crate::ops::replica::Replay {
+                            location: dir.clone(),
+                            point,
+                        });
+                    }
+                }
+            }
+            let newest = match (replay.as_ref(), newest_archive) {
+                (Some(r), _) => Some(r.point.base.clone()),
+                (None, Some(found)) => found,
+                (None, None) => crate::ops::chain::latest_labelled(ctx, loc.as_ref(), &name, at, labels)?,
+            };
+            let newest = match newest {
                 Some(n) => n,
                 None if *if_missing && !*require_backup => {
                     return Ok(not_restored(
@@ -135,7 +176,7 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
                         &format!("no backup of {name:?} in {}", loc.url()),
                     ))
                 }
-                None => return Err(litevault::ops::chain::none_found(loc.as_ref(), &name, at, labels)),
+                None => return Err(crate::ops::chain::none_found(loc.as_ref(), &name, at, labels)),
             };
             (loc.object_path(&newest), db.clone())
         }
@@ -161,9 +202,10 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
         busy_timeout: Duration::from_secs(*busy_timeout),
         encrypt: crypt.encryption(cli)?,
         files_to: files_to.clone(),
+        replay,
     };
     if *dry_run {
-        let plan = litevault::plan_restore(ctx, archive, db, &opts)?;
+        let plan = crate::ops::restore::plan_restore(ctx, archive, db, &opts)?;
         if cli.json {
             out(&json(&plan));
         } else if !cli.quiet {
@@ -171,7 +213,7 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
         }
         return Ok(exit::OK);
     }
-    let r = match litevault::restore(ctx, archive, db, &opts, progress) {
+    let r = match crate::ops::restore::restore(ctx, archive, db, &opts, progress) {
         // Created by someone else while the backup was read: theirs is kept.
         Err(Error::WouldOverwrite { path })
             if *if_missing && path == std::path::absolute(db).unwrap_or_default() =>
@@ -185,8 +227,30 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
         }
         other => other?,
     };
+    let hook = after.as_ref().map(|command| {
+        let event = crate::ops::hook::HookEvent {
+            event: "after_restore".into(),
+            database: Some(r.plan.target.clone()),
+            archive: Some(r.plan.archive.clone()),
+            result: "ok".into(),
+            error: None,
+            report: serde_json::to_value(&r).unwrap_or_default(),
+        };
+        let hook = crate::ops::hook::Hook::shell(command, Duration::from_secs(*after_timeout));
+        crate::ops::hook::run(&hook, &event, None)
+    });
+    if let Some(h) = hook.as_ref().filter(|h| !h.ok) {
+        eprintln!(
+            "warning: the restore succeeded, but the --after command failed ({}); the restored database stays",
+            clean(&h.describe())
+        );
+    }
     if cli.json {
-        out(&json(&r));
+        let mut v = serde_json::to_value(&r).unwrap_or_default();
+        if let Some(h) = &hook {
+            v["after"] = serde_json::to_value(h).unwrap_or_default();
+        }
+        out(&json(&v));
     } else if !cli.quiet {
         let mut s = format!(
             "restored {} -> {} ({}, {:.1} s)\n",
@@ -195,6 +259,12 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
             strategy_text(r.plan.strategy),
             r.duration_ms as f64 / 1000.0
         );
+        if let Some(rp) = &r.replayed {
+            s += &format!(
+                "  replayed {} replicated transaction(s) onto it: the state after transaction {} (read {})\n",
+                rp.txid, rp.txid, rp.time
+            );
+        }
         if let Some(p) = &r.safety_archive {
             s += &format!("  previous database kept in {}\n", p.display());
         }
@@ -225,6 +295,9 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
             s += &format!("  warning: {w}\n");
         }
         s += &format!("  {} before the swap\n", passed_and_skipped(&r.checks));
+        if let Some(h) = &hook {
+            s += &format!("  --after: {}\n", clean(&h.describe()));
+        }
         if cli.verbose {
             s += &render_checks(&r.checks, true);
         }
@@ -233,7 +306,7 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, progress: &dyn Progress
     Ok(exit::OK)
 }
 
-fn render_plan(p: &litevault::RestorePlan) -> String {
+fn render_plan(p: &crate::ops::restore::RestorePlan) -> String {
     let mut s = format!(
         "dry run: restore {} -> {}\n",
         p.archive.display(),
@@ -302,12 +375,12 @@ fn render_plan(p: &litevault::RestorePlan) -> String {
             s += &format!(
                 "    {} {}{}\n",
                 match e.kind {
-                    litevault::format::files::FileKind::File => "file",
-                    litevault::format::files::FileKind::Dir => "dir ",
-                    litevault::format::files::FileKind::Symlink => "link",
+                    crate::format::files::FileKind::File => "file",
+                    crate::format::files::FileKind::Dir => "dir ",
+                    crate::format::files::FileKind::Symlink => "link",
                 },
                 clean(&e.path.to_string_lossy()),
-                if e.exists && e.kind != litevault::format::files::FileKind::Dir {
+                if e.exists && e.kind != crate::format::files::FileKind::Dir {
                     " (replaces the existing one)"
                 } else {
                     ""

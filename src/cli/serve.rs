@@ -1,7 +1,7 @@
 //! `litevault serve`: its arguments (`main` hands them to `serve_cmd`, which starts the
 //! daemon before any other thread exists).
 
-use super::*;
+use super::common::*;
 
 // The arguments of `litevault serve` (its help text is on `Command::Serve`).
 #[derive(clap::Args)]

@@ -1,7 +1,7 @@
 //! `litevault show`: its arguments, how they become the library's options, and the
 //! rendering of its report.
 
-use super::*;
+use super::common::*;
 
 // The arguments of `litevault show` (its help text is on `Command::Show`).
 #[derive(clap::Args)]
@@ -11,15 +11,15 @@ pub(crate) struct Args {
 }
 
 /// Runs `litevault show`; returns the exit code.
-pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, _progress: &dyn Progress) -> Result<u8, Error> {
+pub(crate) fn run(ctx: &Context, cli: &Globals, args: &Args, _progress: &dyn Progress) -> Result<u8, Error> {
     let Args { archive } = args;
-    let m = litevault::read_manifest(archive, ctx.identities())?;
+    let m = crate::format::dump::read_manifest(archive, ctx.identities())?;
     // A stored archive shorter than its manifest records was cut short.
     let truncated = match m.body_size {
         Some(_) => {
-            let size = litevault::location::object_size(archive)?;
-            let encrypted = litevault::format::crypt::is_encrypted_file(archive);
-            litevault::ops::list::ArchiveSummary::is_truncated(&m, size, encrypted).then_some(size)
+            let size = crate::location::object_size(archive)?;
+            let encrypted = crate::format::crypt::is_encrypted_file(archive);
+            crate::ops::list::ArchiveSummary::is_truncated(&m, size, encrypted).then_some(size)
         }
         None => None,
     };
@@ -27,7 +27,7 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, _progress: &dyn Progres
         // The manifest, plus the count of its files when it has some.
         let mut v = serde_json::to_value(&m).map_err(|e| Error::InvalidOption(e.to_string()))?;
         if let (Some(obj), false) = (v.as_object_mut(), m.files.is_empty()) {
-            let (count, bytes) = litevault::format::files::totals(&m.files);
+            let (count, bytes) = crate::format::files::totals(&m.files);
             obj.insert(
                 "files_summary".into(),
                 serde_json::json!({ "count": count, "bytes": bytes }),
@@ -52,7 +52,7 @@ pub(crate) fn run(ctx: &Context, cli: &Cli, args: &Args, _progress: &dyn Progres
     Ok(exit::OK)
 }
 
-fn render_manifest(m: &litevault::Manifest) -> String {
+fn render_manifest(m: &crate::format::manifest::Manifest) -> String {
     let mut s = String::new();
     let mut kv = |k: &str, v: String| s += &format!("{k:<24}{v}\n");
     kv("format", m.format.clone());
@@ -83,7 +83,7 @@ fn render_manifest(m: &litevault::Manifest) -> String {
     kv("source", clean(&m.source));
     kv("host", clean(&m.host));
     if !m.labels.is_empty() {
-        kv("labels", clean(&litevault::model::labels::describe(&m.labels)));
+        kv("labels", clean(&crate::model::labels::describe(&m.labels)));
     }
     kv("tool_version", clean(&m.tool_version));
     kv("sqlite_version", clean(&m.sqlite_version));
@@ -120,7 +120,7 @@ fn render_manifest(m: &litevault::Manifest) -> String {
     kv("foreign_key_violations", m.foreign_key_violations.to_string());
     kv("snapshot_restarts", m.snapshot_restarts.to_string());
     if !m.files.is_empty() {
-        let (count, bytes) = litevault::format::files::totals(&m.files);
+        let (count, bytes) = crate::format::files::totals(&m.files);
         kv(
             "files",
             format!(

@@ -20,6 +20,12 @@ pub const FORMAT: &str = "litevault/1";
 /// and may be incremental: litevault 0.1 cannot read them, and says so by this tag.
 pub const FORMAT_PAGES: &str = "litevault/2";
 
+/// The format tag of incremental archives whose database is identified by its page-hash table
+/// alone: no `snapshot_sha256` (taking one would read every byte a second time); a restore
+/// proves the composed database by hashing its pages under the chain's key and comparing the
+/// table's SHA-256 with `page_hashes.sha256`. Readers of only [`FORMAT_PAGES`] refuse it by tag.
+pub const FORMAT_PAGE_TABLE: &str = "litevault/3";
+
 /// Everything an archive records about its database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -196,10 +202,17 @@ impl Manifest {
     /// Checks what a reader relies on: the format tag, the kind and a size consistent with the
     /// page size and count. Returns the reason when the manifest cannot be used.
     pub fn validate(&self) -> Result<(), String> {
-        if self.format != FORMAT && self.format != FORMAT_PAGES {
+        if ![FORMAT, FORMAT_PAGES, FORMAT_PAGE_TABLE].contains(&self.format.as_str()) {
             return Err(format!(
-                "unsupported format {:?} (this litevault reads {FORMAT} and {FORMAT_PAGES}; is it from a newer litevault?)",
+                "unsupported format {:?} (this litevault reads {FORMAT} to {FORMAT_PAGE_TABLE}; is it from a newer litevault?)",
                 self.format
+            ));
+        }
+        if self.format == FORMAT_PAGE_TABLE
+            && (self.kind != "incremental" || self.page_hashes.is_none() || self.snapshot_sha256.is_some())
+        {
+            return Err(format!(
+                "an archive tagged {FORMAT_PAGE_TABLE} that is not an incremental identified by its page hashes"
             ));
         }
         if self.format == FORMAT_PAGES && self.kind == "sql" {
@@ -251,7 +264,7 @@ impl Manifest {
             if self.changed_pages.is_none_or(|n| n > self.db.page_count) || self.chain_depth == 0 {
                 return Err("incremental archive without a valid page count or chain depth".into());
             }
-            if self.snapshot_sha256.is_none() {
+            if self.snapshot_sha256.is_none() && self.format != FORMAT_PAGE_TABLE {
                 return Err("incremental archive without the snapshot's SHA-256".into());
             }
         }

@@ -13,3 +13,4 @@ pub mod crypt;
 pub mod dump;
 pub mod files;
 pub mod manifest;
+pub mod segment;

@@ -58,6 +58,15 @@ fn open_bucket(url: &str) -> Result<Arc<dyn Location>> {
     Ok(Arc::new(s3::S3Location::open(url)?))
 }
 
+/// S3 requests this process has sent, by kind ([`store::S3_REQUEST_KINDS`]): every attempt, retries
+/// included (all zero in a build without S3 support).
+pub fn s3_request_counts() -> Vec<(&'static str, u64)> {
+    #[cfg(feature = "s3")]
+    return s3::request_counts();
+    #[cfg(not(feature = "s3"))]
+    store::S3_REQUEST_KINDS.iter().map(|k| (*k, 0)).collect()
+}
+
 /// Refuses `url`: this build has no S3 support.
 #[cfg(not(feature = "s3"))]
 fn open_bucket(url: &str) -> Result<Arc<dyn Location>> {
@@ -70,6 +79,10 @@ fn open_bucket(url: &str) -> Result<Arc<dyn Location>> {
 /// [`DownloadError`]), if it is one: readers then report a network failure as one, not as a
 /// damaged archive.
 pub fn download_error(path: &Path, e: &std::io::Error) -> Option<Error> {
+    // A read that the caller cancelled is neither the server's fault nor damage.
+    if crate::error::is_cancelled(e) {
+        return Some(Error::Cancelled);
+    }
     let d = e.get_ref()?.downcast_ref::<DownloadError>()?;
     Some(Error::Remote {
         op: "download",

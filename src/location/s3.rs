@@ -170,6 +170,7 @@ impl Client {
         let endpoint_override = conf.endpoint_url().map(str::to_string);
         let region = conf.region().map(|r| r.to_string());
         let mut b = aws_sdk_s3::config::Builder::from(&conf)
+            .interceptor(CountRequests)
             .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired);
         if region.is_none() {
@@ -1160,5 +1161,49 @@ impl NewObject for S3Object {
 impl Drop for S3Object {
     fn drop(&mut self) {
         self.abort();
+    }
+}
+
+static REQUESTS: [std::sync::atomic::AtomicU64; 6] = [const { std::sync::atomic::AtomicU64::new(0) }; 6];
+
+/// S3 requests this process has sent, by kind ([`super::store::S3_REQUEST_KINDS`]): every attempt,
+/// retries included.
+pub fn request_counts() -> Vec<(&'static str, u64)> {
+    super::store::S3_REQUEST_KINDS
+        .iter()
+        .zip(&REQUESTS)
+        .map(|(k, n)| (*k, n.load(std::sync::atomic::Ordering::Relaxed)))
+        .collect()
+}
+
+/// Counts each request as it is sent ([`request_counts`]).
+#[derive(Debug)]
+struct CountRequests;
+
+impl aws_sdk_s3::config::Intercept for CountRequests {
+    fn name(&self) -> &'static str {
+        "litevault-request-count"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let r = context.request();
+        let query = r.uri().split_once('?').map_or("", |(_, q)| q);
+        let listing = query
+            .split('&')
+            .any(|p| p.starts_with("list-type=") || p == "uploads" || p.starts_with("uploads="));
+        let kind = match r.method() {
+            "GET" if listing => "LIST",
+            "POST" => "POST",
+            m => m,
+        };
+        if let Some(i) = super::store::S3_REQUEST_KINDS.iter().position(|k| *k == kind) {
+            REQUESTS[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
     }
 }

@@ -127,3 +127,8 @@ pub trait Location: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 }
+
+/// Kinds of S3 requests, as object storage bills them: `PUT` (PutObject, UploadPart), `POST`
+/// (CreateMultipartUpload, CompleteMultipartUpload), `LIST` (ListObjectsV2,
+/// ListMultipartUploads), `GET`, `HEAD`, `DELETE` (DeleteObject, AbortMultipartUpload).
+pub const S3_REQUEST_KINDS: [&str; 6] = ["PUT", "POST", "LIST", "GET", "HEAD", "DELETE"];

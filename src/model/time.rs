@@ -45,3 +45,22 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
     }
     Ok(total)
 }
+
+/// A replication interval: "1s", "250ms", "2m" (a bare number is seconds), at least 10 ms.
+pub fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not an interval (e.g. 1s, 500ms, 1m)"))?;
+    let d = match unit {
+        "ms" => std::time::Duration::from_millis(n),
+        "s" | "" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(format!("{text:?}: the unit is ms, s or m")),
+    };
+    if d < std::time::Duration::from_millis(10) {
+        return Err("the interval is at least 10ms".into());
+    }
+    Ok(d)
+}

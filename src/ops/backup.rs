@@ -219,8 +219,10 @@ pub struct BackupReport {
     pub db_size: u64,
     /// SHA-256 of the archive file.
     pub archive_sha256: String,
-    /// SHA-256 of `database.sqlite` inside it.
-    pub database_sha256: String,
+    /// SHA-256 of `database.sqlite` inside it (of the database a restore gives). None for an
+    /// incremental backup: its database is identified by its page-hash table instead (see
+    /// [`crate::format::manifest::FORMAT_PAGE_TABLE`]).
+    pub database_sha256: Option<String>,
     /// Milliseconds the whole backup took.
     pub duration_ms: u64,
     /// Milliseconds the source was read: the temp-copy snapshot, or for a streamed backup the
@@ -723,7 +725,7 @@ fn backup_sql(
         archive_size: published.size,
         db_size,
         archive_sha256: published.sha256,
-        database_sha256: trailer.sha256,
+        database_sha256: Some(trailer.sha256),
         duration_ms: started.elapsed().as_millis() as u64,
         snapshot_ms,
         restarts: manifest.snapshot_restarts,
@@ -825,7 +827,7 @@ fn sql_file_name(source: &Path, opts: &BackupOptions, stamp: &str) -> String {
 /// What the two ways of writing an archive hand back.
 struct Done {
     manifest: Manifest,
-    database_sha256: String,
+    database_sha256: Option<String>,
     published: Published,
     /// Milliseconds of the temp-file snapshot; `None` when the source's read transaction
     /// lasted the whole backup.
@@ -866,7 +868,7 @@ fn append_files_one_by_one(
                     Some(h) => spool.write_to(h, out),
                     None => Ok(()),
                 })?;
-                progress.advance(entry.size);
+                crate::progress::step(progress, entry.size)?;
                 stored.push(entry);
             }
         }
@@ -1120,7 +1122,7 @@ fn backup_live(
             clock.lap("pages");
             Ok(Done {
                 manifest,
-                database_sha256,
+                database_sha256: Some(database_sha256),
                 published,
                 snapshot_ms: None,
                 streamed: true,
@@ -1156,7 +1158,7 @@ fn run_live_checks(
         });
         let info = DbInfo::read_with_header(&info_conn, source, page1, true);
         let vtabs = if check_fts {
-            db::vtab_problems(&info_conn, false, 10)
+            db::vtab_problems(&info_conn, false, 10, &[])
         } else {
             Ok(Vec::new())
         };
@@ -1305,7 +1307,7 @@ fn backup_copy(
     clock.lap("archive");
     Ok(Done {
         manifest,
-        database_sha256,
+        database_sha256: Some(database_sha256),
         published,
         snapshot_ms: Some(snap.stats.duration_ms),
         streamed: false,
@@ -1394,7 +1396,7 @@ impl PageSource<'_> {
                     }
                     out.write_all(&buf[..n])
                         .map_err(|e| Error::io("write archive", p, e))?;
-                    progress.advance(n as u64);
+                    crate::progress::step(progress, n as u64)?;
                 }
             }
         }
@@ -1403,7 +1405,8 @@ impl PageSource<'_> {
 
 /// What [`write_zstd_body`] wrote.
 struct Body {
-    snapshot_sha256: String,
+    /// None for an incremental (its page-hash table identifies it).
+    snapshot_sha256: Option<String>,
     page_hashes: crate::sqlite::pageset::PageHashes,
     incremental: Option<(crate::format::manifest::ParentLink, u32, u64)>,
     full_reason: Option<String>,
@@ -1413,8 +1416,11 @@ struct Body {
 impl Body {
     /// `base` with this body's chain fields.
     fn apply(&self, mut base: Manifest) -> Manifest {
-        base.format = crate::format::manifest::FORMAT_PAGES.into();
-        base.snapshot_sha256 = Some(self.snapshot_sha256.clone());
+        base.format = match self.snapshot_sha256 {
+            Some(_) => crate::format::manifest::FORMAT_PAGES.into(),
+            None => crate::format::manifest::FORMAT_PAGE_TABLE.into(),
+        };
+        base.snapshot_sha256 = self.snapshot_sha256.clone();
         base.page_hashes = Some(self.page_hashes.clone());
         base.full_reason = self.full_reason.clone();
         if let Some((link, depth, changed)) = &self.incremental {
@@ -1465,8 +1471,7 @@ fn write_zstd_body(
     let mut snapshot_sha256 = None;
     if let Some(p) = parent.take() {
         progress.begin("compare pages", Some(db_size));
-        let mut hasher =
-            PageHasher::new(std::io::sink(), key, page_size, Some(p.hashes), true).map_err(io_err)?;
+        let mut hasher = PageHasher::new(std::io::sink(), key, page_size, Some(p.hashes)).map_err(io_err)?;
         pages.stream(&mut hasher, true, progress)?;
         progress.end();
         let done = hasher.finish().map_err(io_err)?;
@@ -1486,7 +1491,7 @@ fn write_zstd_body(
                         return Ok(());
                     }
                     w.write_all(&buf[..n]).map_err(io_err)?;
-                    progress.advance(n as u64);
+                    crate::progress::step_io(progress, n as u64).map_err(io_err)?;
                 }
             })?;
             progress.end();
@@ -1496,14 +1501,13 @@ fn write_zstd_body(
             }
             incremental = Some((p.link.clone(), p.depth.saturating_add(1), done.changed_count));
             hashes = Some(done.hashes);
-            snapshot_sha256 = done.sha256;
         }
     }
     if incremental.is_none() {
         progress.begin("compress", Some(db_size));
         let mut table = None;
         let sum = writer.append_database(db_size, io_err, |w| {
-            let mut hasher = PageHasher::new(w, key, page_size, None, false).map_err(io_err)?;
+            let mut hasher = PageHasher::new(w, key, page_size, None).map_err(io_err)?;
             pages.stream(&mut hasher, false, progress)?;
             table = Some(hasher.finish().map_err(io_err)?.hashes);
             Ok(())
@@ -1524,7 +1528,7 @@ fn write_zstd_body(
         .append_framed(crate::sqlite::pageset::HASHES_ENTRY, &table)
         .map_err(io_err)?;
     Ok(Body {
-        snapshot_sha256: snapshot_sha256.unwrap_or_default(),
+        snapshot_sha256,
         page_hashes: crate::sqlite::pageset::PageHashes {
             algorithm: crate::sqlite::pageset::ALGORITHM.into(),
             key: hex(&key),

@@ -6,7 +6,7 @@
 //! archive SHA-256 and manifest SHA-256. [`find_parent`] picks the parent for a new incremental
 //! or says why the backup must be full instead; [`compose`] streams the chain, base first, into
 //! one database file and proves the result bit for bit against the newest link's
-//! `snapshot_sha256`. A missing or damaged link is refused by name before anything is used.
+//! `snapshot_sha256`, or for a link that records none (`litevault/3`), its page-hash table. A missing or damaged link is refused by name before anything is used.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -25,6 +25,12 @@ use crate::sqlite::pageset::{self, PageHash};
 /// Parses a point in time for `restore --latest --at`: RFC 3339 (`2026-12-01T09:00:00Z`,
 /// `2026-12-01T10:00:00+01:00`) or a duration before now (`2h ago`, `1d12h ago`).
 pub fn parse_at(text: &str) -> std::result::Result<i64, String> {
+    parse_at_ms(text).map(|ms| ms.div_euclid(1000))
+}
+
+/// [`parse_at`] in milliseconds since the epoch (an RFC 3339 time keeps its fraction of a
+/// second): the precision of replicated transactions' times.
+pub fn parse_at_ms(text: &str) -> std::result::Result<i64, String> {
     let t = text.trim();
     if let Some(d) = t.strip_suffix("ago") {
         let secs = crate::model::time::parse_duration(d.trim())?;
@@ -32,10 +38,11 @@ pub fn parse_at(text: &str) -> std::result::Result<i64, String> {
         return i64::try_from(secs)
             .ok()
             .and_then(|s| now.checked_sub(s))
+            .map(|s| s * 1000)
             .ok_or_else(|| format!("{text:?} is too long ago"));
     }
     time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-        .map(|d| d.unix_timestamp())
+        .map(|d| (d.unix_timestamp_nanos() / 1_000_000) as i64)
         .map_err(|_| {
             format!("{text:?} is neither an RFC 3339 time (2026-12-01T09:00:00Z) nor a duration ago (2h ago)")
         })
@@ -506,8 +513,9 @@ pub fn links(ctx: &Context, path: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
 
 /// Composes the chain that ends at `path` into `out` (an empty file): the base's database,
 /// then each incremental's pages; checks every link's checksums and that each link is the
-/// archive its child names (archive and manifest SHA-256), then the result's SHA-256 against
-/// the newest link's. Returns the newest link's contents. The files beside the database
+/// archive its child names (archive and manifest SHA-256), then the result against the newest
+/// link's record: its `snapshot_sha256`, or (format `litevault/3`) the SHA-256 of the result's
+/// page hashes under the chain's key. Returns the newest link's contents. The files beside the database
 /// are those of the newest link (every link carries its own full copy): they go to `files`;
 /// those of the other links are only read.
 pub fn compose(
@@ -534,16 +542,32 @@ pub fn compose(
             let c = if i == newest {
                 archive::read_archive_with(link, &mut w, files, progress, ids)?
             } else {
-                archive::read_archive(link, &mut w, progress, ids)?
+                archive::read_archive_as(
+                    link,
+                    &mut w,
+                    false,
+                    true,
+                    &mut archive::DiscardFiles,
+                    progress,
+                    ids,
+                )?
             };
             w.flush().map_err(|e| Error::io("write", out_path, e))?;
             c
         } else {
             let mut w = PageApplier::new(out, m.db.page_size, m.db.page_count);
             let c = if i == newest {
-                archive::read_archive_as(link, &mut w, true, files, progress, ids)?
+                archive::read_archive_as(link, &mut w, true, false, files, progress, ids)?
             } else {
-                archive::read_archive_as(link, &mut w, true, &mut archive::DiscardFiles, progress, ids)?
+                archive::read_archive_as(
+                    link,
+                    &mut w,
+                    true,
+                    true,
+                    &mut archive::DiscardFiles,
+                    progress,
+                    ids,
+                )?
             };
             w.finish().map_err(|e| Error::io("write", out_path, e))?;
             // A database only grows by pages that changed (so are in this link): a larger size
@@ -574,10 +598,8 @@ pub fn compose(
                 .find(|(n, _)| n == archive::MANIFEST_ENTRY)
                 .map(|(_, s)| s.clone())
                 .unwrap_or_default();
-            let same_archive = contents
-                .archive_sha256
-                .as_deref()
-                .is_none_or(|s| s == p.archive_sha256);
+            // Every link but the newest is read with its archive's SHA-256.
+            let same_archive = contents.archive_sha256.as_deref() == Some(p.archive_sha256.as_str());
             if manifest_sum != p.manifest_sha256 || !same_archive {
                 return Err(Error::bad_archive(
                     child,
@@ -591,21 +613,55 @@ pub fn compose(
         last = Some(contents);
     }
     let last = last.ok_or_else(|| Error::bad_archive(path, "empty chain"))?;
-    let want = last
-        .manifest
-        .snapshot_sha256
-        .clone()
-        .ok_or_else(|| Error::bad_archive(path, "no snapshot SHA-256 recorded"))?;
-    let got = hash_file(out).map_err(|e| Error::io("read", out_path, e))?;
+    let m = &last.manifest;
+    let (want, got, what) = match (&m.snapshot_sha256, &m.page_hashes) {
+        (Some(want), _) => {
+            let got = hash_file(out).map_err(|e| Error::io("read", out_path, e))?;
+            (want.clone(), got, "")
+        }
+        (None, Some(ph)) => {
+            let key = pageset::parse_key(&ph.key)
+                .ok_or_else(|| Error::bad_archive(path, "its page-hash key is not 32 bytes of hex"))?;
+            let got = hash_pages(out, &key, m.db.page_size, ph.count)
+                .map_err(|e| Error::io("read", out_path, e))?;
+            (ph.sha256.clone(), got, " (its page-hash table)")
+        }
+        (None, None) => return Err(Error::bad_archive(path, "no snapshot SHA-256 recorded")),
+    };
     if got != want {
         return Err(Error::ChecksumMismatch {
             path: path.to_path_buf(),
-            entry: format!("the database composed from {} links", chain.len()),
+            entry: format!("the database composed from {} links{what}", chain.len()),
             expected: want,
             actual: got,
         });
     }
     Ok(last)
+}
+
+/// SHA-256 of the page-hash table of the database in `f` (pages of `page_size` bytes hashed
+/// under `key`), as the newest link records it; a file of another page count never matches.
+fn hash_pages(f: &std::fs::File, key: &pageset::Key, page_size: u32, count: u64) -> io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let ps = page_size as usize;
+    let len = f.metadata()?.len();
+    if ps == 0 || len != count.saturating_mul(ps as u64) {
+        return Ok(format!(
+            "(a database of {len} bytes, not {count} pages of {page_size})"
+        ));
+    }
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; (1 << 20) / ps.max(1) * ps];
+    let mut at = 0u64;
+    while at < len {
+        let want = buf.len().min((len - at) as usize);
+        f.read_exact_at(&mut buf[..want], at)?;
+        for page in buf[..want].chunks_exact(ps) {
+            h.update(pageset::page_hash(key, page));
+        }
+        at += want as u64;
+    }
+    Ok(hex(&h.finalize()))
 }
 
 fn hash_file(f: &std::fs::File) -> io::Result<String> {

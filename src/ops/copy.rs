@@ -99,7 +99,7 @@ pub fn copy(ctx: &Context, sources: &[PathBuf], dest: &Path, progress: &dyn Prog
             obj.write_all(&buf[..n])
                 .map_err(|e| Error::io("write", &dest_path, e))?;
             total += n as u64;
-            progress.advance(n as u64);
+            crate::progress::step(progress, n as u64)?;
         }
         progress.end();
         let read_sum = hex(&hasher.finalize());

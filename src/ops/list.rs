@@ -37,6 +37,9 @@ pub struct ArchiveSummary {
     /// interrupted copy, a truncated file). Known for zstd archives stored in clear.
     #[serde(default)]
     pub truncated: bool,
+    /// For the base of a replication stream: the transactions replicated after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicated: Option<crate::ops::replica::Span>,
 }
 
 impl ArchiveSummary {
@@ -55,8 +58,11 @@ pub fn list(ctx: &Context, dir: &Path) -> Result<Vec<ArchiveSummary>> {
 
 /// [`list`] for an open location.
 pub fn list_in(ctx: &Context, loc: &dyn Location) -> Result<Vec<ArchiveSummary>> {
-    let objects: Vec<_> = loc
-        .list()?
+    let listing = loc.list()?;
+    let streams = crate::ops::replica::streams_in(&listing);
+    let sizes: std::collections::HashMap<String, u64> =
+        listing.iter().map(|m| (m.name.clone(), m.size)).collect();
+    let objects: Vec<_> = listing
         .into_iter()
         .filter(|m| location::is_backup_name(&m.name))
         .collect();
@@ -89,6 +95,10 @@ pub fn list_in(ctx: &Context, loc: &dyn Location) -> Result<Vec<ArchiveSummary>>
             encrypted,
             files,
             files_bytes,
+            replicated: streams
+                .iter()
+                .find(|s| s.base == m.name)
+                .and_then(|s| crate::ops::replica::span(ctx.identities(), loc, s, &sizes).ok()),
         }
     };
     let mut out: Vec<ArchiveSummary> = if loc.local_dir().is_some() {

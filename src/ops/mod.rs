@@ -10,9 +10,13 @@ pub mod backup;
 pub mod chain;
 mod context;
 pub mod copy;
+pub mod hook;
 pub mod list;
 pub mod merge;
 pub mod prune;
+pub mod replica;
+pub mod replica_verify;
+pub mod replicate;
 pub mod restore;
 pub mod verify;
 

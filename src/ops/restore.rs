@@ -64,6 +64,9 @@ pub struct RestoreOptions {
     /// file there is replaced only with `overwrite`. Without it, the files are not restored
     /// (the plan says how many).
     pub files_to: Option<PathBuf>,
+    /// Replicated transactions to replay onto the archive (a replication stream's base)
+    /// before the checks: the restore gives back the state after the point's transaction.
+    pub replay: Option<crate::ops::replica::Replay>,
 }
 
 impl Default for RestoreOptions {
@@ -77,6 +80,7 @@ impl Default for RestoreOptions {
             busy_timeout: Duration::from_secs(30),
             encrypt: None,
             files_to: None,
+            replay: None,
         }
     }
 }
@@ -167,6 +171,9 @@ pub struct RestoreReport {
     pub phases: Vec<Phase>,
     /// Entries (files, directories, symlinks) put in place under `files_to`.
     pub files_restored: u64,
+    /// The replicated transactions replayed onto the archive, when there were some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<crate::ops::replica::Replayed>,
 }
 
 /// Whether `path` is a local file that starts with SQLite's header.
@@ -517,7 +524,7 @@ fn planned_checks(
         Content::Archive if manifest.kind == "incremental" => vec![
             "archive structure (every link of the chain)".to_string(),
             format!(
-                "chain: {} links composed, each link's checksums and identity, the result's SHA-256",
+                "chain: {} links composed, each link's checksums and identity, the result against the newest link's record",
                 manifest.chain_depth + 1
             ),
             "manifest header".into(),
@@ -674,6 +681,7 @@ pub fn restore(
     // The manifest read again with the data (it must match the plan's) and the one the new
     // database must match after a live copy.
     let mut reindexed = Vec::new();
+    let mut replayed = None;
     // The files are staged in hidden temp files while the archive is read, and renamed into
     // place only once the database is (a failure removes them, and the directories made).
     let mut stager = plan
@@ -709,6 +717,26 @@ pub fn restore(
         contents.ensure_checksums(archive)?;
         let mut checks = contents.checksum_checks();
         clock.lap("extract");
+        let mut contents = contents;
+        let as_archived = contents.manifest.clone();
+        if let Some(replay) = &opts.replay {
+            let done = replay.apply(&file, &tmp_path, contents.manifest.db.page_size, ctx.identities())?;
+            checks.push(Check::pass(
+                "replicated transactions",
+                format!(
+                    "{} segment(s), {} frame(s) replayed: transaction {} of {} (read {})",
+                    done.segments, done.frames, done.txid, replay.point.base, done.time
+                ),
+            ));
+            // The checks compare the database with what the replay made, not with the base.
+            let conn = db::open_private(&tmp_path, false)?;
+            let info = crate::sqlite::db::DbInfo::read(&conn, &tmp_path)?;
+            drop(conn);
+            contents.manifest.db_size = info.page_count * u64::from(info.page_size);
+            contents.manifest.db = info;
+            replayed = Some(done);
+            clock.lap("replay");
+        }
 
         // 2. Check the new content before anything is touched, while the disk catches up with
         // it: the fsync that must precede the rename runs meanwhile.
@@ -747,7 +775,7 @@ pub fn restore(
             after.db.page_count = len / u64::from(after.db.page_size.max(512));
         }
         clock.lap("rest of the fsync");
-        (contents.manifest, after, checks)
+        (as_archived, after, checks)
     };
     if let Some(err) = Error::from_failed_checks(archive, &checks) {
         return Err(err);
@@ -862,6 +890,7 @@ pub fn restore(
     };
     Ok(RestoreReport {
         files_restored,
+        replayed,
         plan,
         restored: true,
         checks,

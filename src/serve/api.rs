@@ -73,7 +73,7 @@ fn fail_with(e: &Error) -> Response {
             ErrorClass::Refused => StatusCode::CONFLICT,
             ErrorClass::Usage => StatusCode::BAD_REQUEST,
             ErrorClass::Corrupt => StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorClass::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorClass::Failed | ErrorClass::Interrupted => StatusCode::INTERNAL_SERVER_ERROR,
         },
     };
     reply(status, serde_json::to_value(report(e)).unwrap_or(Value::Null))
@@ -256,6 +256,28 @@ pub(crate) fn health(shared: &Shared) -> (bool, Vec<String>) {
             )),
             Some(_) => {}
         }
+        if db.replicate.is_some() {
+            match shared.replicas.view(&db.name) {
+                None => reasons.push(format!("{}: not replicating", db.name)),
+                Some(v) if v.status.is_none() && v.running_secs > 60 => reasons.push(format!(
+                    "{}: not replicating: {}",
+                    db.name,
+                    v.error.as_deref().unwrap_or("the database could not be opened")
+                )),
+                Some(v) if v.lag_secs > db.replicate_max_lag.as_secs_f64() => reasons.push(format!(
+                    "{}: replication lags {:.0} s behind (more than {} s){}",
+                    db.name,
+                    v.lag_secs,
+                    db.replicate_max_lag.as_secs(),
+                    v.status
+                        .as_ref()
+                        .and_then(|s| s.last_error.as_ref())
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                )),
+                Some(_) => {}
+            }
+        }
         if db.verify.is_some() {
             match &st.last_verify {
                 None => reasons.push(format!("{}: no restore drill has run yet", db.name)),
@@ -317,7 +339,14 @@ async fn status(State(shared): Shared_) -> Response {
     let views: Vec<Value> = config
         .databases
         .iter()
-        .map(|db| db_view(db, &dbs.get(&db.name).cloned().unwrap_or_default(), &jobs))
+        .map(|db| {
+            let mut v = db_view(db, &dbs.get(&db.name).cloned().unwrap_or_default(), &jobs);
+            if let Some(r) = shared.replicas.view(&db.name) {
+                v["replication"] = r.json();
+                v["replicate"] = db.replicate.map(|i| format!("{} ms", i.as_millis())).into();
+            }
+            v
+        })
         .collect();
     drop((dbs, jobs));
     let (healthy, reasons) = health(&shared);
@@ -377,6 +406,13 @@ fn start(shared: &Arc<Shared>, body: &[u8], kind: Kind) -> Response {
         Ok(r) => r,
         Err(m) => return fail(StatusCode::BAD_REQUEST, "usage", m),
     };
+    if kind != Kind::Backup && !req.labels.is_empty() {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "usage",
+            "labels: only a backup records labels",
+        );
+    }
     let db = match job_database(shared, &req.database) {
         Ok(db) => db,
         Err(r) => return *r,
@@ -385,7 +421,7 @@ fn start(shared: &Arc<Shared>, body: &[u8], kind: Kind) -> Response {
         Err(b) => busy(&db.name, b),
         Ok(id) => {
             let work = if kind == Kind::Backup {
-                Work::Backup
+                Work::Backup { labels: req.labels }
             } else {
                 Work::Verify
             };
@@ -545,7 +581,12 @@ async fn metrics(State(shared): Shared_) -> Response {
             .collect()
     };
     drop(dbs);
-    let text = super::metrics::render(&states, &running);
+    let replication: Vec<(String, Option<super::replication::View>)> = config
+        .databases
+        .iter()
+        .map(|d| (d.name.clone(), shared.replicas.view(&d.name)))
+        .collect();
+    let text = super::metrics::render(&states, &running, &replication);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,

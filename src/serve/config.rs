@@ -3,6 +3,12 @@
 //!
 //! Every mistake is reported with the file, the database it concerns and what to write instead;
 //! [`Config::load`] either returns a configuration that can run or an error, never a half-read one.
+//!
+//! An entry whose `path` names several files (`path = "/srv/tenants/*.db"`, `*` and `?` in the
+//! file name) is a pattern: every SQLite database file that matches is a database of its own,
+//! named by the entry's `name` with `{stem}` replaced by the file's name without its extension.
+//! [`Config::discover`] finds them (at load, and again whenever the daemon looks: new ones are
+//! picked up without a restart).
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -42,8 +48,15 @@ pub struct Config {
     pub header_timeout_secs: u64,
     /// Where the daemon keeps what it must remember across restarts (the drills' results).
     pub state_dir: PathBuf,
-    /// The databases it looks after, in the file's order.
+    /// The databases it looks after: those the file names, in its order, then those its
+    /// patterns found ([`Config::discover`]), in name order.
     pub databases: Vec<DatabaseConfig>,
+    /// The entries whose `path` is a pattern, as templates: `name` holds `{stem}` and `path`
+    /// the pattern.
+    pub patterns: Vec<DatabaseConfig>,
+    /// How often the daemon looks for new files matching the patterns (`discover_every`,
+    /// 10 s by default).
+    pub discover_every: std::time::Duration,
     /// Keys to read encrypted backups with (drills, retention, incremental parents, restores):
     /// `identity_file` and `passphrase_file`, in the [`Config::context`] every job and
     /// request runs with (a reload replaces them for what starts afterwards).
@@ -90,6 +103,28 @@ pub struct DatabaseConfig {
     pub encrypt: Option<crate::format::crypt::Encryption>,
     /// Labels recorded in each backup's manifest (`labels = { app_version = "2.3.1" }`).
     pub labels: crate::model::labels::Labels,
+    /// Commands run after its jobs (`after_backup`, `after_restore`, `on_failure`).
+    pub hooks: Hooks,
+    /// Continuous replication to `location` (`replicate = "1s"`: how often what was committed
+    /// is shipped); none: backups only.
+    pub replicate: Option<std::time::Duration>,
+    /// `/healthz` fails once a transaction has waited this long to be shipped
+    /// (`replicate_max_lag`, 60 s by default).
+    pub replicate_max_lag: std::time::Duration,
+    /// The pattern this database was found by (none when the file names it).
+    pub pattern: Option<PathBuf>,
+}
+
+/// Commands the daemon runs after a database's jobs, each an argument array (no shell).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hooks {
+    /// After each successful backup.
+    pub after_backup: Option<crate::ops::hook::Hook>,
+    /// After each successful restore (through the API).
+    pub after_restore: Option<crate::ops::hook::Hook>,
+    /// After any job that failed (a backup, a drill, a restore; not one cancelled by a
+    /// shutdown).
+    pub on_failure: Option<crate::ops::hook::Hook>,
 }
 
 /// When something runs: every fixed interval, or at the times a cron expression names (UTC).
@@ -191,6 +226,7 @@ struct RawConfig {
     shutdown_grace: Option<String>,
     header_timeout: Option<String>,
     state_dir: Option<PathBuf>,
+    discover_every: Option<String>,
     #[serde(default)]
     identity_file: Vec<PathBuf>,
     passphrase_file: Option<PathBuf>,
@@ -218,6 +254,12 @@ struct RawDatabase {
     passphrase_file: Option<PathBuf>,
     #[serde(default)]
     labels: crate::model::labels::Labels,
+    after_backup: Option<Vec<String>>,
+    after_restore: Option<Vec<String>>,
+    on_failure: Option<Vec<String>>,
+    hook_timeout: Option<String>,
+    replicate: Option<String>,
+    replicate_max_lag: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -304,6 +346,16 @@ impl Config {
                     .into(),
             );
         }
+        let discover_every = match raw.discover_every.as_deref() {
+            Some(t) => crate::model::time::parse_interval(t)
+                .map_err(|m| ConfigError(format!("discover_every: {m}")))?,
+            None => std::time::Duration::from_secs(10),
+        };
+        if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600))
+            .contains(&discover_every)
+        {
+            return err("discover_every: from 1s to 1h".into());
+        }
         let state_dir = match raw.state_dir {
             Some(d) => base.join(d),
             None => default_state_dir(),
@@ -324,7 +376,13 @@ impl Config {
             return err("no [[databases]]: add at least one (name, path, location, schedule)".into());
         }
         let mut databases: Vec<DatabaseConfig> = Vec::new();
+        let mut patterns: Vec<DatabaseConfig> = Vec::new();
         for d in raw.databases {
+            if is_pattern(&d.path) {
+                patterns.push(check_pattern(d, base, !identities.is_empty())?);
+                continue;
+            }
+            check_name(&d.name)?;
             let db = check_database(d, base, !identities.is_empty())?;
             if databases.iter().any(|o| o.name == db.name) {
                 return err(format!(
@@ -334,7 +392,7 @@ impl Config {
             }
             databases.push(db);
         }
-        Ok(Config {
+        let mut config = Config {
             source: None,
             listen,
             token,
@@ -343,8 +401,103 @@ impl Config {
             header_timeout_secs,
             state_dir,
             databases,
+            patterns,
+            discover_every,
             identities,
-        })
+        };
+        config.discover();
+        Ok(config)
+    }
+
+    /// Finds the database files the patterns match now: the databases the file names stay,
+    /// those found by patterns are replaced by what matches today (in name order). A new
+    /// matching file that is not (yet) an SQLite database is left out until it is one; `-wal`,
+    /// `-shm` and `-journal` files, and names starting with a dot (unless the pattern does: temp
+    /// files are hidden), never match. A file found before is kept while it is still a regular
+    /// file, without opening it again: closing any descriptor of a file drops every lock this
+    /// process holds on it, SQLite's too. When a directory cannot be listed, what its pattern
+    /// found before stays. Returns why a matching file was left out (a name that is not valid
+    /// or already taken, a file another entry names, a directory that cannot be read).
+    pub fn discover(&mut self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let before: Vec<DatabaseConfig> = self
+            .databases
+            .iter()
+            .filter(|d| d.pattern.is_some())
+            .cloned()
+            .collect();
+        self.databases.retain(|d| d.pattern.is_none());
+        for t in &self.patterns {
+            let (Some(dir), Some(pattern)) = (t.path.parent(), t.path.file_name().and_then(|f| f.to_str()))
+            else {
+                continue;
+            };
+            let entries = match std::fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) => {
+                    notes.push(format!("{}: cannot list {}: {e}", t.name, dir.display()));
+                    for d in before.iter().filter(|d| d.pattern.as_ref() == Some(&t.path)) {
+                        if !self.databases.iter().any(|o| o.name == d.name) {
+                            self.databases.push(d.clone());
+                        }
+                    }
+                    continue;
+                }
+            };
+            let mut found: Vec<(String, PathBuf)> = Vec::new();
+            for entry in entries.flatten() {
+                let file = entry.file_name();
+                let Some(file) = file.to_str() else { continue };
+                let path = entry.path();
+                if ["-wal", "-shm", "-journal"].iter().any(|s| file.ends_with(s))
+                    || (file.starts_with('.') && !pattern.starts_with('.'))
+                    || !wildcard_match(pattern, file)
+                    || !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file())
+                {
+                    continue;
+                }
+                if let Some(other) = self.databases.iter().find(|d| d.path == path) {
+                    notes.push(format!(
+                        "{} is left out of {}: it is already database {:?}",
+                        path.display(),
+                        t.name,
+                        other.name
+                    ));
+                    continue;
+                }
+                let known = before.iter().any(|d| d.path == path);
+                if !known && !is_database_file(&path) {
+                    continue;
+                }
+                let stem = Path::new(file)
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or(file);
+                let name = t.name.replace("{stem}", stem);
+                match check_name(&name) {
+                    Ok(()) => found.push((name, path)),
+                    Err(e) => notes.push(format!("{} is left out: {e}", path.display())),
+                }
+            }
+            found.sort();
+            for (name, path) in found {
+                if let Some(other) = self.databases.iter().find(|d| d.name == name) {
+                    notes.push(format!(
+                        "{} is left out: the name {name:?} is taken by {}",
+                        path.display(),
+                        other.path.display()
+                    ));
+                    continue;
+                }
+                self.databases.push(DatabaseConfig {
+                    name,
+                    path,
+                    pattern: Some(t.path.clone()),
+                    ..t.clone()
+                });
+            }
+        }
+        notes
     }
 
     /// The database called `name`.
@@ -413,8 +566,70 @@ fn check_name(name: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// Whether `path` names several files: `*` or `?` in its file name.
+fn is_pattern(path: &Path) -> bool {
+    path.to_str().is_some_and(|p| p.contains(['*', '?']))
+}
+
+/// Whether `name` matches `pattern`, where `*` is any run of characters (none included) and
+/// `?` any one character.
+fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut i, mut j) = (0, 0);
+    // Where the last `*` was, and where in `name` it resumes when what follows it fails.
+    let mut star: Option<(usize, usize)> = None;
+    while j < n.len() {
+        if i < p.len() && p[i] == '*' {
+            star = Some((i, j));
+            i += 1;
+        } else if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if let Some((si, sj)) = star {
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
+}
+
+/// Whether `path` is a regular file that starts as an SQLite database does.
+fn is_database_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+        && std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .is_ok()
+        && &head == b"SQLite format 3\0"
+}
+
+/// Checks an entry whose `path` is a pattern; returns it as a template ([`Config::patterns`]).
+fn check_pattern(d: RawDatabase, base: &Path, can_read: bool) -> Result<DatabaseConfig, ConfigError> {
+    let at = |m: String| ConfigError(format!("database {:?}: {m}", d.name));
+    if d.path.parent().is_some_and(is_pattern) {
+        return Err(at(format!(
+            "path {}: only the file name may hold * or ? (e.g. \"/srv/tenants/*.db\")",
+            d.path.display()
+        )));
+    }
+    if d.name.matches("{stem}").count() != 1 {
+        return Err(at(
+            "a path with * or ? names several databases: put {stem} once in name (e.g. name = \"tenant-{stem}\")"
+                .into(),
+        ));
+    }
+    check_name(&d.name.replace("{stem}", "a")).map_err(|e| at(e.0))?;
+    let mut t = check_database(d, base, can_read)?;
+    t.pattern = Some(t.path.clone());
+    Ok(t)
+}
+
+/// Checks one entry (its name is checked by the caller).
 fn check_database(d: RawDatabase, base: &Path, can_read: bool) -> Result<DatabaseConfig, ConfigError> {
-    check_name(&d.name)?;
     let name = d.name;
     let at = |m: String| ConfigError(format!("database {name:?}: {m}"));
     let path = base.join(&d.path);
@@ -433,12 +648,28 @@ fn check_database(d: RawDatabase, base: &Path, can_read: bool) -> Result<Databas
             ))
         }
     };
-    let schedule = Schedule::parse(
-        d.schedule
-            .as_deref()
-            .ok_or_else(|| at("no schedule: add schedule = \"every 15m\" or a cron expression".into()))?,
-    )
-    .map_err(|m| at(format!("schedule {m}")))?;
+    let replicate = match &d.replicate {
+        Some(r) => Some(crate::model::time::parse_interval(r).map_err(|m| at(format!("replicate: {m}")))?),
+        None => None,
+    };
+    let replicate_max_lag = match &d.replicate_max_lag {
+        Some(t) => std::time::Duration::from_secs(
+            crate::model::time::parse_duration(t).map_err(|m| at(format!("replicate_max_lag: {m}")))?,
+        ),
+        None => std::time::Duration::from_secs(60),
+    };
+    // Replicated databases get a daily backup when no schedule is given.
+    let schedule_text = match (&d.schedule, replicate) {
+        (Some(s), _) => s.as_str(),
+        (None, Some(_)) => "every 24h",
+        (None, None) => {
+            return Err(at(
+                "no schedule: add schedule = \"every 15m\" or a cron expression (or replicate = \"1s\")"
+                    .into(),
+            ))
+        }
+    };
+    let schedule = Schedule::parse(schedule_text).map_err(|m| at(format!("schedule {m}")))?;
     let sql = match d.format.as_deref() {
         None | Some("archive") => false,
         Some("sql") => true,
@@ -530,7 +761,40 @@ fn check_database(d: RawDatabase, base: &Path, can_read: bool) -> Result<Databas
             )));
         }
     }
+    let timeout = match &d.hook_timeout {
+        Some(t) => std::time::Duration::from_secs(
+            crate::model::time::parse_duration(t).map_err(|m| at(format!("hook_timeout: {m}")))?,
+        ),
+        None => std::time::Duration::from_secs(300),
+    };
+    let hook = |what: &str,
+                argv: &Option<Vec<String>>|
+     -> Result<Option<crate::ops::hook::Hook>, ConfigError> {
+        match argv {
+            None => Ok(None),
+            Some(a) if a.first().is_none_or(|p| p.trim().is_empty()) => Err(at(format!(
+                "{what}: a command as an array, program first (e.g. [\"/usr/local/bin/rebuild-index\", \"--quick\"])"
+            ))),
+            Some(a) => Ok(Some(crate::ops::hook::Hook {
+                argv: a.clone(),
+                timeout,
+            })),
+        }
+    };
+    let hooks = Hooks {
+        after_backup: hook("after_backup", &d.after_backup)?,
+        after_restore: hook("after_restore", &d.after_restore)?,
+        on_failure: hook("on_failure", &d.on_failure)?,
+    };
+    if replicate.is_some() && sql {
+        return Err(at(
+            "replicate: replication ships the WAL's pages after archives, not SQL dumps: remove format = \"sql\"".into(),
+        ));
+    }
     Ok(DatabaseConfig {
+        replicate,
+        replicate_max_lag,
+        hooks,
         name,
         path,
         location,
@@ -548,6 +812,7 @@ fn check_database(d: RawDatabase, base: &Path, can_read: bool) -> Result<Databas
         verify,
         encrypt,
         labels,
+        pattern: None,
     })
 }
 
@@ -677,5 +942,124 @@ include = ["uploads", "/var/lib/app/exports"]
             .unwrap_err()
             .0
             .contains("twice"));
+    }
+
+    #[test]
+    fn wildcards_match_star_and_question_mark() {
+        for (p, n, want) in [
+            ("*.db", "acme.db", true),
+            ("*.db", ".db", true),
+            ("*.db", "acme.db-wal", false),
+            ("*.db", "acme.sqlite", false),
+            ("t-?.db", "t-1.db", true),
+            ("t-?.db", "t-12.db", false),
+            ("*a*b*", "xxaxxbxx", true),
+            ("*a*b", "xxaxxbxxa", false),
+            ("app.db", "app.db", true),
+            ("*", "", true),
+            ("?", "", false),
+            ("*b", "*ab", true),
+            ("a*", "a*", true),
+        ] {
+            assert_eq!(wildcard_match(p, n), want, "{p} {n}");
+        }
+    }
+
+    #[test]
+    fn a_pattern_finds_each_database_file_and_names_it_by_its_stem() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = |name: &str| {
+            let c = rusqlite::Connection::open(dir.path().join(name)).unwrap();
+            c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x);")
+                .unwrap();
+        };
+        db("acme.db");
+        db("globex.db");
+        db("other.sqlite");
+        std::fs::write(dir.path().join("empty.db"), b"").unwrap();
+        std::fs::write(dir.path().join("notes.db"), b"not a database at all").unwrap();
+        std::fs::create_dir(dir.path().join("dir.db")).unwrap();
+        let text = format!(
+            "[[databases]]\nname = \"app\"\npath = \"app.db\"\nlocation = \"/b\"\nschedule = \"every 1h\"\n\
+             [[databases]]\nname = \"tenant-{{stem}}\"\npath = \"{}/*.db\"\nlocation = \"/b\"\nreplicate = \"1s\"\n",
+            dir.path().display()
+        );
+        let mut c = parse(&text).unwrap();
+        let names: Vec<&str> = c.databases.iter().map(|d| d.name.as_str()).collect();
+        // The -wal and -shm files, a file that is not (yet) a database and a directory are not.
+        assert_eq!(names, ["app", "tenant-acme", "tenant-globex"]);
+        assert_eq!(c.databases[1].path, dir.path().join("acme.db"));
+        assert_eq!(c.databases[1].replicate, Some(std::time::Duration::from_secs(1)));
+        assert_eq!(
+            c.databases[1].pattern.as_deref(),
+            Some(dir.path().join("*.db").as_path())
+        );
+        assert_eq!(c.patterns.len(), 1);
+        // A new one is found by the next look, a removed one is gone.
+        db("initech.db");
+        std::fs::remove_file(dir.path().join("globex.db")).unwrap();
+        assert!(c.discover().is_empty());
+        let names: Vec<&str> = c.databases.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["app", "tenant-acme", "tenant-initech"]);
+        // A name already taken is left out, and said.
+        let taken = text.replace("name = \"app\"", "name = \"tenant-acme\"");
+        let mut c = parse(&taken).unwrap();
+        let notes = c.discover();
+        assert_eq!(c.databases.iter().filter(|d| d.name == "tenant-acme").count(), 1);
+        assert!(notes.iter().any(|n| n.contains("is taken")), "{notes:?}");
+    }
+
+    #[test]
+    fn pattern_mistakes_are_named() {
+        let entry = |name: &str, path: &str| {
+            format!("[[databases]]\nname = \"{name}\"\npath = \"{path}\"\nlocation = \"/b\"\nschedule = \"every 1h\"\n")
+        };
+        for (text, want) in [
+            (entry("tenant", "/srv/*.db"), "put {stem} once in name"),
+            (entry("{stem}-{stem}", "/srv/*.db"), "put {stem} once in name"),
+            (entry("t/{stem}", "/srv/*.db"), "database name"),
+            (entry("t-{stem}", "/srv/*/app.db"), "only the file name may hold"),
+            (
+                format!("discover_every = \"0s\"\n{}", entry("a", "/a.db")),
+                "discover_every",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err().0;
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        assert!(parse(&entry("{stem}", "/nonexistent-dir/*.db")).is_ok());
+    }
+
+    #[test]
+    fn hidden_files_and_files_another_entry_names_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.db", ".partial.db", "b.db"] {
+            let c = rusqlite::Connection::open(dir.path().join(name)).unwrap();
+            c.execute_batch("CREATE TABLE t(x);").unwrap();
+        }
+        let d = dir.path().display();
+        let text = format!(
+            "[[databases]]\nname = \"fixed\"\npath = \"{d}/b.db\"\nlocation = \"/b\"\nschedule = \"every 1h\"\n\
+             [[databases]]\nname = \"p-{{stem}}\"\npath = \"{d}/*\"\nlocation = \"/b\"\nschedule = \"every 1h\"\n\
+             [[databases]]\nname = \"q-{{stem}}\"\npath = \"{d}/?.db\"\nlocation = \"/b\"\nschedule = \"every 1h\"\n"
+        );
+        let mut c = parse(&text).unwrap();
+        let names: Vec<&str> = c.databases.iter().map(|d| d.name.as_str()).collect();
+        // b.db is the fixed entry's; a.db is the first pattern's; .partial.db is hidden.
+        assert_eq!(names, ["fixed", "p-a"]);
+        let notes = c.discover();
+        assert_eq!(
+            notes.iter().filter(|n| n.contains("already database")).count(),
+            3,
+            "{notes:?}"
+        );
+        // A directory that cannot be listed keeps what its pattern found.
+        let moved = dir.path().with_extension("moved");
+        std::fs::rename(dir.path(), &moved).unwrap();
+        let notes = c.discover();
+        assert!(notes.iter().any(|n| n.contains("cannot list")), "{notes:?}");
+        let names: Vec<&str> = c.databases.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["fixed", "p-a"]);
+        std::fs::rename(&moved, dir.path()).unwrap();
     }
 }

@@ -176,7 +176,8 @@ pub(crate) fn launch(
         let spawned = std::thread::Builder::new()
             .name(format!("job-{id}"))
             .spawn(move || {
-                let outcome = execute(&ctx, &thread_db, &work, progress.as_ref());
+                let mut outcome = execute(&ctx, &thread_db, &work, progress.as_ref());
+                run_hook(&thread_db, &work, &mut outcome);
                 let _ = tx.send(outcome);
             });
         let outcome = match spawned {
@@ -204,6 +205,8 @@ pub(crate) struct Outcome {
     backup: Option<BackupRecord>,
     /// For a drill: the archive it restored.
     drilled: Option<String>,
+    /// The hook run after it, if one was.
+    hook: Option<(String, crate::ops::hook::HookOutcome)>,
 }
 
 impl Outcome {
@@ -214,6 +217,7 @@ impl Outcome {
             prune: None,
             backup: None,
             drilled: None,
+            hook: None,
         }
     }
 }
@@ -245,13 +249,15 @@ fn object_name(path: &std::path::Path) -> String {
 /// Does the work (blocking).
 fn execute(ctx: &crate::ops::Context, db: &DatabaseConfig, work: &Work, progress: &dyn Progress) -> Outcome {
     match work {
-        Work::Backup => {
+        Work::Backup { labels } => {
+            let mut all = db.labels.clone();
+            all.extend(labels.clone());
             let opts = BackupOptions {
                 destination: crate::ops::backup::Destination::dir(&db.location),
                 name: Some(db.name.clone()),
                 format: db.format.clone(),
                 encrypt: db.encrypt.clone(),
-                labels: db.labels.clone(),
+                labels: all,
                 ..Default::default()
             };
             match crate::ops::backup::backup(ctx, &db.path, &opts, progress) {
@@ -275,11 +281,21 @@ fn execute(ctx: &crate::ops::Context, db: &DatabaseConfig, work: &Work, progress
                         error: None,
                         prune,
                         drilled: None,
+                        hook: None,
                     }
                 }
             }
         }
-        Work::Verify => {
+        Work::Verify if db.replicate.is_some() => match drill_replica(ctx, db, progress) {
+            Ok(Some(out)) => out,
+            Ok(None) => execute(ctx, db, &Work::VerifyArchive, progress),
+            Err(e) => {
+                let mut out = Outcome::failed(ErrorReport::from(&e));
+                out.drilled = Some("the replicated history".into());
+                out
+            }
+        },
+        Work::Verify | Work::VerifyArchive => {
             let found = crate::location::open(&db.location).and_then(|loc| {
                 let newest = crate::ops::chain::latest_required(ctx, loc.as_ref(), &db.name, None)?;
                 Ok(loc.object_path(&newest))
@@ -299,6 +315,7 @@ fn execute(ctx: &crate::ops::Context, db: &DatabaseConfig, work: &Work, progress
                         prune: None,
                         backup: None,
                         drilled: None,
+                        hook: None,
                     }
                 }
             };
@@ -315,10 +332,96 @@ fn execute(ctx: &crate::ops::Context, db: &DatabaseConfig, work: &Work, progress
                     prune: None,
                     backup: None,
                     drilled: None,
+                    hook: None,
                 },
             }
         }
     }
+}
+
+/// Runs the database's hook for what the job did, if it has one: `after_backup` and
+/// `after_restore` after a success, `on_failure` after a failure (not a cancellation).
+fn run_hook(db: &DatabaseConfig, work: &Work, outcome: &mut Outcome) {
+    let failed = outcome.error.as_ref().filter(|e| e.class != "cancelled");
+    let (event, hook) = match (work, failed, &outcome.error) {
+        (_, Some(_), _) => ("on_failure", &db.hooks.on_failure),
+        (Work::Backup { .. }, None, None) => ("after_backup", &db.hooks.after_backup),
+        (Work::Restore { .. }, None, None) => ("after_restore", &db.hooks.after_restore),
+        _ => return,
+    };
+    let Some(hook) = hook else { return };
+    let archive = match work {
+        Work::Restore { archive, .. } => Some(archive.clone()),
+        _ => outcome
+            .report
+            .as_ref()
+            .and_then(|r| r["archive"].as_str())
+            .map(std::path::PathBuf::from)
+            .or_else(|| outcome.drilled.as_ref().map(|a| db.location.join(a))),
+    };
+    let event = crate::ops::hook::HookEvent {
+        event: event.into(),
+        database: Some(db.path.clone()),
+        archive,
+        result: if failed.is_some() { "failed" } else { "ok" }.into(),
+        error: failed.map(|e| e.error.clone()),
+        report: match failed {
+            Some(e) => to_value(e),
+            None => outcome.report.clone().unwrap_or(Value::Null),
+        },
+    };
+    let done = crate::ops::hook::run(hook, &event, None);
+    if let Some(report) = outcome.report.as_mut().filter(|r| r.is_object()) {
+        report["hook"] = to_value(&done);
+    }
+    outcome.hook = Some((event.event, done));
+}
+
+/// A drill of a replicated database: the newest replicated state (the last transaction
+/// shipped) restored into a temp file with every check of a restore. `None` when nothing was
+/// replicated yet (the newest archive is drilled instead).
+fn drill_replica(
+    ctx: &crate::ops::Context,
+    db: &DatabaseConfig,
+    progress: &dyn Progress,
+) -> crate::error::Result<Option<Outcome>> {
+    let loc = crate::location::open(&db.location)?;
+    let Some(point) = crate::ops::replica::find_point(loc.as_ref(), &db.name, None, ctx.identities())? else {
+        return Ok(None);
+    };
+    let tmp =
+        tempfile::tempdir().map_err(|e| Error::io("create a temp directory in", std::env::temp_dir(), e))?;
+    let opts = crate::ops::restore::RestoreOptions {
+        replay: Some(crate::ops::replica::Replay {
+            location: db.location.clone(),
+            point: point.clone(),
+        }),
+        ..Default::default()
+    };
+    let base = loc.object_path(&point.base);
+    let drilled = format!(
+        "{} + {} segment(s) to transaction {}",
+        point.base,
+        point.segments.len(),
+        point.txid
+    );
+    Ok(Some(
+        match crate::ops::restore::restore(ctx, &base, &tmp.path().join("drill.db"), &opts, progress) {
+            Err(e) => {
+                let mut out = Outcome::failed(ErrorReport::from(&e));
+                out.drilled = Some(drilled);
+                out
+            }
+            Ok(r) => Outcome {
+                report: Some(to_value(&r)),
+                error: None,
+                prune: None,
+                backup: None,
+                drilled: Some(drilled),
+                hook: None,
+            },
+        },
+    ))
 }
 
 fn record_of(r: &BackupReport) -> BackupRecord {
@@ -436,6 +539,27 @@ pub(crate) fn finish(shared: &Shared, id: u64, database: &str, outcome: Outcome)
             fields.push(("class", e.class.clone().into()));
             shared.log.write("error", "job.failed", &fields);
         }
+    }
+    if let Some((event, h)) = &outcome.hook {
+        let mut fields: Vec<(&str, Value)> = vec![
+            ("job", id.into()),
+            ("database", database.into()),
+            ("event", event.clone().into()),
+            ("command", h.argv.join(" ").into()),
+            ("result", h.describe().into()),
+        ];
+        if !h.stdout_tail.is_empty() {
+            fields.push(("stdout", h.stdout_tail.clone().into()));
+        }
+        if !h.stderr_tail.is_empty() {
+            fields.push(("stderr", h.stderr_tail.clone().into()));
+        }
+        let (level, what) = if h.ok {
+            ("info", "hook.done")
+        } else {
+            ("error", "hook.failed")
+        };
+        shared.log.write(level, what, &fields);
     }
     shared.save_state();
     shared.changed.notify_waiters();

@@ -8,7 +8,11 @@ use std::fmt::Write;
 use super::state::{Counters, DbState};
 
 /// The metrics for the configured databases, in the configuration's order.
-pub(crate) fn render(dbs: &[(String, DbState)], running: &[(String, bool)]) -> String {
+pub(crate) fn render(
+    dbs: &[(String, DbState)],
+    running: &[(String, bool)],
+    replication: &[(String, Option<super::replication::View>)],
+) -> String {
     let mut out = String::new();
     let series = |out: &mut String,
                   name: &str,
@@ -118,6 +122,66 @@ pub(crate) fn render(dbs: &[(String, DbState)], running: &[(String, bool)]) -> S
         "1 while a job (backup, restore or drill) of the database runs.",
         &mut running.iter().map(|(n, r)| (db(n), if *r { 1.0 } else { 0.0 })),
     );
+    // Replication (`replicate = "1s"`): 0 for a database that does not replicate.
+    let rep = |pick: fn(&super::replication::View) -> f64| -> Vec<(String, f64)> {
+        replication
+            .iter()
+            .map(|(n, v)| (db(n), v.as_ref().map_or(0.0, pick)))
+            .collect()
+    };
+    fn st(v: &super::replication::View, f: fn(&crate::ops::replicate::ReplicateStatus) -> u64) -> f64 {
+        v.status.as_ref().map_or(0.0, |s| f(s) as f64)
+    }
+    series(
+        &mut out,
+        "litevault_replication_lag_seconds",
+        "gauge",
+        "How long the oldest transaction read and not shipped yet has waited (0: none waits).",
+        &mut rep(|v| v.lag_secs).into_iter(),
+    );
+    series(
+        &mut out,
+        "litevault_replication_transactions_total",
+        "counter",
+        "Transactions shipped by the replicator since it started.",
+        &mut rep(|v| st(v, |s| s.shipped)).into_iter(),
+    );
+    series(
+        &mut out,
+        "litevault_replication_pending_transactions",
+        "gauge",
+        "Transactions read and not shipped yet.",
+        &mut rep(|v| st(v, |s| s.pending)).into_iter(),
+    );
+    series(
+        &mut out,
+        "litevault_replication_bytes_total",
+        "counter",
+        "Bytes of pages shipped (before compression).",
+        &mut rep(|v| st(v, |s| s.bytes)).into_iter(),
+    );
+    series(
+        &mut out,
+        "litevault_replication_segments_total",
+        "counter",
+        "Segments (objects) written.",
+        &mut rep(|v| st(v, |s| s.segments)).into_iter(),
+    );
+    series(
+        &mut out,
+        "litevault_replication_gaps_total",
+        "counter",
+        "Gaps found (history that could not be read; a new base follows each).",
+        &mut rep(|v| st(v, |s| s.gaps)).into_iter(),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP litevault_s3_requests_total S3 requests this daemon sent, by kind (every attempt; PUT and POST are what object storage bills as writes)."
+    );
+    let _ = writeln!(out, "# TYPE litevault_s3_requests_total counter");
+    for (kind, n) in crate::location::s3_request_counts() {
+        let _ = writeln!(out, "litevault_s3_requests_total{{kind=\"{kind}\"}} {n}");
+    }
     out
 }
 
@@ -146,6 +210,7 @@ mod tests {
         let text = render(
             &[("app".into(), s), ("b\"x".into(), DbState::default())],
             &[("app".into(), true)],
+            &[("app".into(), None), ("b\"x".into(), None)],
         );
         assert!(
             text.contains("litevault_backups_total{database=\"app\",result=\"success\"} 3\n"),
@@ -154,6 +219,15 @@ mod tests {
         assert!(text.contains("litevault_backup_duration_seconds{database=\"app\"} 1.25\n"));
         assert!(text.contains("litevault_last_backup_success_timestamp_seconds{database=\"b\\\"x\"} 0\n"));
         assert!(text.contains("litevault_job_running{database=\"app\"} 1\n"));
-        assert_eq!(text.matches("# TYPE ").count(), 9);
+        assert!(text.contains("litevault_replication_lag_seconds{database=\"app\"} 0\n"));
+        assert!(text.contains("litevault_replication_gaps_total{database=\"b\\\"x\"} 0\n"));
+        assert_eq!(text.matches("# TYPE ").count(), 16);
+        // The S3 requests of the process, every kind (0 until one is sent).
+        for kind in crate::location::store::S3_REQUEST_KINDS {
+            assert!(
+                text.contains(&format!("litevault_s3_requests_total{{kind=\"{kind}\"}} ")),
+                "{text}"
+            );
+        }
     }
 }

@@ -24,6 +24,7 @@ mod http;
 mod jobs;
 mod log;
 mod metrics;
+mod replication;
 pub mod requests;
 mod scheduler;
 mod shared;
@@ -31,6 +32,7 @@ mod state;
 mod table;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -88,6 +90,7 @@ pub async fn run_with(
         changed: Notify::new(),
         stopping: AtomicBool::new(false),
         saving: Mutex::new(()),
+        replicas: Default::default(),
     });
     let config = shared.config();
     log.write(
@@ -115,23 +118,54 @@ pub async fn run_with(
         );
     }
 
+    shared.replicas.apply(&config, log);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut schedules = spawn_schedules(&shared, &config, &stop_rx);
     let app = api::router(shared.clone());
     let mut server = tokio::spawn(http::serve(listener, app, shared.clone(), stop_rx.clone()));
 
     tokio::pin!(shutdown);
+    let mut rescan = discovery_clock(config.discover_every).await;
+    // What discovery left out, logged once each (not at every look).
+    let mut noted: std::collections::HashSet<String> = Default::default();
     let served = loop {
         tokio::select! {
             _ = &mut shutdown => break None,
             r = &mut server => break Some(r),
             Some(new) = next_reload(&mut control.reloads) => {
-                for s in schedules.drain(..) {
-                    s.abort();
-                }
                 reload(&shared, new);
-                let config = shared.config();
-                schedules = spawn_schedules(&shared, &config, &stop_rx);
+                schedules = restart(&shared, schedules, &stop_rx, log).await;
+                rescan = discovery_clock(shared.config().discover_every).await;
+            }
+            _ = rescan.tick(), if !shared.config().patterns.is_empty() => {
+                let current = shared.config();
+                let looked = tokio::task::spawn_blocking(move || {
+                    let mut new = (*current).clone();
+                    let notes = new.discover();
+                    (new, notes)
+                })
+                .await;
+                let Ok((new, notes)) = looked else { continue };
+                for note in notes {
+                    if noted.insert(note.clone()) {
+                        log.write("warn", "serve.discovery", &[("detail", note.into())]);
+                    }
+                }
+                if let Some((added, gone)) = discovered(&shared, new) {
+                    // Only the databases that came and went: a schedule started again would
+                    // find its database's backup due at once while a queued one has not run.
+                    schedules.retain(|(name, handle)| {
+                        let keep = !gone.contains(name);
+                        if !keep {
+                            handle.abort();
+                        }
+                        keep
+                    });
+                    let config = apply_replicas(&shared, log).await;
+                    for db in config.databases.iter().filter(|d| added.contains(&d.name)) {
+                        schedules.push((db.name.clone(), scheduler::spawn(shared.clone(), db.clone(), stop_rx.clone())));
+                    }
+                }
             }
         }
     };
@@ -139,7 +173,7 @@ pub async fn run_with(
     // Stop: no new connections, jobs or schedules.
     shared.stopping.store(true, Ordering::SeqCst);
     let _ = stop_tx.send(true);
-    for s in schedules {
+    for (_, s) in schedules {
         s.abort();
     }
     let running = shared.jobs().unfinished();
@@ -167,6 +201,9 @@ pub async fn run_with(
             ("removed_temp_files", removed.into()),
         ]);
     }
+    // The replicators ship what they read last.
+    let replicas = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || replicas.replicas.stop_all()).await;
     if served.is_none() {
         // Connections still open get a moment to finish their answers.
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut server).await;
@@ -197,12 +234,88 @@ fn spawn_schedules(
     shared: &Arc<Shared>,
     config: &Config,
     stop: &watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
+) -> Vec<(String, tokio::task::JoinHandle<()>)> {
     config
         .databases
         .iter()
-        .map(|db| scheduler::spawn(shared.clone(), db.clone(), stop.clone()))
+        .map(|db| {
+            (
+                db.name.clone(),
+                scheduler::spawn(shared.clone(), db.clone(), stop.clone()),
+            )
+        })
         .collect()
+}
+
+/// Starts what the running configuration now says: replicators kept, started or stopped, and
+/// the schedules anew.
+async fn restart(
+    shared: &Arc<Shared>,
+    old: Vec<(String, tokio::task::JoinHandle<()>)>,
+    stop_rx: &watch::Receiver<bool>,
+    log: LogFormat,
+) -> Vec<(String, tokio::task::JoinHandle<()>)> {
+    for (_, s) in old {
+        s.abort();
+    }
+    let config = apply_replicas(shared, log).await;
+    spawn_schedules(shared, &config, stop_rx)
+}
+
+/// Keeps, starts and stops replicators as the running configuration says; returns it.
+async fn apply_replicas(shared: &Arc<Shared>, log: LogFormat) -> Arc<Config> {
+    let config = shared.config();
+    let (replicas, cfg) = (shared.clone(), config.clone());
+    let _ = tokio::task::spawn_blocking(move || replicas.replicas.apply(&cfg, log)).await;
+    config
+}
+
+/// The clock of pattern discovery: a tick every `every` (late ticks delayed, not bunched),
+/// the first one (immediate) already taken.
+async fn discovery_clock(every: Duration) -> tokio::time::Interval {
+    let mut clock = tokio::time::interval(every);
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    clock.tick().await;
+    clock
+}
+
+/// Takes `new` (the running configuration with its patterns looked at again) when it found
+/// other databases, logging which came and went; returns those (a database whose file
+/// changed under the same name is both).
+fn discovered(shared: &Shared, new: Config) -> Option<(Vec<String>, Vec<String>)> {
+    let old = shared.config();
+    let key = |c: &Config| -> Vec<(String, PathBuf)> {
+        c.databases
+            .iter()
+            .map(|d| (d.name.clone(), d.path.clone()))
+            .collect()
+    };
+    let (before, after) = (key(&old), key(&new));
+    if before == after {
+        return None;
+    }
+    let added: Vec<String> = after
+        .iter()
+        .filter(|d| !before.contains(d))
+        .map(|d| d.0.clone())
+        .collect();
+    let gone: Vec<String> = before
+        .iter()
+        .filter(|d| !after.contains(d))
+        .map(|d| d.0.clone())
+        .collect();
+    let names: Vec<String> = after.into_iter().map(|d| d.0).collect();
+    *shared.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+    shared.log.write(
+        "info",
+        "serve.discovered",
+        &[
+            ("added", added.clone().into()),
+            ("gone", gone.clone().into()),
+            ("databases", names.into()),
+        ],
+    );
+    Some((added, gone))
 }
 
 fn reload(shared: &Shared, new: Config) {

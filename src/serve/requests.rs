@@ -14,6 +14,10 @@ pub const MAX_BODY: usize = 16 * 1024;
 pub struct DatabaseRequest {
     /// The database's name in the configuration.
     pub database: String,
+    /// For a backup: labels recorded in its manifest besides the configuration's (the same
+    /// key wins over the configuration's value).
+    #[serde(default)]
+    pub labels: crate::model::labels::Labels,
 }
 
 /// `POST /api/backup/restore`.
@@ -52,6 +56,7 @@ pub enum Which {
 pub fn parse_database_request(body: &[u8]) -> Result<DatabaseRequest, String> {
     let r: DatabaseRequest = parse_json(body)?;
     check_database_name(&r.database)?;
+    crate::model::labels::check_all(&r.labels).map_err(|m| format!("labels: {m}"))?;
     Ok(r)
 }
 

@@ -114,7 +114,9 @@ async fn run_job(shared: &Arc<Shared>, db: &DatabaseConfig, kind: Kind, stop: &m
         match jobs::reserve(shared, &db.name, kind, "schedule") {
             Ok(id) => {
                 let work = match kind {
-                    Kind::Backup => Work::Backup,
+                    Kind::Backup => Work::Backup {
+                        labels: Default::default(),
+                    },
                     _ => Work::Verify,
                 };
                 let done = jobs::launch(shared, id, db.clone(), work);

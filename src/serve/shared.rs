@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     /// Held while the state file is written: one writer at a time, each writing the state as
     /// it is when its turn comes, so the file never goes back to an older state.
     pub(crate) saving: Mutex<()>,
+    /// The replicators (`replicate = "1s"`).
+    pub(crate) replicas: super::replication::Replicas,
 }
 
 impl Shared {

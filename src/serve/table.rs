@@ -48,9 +48,19 @@ pub(crate) enum JobState {
 
 /// The work of a job, with what it needs.
 pub(crate) enum Work {
-    Backup,
+    /// A backup; with labels besides the configuration's (the API's request).
+    Backup {
+        labels: crate::model::labels::Labels,
+    },
+    /// A restore drill: of the replicated history for a replicated database, else of the
+    /// newest archive.
     Verify,
-    Restore { archive: PathBuf, opts: RestoreOptions },
+    /// A drill of the newest archive (a replicated database with nothing replicated yet).
+    VerifyArchive,
+    Restore {
+        archive: PathBuf,
+        opts: RestoreOptions,
+    },
 }
 
 /// A job's progress, updated by the library through [`Progress`].

@@ -11,3 +11,4 @@ pub mod db;
 pub mod findings;
 pub mod pageset;
 pub mod snapshot;
+pub mod wal;

@@ -1,13 +1,19 @@
 //! Page sets: the per-page hashes every archive records, and the changed pages an incremental
 //! archive holds.
 //!
-//! A page hash is the first 16 bytes of BLAKE3 in keyed mode (a keyed cryptographic hash, a
-//! MAC) of the page, where the key is 32 random bytes chosen by a chain's full backup and kept
-//! by every link of that chain (recorded in each manifest). Crafted page content cannot be made
-//! to collide with another page's hash without breaking BLAKE3, and the key rules out tables of
-//! precomputed pages; besides, a restore checks
-//! the composed database's SHA-256 against the newest link's manifest, so a collision could at
-//! worst make a restore refuse, never make it return wrong data.
+//! A page hash is the first 16 bytes of BLAKE3 in keyed mode (a keyed cryptographic hash, a MAC) of
+//! the page, where the key is 32 random bytes chosen by a chain's full backup and kept by every
+//! link of that chain (recorded in each manifest). Page content cannot be crafted to match a given
+//! page's hash without breaking BLAKE3 (a second preimage), and the key rules out tables of
+//! precomputed pages. An incremental archive is identified by its table alone (no SHA-256 of the
+//! whole database, which would read every byte a second time): a restore hashes each page of the
+//! composed database under the chain's key and compares the table's SHA-256 with the newest link's
+//! manifest. The bound, plainly: the key is in every manifest (in clear unless the archive is
+//! encrypted), so someone who can both write the source database and read its backups could, with
+//! about 2^64 BLAKE3 evaluations, craft two versions of a page that hash alike; a backup taken
+//! after the second would leave that page out, and the restore would give the first without
+//! noticing. Accidental damage, and anyone without write access to the source, are caught (a second
+//! preimage: 2^128).
 //!
 //! The table of a database's page hashes is the entry `pages.hashes` (page_count x 16 bytes,
 //! page 1 first). In a zstd archive it has a zstd frame of its own whose byte range in the
@@ -20,9 +26,6 @@
 use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
-use crate::model::hex;
 
 /// Name of the tar entry with the page-hash table.
 pub const HASHES_ENTRY: &str = "pages.hashes";
@@ -118,7 +121,6 @@ pub struct PageHasher<W: Write> {
     page_size: usize,
     partial: Vec<u8>,
     hashes: Vec<PageHash>,
-    whole: Option<WholeHasher>,
     parent: Option<Vec<PageHash>>,
     changed: Option<io::BufWriter<std::fs::File>>,
     changed_count: u64,
@@ -126,14 +128,7 @@ pub struct PageHasher<W: Write> {
 
 impl<W: Write> PageHasher<W> {
     /// Hashes pages of `page_size` bytes under `key`; `parent` is the table to compare with.
-    /// With `whole`, also the SHA-256 of all the bytes.
-    pub fn new(
-        inner: W,
-        key: Key,
-        page_size: u32,
-        parent: Option<Vec<PageHash>>,
-        whole: bool,
-    ) -> io::Result<Self> {
+    pub fn new(inner: W, key: Key, page_size: u32, parent: Option<Vec<PageHash>>) -> io::Result<Self> {
         let changed = match parent {
             Some(_) => Some(io::BufWriter::with_capacity(1 << 20, tempfile::tempfile()?)),
             None => None,
@@ -144,7 +139,6 @@ impl<W: Write> PageHasher<W> {
             page_size: page_size as usize,
             partial: Vec::with_capacity(page_size as usize),
             hashes: Vec::new(),
-            whole: whole.then(WholeHasher::spawn),
             parent,
             changed,
             changed_count: 0,
@@ -180,7 +174,7 @@ impl<W: Write> PageHasher<W> {
         self.changed_count
     }
 
-    /// Ends the stream: returns `inner`, the table, the SHA-256 of all bytes, and the changed
+    /// Ends the stream: returns `inner`, the table, and the changed
     /// pages (`pages.bin` records, ready to be read from their start) when there was a parent.
     pub fn finish(mut self) -> io::Result<Finished<W>> {
         if !self.partial.is_empty() {
@@ -201,66 +195,9 @@ impl<W: Write> PageHasher<W> {
         Ok(Finished {
             inner: self.inner,
             hashes: self.hashes,
-            sha256: match self.whole.take() {
-                Some(w) => Some(w.finish()?),
-                None => None,
-            },
             changed,
             changed_count: self.changed_count,
         })
-    }
-}
-
-/// SHA-256 of a stream on a thread of its own (1 MiB batches), so that hashing the whole
-/// database and hashing its pages use both cores.
-struct WholeHasher {
-    batch: Vec<u8>,
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    done: Option<std::thread::JoinHandle<String>>,
-}
-
-impl WholeHasher {
-    fn spawn() -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-        let done = std::thread::spawn(move || {
-            let mut h = Sha256::new();
-            for b in rx {
-                h.update(&b);
-            }
-            hex(&h.finalize())
-        });
-        WholeHasher {
-            batch: Vec::with_capacity(1 << 20),
-            tx: Some(tx),
-            done: Some(done),
-        }
-    }
-
-    fn update(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.batch.extend_from_slice(buf);
-        if self.batch.len() >= 1 << 20 {
-            self.send()?;
-        }
-        Ok(())
-    }
-
-    fn send(&mut self) -> io::Result<()> {
-        let b = std::mem::replace(&mut self.batch, Vec::with_capacity(1 << 20));
-        self.tx
-            .as_ref()
-            .and_then(|t| t.send(b).ok())
-            .ok_or_else(|| io::Error::other("hashing thread stopped"))
-    }
-
-    fn finish(mut self) -> io::Result<String> {
-        if !self.batch.is_empty() {
-            self.send()?;
-        }
-        drop(self.tx.take());
-        self.done
-            .take()
-            .and_then(|d| d.join().ok())
-            .ok_or_else(|| io::Error::other("hashing thread panicked"))
     }
 }
 
@@ -270,8 +207,6 @@ pub struct Finished<W> {
     pub inner: W,
     /// Every page's hash.
     pub hashes: Vec<PageHash>,
-    /// SHA-256 of the whole database (when asked for).
-    pub sha256: Option<String>,
     /// The changed pages as `pages.bin` records.
     pub changed: Option<std::fs::File>,
     /// How many pages changed.
@@ -281,9 +216,6 @@ pub struct Finished<W> {
 impl<W: Write> Write for PageHasher<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.inner.write_all(buf)?;
-        if let Some(w) = &mut self.whole {
-            w.update(buf)?;
-        }
         let mut rest = buf;
         if !self.partial.is_empty() {
             let need = self.page_size - self.partial.len();
@@ -314,6 +246,7 @@ impl<W: Write> Write for PageHasher<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::hex;
 
     #[test]
     fn pages_are_hashed_whatever_the_write_sizes_and_changes_found() {
@@ -321,7 +254,7 @@ mod tests {
         let key = [7u8; KEY_LEN];
         let db: Vec<u8> = (0..ps as usize * 6).map(|i| (i * 7 % 251) as u8).collect();
         let whole = |chunks: usize| {
-            let mut h = PageHasher::new(Vec::new(), key, ps, None, true).unwrap();
+            let mut h = PageHasher::new(Vec::new(), key, ps, None).unwrap();
             for c in db.chunks(chunks) {
                 h.write_all(c).unwrap();
             }
@@ -332,12 +265,11 @@ mod tests {
         assert_eq!(a.hashes, b.hashes);
         assert_eq!(a.inner, db);
         assert_eq!(a.hashes.len(), 6);
-        assert_eq!(a.sha256.as_deref().unwrap(), hex(&Sha256::digest(&db)));
         // Change page 3, grow by one page.
         let mut db2 = db.clone();
         db2[2 * 512 + 10] ^= 1;
         db2.extend_from_slice(&[9u8; 512]);
-        let mut h = PageHasher::new(io::sink(), key, ps, Some(a.hashes.clone()), false).unwrap();
+        let mut h = PageHasher::new(io::sink(), key, ps, Some(a.hashes.clone())).unwrap();
         h.write_all(&db2).unwrap();
         let f = h.finish().unwrap();
         assert_eq!(f.changed_count, 2);

@@ -370,7 +370,7 @@ impl LiveSnapshot {
                 expected += 1;
                 unreported += data.len() as u64;
                 if unreported >= 1 << 20 {
-                    progress.advance(unreported);
+                    crate::progress::step(progress, unreported)?;
                     unreported = 0;
                     if spill.is_none() && wal_size().saturating_sub(wal_at_start) > spill_after {
                         let rest = (self.page_count + 1 - expected) * self.page_size as u64;
@@ -393,7 +393,7 @@ impl LiveSnapshot {
                     }
                 }
             }
-            progress.advance(unreported);
+            crate::progress::step(progress, unreported)?;
             if expected - 1 != self.page_count {
                 return Err(Error::CorruptDatabase {
                     path: self.source.clone(),
@@ -544,7 +544,9 @@ fn copy_pages(
                     progress.begin("snapshot", Some(total as u64 * page_size as u64));
                     begun = true;
                 }
-                progress.advance(pages_per_step as u64 * page_size as u64);
+                if let Err(e) = crate::progress::step(progress, pages_per_step as u64 * page_size as u64) {
+                    break Err(e);
+                }
                 if let Some(last) = last_remaining {
                     // No net progress means another process wrote and SQLite started over.
                     if remaining >= last {

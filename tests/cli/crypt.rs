@@ -16,7 +16,7 @@ fn s(p: &Path) -> &str {
 const MAGIC: &[u8] = b"age-encryption.org/v1\n";
 
 /// `age-keygen -o NAME` in the workspace; returns (identity file, its recipient).
-fn keygen(env: &Env, name: &str) -> (PathBuf, String) {
+pub fn keygen(env: &Env, name: &str) -> (PathBuf, String) {
     let key = env.path(name);
     let out = Command::new("age-keygen")
         .arg("-o")

@@ -227,3 +227,269 @@ fn restore_if_missing_restores_only_into_an_empty_place() {
         .code(2);
     assert_eq!(content_hash(&target), before);
 }
+
+#[test]
+fn restore_after_runs_a_command_with_the_report_and_its_failure_keeps_the_restore() {
+    let env = Env::new();
+    let db = env.path("app.db");
+    make_db(
+        &db,
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1), (2);",
+    );
+    let archive = env.backup(&db, &[]);
+    let seen = env.path("seen.txt");
+    let report = env.path("report.json");
+    let r = env
+        .run(&[
+            "restore",
+            s(&archive),
+            s(&env.path("new.db")),
+            "--json",
+            "--after",
+            &format!(
+                "echo \"$LITEVAULT_EVENT $LITEVAULT_RESULT $LITEVAULT_DATABASE $LITEVAULT_ARCHIVE\" > {} && cp \"$LITEVAULT_REPORT\" {} && sqlite3 \"$LITEVAULT_DATABASE\" 'select count(*) from t'",
+                s(&seen),
+                s(&report)
+            ),
+        ])
+        .ok()
+        .json();
+    assert_eq!(r["after"]["ok"], true, "{r}");
+    assert_eq!(r["after"]["stdout_tail"].as_str().unwrap().trim(), "2", "{r}");
+    let line = std::fs::read_to_string(&seen).unwrap();
+    assert_eq!(
+        line.trim(),
+        format!("after_restore ok {} {}", s(&env.path("new.db")), s(&archive))
+    );
+    let copied: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(copied["restored"], true);
+    assert!(!std::path::Path::new(copied["plan"]["target"].as_str().unwrap())
+        .as_os_str()
+        .is_empty());
+
+    // A failing command: said, with its exit code and stderr; the restore stays, exit 0.
+    let r = env
+        .run(&[
+            "restore",
+            s(&archive),
+            s(&env.path("other.db")),
+            "--after",
+            "echo rebuilding failed >&2; exit 5",
+        ])
+        .ok();
+    assert!(
+        r.stderr.contains("exit 5") && r.stderr.contains("rebuilding failed"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(query_i64(&env.path("other.db"), "SELECT count(*) FROM t"), 2);
+    // One that runs too long is killed at its limit.
+    let t = std::time::Instant::now();
+    let r = env
+        .run(&[
+            "restore",
+            s(&archive),
+            s(&env.path("third.db")),
+            "--after",
+            "sleep 60",
+            "--after-timeout",
+            "1",
+        ])
+        .ok();
+    assert!(t.elapsed() < std::time::Duration::from_secs(30));
+    assert!(r.stderr.contains("time limit"), "{}", r.stderr);
+}
+
+#[test]
+fn the_daemon_runs_hooks_after_backups_and_failures_and_takes_labels_from_the_api() {
+    use crate::daemon::Daemon;
+    let env = Env::new();
+    let db = env.path("app.db");
+    make_db(
+        &db,
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);",
+    );
+    let seen = env.path("after-backup.txt");
+    let failed = env.path("on-failure.txt");
+    let config = format!(
+        "[[databases]]\nname = \"app\"\npath = \"app.db\"\nlocation = \"backups\"\nschedule = \"every 1h\"\n\
+         labels = {{ app_version = \"2.3.1\" }}\n\
+         after_backup = [\"sh\", \"-c\", \"echo \\\"$LITEVAULT_EVENT $LITEVAULT_ARCHIVE\\\" >> {}; grep -q archive \\\"$LITEVAULT_REPORT\\\"\"]\n\
+         on_failure = [\"sh\", \"-c\", \"echo \\\"$LITEVAULT_ERROR\\\" > {}; echo hook stderr >&2; exit 4\"]\n\
+         hook_timeout = \"30s\"\n",
+        s(&seen),
+        s(&failed)
+    );
+    let d = Daemon::start(env.dir.path(), &config, Some(crate::daemon::TOKEN), &[]);
+    d.wait_for(60, "the first backup's hook", |_| {
+        std::fs::read_to_string(&seen)
+            .ok()
+            .filter(|t| t.contains("after_backup"))
+    });
+    // A job runs its hook before it lets the database go: retry while it is busy.
+    let create = |body: &str| {
+        d.wait_for(60, "the create to be accepted", |d| {
+            let r = d.post("/api/backup/create", body);
+            (r.status != 409).then_some(r)
+        })
+    };
+    // A backup through the API with labels of its own, beside the configuration's.
+    let r = create(r#"{"database":"app","labels":{"deploy":"42"}}"#);
+    assert_eq!(r.status, 202, "{}", r.body);
+    d.wait_for(60, "the second backup's hook", |_| {
+        std::fs::read_to_string(&seen)
+            .ok()
+            .filter(|t| t.lines().count() >= 2)
+    });
+    let listed = env.run(&["list", "--json", "--label", "deploy=42"]).ok().json();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["manifest"]["labels"]["app_version"], "2.3.1");
+    let hooked = std::fs::read_to_string(&seen).unwrap();
+    assert!(hooked.contains(listed[0]["path"].as_str().unwrap()), "{hooked}");
+    // Labels on a verify: refused.
+    let r = d.post("/api/backup/verify", r#"{"database":"app","labels":{"a":"b"}}"#);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = create(r#"{"database":"app","labels":{"bad key":"b"}}"#);
+    assert_eq!(r.status, 400, "{}", r.body);
+
+    // A backup that fails (the database is no longer one): on_failure runs, its failure is logged.
+    std::fs::write(&db, vec![7u8; 8192]).unwrap();
+    let _ = std::fs::remove_file(env.path("app.db-wal"));
+    let r = create(r#"{"database":"app"}"#);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let why = d.wait_for(60, "the failure hook", |_| {
+        std::fs::read_to_string(&failed).ok().filter(|t| !t.is_empty())
+    });
+    assert!(why.contains("not") || why.contains("database"), "{why}");
+    d.wait_for(30, "the hook's failure in the log", |d| {
+        let log = d.log();
+        (log.contains("hook.failed") && log.contains("exit 4") && log.contains("hook stderr")).then_some(())
+    });
+}
+
+/// Runs examples/container/entrypoint.sh with the test's litevault first in PATH.
+fn entrypoint(env: &Env, loc: &std::path::Path, db: &std::path::Path, rows: u32) -> std::process::Command {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/container");
+    let bin_dir = std::path::Path::new(bin()).parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut c = std::process::Command::new(script.join("entrypoint.sh"));
+    c.arg("python3")
+        .arg(script.join("app.py"))
+        .arg(db)
+        .arg(rows.to_string())
+        .current_dir(env.dir.path())
+        .env("PATH", path)
+        .env("LITEVAULT_LOCATION", loc)
+        .env("APP_DB", db)
+        .env("LITEVAULT_STATE_DIR", env.path(".state"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c
+}
+
+#[test]
+fn the_container_recipe_starts_fresh_comes_back_on_a_new_volume_and_stops_on_sigterm() {
+    let env = Env::new();
+    let loc = env.path("bucket");
+    std::fs::create_dir(&loc).unwrap();
+    let data = env.path("data");
+    std::fs::create_dir(&data).unwrap();
+    let db = data.join("app.db");
+
+    // First start: an empty volume and an empty location.
+    let out = entrypoint(&env, &loc, &db, 50).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no backup"),
+        "{stderr}"
+    );
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM events"), 50);
+
+    // A new volume: the history comes back before the application starts, which goes on.
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::create_dir(&data).unwrap();
+    let out = entrypoint(&env, &loc, &db, 50).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM starts"), 2);
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM events"), 100);
+
+    // A restart on the same volume, stopped by SIGTERM (docker stop) while it writes.
+    let child = entrypoint(&env, &loc, &db, 1_000_000).spawn().unwrap();
+    let t = std::time::Instant::now();
+    while query_i64(&db, "SELECT count(*) FROM starts") < 3
+        || query_i64(&db, "SELECT count(*) FROM events") < 200
+    {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "the app never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: kill(2) on our child (litevault, which the script exec'd).
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let check = env.path("check.db");
+    env.run(&[
+        "restore",
+        "--latest",
+        "--dir",
+        s(&loc),
+        "--name",
+        "app",
+        s(&check),
+    ])
+    .ok();
+    assert_eq!(content_hash(&check), content_hash(&db));
+}
+
+#[test]
+fn two_restores_if_missing_at_once_restore_one_database_and_the_other_keeps_it() {
+    let env = Env::new();
+    let src = env.path("src.db");
+    make_db(
+        &src,
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) INSERT INTO t SELECT randomblob(100) FROM n;",
+    );
+    env.backup(&src, &["--name", "app"]);
+    for round in 0..4 {
+        let target = env.path(&format!("app{round}.db"));
+        let spawn = || {
+            env.command(&[
+                "restore",
+                "--latest",
+                "--name",
+                "app",
+                s(&target),
+                "--if-missing",
+                "--json",
+            ])
+            .spawn()
+            .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+        let reports: Vec<serde_json::Value> = outs
+            .iter()
+            .map(|o| {
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                serde_json::from_slice(&o.stdout).unwrap()
+            })
+            .collect();
+        let restored = reports.iter().filter(|r| r["restored"] == true).count();
+        assert_eq!(restored, 1, "round {round}: {reports:?}");
+        let kept = reports.iter().find(|r| r["restored"] == false).unwrap();
+        assert_eq!(kept["reason"], "exists", "{kept}");
+        assert_eq!(integrity(&target), "ok");
+        assert_eq!(content_hash(&target), content_hash(&src));
+    }
+}

@@ -659,3 +659,40 @@ fn an_incremental_that_claims_a_larger_database_than_its_pages_reach_is_refused_
     assert!(r.stderr.contains("pages and its parent's end at"), "{r:?}");
     assert!(!env.path("r.db").exists());
 }
+
+#[test]
+fn an_incremental_is_identified_by_its_page_hashes_and_a_changed_page_fails_the_restore() {
+    let env = Env::new();
+    let db = env.path("ident.db");
+    make_db(
+        &db,
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) INSERT INTO t SELECT randomblob(500) FROM n;",
+    );
+    incremental(&env, &db, &[]);
+    next_second();
+    make_db(&db, "UPDATE t SET x = 'changed' WHERE rowid % 50 = 0;");
+    let child = incremental(&env, &db, &[]);
+    assert_eq!(child["kind"], "incremental");
+    // No second pass over the database for a SHA-256: the page-hash table identifies it.
+    assert!(child["database_sha256"].is_null(), "{child}");
+    let archive = PathBuf::from(child["archive"].as_str().unwrap());
+    let shown = env.run(&["show", s(&archive), "--json"]).ok();
+    let m: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!(m["format"], "litevault/3", "{m}");
+    assert!(m.get("snapshot_sha256").is_none(), "{m}");
+    let good = restore_to(&env, s(&archive), "good.db");
+    assert_eq!(content_hash(&good), content_hash(&db));
+    // One byte of one changed page, with every checksum of the archive made to match: only the
+    // composed database's page hashes can tell.
+    rewrite_archive(&archive, |name, data| {
+        if name == "pages.bin" {
+            let last = data.len() - 1;
+            data[last] ^= 0x5a;
+        }
+    });
+    let v = env.run(&["verify", s(&archive)]).code(3);
+    assert!(v.stdout.contains("page-hash table"), "{v:?}");
+    let r = env.run(&["restore", s(&archive), s(&env.path("bad.db"))]).code(3);
+    assert!(r.stderr.contains("page-hash table"), "{r:?}");
+    assert!(!env.path("bad.db").exists());
+}

@@ -25,6 +25,7 @@ mod list;
 mod merge;
 mod messages;
 mod races;
+mod replicate;
 mod restore;
 mod s3;
 mod serve;

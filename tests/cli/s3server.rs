@@ -127,6 +127,7 @@ impl S3Server {
             .expect("create temp dir for S3 server");
         let data = dir.path().join("data");
         std::fs::create_dir(&data).expect("create S3 data dir");
+        check_free_space(&data);
         let access_key = format!("AK{}", random_chars(18, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"));
         let secret_key = random_chars(
             40,
@@ -346,6 +347,11 @@ impl S3Server {
             format!("-admin.port={}", p.admin),
             format!("-admin.port.grpc={}", grpc(p.admin)),
             format!("-debug.port={}", p.debug),
+            // Left to itself, the mini sizes its volumes from the disk's size (up to 1 GiB) and
+            // counts them from its free space: on a big disk with under a volume's size free,
+            // it has no writable volume and every upload times out. The tests store little.
+            "-master.volumeSizeLimitMB=64".into(),
+            "-volume.max=16".into(),
         ];
         let child = Command::new(&self.weed)
             .args(&args)
@@ -519,6 +525,38 @@ struct FilerEntry {
     full_path: String,
     is_dir: bool,
     extended: serde_json::Map<String, serde_json::Value>,
+}
+
+/// SeaweedFS's volume server marks every volume read-only when less than 1% of its disk is free
+/// (`weed mini` has no flag to lower that), and then every upload is retried until it times
+/// out. Says so at once, with the figures, instead of letting each S3 test fail after minutes.
+fn check_free_space(dir: &Path) {
+    let out = Command::new("df")
+        .args(["-Pk", "--"])
+        .arg(dir)
+        .output()
+        .expect("run df");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<u64> = text
+        .lines()
+        .nth(1)
+        .map(|l| l.split_whitespace().filter_map(|f| f.parse().ok()).collect())
+        .unwrap_or_default();
+    // df -P: filesystem, 1024-blocks, used, available, capacity, mount.
+    let [total_k, _, avail_k, ..] = fields[..] else {
+        panic!("cannot read df's output for {}: {text}", dir.display());
+    };
+    let needed_k = total_k / 100 + 256 * 1024;
+    assert!(
+        avail_k >= needed_k,
+        "the S3 test server cannot store anything here: {} MiB free of {} MiB on the disk of {} \
+         (SeaweedFS makes its volumes read-only under 1% free; the tests need {} MiB): free some \
+         disk space, or set TMPDIR to another disk",
+        avail_k / 1024,
+        total_k / 1024,
+        dir.display(),
+        needed_k / 1024
+    );
 }
 
 fn find_weed() -> PathBuf {

@@ -452,7 +452,13 @@ fn a_drill_that_finds_the_newest_archive_damaged_turns_healthz_to_503() {
         m.contains("litevault_verifies_total{database=\"app\",result=\"failure\"} 1"),
         "{m}"
     );
-    assert!(d.log().contains("job.failed") && d.log().contains("kind=verify"));
+    // The log line may follow the status by a moment.
+    d.wait_for(30, "the drill's job.failed line", |d| {
+        d.log()
+            .lines()
+            .any(|l| l.contains("job.failed") && l.contains("kind=verify"))
+            .then_some(())
+    });
     // The status names the failure too.
     let s = d.get("/api/backup/status").json();
     assert_eq!(s["databases"][0]["last_failure"]["kind"], "verify");
@@ -813,7 +819,9 @@ fn a_failing_backup_is_recorded_counted_and_makes_healthz_say_why() {
         m.contains("litevault_last_backup_success_timestamp_seconds{database=\"app\"} 0"),
         "{m}"
     );
-    assert!(d.log().contains("job.failed") && d.log().contains("not an SQLite database"));
+    // The log line may follow the status by a moment.
+    d.wait_log("job.failed", 1, 30);
+    assert!(d.log().contains("not an SQLite database"), "{}", d.log());
     assert!(archives(&env).is_empty() && hidden(&env).is_empty());
 }
 

@@ -93,7 +93,7 @@ impl<R: Read> Read for HashReader<'_, R> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
-        self.progress.advance(n as u64);
+        crate::progress::step_io(self.progress, n as u64)?;
         Ok(n)
     }
 }

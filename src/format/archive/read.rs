@@ -234,7 +234,8 @@ pub struct ArchiveContents {
     pub recorded: Vec<(String, String)>,
     /// SHA-256 computed of each regular file entry read (`files/...`), by name.
     pub files: Vec<(String, String)>,
-    /// SHA-256 of the archive's bytes as read (the whole file once it was read to its end).
+    /// SHA-256 of the archive's bytes as read (the whole file once it was read to its end), when
+    /// asked for.
     pub archive_sha256: Option<String>,
     /// Bytes of the archive read.
     pub archive_bytes: u64,
@@ -353,7 +354,7 @@ pub fn read_archive(
     progress: &dyn Progress,
     ids: &Identities,
 ) -> Result<ArchiveContents> {
-    read_archive_as(path, db_out, false, &mut DiscardFiles, progress, ids)
+    read_archive_as(path, db_out, false, false, &mut DiscardFiles, progress, ids)
 }
 
 /// [`read_archive`], passing each file entry (`files/...`, after the data entry) to `files`
@@ -367,22 +368,25 @@ pub fn read_archive_with(
     progress: &dyn Progress,
     ids: &Identities,
 ) -> Result<ArchiveContents> {
-    read_archive_as(path, db_out, false, files, progress, ids)
+    read_archive_as(path, db_out, false, false, files, progress, ids)
 }
 
 /// [`read_archive`]; with `link`, an incremental archive's `pages.bin` is accepted (its
 /// records go to `db_out`, for [`crate::ops::chain::compose`]); without it an incremental archive
-/// is refused, since its data entry is not a database.
+/// is refused, since its data entry is not a database. With `hash_archive`, the SHA-256 of the
+/// archive's own bytes is computed ([`ArchiveContents::archive_sha256`]: a chain's child names
+/// its parent by it); otherwise that second hash over every compressed byte is spared.
 pub(crate) fn read_archive_as(
     path: &Path,
     db_out: &mut (dyn Write + Send),
     link: bool,
+    hash_archive: bool,
     files: &mut dyn FileSink,
     progress: &dyn Progress,
     ids: &Identities,
 ) -> Result<ArchiveContents> {
     let raw = crate::location::open_read(path, false)?;
-    let raw_hash = std::sync::Arc::new(std::sync::Mutex::new((Sha256::new(), 0u64)));
+    let raw_hash = std::sync::Arc::new(std::sync::Mutex::new((hash_archive.then(Sha256::new), 0u64)));
     let (compression, reader) = decoder(
         path,
         Box::new(RawHashReader {
@@ -409,7 +413,7 @@ pub(crate) fn read_archive_as(
     let (archive_sha256, archive_bytes) = match std::sync::Arc::try_unwrap(raw_hash) {
         Ok(m) => {
             let (h, n) = m.into_inner().unwrap_or_else(|p| p.into_inner());
-            (Some(hex(&h.finalize())), n)
+            (h.map(|h| hex(&h.finalize())), n)
         }
         Err(_) => (None, 0),
     };
@@ -429,14 +433,16 @@ pub(crate) fn read_archive_as(
 /// Hashes the raw (compressed) bytes of an archive as they are read.
 pub(super) struct RawHashReader {
     inner: Box<dyn Read + Send>,
-    hash: std::sync::Arc<std::sync::Mutex<(Sha256, u64)>>,
+    hash: std::sync::Arc<std::sync::Mutex<(Option<Sha256>, u64)>>,
 }
 
 impl Read for RawHashReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if let Ok(mut h) = self.hash.lock() {
-            h.0.update(&buf[..n]);
+            if let Some(sha) = &mut h.0 {
+                sha.update(&buf[..n]);
+            }
             h.1 += n as u64;
         }
         Ok(n)
@@ -583,7 +589,7 @@ pub(super) fn copy_data_entry(
                     return Ok(Some(total));
                 }
                 total += n as u64;
-                progress.advance(n as u64);
+                crate::progress::step_io(progress, n as u64)?;
                 if to_hasher.send(buf).is_err() {
                     return Ok(None); // the writer failed; its error says why
                 }

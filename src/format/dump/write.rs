@@ -618,7 +618,7 @@ impl Lines<'_> {
             self.stats.statements += 1;
             self.stats.rows += 1;
             if self.stats.rows.is_multiple_of(4096) {
-                self.progress.advance(4096);
+                crate::progress::step_io(self.progress, 4096)?;
             }
         }
         Ok(())

@@ -58,6 +58,16 @@ pub struct PruneReport {
     pub broken: Vec<String>,
 }
 
+/// The replication segments of base `name` among `streams`, in order (orphans after a missing
+/// one included).
+fn segments_of(streams: &[crate::ops::replica::Stream], name: &str) -> Vec<String> {
+    streams
+        .iter()
+        .find(|s| s.base == name)
+        .map(|s| s.segments.iter().chain(&s.orphaned).cloned().collect())
+        .unwrap_or_default()
+}
+
 /// What prune learnt of one backup from its manifest.
 enum Known {
     /// The manifest, and the SHA-256 of `manifest.json` as stored (archives; `None` for dumps).
@@ -145,6 +155,27 @@ fn standings(known: &HashMap<String, Known>) -> HashMap<String, Standing> {
 
 /// Keeps every parent of a kept incremental archive, transitively, with the reason "parent of
 /// X", from the manifests already read.
+/// Keeps the base of each name's newest replication stream: a replicator may still be adding
+/// segments to it (its parents are kept after, as any kept backup's).
+fn keep_live_streams(objects: &[location::ObjectMeta], verdicts: &mut [Verdict]) {
+    let mut newest: HashMap<String, String> = HashMap::new();
+    // Oldest first: the last one seen of a group is its newest.
+    for s in crate::ops::replica::streams_in(objects) {
+        if let Some((group, _)) = parse_backup_name(&s.base) {
+            newest.insert(group, s.base);
+        }
+    }
+    for v in verdicts.iter_mut() {
+        if newest.get(&v.group) == Some(&v.name) {
+            if !v.keep {
+                v.keep = true;
+                v.reasons.clear();
+            }
+            v.reasons.push("base of the newest replicated history".into());
+        }
+    }
+}
+
 fn keep_parents(known: &HashMap<String, Known>, verdicts: &mut [Verdict]) {
     let mut stack: Vec<String> = verdicts
         .iter()
@@ -277,6 +308,7 @@ pub fn prune(ctx: &Context, dir: &Path, opts: &PruneOptions) -> Result<PruneRepo
             }
         }
         verdicts = plan(&counted, &opts.policy);
+        keep_live_streams(&objects, &mut verdicts);
         keep_parents(&known, &mut verdicts);
         // Left where they are, and reported: a broken link may be mended by putting its parent
         // back; deleting it is the user's decision.
@@ -335,7 +367,14 @@ pub fn prune(ctx: &Context, dir: &Path, opts: &PruneOptions) -> Result<PruneRepo
                 child = parent;
             }
         }
+        // A base's replication segments go with it, the last first: a prune stopped half-way
+        // leaves the stream's remaining segments a whole prefix.
+        let streams = crate::ops::replica::streams_in(&loc.list()?);
         for name in doomed_newest_first(&verdicts) {
+            for seg in segments_of(&streams, &name).iter().rev() {
+                loc.delete(seg)?;
+                deleted.push(loc.object_path(seg));
+            }
             loc.delete(&name)?;
             deleted.push(loc.object_path(&name));
         }
@@ -343,9 +382,11 @@ pub fn prune(ctx: &Context, dir: &Path, opts: &PruneOptions) -> Result<PruneRepo
     if !opts.dry_run {
         cleaned = loc.clean_up(STALE_UPLOAD_SECS)?;
     }
+    let streams = crate::ops::replica::streams_in(&objects);
     let freed_bytes = doomed_newest_first(&verdicts)
         .iter()
-        .map(|n| sizes.get(n).copied().unwrap_or(0))
+        .flat_map(|n| segments_of(&streams, n).into_iter().chain([n.clone()]))
+        .map(|n| sizes.get(&n).copied().unwrap_or(0))
         .sum();
     Ok(PruneReport {
         location: loc.url(),

@@ -3,7 +3,9 @@
 //! operations against a [`crate::location::faulty::FaultyLocation`] registered under a
 //! `mem://` name, to prove what each does when the storage fails part-way.
 
+mod cancel;
 mod faults;
+mod replication;
 mod round_trips;
 
 use std::path::{Path, PathBuf};

@@ -183,7 +183,7 @@ pub fn load(
         }
         line_no += 1;
         text_read.fetch_add(n as u64, Ordering::Relaxed);
-        progress.advance(n as u64);
+        crate::progress::step(progress, n as u64)?;
         let line = split.line();
         let too_long = |at: u64| {
             refuse(

@@ -1,11 +1,11 @@
 //! `litevault serve`: reads the configuration, binds the listener, and turns SIGTERM/SIGINT
 //! into the daemon's shutdown and SIGHUP into reloads. The daemon itself is
-//! [`litevault::serve`].
+//! [`crate::serve`].
 
 use std::path::Path;
 use std::time::Duration;
 
-use litevault::serve::{self, Config, Control, LogFormat};
+use crate::serve::{self, Config, Control, LogFormat};
 use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -73,6 +73,19 @@ pub(crate) fn main(config_path: &Path, check: bool, format: LogFormat, json_out:
                 }
             }
         });
+        // Jobs and first bases leave freed memory in malloc's arenas: give it back to the
+        // system every 10 s (it takes well under a millisecond; with 100 replicated databases,
+        // bench/many.py: 41 MiB of RSS -> 33 MiB).
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        tokio::spawn(async {
+            let mut every = tokio::time::interval(Duration::from_secs(10));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                // SAFETY: malloc_trim only returns free memory of glibc's arenas to the system.
+                let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+            }
+        });
         let shutdown = async move {
             let name = tokio::select! {
                 _ = term.recv() => "SIGTERM",
@@ -113,7 +126,7 @@ fn print_check(config: &Config, json_out: bool) {
                 json!({
                     "name": d.name, "path": d.path, "location": d.location,
                     "schedule": d.schedule.text(),
-                    "next_run_after_now": litevault::location::format_time(d.schedule.next_after(now)),
+                    "next_run_after_now": crate::location::format_time(d.schedule.next_after(now)),
                     "incremental": d.format.incremental(), "full_every": d.format.full_every(), "format": d.format.kind(),
                     "keep": d.keep, "verify": d.verify.as_ref().map(|v| v.text()),
                     "include": d.format.include(), "encrypted_to": d.encrypt.as_ref().map(|e| e.describe()),
@@ -153,7 +166,7 @@ fn print_check(config: &Config, json_out: bool) {
                 .map(|n| format!(", a full one every {n}"))
                 .unwrap_or_default(),
             d.schedule.text(),
-            litevault::location::format_time(d.schedule.next_after(now)),
+            crate::location::format_time(d.schedule.next_after(now)),
             d.keep
                 .as_ref()
                 .map(|_| ", retention after each backup")
@@ -171,6 +184,20 @@ fn print_check(config: &Config, json_out: bool) {
                 .as_ref()
                 .map(|e| format!(", encrypted to {}", e.describe()))
                 .unwrap_or_default(),
+        );
+    }
+    for p in &config.patterns {
+        let found = config
+            .databases
+            .iter()
+            .filter(|d| d.pattern.as_ref() == Some(&p.path))
+            .count();
+        println!(
+            "  pattern {}: {} -> {}, {found} database(s) match now, looked at again every {}s",
+            p.name,
+            p.path.display(),
+            p.location.display(),
+            config.discover_every.as_secs()
         );
     }
 }

@@ -1,0 +1,5 @@
+"""``python -m litevault``: the command line."""
+
+from ._cli import main
+
+main()

@@ -1,0 +1,777 @@
+//! Continuous replication (`litevault replicate`): the [`Replicator`] reads each committed
+//! transaction's frames from the database's `-wal` as they appear and ships them, once an
+//! interval, as segments ([`crate::format::segment`]) that continue a base archive of the same
+//! location. How it reads the WAL without holding the application up, and what a gap is, is in
+//! docs/replication.md; in short:
+//!
+//! - a poll costs two small reads of the `-wal` when nothing was committed;
+//! - new frames are read without any lock, each proven by the WAL's running checksum: nothing
+//!   the application does waits for the replicator, and the `-wal` never grows because of it;
+//! - after the application restarted the WAL, the frames of the old generation not yet read
+//!   are taken from the file (where the new generation has not overwritten them), briefly under
+//!   the write lock so that nothing moves while they are read;
+//! - anything else (frames overwritten before they were read, the `-wal` deleted or truncated,
+//!   several restarts between two polls, a new page size) is a gap: the replicator takes a new
+//!   base (a page-hash incremental of the last one, which reads the database once) and starts a
+//!   new stream from it. A point inside a gap cannot be restored; nothing is ever invented.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::format::segment;
+use crate::location::{self, Location};
+use crate::ops::backup::{self, ArchiveOptions, BackupOptions, Destination, Format};
+use crate::ops::Context;
+use crate::progress::NoProgress;
+use crate::sqlite::wal::{self, Cursor, WalHeader};
+
+/// Why a new base is taken when the stream is old enough (not a gap).
+const SCHEDULED: &str = "a scheduled new base";
+
+/// A full base once a chain of bases has this many links.
+const BASE_FULL_EVERY: u32 = 8;
+
+/// Options of [`Replicator`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ReplicateOptions {
+    /// The location the bases and segments go to.
+    pub to: PathBuf,
+    /// The name of the backups (default: the database's file stem).
+    pub name: Option<String>,
+    /// How often the transactions read are shipped (one segment at most per interval).
+    pub interval: Duration,
+    /// A segment is shipped early once it holds this many bytes of pages.
+    pub max_segment_bytes: usize,
+    /// Frames waiting for a location that cannot take them are dropped past this many bytes
+    /// (then a new base is taken once it can): memory stays bounded.
+    pub max_pending_bytes: usize,
+    /// Encrypt the bases and every segment (age).
+    pub encrypt: Option<crate::format::crypt::Encryption>,
+    /// A new base (a page-hash incremental of the last) once a stream is this old: a restore
+    /// reads a base chain and at most this much history of segments. `None`: only after gaps.
+    pub base_every: Option<Duration>,
+}
+
+impl ReplicateOptions {
+    /// Options with the defaults: every second, 16 MiB segments, 256 MiB waiting at most.
+    pub fn new(to: impl Into<PathBuf>) -> ReplicateOptions {
+        ReplicateOptions {
+            to: to.into(),
+            name: None,
+            interval: Duration::from_secs(1),
+            max_segment_bytes: 16 << 20,
+            max_pending_bytes: 256 << 20,
+            encrypt: None,
+            base_every: Some(Duration::from_secs(600)),
+        }
+    }
+}
+
+/// What the replicator has done so far.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicateStatus {
+    /// The database.
+    pub source: PathBuf,
+    /// The location.
+    pub location: String,
+    /// The base archive of the current stream.
+    pub base: Option<String>,
+    /// Bases taken (the first one and one per gap).
+    pub bases: u64,
+    /// Gaps found (frames that could not be read before the WAL moved on).
+    pub gaps: u64,
+    /// Why the last gap happened.
+    pub last_gap: Option<String>,
+    /// Transactions read.
+    pub transactions: u64,
+    /// Transactions shipped (durable in the location).
+    pub shipped: u64,
+    /// The last transaction shipped in the current stream.
+    pub last_txid: u64,
+    /// Segments written.
+    pub segments: u64,
+    /// Bytes of pages shipped.
+    pub bytes: u64,
+    /// When the last shipped transaction was read (ms since the epoch).
+    pub last_shipped_ms: Option<i64>,
+    /// Transactions read and not shipped yet.
+    pub pending: u64,
+    /// The last error shipping met (cleared by the next success).
+    pub last_error: Option<String>,
+    /// While transactions wait: when the oldest of them was read, or a little earlier (ms
+    /// since the epoch). The lag is the time since.
+    pub oldest_pending_ms: Option<i64>,
+}
+
+impl ReplicateStatus {
+    /// Seconds the oldest transaction read and not shipped yet has waited (0 when none waits).
+    pub fn lag_secs(&self, now_ms: i64) -> f64 {
+        self.oldest_pending_ms
+            .filter(|_| self.pending > 0)
+            .map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0)
+    }
+}
+
+/// The current stream: a base and the segments after it.
+#[derive(Debug)]
+struct Stream {
+    base: String,
+    /// When its base was taken.
+    started: Instant,
+    next_seq: u64,
+    txid: u64,
+    page_size: u32,
+}
+
+/// Reads a WAL database's committed transactions and ships them to a location.
+pub struct Replicator {
+    ctx: Context,
+    source: PathBuf,
+    wal_path: PathBuf,
+    name: String,
+    loc: Arc<dyn Location>,
+    opts: ReplicateOptions,
+    conn: Connection,
+    wal: Option<(Arc<File>, u64)>,
+    cursor: Option<Cursor>,
+    /// The length of the `-wal` when it was last read (a shorter one was truncated).
+    wal_len: u64,
+    stream: Option<Stream>,
+    builder: segment::Builder,
+    /// The gathered segment is segment 0 of its stream (frames the base may hold).
+    prefix: bool,
+    gap: Option<String>,
+    /// The read transaction of a base taken without a WAL generation is still held.
+    pinned: bool,
+    /// The buffer the `-wal` is read into.
+    scratch: Vec<u8>,
+    last_ship: Instant,
+    status: Arc<Mutex<ReplicateStatus>>,
+    shipper: Option<Shipper>,
+}
+
+/// A segment sealed by the poller, waiting for the shipper thread.
+struct Sealed {
+    builder: segment::Builder,
+    base: String,
+    seq: u64,
+    page_size: u32,
+    prefix: bool,
+    transactions: u64,
+}
+
+/// The thread that writes sealed segments to the location, in order, retrying each until it
+/// is written: the poller never waits for the network or an fsync.
+struct Shipper {
+    queue: Option<std::sync::mpsc::Sender<Sealed>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Bytes sealed and not written yet.
+    waiting: Arc<AtomicUsize>,
+    /// Set when waiting segments were dropped (the location failed too long): a gap.
+    lost: Arc<AtomicBool>,
+    /// Set to make the thread give up retrying (at the end of a run, after a deadline).
+    give_up: Arc<AtomicBool>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn sql_err<'a>(path: &'a Path, what: &'static str) -> impl Fn(rusqlite::Error) -> Error + 'a {
+    move |e| Error::sqlite(what, path, e)
+}
+
+impl Replicator {
+    /// Opens `source` (a database in WAL mode) for replication to `opts.to`. Nothing is read or
+    /// shipped before the first [`Replicator::poll`].
+    pub fn new(ctx: &Context, source: &Path, opts: ReplicateOptions) -> Result<Replicator> {
+        crate::sqlite::db::precheck(source)?;
+        let source = std::path::absolute(source).map_err(|e| Error::io("resolve", source, e))?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&source, flags).map_err(sql_err(&source, "open"))?;
+        crate::sqlite::db::lean(&conn, &source)?;
+        crate::sqlite::db::harden(&conn, &source)?;
+        // Closing the last connection must not checkpoint the application's WAL away.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map_err(sql_err(&source, "configure"))?;
+        conn.busy_timeout(Duration::from_millis(200))
+            .map_err(sql_err(&source, "configure"))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(sql_err(&source, "read the journal mode of"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::InvalidOption(format!(
+                "{} is in journal mode {mode}: replication reads the WAL, so it needs WAL mode \
+                 (`PRAGMA journal_mode=WAL`, once, by the application); for a database that stays \
+                 in {mode} mode, schedule `litevault backup --incremental` instead",
+                source.display()
+            )));
+        }
+        let name = opts.name.clone().unwrap_or_else(|| location::name_of(&source));
+        let loc = location::open(&opts.to)?;
+        let mut wal_path = source.clone().into_os_string();
+        wal_path.push("-wal");
+        let status = ReplicateStatus {
+            source: source.clone(),
+            location: loc.url(),
+            ..Default::default()
+        };
+        Ok(Replicator {
+            ctx: ctx.clone(),
+            wal_path: wal_path.into(),
+            source,
+            name,
+            loc,
+            opts,
+            conn,
+            wal: None,
+            cursor: None,
+            wal_len: 0,
+            stream: None,
+            builder: segment::Builder::default(),
+            prefix: false,
+            gap: Some("the first base".into()),
+            pinned: false,
+            scratch: Vec::new(),
+            last_ship: Instant::now(),
+            status: Arc::new(Mutex::new(status)),
+            shipper: None,
+        })
+    }
+
+    /// The status as it changes, for a caller that watches from another thread.
+    pub fn status_handle(&self) -> Arc<Mutex<ReplicateStatus>> {
+        self.status.clone()
+    }
+
+    /// What has been done so far.
+    pub fn status(&self) -> ReplicateStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut ReplicateStatus)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// Starts the shipper thread (once).
+    fn shipper(&mut self) -> &Shipper {
+        let (loc, name, status, max, enc) = (
+            self.loc.clone(),
+            self.name.clone(),
+            self.status.clone(),
+            self.opts.max_pending_bytes,
+            self.opts.encrypt.clone(),
+        );
+        let retry = self
+            .opts
+            .interval
+            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+        self.shipper.get_or_insert_with(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Sealed>();
+            let waiting = Arc::new(AtomicUsize::new(0));
+            let lost = Arc::new(AtomicBool::new(false));
+            let give_up = Arc::new(AtomicBool::new(false));
+            let (w, l, g) = (waiting.clone(), lost.clone(), give_up.clone());
+            let thread = std::thread::Builder::new()
+                .name("replicate-ship".into())
+                .spawn(move || {
+                    // Compression and uploads yield to the poller (and to the application):
+                    // the poller must read the WAL before it moves on; shipping can wait.
+                    crate::priority::lower();
+                    // After a drop, the rest of that stream is useless (its sequence has a hole).
+                    let mut dropped_stream: Option<String> = None;
+                    for mut seg in rx {
+                        let bytes = seg.builder.bytes();
+                        let last = seg.builder.last().cloned();
+                        loop {
+                            if dropped_stream.as_deref() == Some(seg.base.as_str()) {
+                                break;
+                            }
+                            match seg.builder.write(
+                                loc.as_ref(),
+                                &name,
+                                &seg.base,
+                                seg.seq,
+                                seg.page_size,
+                                seg.prefix,
+                                enc.as_ref(),
+                            ) {
+                                Ok(_) => {
+                                    if let Ok(mut s) = status.lock() {
+                                        if let Some(c) = &last {
+                                            s.last_txid = c.txid;
+                                            s.last_shipped_ms = Some(c.time_ms);
+                                        }
+                                        s.shipped += seg.transactions;
+                                        s.pending = s.pending.saturating_sub(seg.transactions);
+                                        // What still waits was read after this segment's last.
+                                        s.oldest_pending_ms =
+                                            (s.pending > 0).then(|| last.as_ref().map_or(0, |c| c.time_ms));
+                                        s.segments += 1;
+                                        s.bytes += bytes as u64;
+                                        s.last_error = None;
+                                    }
+                                    break;
+                                }
+                                Err(e) => {
+                                    if let Ok(mut s) = status.lock() {
+                                        s.last_error = Some(e.to_string());
+                                    }
+                                    if w.load(Ordering::SeqCst) > max || g.load(Ordering::SeqCst) {
+                                        dropped_stream = Some(seg.base.clone());
+                                        l.store(true, Ordering::SeqCst);
+                                        if let Ok(mut s) = status.lock() {
+                                            s.pending = s.pending.saturating_sub(seg.transactions);
+                                            if s.pending == 0 {
+                                                s.oldest_pending_ms = None;
+                                            }
+                                        }
+                                        break;
+                                    }
+                                    std::thread::sleep(retry);
+                                }
+                            }
+                        }
+                        w.fetch_sub(bytes, Ordering::SeqCst);
+                    }
+                })
+                .ok();
+            Shipper {
+                queue: Some(tx),
+                thread,
+                waiting,
+                lost,
+                give_up,
+            }
+        })
+    }
+
+    /// The `-wal` file, opened again when it was replaced; `None` when there is none.
+    fn wal_file(&mut self) -> Result<Option<Arc<File>>> {
+        use std::os::unix::fs::MetadataExt;
+        let ino = match std::fs::metadata(&self.wal_path) {
+            Ok(m) => m.ino(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.wal = None;
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::io("stat", &self.wal_path, e)),
+        };
+        if self.wal.as_ref().is_none_or(|(_, i)| *i != ino) {
+            if self.wal.is_some() && self.cursor.is_some() {
+                // A new file: whatever the old one held past the cursor is out of reach.
+                self.gap
+                    .get_or_insert_with(|| "the -wal file was replaced".into());
+            }
+            let f = File::open(&self.wal_path).map_err(|e| Error::io("open", &self.wal_path, e))?;
+            self.wal = Some((Arc::new(f), ino));
+        }
+        Ok(self.wal.as_ref().map(|(f, _)| f.clone()))
+    }
+
+    fn begin(&self, how: &str) -> Result<()> {
+        self.conn
+            .execute_batch(how)
+            .and_then(|()| {
+                self.conn
+                    .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
+            })
+            .map(drop)
+            .map_err(sql_err(&self.source, "begin a transaction on"))
+    }
+
+    fn end(&self) {
+        let _ = self.conn.execute_batch("COMMIT");
+    }
+
+    /// Reads the committed frames of `cur`'s generation from where it is straight into the
+    /// segment being gathered; returns whether a transaction was read.
+    /// Also returns the index of the frame the reading stopped at.
+    /// With `bounded`, it stops at a commit once a segment's worth is gathered (the rest is
+    /// read at the next poll); without, it reads to the end of the generation (a restarted WAL's
+    /// old generation must be read whole before the cursor moves to the new one).
+    fn read_frames(&mut self, wal: &File, cur: &mut Cursor, bounded: bool) -> std::io::Result<(bool, u64)> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok((false, cur.next));
+        };
+        if cur.page_size != stream.page_size {
+            self.gap.get_or_insert_with(|| "the page size changed".into());
+            return Ok((false, cur.next));
+        }
+        // At most a segment's worth at a time (stopping at a commit): memory stays bounded, and
+        // the next poll reads on.
+        let room = if bounded {
+            (self.opts.max_segment_bytes as u64)
+                .saturating_sub(self.builder.bytes() as u64)
+                .max(1)
+        } else {
+            u64::MAX
+        };
+        let (marks, _, stopped_at) =
+            wal::read_committed(wal, cur, room, self.builder.frames_mut(), &mut self.scratch)?;
+        let now = now_ms();
+        let frame_len = 4 + stream.page_size as usize;
+        for m in &marks {
+            stream.txid += 1;
+            self.builder
+                .commit_at((m.len / frame_len) as u64, stream.txid, now, m.db_pages);
+        }
+        if !marks.is_empty() {
+            let n = marks.len() as u64;
+            self.update(|s| {
+                s.transactions += n;
+                s.pending += n;
+                s.oldest_pending_ms.get_or_insert(now);
+            });
+        }
+        Ok((!marks.is_empty(), stopped_at))
+    }
+
+    /// The `-wal` and its header, when there is one with a valid header.
+    fn current_wal(&mut self) -> Result<Option<(Arc<File>, WalHeader)>> {
+        let Some(wal) = self.wal_file()? else {
+            return Ok(None);
+        };
+        let header = WalHeader::read(&wal).map_err(|e| Error::io("read", &self.wal_path, e))?;
+        Ok(header.map(|h| (wal, h)))
+    }
+
+    /// One look at the `-wal`: reads what was committed since the last look (or takes a new base
+    /// when a gap was found). Returns whether anything new was read.
+    pub fn poll(&mut self) -> Result<bool> {
+        let old = self
+            .stream
+            .as_ref()
+            .zip(self.opts.base_every)
+            .is_some_and(|(s, every)| s.txid > 0 && s.started.elapsed() >= every);
+        if old && self.gap.is_none() && !self.pinned {
+            self.gap = Some(SCHEDULED.into());
+        }
+        if self
+            .shipper
+            .as_ref()
+            .is_some_and(|s| s.lost.swap(false, Ordering::SeqCst))
+        {
+            self.gap
+                .get_or_insert_with(|| "the location could not take the segments in time".into());
+        }
+        if let Some(why) = self.gap.take() {
+            if let Err(e) = self.resync(&why) {
+                self.gap.get_or_insert(why);
+                return Err(e);
+            }
+            return Ok(true);
+        }
+        let Some(mut cur) = self.cursor else {
+            // No WAL generation was readable at the base. While the read transaction taken
+            // then is held (it reads the database file alone, so no checkpoint can run and the
+            // first generation cannot be restarted), the first one to appear follows the base.
+            let path = self.wal_path.clone();
+            let io = |e| Error::io("read", &path, e);
+            let Some((wal, h)) = self.current_wal()? else {
+                return Ok(false);
+            };
+            if !std::mem::take(&mut self.pinned) {
+                self.gap = Some("a new -wal appeared".into());
+                return Ok(false);
+            }
+            let mut cur = Cursor::start(&h);
+            let read = self.read_frames(&wal, &mut cur, true);
+            let len = wal.metadata().map(|m| m.len());
+            self.end();
+            let (any, _) = read.map_err(io)?;
+            self.wal_len = len.map_err(io)?;
+            self.cursor = Some(cur);
+            return Ok(any);
+        };
+        let path = self.wal_path.clone();
+        let io = |e| Error::io("read", &path, e);
+        let Some((wal, h)) = self.current_wal()? else {
+            return Ok(false);
+        };
+        let len = wal.metadata().map_err(io)?.len();
+        if h.salt == cur.salt {
+            if len < self.wal_len {
+                self.gap = Some("the -wal was truncated".into());
+                return Ok(false);
+            }
+            if !wal::may_have_more(&wal, &cur).map_err(io)? {
+                return Ok(false);
+            }
+            // No lock: frames are proven by their checksum chain, and a restart while they
+            // are read ends the chain early; the next poll sees it (see `restarted`).
+            let (any, _) = self.read_frames(&wal, &mut cur, true).map_err(io)?;
+            self.wal_len = wal.metadata().map_err(io)?.len();
+            self.cursor = Some(cur);
+            return Ok(any);
+        }
+        self.restarted(&wal, cur)
+    }
+
+    /// The WAL was restarted since the last look: takes the old generation's frames that are
+    /// still in the file, then the new generation's, or records a gap.
+    ///
+    /// The new generation writes its frames from index 0 up, each frame header before its page;
+    /// where it has not written, the old generation's frames are as that one left them, and the
+    /// running checksum proves each one read. The old chain ends at a frame that is not its
+    /// next one: if that frame now carries the new generation's salts, the new generation got
+    /// there (old frames may be lost: a gap); otherwise the old generation ended there.
+    fn restarted(&mut self, wal: &File, mut cur: Cursor) -> Result<bool> {
+        let path = self.wal_path.clone();
+        let io = |e| Error::io("read", &path, e);
+        let outcome = (|| -> Result<std::result::Result<(bool, Cursor), String>> {
+            let Some(h) = WalHeader::read(wal).map_err(io)? else {
+                return Ok(Err("the -wal was emptied before it was read".into()));
+            };
+            if wal.metadata().map_err(io)?.len() < self.wal_len {
+                return Ok(Err("the -wal was truncated before it was read".into()));
+            }
+            if h.salt[0] != cur.salt[0].wrapping_add(1) {
+                return Ok(Err(format!(
+                    "the WAL was restarted more than once between two reads (salt-1 {:#x} -> {:#x})",
+                    cur.salt[0], h.salt[0]
+                )));
+            }
+            let (old, stopped_at) = self.read_frames(wal, &mut cur, false).map_err(io)?;
+            let reached = wal::frame_salts(wal, &cur, stopped_at).map_err(io)? == Some(h.salt);
+            let again = WalHeader::read(wal).map_err(io)?;
+            if reached || again != Some(h) || wal.metadata().map_err(io)?.len() < self.wal_len {
+                return Ok(Err(
+                    "the WAL was restarted and overwritten before it was read".into()
+                ));
+            }
+            let mut new = Cursor::start(&h);
+            let (more, _) = self.read_frames(wal, &mut new, true).map_err(io)?;
+            self.wal_len = wal.metadata().map_err(io)?.len();
+            Ok(Ok((old || more, new)))
+        })();
+        match outcome? {
+            Ok((any, new)) => {
+                self.cursor = Some(new);
+                Ok(any)
+            }
+            Err(why) => {
+                self.gap = Some(why);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Takes a new base (a page-hash incremental of the last one, or a full backup) while the
+    /// replicator's read transaction keeps the WAL from restarting, then reads the current
+    /// generation of the WAL from its start: replayed on the base, its frames give the state
+    /// after its last transaction exactly, whichever of them the base already held.
+    fn resync(&mut self, why: &str) -> Result<()> {
+        // What was read before the gap goes out first: it is a true prefix.
+        if !self.builder.is_empty() {
+            self.ship()?;
+        }
+        if self.stream.is_some() && why != SCHEDULED {
+            self.update(|s| {
+                s.gaps += 1;
+                s.last_gap = Some(why.to_string());
+            });
+        }
+        self.builder = segment::Builder::default();
+        self.stream = None;
+        self.cursor = None;
+        if std::mem::take(&mut self.pinned) {
+            self.end();
+        }
+        self.begin("BEGIN")?;
+        let done = (|| -> Result<()> {
+            let opts = BackupOptions {
+                destination: Destination::Location {
+                    dir: Some(self.opts.to.clone()),
+                    tag: None,
+                },
+                format: Format::Archive(ArchiveOptions {
+                    incremental: true,
+                    // Chains stay short: restores compose few links, prune can drop old bases.
+                    full_every: Some(BASE_FULL_EVERY),
+                    ..Default::default()
+                }),
+                name: Some(self.name.clone()),
+                no_checkpoint: true,
+                encrypt: self.opts.encrypt.clone(),
+                ..Default::default()
+            };
+            let report = backup::backup(&self.ctx, &self.source, &opts, &NoProgress)?;
+            let base = report
+                .archive
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let page_size: u32 = self
+                .conn
+                .query_row("PRAGMA page_size", [], |r| r.get(0))
+                .map_err(sql_err(&self.source, "read the page size of"))?;
+            self.update(|s| {
+                s.bases += 1;
+                s.base = Some(base.clone());
+            });
+            self.stream = Some(Stream {
+                started: Instant::now(),
+                base,
+                next_seq: 0,
+                txid: 0,
+                page_size,
+            });
+            let path = self.wal_path.clone();
+            let io = |e| Error::io("read", &path, e);
+            self.wal = None;
+            let Some((wal, h)) = self.current_wal()? else {
+                return Ok(());
+            };
+            let mut cur = Cursor::start(&h);
+            self.read_frames(&wal, &mut cur, false).map_err(io)?;
+            self.wal_len = wal.metadata().map_err(io)?.len();
+            self.cursor = Some(cur);
+            Ok(())
+        })();
+        // Without a WAL generation to start from, the read transaction stays until one
+        // appears (see `poll`).
+        self.pinned = done.is_ok() && self.cursor.is_none() && self.stream.is_some();
+        if !self.pinned {
+            self.end();
+        }
+        done?;
+        if self.builder.is_empty() {
+            // Nothing to replay: the base is the state; the stream starts at segment 0 later.
+            self.prefix = false;
+        } else {
+            self.prefix = true;
+            self.ship()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the transactions gathered to the shipper thread as the stream's next segment.
+    pub fn ship(&mut self) -> Result<()> {
+        self.last_ship = Instant::now();
+        if self.builder.is_empty() || self.stream.is_none() {
+            return Ok(());
+        }
+        let builder = std::mem::take(&mut self.builder);
+        let prefix = std::mem::take(&mut self.prefix);
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        let sealed = Sealed {
+            transactions: builder.transactions(),
+            builder,
+            base: stream.base.clone(),
+            seq: stream.next_seq,
+            page_size: stream.page_size,
+            prefix: prefix && stream.next_seq == 0,
+        };
+        stream.next_seq += 1;
+        let bytes = sealed.builder.bytes();
+        let shipper = self.shipper();
+        shipper.waiting.fetch_add(bytes, Ordering::SeqCst);
+        match shipper.queue.as_ref().map(|q| q.send(sealed)) {
+            Some(Ok(())) => Ok(()),
+            _ => Err(Error::InvalidOption("the shipping thread stopped".into())),
+        }
+    }
+
+    /// Waits until every sealed segment is written, for at most `deadline`; then the ones
+    /// left are given up. Returns whether all were written.
+    pub fn flush(&mut self, deadline: Duration) -> bool {
+        let Some(mut shipper) = self.shipper.take() else {
+            return true;
+        };
+        drop(shipper.queue.take());
+        let started = Instant::now();
+        while shipper.waiting.load(Ordering::SeqCst) > 0 && started.elapsed() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        shipper.give_up.store(true, Ordering::SeqCst);
+        if let Some(t) = shipper.thread.take() {
+            let _ = t.join();
+        }
+        !shipper.lost.load(Ordering::SeqCst)
+    }
+
+    /// Whether the gathered transactions should be shipped now.
+    pub fn due(&self) -> bool {
+        !self.builder.is_empty()
+            && (self.last_ship.elapsed() >= self.opts.interval
+                || self.builder.bytes() >= self.opts.max_segment_bytes)
+    }
+
+    /// Polls and ships until `stop` is set, then reads and ships what was committed last,
+    /// waiting up to `final_deadline` for the location. `on_error` hears each error (the
+    /// replicator goes on and tries again: a location that fails keeps the transactions
+    /// waiting, up to [`ReplicateOptions::max_pending_bytes`]).
+    pub fn run(
+        &mut self,
+        stop: &AtomicBool,
+        final_deadline: Duration,
+        on_error: &mut dyn FnMut(&str),
+    ) -> Result<ReplicateStatus> {
+        let mut idle = 0u32;
+        let mut said: Option<String> = None;
+        while !stop.load(Ordering::SeqCst) {
+            let busy = match self.poll() {
+                Ok(busy) => busy,
+                Err(e) => {
+                    on_error(&e.to_string());
+                    std::thread::sleep(self.opts.interval.max(Duration::from_millis(500)));
+                    false
+                }
+            };
+            if self.due() {
+                if let Err(e) = self.ship() {
+                    on_error(&e.to_string());
+                }
+            }
+            let last_error = self.status.lock().ok().and_then(|s| s.last_error.clone());
+            if last_error.is_some() && last_error != said {
+                on_error(last_error.as_deref().unwrap_or_default());
+            }
+            said = last_error;
+            idle = if busy { 0 } else { idle.saturating_add(1) };
+            // A burst's large read buffer is not kept through a quiet spell.
+            if idle == 50 && self.scratch.capacity() > 256 << 10 {
+                self.scratch = Vec::new();
+            }
+            // Quick polls while the application writes (a restarted WAL is read before the new
+            // generation overwrites the old one), slower ones as it stays idle: 2 ms for the
+            // first 50 quiet looks, 20 ms up to about a second, then 100 ms (an idle database
+            // costs a few syscalls ten times a second; a restart missed meanwhile is a gap,
+            // recorded and resynchronised, never a hole).
+            let pause = match idle {
+                0..50 => 2,
+                50..100 => 20,
+                _ => 100,
+            };
+            std::thread::sleep(Duration::from_millis(pause));
+        }
+        let synced = self.sync();
+        self.flush(final_deadline);
+        synced?;
+        Ok(self.status())
+    }
+
+    /// Reads what was committed up to now and hands it to the shipper.
+    pub fn sync(&mut self) -> Result<()> {
+        self.poll()?;
+        if self.gap.is_some() {
+            self.poll()?;
+        }
+        self.ship()
+    }
+}
