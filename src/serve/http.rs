@@ -28,7 +28,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::shared::{now, Shared};
 
@@ -95,6 +95,10 @@ struct Table {
     open: Mutex<BTreeMap<u64, Arc<Connection>>>,
     next_id: AtomicU64,
     max: usize,
+    /// One permit per socket a connection may hold; a connection's task gives its permit back
+    /// only once its socket is closed, so the accept loop never holds more than `max` (and
+    /// the one it is deciding about) however fast a flood comes.
+    sockets: Arc<Semaphore>,
     /// Connections closed or refused for the cap.
     shed: Warning,
     /// Failed accepts.
@@ -135,10 +139,11 @@ enum Admission {
 }
 
 impl Table {
-    fn admit(&self) -> Admission {
+    /// Makes room for a new connection: `full` says no socket permit is free.
+    fn admit(&self, full: bool) -> Admission {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let mut closed = None;
-        if open.len() >= self.max {
+        if full || open.len() >= self.max {
             // The oldest that is not answering an authorised request, never-authorised first.
             let idle = |c: &&Arc<Connection>| c.answering.load(Ordering::SeqCst) == 0;
             let victim = open
@@ -195,10 +200,12 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let max = max_connections(shared.config().max_parallel);
     let table = Arc::new(Table {
         open: Mutex::default(),
         next_id: AtomicU64::new(0),
-        max: max_connections(shared.config().max_parallel),
+        max,
+        sockets: Arc::new(Semaphore::new(max)),
         shed: Warning::default(),
         failed: Warning::default(),
     });
@@ -216,7 +223,8 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let (conn, closed) = match table.admit() {
+        let free = table.sockets.clone().try_acquire_owned().ok();
+        let (conn, closed) = match table.admit(free.is_none()) {
             Admission::Open(conn, closed) => (conn, closed),
             Admission::Refused => {
                 table.shed(&shared);
@@ -228,6 +236,18 @@ pub(crate) async fn serve(
             table.shed(&shared);
             c.close.notify_one();
         }
+        // No socket is accepted past the cap until the one closed for this one is gone: a
+        // flood cannot outrun the closing and take the descriptors jobs need.
+        let permit = match free {
+            Some(permit) => permit,
+            None => tokio::select! {
+                _ = stopped(&mut stop) => break,
+                permit = table.sockets.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            },
+        };
         // Read per connection, so a reload's new timeout applies to the next ones.
         let timeout = shared.config().header_timeout();
         tokio::spawn(connection(
@@ -237,7 +257,7 @@ pub(crate) async fn serve(
             timeout,
             table.clone(),
             stop.clone(),
-            alive.clone(),
+            (alive.clone(), permit),
         ));
     }
     drop(listener);
@@ -255,7 +275,7 @@ async fn connection(
     header_timeout: Duration,
     table: Arc<Table>,
     mut stop: watch::Receiver<bool>,
-    _alive: mpsc::Sender<()>,
+    held: (mpsc::Sender<()>, OwnedSemaphorePermit),
 ) {
     let marked = conn.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -266,8 +286,8 @@ async fn connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
-    let served = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(served);
+    // Boxed so that it can be dropped (its socket closed) before the permit goes back.
+    let mut served = Box::pin(builder.serve_connection(TokioIo::new(stream), service));
     let mut stopping = false;
     loop {
         tokio::select! {
@@ -282,7 +302,10 @@ async fn connection(
             }
         }
     }
+    // The socket is closed before its permit goes back.
+    drop(served);
     table.remove(conn.id);
+    drop(held);
 }
 
 /// Completes when the daemon stops (or whoever would tell it is gone).
