@@ -181,7 +181,8 @@ struct Shipper {
     give_up: Arc<AtomicBool>,
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the epoch (0 before it): the clock of transactions' read times.
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

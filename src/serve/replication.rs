@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::config::Config;
 use super::log::LogFormat;
-use crate::ops::replicate::{ReplicateOptions, ReplicateStatus, Replicator};
+use crate::ops::replicate::{now_ms, ReplicateOptions, ReplicateStatus, Replicator};
 
 /// What identifies a replicator: a change restarts it.
 type Key = (PathBuf, PathBuf, Duration);
@@ -51,12 +51,6 @@ impl View {
 #[derive(Default)]
 pub(crate) struct Replicas {
     running: Mutex<BTreeMap<String, Running>>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Replicas {
