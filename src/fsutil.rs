@@ -65,6 +65,42 @@ pub fn remove_own_temps() -> usize {
     removed
 }
 
+/// Copies up to `len` bytes at `offset` of `src` to the same offset of `dst`, in the kernel
+/// when it can (`copy_file_range`, which file systems with shared extents make a reflink);
+/// returns how many were copied (0 at the end of `src`).
+pub fn copy_range(src: &File, dst: &File, offset: u64, len: u64) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let (mut off_in, mut off_out) = (offset as libc::loff_t, offset as libc::loff_t);
+    let len = usize::try_from(len).unwrap_or(usize::MAX).min(1 << 30);
+    // SAFETY: both descriptors are open for the call; the offsets live on this stack frame.
+    let n = unsafe {
+        libc::copy_file_range(
+            src.as_raw_fd(),
+            &mut off_in,
+            dst.as_raw_fd(),
+            &mut off_out,
+            len,
+            0,
+        )
+    };
+    if n >= 0 {
+        return Ok(n as u64);
+    }
+    let e = std::io::Error::last_os_error();
+    if !matches!(
+        e.raw_os_error(),
+        Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL | libc::EPERM)
+    ) {
+        return Err(e);
+    }
+    // Through a buffer, where the kernel cannot.
+    let mut buf = vec![0u8; len.min(4 << 20)];
+    let n = src.read_at(&mut buf, offset)?;
+    dst.write_all_at(&buf[..n], offset)?;
+    Ok(n as u64)
+}
+
 /// A new temp directory in `dir`, named with [`temp_prefix`] (removed when dropped).
 pub fn temp_dir_in(dir: &Path) -> Result<tempfile::TempDir> {
     note_temp_dir(dir);

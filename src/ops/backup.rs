@@ -73,6 +73,17 @@ pub struct BackupOptions {
     pub labels: crate::model::labels::Labels,
 }
 
+/// A private, consistent copy backed up in place of the database it was made from (a
+/// replica's base): the manifest names that database, and the archive's name and times are the
+/// moment the copy's state was the database's, not the moment the copy is read.
+#[derive(Debug, Clone)]
+pub(crate) struct CopyOf {
+    /// The database the copy was made from.
+    pub source: PathBuf,
+    /// When the copy's state was the database's.
+    pub at: time::OffsetDateTime,
+}
+
 /// Where a backup goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -395,7 +406,11 @@ impl Target {
 
 /// The current UTC time as (RFC 3339, compact file-name stamp, seconds since the epoch).
 pub(crate) fn now_stamps() -> (String, String, u64) {
-    let now = time::OffsetDateTime::now_utc();
+    stamps_of(time::OffsetDateTime::now_utc())
+}
+
+/// `now` as (RFC 3339, compact file-name stamp, seconds since the epoch).
+fn stamps_of(now: time::OffsetDateTime) -> (String, String, u64) {
     let rfc = now
         .format(time::macros::format_description!(
             "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
@@ -435,8 +450,19 @@ pub fn backup(
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
+    backup_as(ctx, source, None, opts, progress)
+}
+
+/// [`backup`] of `source`, or of a private copy standing for another database (`copy_of`).
+pub(crate) fn backup_as(
+    ctx: &Context,
+    source: &Path,
+    copy_of: Option<&CopyOf>,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
     ctx.apply_priority();
-    match backup_once(ctx, source, opts, progress, None) {
+    match backup_once(ctx, source, copy_of, opts, progress, None) {
         // A prune (here or on another host) removed or replaced the parent while the pages were
         // read: an incremental on it could never be restored, so it is made again, as a full
         // backup that says why.
@@ -446,7 +472,7 @@ pub fn backup(
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let reason = format!("its parent {name} {detail} while the incremental backup ran");
-            backup_once(ctx, source, opts, progress, Some(reason))
+            backup_once(ctx, source, copy_of, opts, progress, Some(reason))
         }
         other => other,
     }
@@ -456,6 +482,7 @@ pub fn backup(
 fn backup_once(
     ctx: &Context,
     source: &Path,
+    copy_of: Option<&CopyOf>,
     opts: &BackupOptions,
     progress: &dyn Progress,
     full_because: Option<String>,
@@ -514,7 +541,7 @@ fn backup_once(
     });
     // The name's stamp is taken just before the snapshot, so that names order backups as their
     // snapshots are ordered (to the second; the manifest's `snapshot_at` orders within one).
-    let (created_at, stamp, mtime) = now_stamps();
+    let (created_at, stamp, mtime) = copy_of.map_or_else(now_stamps, |c| stamps_of(c.at));
     if target.generated {
         target.name = archive::default_file_name(&name, opts.tag(), &stamp, opts.compression);
         if target.encrypt.is_some() {
@@ -522,7 +549,13 @@ fn backup_once(
         }
     }
     let live = snapshot::begin_live(&source, opts.method, !opts.no_checkpoint)?;
-    let snapshot_at = live.as_ref().map(|_| crate::format::manifest::precise_now());
+    let snapshot_at = live.as_ref().map(|_| match copy_of {
+        Some(c) => {
+            c.at.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        }
+        None => crate::format::manifest::precise_now(),
+    });
 
     // Only what cannot fit is refused up front: a temp copy of the database (when the snapshot
     // is not streamed) needs the database's size in the work directory. How large the archive
@@ -542,7 +575,12 @@ fn backup_once(
         snapshot_at,
         source_journal_mode: "wal".into(),
         db_size: 0,
-        ..run_manifest("full", &source, opts, DbInfo::from_header_bytes(&[0u8; 100], 0))
+        ..run_manifest(
+            "full",
+            copy_of.map_or(source.as_path(), |c| c.source.as_path()),
+            opts,
+            DbInfo::from_header_bytes(&[0u8; 100], 0),
+        )
     };
     let holders = live.as_ref().map(|l| l.holders());
     let job = Job {

@@ -8,12 +8,16 @@
 //! - new frames are read without any lock, each proven by the WAL's running checksum: nothing
 //!   the application does waits for the replicator, and the `-wal` never grows because of it;
 //! - after the application restarted the WAL, the frames of the old generation not yet read
-//!   are taken from the file (where the new generation has not overwritten them), briefly under
-//!   the write lock so that nothing moves while they are read;
+//!   are taken from the file where the new generation has not overwritten them (the checksum
+//!   chain proves each, and the new generation's salts where the old chain ends tell whether
+//!   any was overwritten);
 //! - anything else (frames overwritten before they were read, the `-wal` deleted or truncated,
 //!   several restarts between two polls, a new page size) is a gap: the replicator takes a new
-//!   base (a page-hash incremental of the last one, which reads the database once) and starts a
-//!   new stream from it. A point inside a gap cannot be restored; nothing is ever invented.
+//!   base (a page-hash incremental of the last one) and starts a new stream from it. A point
+//!   inside a gap cannot be restored; nothing is ever invented;
+//! - a base is a private copy of the database file made without a lock, with the frames of the
+//!   current WAL generation replayed onto it, backed up by the shipper thread (see
+//!   [`Replicator::resync`]): the application's checkpoints never wait for a base.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -123,7 +127,8 @@ impl ReplicateStatus {
 /// The current stream: a base and the segments after it.
 #[derive(Debug)]
 struct Stream {
-    base: String,
+    /// Which stream of this replicator's (the shipper learns its base's name when it has it).
+    id: u64,
     /// When its base was taken.
     started: Instant,
     next_seq: u64,
@@ -151,34 +156,84 @@ pub struct Replicator {
     gap: Option<String>,
     /// The read transaction of a base taken without a WAL generation is still held.
     pinned: bool,
+    /// A base is being copied: the WAL is read whole at each look (every frame must reach the
+    /// copy's segment 0).
+    basing: bool,
+    /// The id of the next stream.
+    next_stream: u64,
+    /// The next base is taken the slow way (a copy was overtaken by a gap).
+    slow_base: bool,
     /// The buffer the `-wal` is read into.
     scratch: Vec<u8>,
     last_ship: Instant,
     status: Arc<Mutex<ReplicateStatus>>,
     shipper: Option<Shipper>,
+    /// The streams as the shipper threads left them (a thread started after a flush goes on).
+    written: Arc<Mutex<Written>>,
+}
+
+/// Which stream the shipper writes, and which it gave up.
+#[derive(Debug, Default)]
+struct Written {
+    /// The stream being written and its base's name.
+    current: Option<(u64, String)>,
+    /// A stream given up (its sequence would have a hole).
+    dropped: Option<u64>,
+}
+
+/// What the poller hands the shipper thread, in order.
+enum Shipment {
+    /// A stream's base.
+    Base { stream: u64, base: NewBase },
+    /// A segment of the stream whose base came last.
+    Segment(Sealed),
+}
+
+/// A stream's base, as the shipper gets it.
+enum NewBase {
+    /// Written already (under the poller's read transaction): its archive's name.
+    Written(String),
+    /// A private copy of the database at one transaction, to be backed up as the base.
+    Copy {
+        /// The copy's directory, removed once it is backed up (or given up).
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+        of: backup::CopyOf,
+    },
 }
 
 /// A segment sealed by the poller, waiting for the shipper thread.
 struct Sealed {
     builder: segment::Builder,
-    base: String,
+    stream: u64,
     seq: u64,
     page_size: u32,
     prefix: bool,
     transactions: u64,
 }
 
-/// The thread that writes sealed segments to the location, in order, retrying each until it
-/// is written: the poller never waits for the network or an fsync.
+/// The thread that writes bases and sealed segments to the location, in order, retrying each
+/// until it is written: the poller never waits for the network or an fsync.
 struct Shipper {
-    queue: Option<std::sync::mpsc::Sender<Sealed>>,
+    queue: Option<std::sync::mpsc::Sender<Shipment>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    flags: Arc<ShipFlags>,
+}
+
+/// What the poller and the shipper thread tell each other.
+#[derive(Default)]
+struct ShipFlags {
     /// Bytes sealed and not written yet.
-    waiting: Arc<AtomicUsize>,
+    waiting: AtomicUsize,
+    /// Copied bases handed over and not written (or given up) yet.
+    bases: AtomicUsize,
     /// Set when waiting segments were dropped (the location failed too long): a gap.
-    lost: Arc<AtomicBool>,
+    lost: AtomicBool,
     /// Set to make the thread give up retrying (at the end of a run, after a deadline).
-    give_up: Arc<AtomicBool>,
+    give_up: AtomicBool,
+    /// Set when a copied base could not be backed up: the next base is taken the slow way
+    /// (under a read transaction), whose error the poller sees.
+    copy_failed: AtomicBool,
 }
 
 /// Milliseconds since the epoch (0 before it): the clock of transactions' read times.
@@ -243,10 +298,14 @@ impl Replicator {
             prefix: false,
             gap: Some("the first base".into()),
             pinned: false,
+            basing: false,
+            next_stream: 0,
+            slow_base: false,
             scratch: Vec::new(),
             last_ship: Instant::now(),
             status: Arc::new(Mutex::new(status)),
             shipper: None,
+            written: Arc::default(),
         })
     }
 
@@ -266,95 +325,54 @@ impl Replicator {
         }
     }
 
+    /// The options of a base: a page-hash incremental of the last one, into the location.
+    fn base_options(&self) -> BackupOptions {
+        BackupOptions {
+            destination: Destination::Location {
+                dir: Some(self.opts.to.clone()),
+                tag: None,
+            },
+            format: Format::Archive(ArchiveOptions {
+                incremental: true,
+                // Chains stay short: restores compose few links, prune can drop old bases.
+                full_every: Some(BASE_FULL_EVERY),
+                ..Default::default()
+            }),
+            name: Some(self.name.clone()),
+            no_checkpoint: true,
+            encrypt: self.opts.encrypt.clone(),
+            ..Default::default()
+        }
+    }
+
     /// Starts the shipper thread (once).
     fn shipper(&mut self) -> &Shipper {
-        let (loc, name, status, max, enc) = (
-            self.loc.clone(),
-            self.name.clone(),
-            self.status.clone(),
-            self.opts.max_pending_bytes,
-            self.opts.encrypt.clone(),
-        );
-        let retry = self
-            .opts
-            .interval
-            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let ship = ShipThread {
+            ctx: self.ctx.clone(),
+            loc: self.loc.clone(),
+            name: self.name.clone(),
+            status: self.status.clone(),
+            written: self.written.clone(),
+            max: self.opts.max_pending_bytes,
+            enc: self.opts.encrypt.clone(),
+            base_opts: self.base_options(),
+            retry: self
+                .opts
+                .interval
+                .clamp(Duration::from_millis(100), Duration::from_secs(5)),
+        };
         self.shipper.get_or_insert_with(|| {
-            let (tx, rx) = std::sync::mpsc::channel::<Sealed>();
-            let waiting = Arc::new(AtomicUsize::new(0));
-            let lost = Arc::new(AtomicBool::new(false));
-            let give_up = Arc::new(AtomicBool::new(false));
-            let (w, l, g) = (waiting.clone(), lost.clone(), give_up.clone());
+            let (tx, rx) = std::sync::mpsc::channel::<Shipment>();
+            let flags = Arc::new(ShipFlags::default());
+            let theirs = flags.clone();
             let thread = std::thread::Builder::new()
                 .name("replicate-ship".into())
-                .spawn(move || {
-                    // Compression and uploads yield to the poller (and to the application):
-                    // the poller must read the WAL before it moves on; shipping can wait.
-                    crate::priority::lower();
-                    // After a drop, the rest of that stream is useless (its sequence has a hole).
-                    let mut dropped_stream: Option<String> = None;
-                    for mut seg in rx {
-                        let bytes = seg.builder.bytes();
-                        let last = seg.builder.last().cloned();
-                        loop {
-                            if dropped_stream.as_deref() == Some(seg.base.as_str()) {
-                                break;
-                            }
-                            match seg.builder.write(
-                                loc.as_ref(),
-                                &name,
-                                &seg.base,
-                                seg.seq,
-                                seg.page_size,
-                                seg.prefix,
-                                enc.as_ref(),
-                            ) {
-                                Ok(_) => {
-                                    if let Ok(mut s) = status.lock() {
-                                        if let Some(c) = &last {
-                                            s.last_txid = c.txid;
-                                            s.last_shipped_ms = Some(c.time_ms);
-                                        }
-                                        s.shipped += seg.transactions;
-                                        s.pending = s.pending.saturating_sub(seg.transactions);
-                                        // What still waits was read after this segment's last.
-                                        s.oldest_pending_ms =
-                                            (s.pending > 0).then(|| last.as_ref().map_or(0, |c| c.time_ms));
-                                        s.segments += 1;
-                                        s.bytes += bytes as u64;
-                                        s.last_error = None;
-                                    }
-                                    break;
-                                }
-                                Err(e) => {
-                                    if let Ok(mut s) = status.lock() {
-                                        s.last_error = Some(e.to_string());
-                                    }
-                                    if w.load(Ordering::SeqCst) > max || g.load(Ordering::SeqCst) {
-                                        dropped_stream = Some(seg.base.clone());
-                                        l.store(true, Ordering::SeqCst);
-                                        if let Ok(mut s) = status.lock() {
-                                            s.pending = s.pending.saturating_sub(seg.transactions);
-                                            if s.pending == 0 {
-                                                s.oldest_pending_ms = None;
-                                            }
-                                        }
-                                        break;
-                                    }
-                                    std::thread::sleep(retry);
-                                }
-                            }
-                        }
-                        w.fetch_sub(bytes, Ordering::SeqCst);
-                    }
-                })
+                .spawn(move || ship.run(rx, &theirs))
                 .ok();
             Shipper {
                 queue: Some(tx),
                 thread,
-                waiting,
-                lost,
-                give_up,
+                flags,
             }
         })
     }
@@ -413,7 +431,7 @@ impl Replicator {
         }
         // At most a segment's worth at a time (stopping at a commit): memory stays bounded, and
         // the next poll reads on.
-        let room = if bounded {
+        let room = if bounded && !self.basing {
             (self.opts.max_segment_bytes as u64)
                 .saturating_sub(self.builder.bytes() as u64)
                 .max(1)
@@ -463,7 +481,7 @@ impl Replicator {
         if self
             .shipper
             .as_ref()
-            .is_some_and(|s| s.lost.swap(false, Ordering::SeqCst))
+            .is_some_and(|s| s.flags.lost.swap(false, Ordering::SeqCst))
         {
             self.gap
                 .get_or_insert_with(|| "the location could not take the segments in time".into());
@@ -475,7 +493,7 @@ impl Replicator {
             }
             return Ok(true);
         }
-        let Some(mut cur) = self.cursor else {
+        let Some(cur) = self.cursor else {
             // No WAL generation was readable at the base. While the read transaction taken
             // then is held (it reads the database file alone, so no checkpoint can run and the
             // first generation cannot be restarted), the first one to appear follows the base.
@@ -497,6 +515,13 @@ impl Replicator {
             self.cursor = Some(cur);
             return Ok(any);
         };
+        self.follow(cur)
+    }
+
+    /// Reads what the current stream's WAL generation (or the next one, after a restart)
+    /// committed since `cur`; a gap found is left in `self.gap` for the next poll.
+    fn follow(&mut self, cur: Cursor) -> Result<bool> {
+        let mut cur = cur;
         let path = self.wal_path.clone();
         let io = |e| Error::io("read", &path, e);
         let Some((wal, h)) = self.current_wal()? else {
@@ -570,12 +595,18 @@ impl Replicator {
         }
     }
 
-    /// Takes a new base (a page-hash incremental of the last one, or a full backup) while the
-    /// replicator's read transaction keeps the WAL from restarting, then reads the current
-    /// generation of the WAL from its start: replayed on the base, its frames give the state
-    /// after its last transaction exactly, whichever of them the base already held.
+    /// Starts a new stream after `why` (a gap, the first base, a scheduled one): what was read
+    /// before goes out first (a true prefix), then a new base, then the stream's segments.
+    ///
+    /// The base is taken from a private copy of the database file, made without any lock while
+    /// the WAL is followed as usual, with every frame of the current generation read from its
+    /// start replayed onto it ([`Replicator::copied_base`]): the application's checkpoints and
+    /// WAL restarts go on meanwhile, and the shipper thread backs the copy up. When that cannot
+    /// be done (no WAL generation, no room for the copy, the last copy could not be backed up
+    /// or was overtaken by a gap), the base is a backup of the database itself under the
+    /// replicator's read transaction ([`Replicator::pinned_base`]), which keeps the WAL from
+    /// restarting for as long as the backup reads.
     fn resync(&mut self, why: &str) -> Result<()> {
-        // What was read before the gap goes out first: it is a true prefix.
         if !self.builder.is_empty() {
             self.ship()?;
         }
@@ -591,25 +622,178 @@ impl Replicator {
         if std::mem::take(&mut self.pinned) {
             self.end();
         }
+        // One copied base at a time, and bases written in the order of their streams (one
+        // written now would be named, and ordered, before one still being written): the new
+        // base waits, and takes in whatever is committed meanwhile.
+        if self.shipper().flags.bases.load(Ordering::SeqCst) > 0 {
+            self.gap = Some(why.to_string());
+            return Ok(());
+        }
+        let copy_failed = self.shipper().flags.copy_failed.swap(false, Ordering::SeqCst);
+        let slow = std::mem::take(&mut self.slow_base) || copy_failed;
+        if !slow && self.copied_base()? {
+            return Ok(());
+        }
+        self.pinned_base()
+    }
+
+    /// Hands `shipment` to the shipper thread.
+    fn send(&mut self, shipment: Shipment) -> Result<()> {
+        match self.shipper().queue.as_ref().map(|q| q.send(shipment)) {
+            Some(Ok(())) => Ok(()),
+            _ => Err(Error::InvalidOption("the shipping thread stopped".into())),
+        }
+    }
+
+    /// Starts a new stream whose base is a private copy of the database (see
+    /// [`Replicator::resync`]). Returns false when the base must be taken the slow way now;
+    /// true when it was handed to the shipper, or when a gap overtook the copy (the next poll
+    /// takes the base the slow way).
+    fn copied_base(&mut self) -> Result<bool> {
+        self.wal = None;
+        let Some((_, h)) = self.current_wal()? else {
+            return Ok(false);
+        };
+        let dir = crate::fsutil::parent_dir(&self.source);
+        let size = std::fs::metadata(&self.source)
+            .map_err(|e| Error::io("stat", &self.source, e))?
+            .len();
+        // Room for the copy and what the WAL may add to it; without, the slow way needs none.
+        if crate::fsutil::ensure_space(&dir, size + size / 4 + (64 << 20)).is_err() {
+            return Ok(false);
+        }
+        let Ok(tmp) = crate::fsutil::temp_dir_in(&dir) else {
+            return Ok(false);
+        };
+        let path = tmp.path().join("base.db");
+        let id = self.next_stream;
+        self.next_stream += 1;
+        self.stream = Some(Stream {
+            id,
+            started: Instant::now(),
+            next_seq: 0,
+            txid: 0,
+            page_size: h.page_size,
+        });
+        self.cursor = Some(Cursor::start(&h));
+        self.wal_len = 0;
+        self.basing = true;
+        let copied = self.copy_into(&path, h.page_size);
+        self.basing = false;
+        if !matches!(copied, Ok(true)) {
+            // Nothing of it is shipped: what it read is read again by the next base.
+            let n = self.builder.transactions();
+            self.update(|s| {
+                s.pending = s.pending.saturating_sub(n);
+                if s.pending == 0 {
+                    s.oldest_pending_ms = None;
+                }
+            });
+            self.builder = segment::Builder::default();
+            self.stream = None;
+            self.cursor = None;
+            // A gap came first: the next poll takes the base the slow way, which no restart can
+            // overtake. Otherwise (the copy failed, or the application wrote more than may wait
+            // meanwhile) the slow way now.
+            if self.gap.is_some() {
+                self.slow_base = true;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        // The copy is the database as of the last transaction read: its name and times say so.
+        let at_ms = self.builder.last().map_or_else(now_ms, |c| c.time_ms);
+        let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)
+            .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+        let flags = self.shipper().flags.clone();
+        flags.bases.fetch_add(1, Ordering::SeqCst);
+        let sent = self.send(Shipment::Base {
+            stream: id,
+            base: NewBase::Copy {
+                _dir: tmp,
+                path,
+                of: backup::CopyOf {
+                    source: self.source.clone(),
+                    at,
+                },
+            },
+        });
+        if sent.is_err() {
+            flags.bases.fetch_sub(1, Ordering::SeqCst);
+        }
+        sent?;
+        // Segment 0 holds every frame the copy was given: only its last transaction is a point
+        // (the state of the base).
+        self.prefix = !self.builder.is_empty();
+        if self.prefix {
+            self.ship()?;
+        }
+        Ok(true)
+    }
+
+    /// Copies the database file into `path` while following the WAL from the start of its
+    /// current generation, then replays every frame read onto the copy: a page the
+    /// application's checkpoints changed while it was copied (even torn) is one of those
+    /// frames, and a page no frame holds has not changed since the generation began. So the
+    /// copy is the database after the last transaction read. False when a gap or too many
+    /// frames waiting ended it.
+    fn copy_into(&mut self, path: &Path, page_size: u32) -> Result<bool> {
+        use std::os::unix::fs::FileExt;
+        /// Bytes copied between two looks at the WAL.
+        const CHUNK: u64 = 4 << 20;
+        let src = File::open(&self.source).map_err(|e| Error::io("open", &self.source, e))?;
+        let out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| Error::io("create", path, e))?;
+        let len = src
+            .metadata()
+            .map_err(|e| Error::io("stat", &self.source, e))?
+            .len();
+        let mut done = 0u64;
+        loop {
+            let Some(cur) = self.cursor else {
+                return Ok(false);
+            };
+            self.follow(cur)?;
+            if self.gap.is_some() || self.builder.bytes() > self.opts.max_pending_bytes {
+                return Ok(false);
+            }
+            if done >= len {
+                break;
+            }
+            let n = crate::fsutil::copy_range(&src, &out, done, (len - done).min(CHUNK))
+                .map_err(|e| Error::io("copy", &self.source, e))?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        let ps = u64::from(page_size);
+        let write = |e| Error::io("write", path, e);
+        for frame in self.builder.frames().chunks_exact(4 + page_size as usize) {
+            let pgno = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
+            if pgno == 0 {
+                return Ok(false);
+            }
+            out.write_all_at(&frame[4..], u64::from(pgno - 1) * ps)
+                .map_err(write)?;
+        }
+        if let Some(c) = self.builder.last().filter(|c| c.db_pages > 0) {
+            out.set_len(u64::from(c.db_pages) * ps).map_err(write)?;
+        }
+        Ok(true)
+    }
+
+    /// Takes a new base (a page-hash incremental of the last one, or a full backup) while the
+    /// replicator's read transaction keeps the WAL from restarting, then reads the current
+    /// generation of the WAL from its start: replayed on the base, its frames give the state
+    /// after its last transaction exactly, whichever of them the base already held.
+    fn pinned_base(&mut self) -> Result<()> {
         self.begin("BEGIN")?;
         let done = (|| -> Result<()> {
-            let opts = BackupOptions {
-                destination: Destination::Location {
-                    dir: Some(self.opts.to.clone()),
-                    tag: None,
-                },
-                format: Format::Archive(ArchiveOptions {
-                    incremental: true,
-                    // Chains stay short: restores compose few links, prune can drop old bases.
-                    full_every: Some(BASE_FULL_EVERY),
-                    ..Default::default()
-                }),
-                name: Some(self.name.clone()),
-                no_checkpoint: true,
-                encrypt: self.opts.encrypt.clone(),
-                ..Default::default()
-            };
-            let report = backup::backup(&self.ctx, &self.source, &opts, &NoProgress)?;
+            let report = backup::backup(&self.ctx, &self.source, &self.base_options(), &NoProgress)?;
             let base = report
                 .archive
                 .file_name()
@@ -623,9 +807,15 @@ impl Replicator {
                 s.bases += 1;
                 s.base = Some(base.clone());
             });
+            let id = self.next_stream;
+            self.next_stream += 1;
+            self.send(Shipment::Base {
+                stream: id,
+                base: NewBase::Written(base),
+            })?;
             self.stream = Some(Stream {
                 started: Instant::now(),
-                base,
+                id,
                 next_seq: 0,
                 txid: 0,
                 page_size,
@@ -673,19 +863,15 @@ impl Replicator {
         let sealed = Sealed {
             transactions: builder.transactions(),
             builder,
-            base: stream.base.clone(),
+            stream: stream.id,
             seq: stream.next_seq,
             page_size: stream.page_size,
             prefix: prefix && stream.next_seq == 0,
         };
         stream.next_seq += 1;
         let bytes = sealed.builder.bytes();
-        let shipper = self.shipper();
-        shipper.waiting.fetch_add(bytes, Ordering::SeqCst);
-        match shipper.queue.as_ref().map(|q| q.send(sealed)) {
-            Some(Ok(())) => Ok(()),
-            _ => Err(Error::InvalidOption("the shipping thread stopped".into())),
-        }
+        self.shipper().flags.waiting.fetch_add(bytes, Ordering::SeqCst);
+        self.send(Shipment::Segment(sealed))
     }
 
     /// Waits until every sealed segment is written, for at most `deadline`; then the ones
@@ -696,14 +882,14 @@ impl Replicator {
         };
         drop(shipper.queue.take());
         let started = Instant::now();
-        while shipper.waiting.load(Ordering::SeqCst) > 0 && started.elapsed() < deadline {
+        while shipper.flags.busy() && started.elapsed() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        shipper.give_up.store(true, Ordering::SeqCst);
+        shipper.flags.give_up.store(true, Ordering::SeqCst);
         if let Some(t) = shipper.thread.take() {
             let _ = t.join();
         }
-        !shipper.lost.load(Ordering::SeqCst)
+        !shipper.flags.lost.load(Ordering::SeqCst)
     }
 
     /// Whether the gathered transactions should be shipped now.
@@ -770,9 +956,195 @@ impl Replicator {
     /// Reads what was committed up to now and hands it to the shipper.
     pub fn sync(&mut self) -> Result<()> {
         self.poll()?;
-        if self.gap.is_some() {
+        // After a gap, a new base (which may wait for the previous one to be written first,
+        // for at most 30 s) takes in what was committed.
+        let started = Instant::now();
+        while self.gap.is_some() && started.elapsed() < Duration::from_secs(30) {
+            if self
+                .shipper
+                .as_ref()
+                .is_some_and(|s| s.flags.bases.load(Ordering::SeqCst) > 0)
+            {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
             self.poll()?;
         }
         self.ship()
+    }
+}
+
+/// What the shipper thread needs.
+struct ShipThread {
+    ctx: Context,
+    loc: Arc<dyn Location>,
+    name: String,
+    status: Arc<Mutex<ReplicateStatus>>,
+    written: Arc<Mutex<Written>>,
+    /// Bytes waiting past which the waiting stream is given up.
+    max: usize,
+    enc: Option<crate::format::crypt::Encryption>,
+    base_opts: BackupOptions,
+    retry: Duration,
+}
+
+impl ShipFlags {
+    /// Something handed over is not written yet.
+    fn busy(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) > 0 || self.bases.load(Ordering::SeqCst) > 0
+    }
+}
+
+impl ShipThread {
+    fn update(&self, f: impl FnOnce(&mut ReplicateStatus)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// Transactions that will not be shipped are no longer waiting.
+    fn forget(&self, transactions: u64) {
+        self.update(|s| {
+            s.pending = s.pending.saturating_sub(transactions);
+            if s.pending == 0 {
+                s.oldest_pending_ms = None;
+            }
+        });
+    }
+
+    /// Writes bases and segments in order, retrying each until it is written; a stream whose
+    /// base or segment had to be given up (too much waiting, or told to) is dropped whole (its
+    /// sequence would have a hole) and `lost` is set: the poller takes a new base.
+    fn run(self, rx: std::sync::mpsc::Receiver<Shipment>, flags: &ShipFlags) {
+        let ShipFlags {
+            waiting,
+            bases,
+            lost,
+            give_up,
+            copy_failed,
+        } = flags;
+        // Compression and uploads yield to the poller (and to the application): the poller
+        // must read the WAL before it moves on; shipping can wait.
+        crate::priority::lower();
+        let over = || waiting.load(Ordering::SeqCst) > self.max || give_up.load(Ordering::SeqCst);
+        let written = |f: &mut dyn FnMut(&mut Written)| {
+            if let Ok(mut w) = self.written.lock() {
+                f(&mut w);
+            }
+        };
+        for shipment in rx {
+            match shipment {
+                Shipment::Base { stream, base } => {
+                    let copied = matches!(base, NewBase::Copy { .. });
+                    let mut name = match base {
+                        NewBase::Written(name) => Some(name),
+                        NewBase::Copy { _dir, path, of } => loop {
+                            match backup::backup_as(&self.ctx, &path, Some(&of), &self.base_opts, &NoProgress)
+                            {
+                                Ok(report) => {
+                                    let name = report
+                                        .archive
+                                        .file_name()
+                                        .map(|n| n.to_string_lossy().into_owned())
+                                        .unwrap_or_default();
+                                    self.update(|s| {
+                                        s.bases += 1;
+                                        s.base = Some(name.clone());
+                                        s.last_error = None;
+                                    });
+                                    break Some(name);
+                                }
+                                Err(e) => {
+                                    self.update(|s| s.last_error = Some(e.to_string()));
+                                    // Damage is not cured by waiting: the next base is taken
+                                    // the slow way, where the poller sees the error.
+                                    if e.class() != crate::error::ErrorClass::Failed || over() {
+                                        copy_failed.store(true, Ordering::SeqCst);
+                                        break None;
+                                    }
+                                    std::thread::sleep(self.retry);
+                                }
+                            }
+                        },
+                    };
+                    if copied {
+                        bases.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    if name.is_none() {
+                        lost.store(true, Ordering::SeqCst);
+                    }
+                    written(&mut |w| match name.take() {
+                        Some(name) => w.current = Some((stream, name)),
+                        None => {
+                            w.current = None;
+                            w.dropped = Some(stream);
+                        }
+                    });
+                }
+                Shipment::Segment(mut seg) => {
+                    let bytes = seg.builder.bytes();
+                    let mut base = None;
+                    written(&mut |w| {
+                        base = w
+                            .current
+                            .as_ref()
+                            .filter(|(id, _)| *id == seg.stream && w.dropped != Some(seg.stream))
+                            .map(|(_, name)| name.clone());
+                    });
+                    match base {
+                        Some(base) => {
+                            if !self.write(&mut seg, &base, &over) {
+                                written(&mut |w| w.dropped = Some(seg.stream));
+                                lost.store(true, Ordering::SeqCst);
+                                self.forget(seg.transactions);
+                            }
+                        }
+                        None => self.forget(seg.transactions),
+                    }
+                    waiting.fetch_sub(bytes, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    /// Writes one segment, retrying until it is written (true) or `over` says to give up.
+    fn write(&self, seg: &mut Sealed, base: &str, over: &dyn Fn() -> bool) -> bool {
+        let bytes = seg.builder.bytes();
+        let last = seg.builder.last().cloned();
+        loop {
+            match seg.builder.write(
+                self.loc.as_ref(),
+                &self.name,
+                base,
+                seg.seq,
+                seg.page_size,
+                seg.prefix,
+                self.enc.as_ref(),
+            ) {
+                Ok(_) => {
+                    self.update(|s| {
+                        if let Some(c) = &last {
+                            s.last_txid = c.txid;
+                            s.last_shipped_ms = Some(c.time_ms);
+                        }
+                        s.shipped += seg.transactions;
+                        s.pending = s.pending.saturating_sub(seg.transactions);
+                        // What still waits was read after this segment's last.
+                        s.oldest_pending_ms = (s.pending > 0).then(|| last.as_ref().map_or(0, |c| c.time_ms));
+                        s.segments += 1;
+                        s.bytes += bytes as u64;
+                        s.last_error = None;
+                    });
+                    return true;
+                }
+                Err(e) => {
+                    self.update(|s| s.last_error = Some(e.to_string()));
+                    if over() {
+                        return false;
+                    }
+                    std::thread::sleep(self.retry);
+                }
+            }
+        }
     }
 }

@@ -231,3 +231,89 @@ fn a_scheduled_new_base_is_not_a_gap() {
     restore_point(&url, &target, None).unwrap();
     assert_eq!(rows(&target), rows(&db));
 }
+
+/// New bases are taken from a private copy, with no lock on the database: the application's
+/// own `wal_checkpoint(RESTART)`s, which wait for every reader, all complete while several
+/// bases of a 20 MB database are taken (a base read under a read transaction holds them off,
+/// and the `-wal` grows meanwhile). What was written during the copies is all restored.
+#[test]
+fn bases_hold_no_read_transaction_the_applications_checkpoints_would_wait_for() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path(), 5);
+    edit(
+        &db,
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5000) \
+         INSERT INTO notes SELECT 100000 + x, hex(randomblob(2000)) FROM c",
+    );
+    let url = bucket("replication-no-pin");
+    let mut opts = ReplicateOptions::new(&url);
+    opts.interval = Duration::from_millis(100);
+    opts.base_every = Some(Duration::from_millis(150));
+    let mut rep = Replicator::new(&ctx(), &db, opts).unwrap();
+    rep.poll().unwrap();
+
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let (busy, restarts) = (
+        std::sync::Arc::new(AtomicU64::new(0)),
+        std::sync::Arc::new(AtomicU64::new(0)),
+    );
+    let writer = {
+        let (db, stop, busy, restarts) = (db.clone(), stop.clone(), busy.clone(), restarts.clone());
+        std::thread::spawn(move || {
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            conn.execute_batch("PRAGMA synchronous=OFF").unwrap();
+            // A checkpoint held up by a reader says so at once (busy = 1) instead of waiting.
+            conn.busy_timeout(Duration::ZERO).unwrap();
+            let mut i = 1000;
+            while !stop.load(Ordering::SeqCst) {
+                conn.execute("INSERT INTO notes VALUES (?1, 'written during the bases')", [i])
+                    .unwrap();
+                i += 1;
+                if i % 50 == 0 {
+                    let b: i64 = conn
+                        .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get(0))
+                        .unwrap();
+                    busy.fetch_add(b as u64, Ordering::SeqCst);
+                    restarts.fetch_add(1, Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) || rep.status().bases < 4 {
+        assert!(started.elapsed() < Duration::from_secs(60), "{:?}", rep.status());
+        rep.poll().unwrap();
+        if rep.due() {
+            rep.ship().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    rep.sync().unwrap();
+    assert!(rep.flush(Duration::from_secs(30)));
+    let st = rep.status();
+    assert!(st.bases >= 4 && st.gaps == 0, "{st:?}");
+    assert!(restarts.load(Ordering::SeqCst) >= 10);
+    assert_eq!(
+        busy.load(Ordering::SeqCst),
+        0,
+        "checkpoints held up while bases were taken ({st:?})"
+    );
+    let target = dir.path().join("restored.db");
+    let r = restore_point(&url, &target, None).unwrap();
+    let (got, want) = (rows(&target), rows(&db));
+    let ids = |v: &[(i64, String)]| v.iter().map(|r| r.0).filter(|i| *i < 100000).collect::<Vec<_>>();
+    assert!(
+        got == want,
+        "restored {} rows (last {:?}), want {} (last {:?}); {:?}; {st:?}; {:?}",
+        got.len(),
+        ids(&got).last(),
+        want.len(),
+        ids(&want).last(),
+        r.replayed,
+        names(&url)
+    );
+}
