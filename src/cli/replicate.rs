@@ -101,6 +101,7 @@ pub(crate) fn run(ctx: &Context, cli: &Globals, args: &Args, _progress: &dyn Pro
     // fails now.
     rep.poll()?;
     rep.ship()?;
+    rep.wait_for_bases(None)?;
     if !cli.quiet && !cli.json {
         eprintln!(
             "replicating {} to {} every {} (base {}); Ctrl-C or SIGTERM stops",

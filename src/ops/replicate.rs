@@ -275,6 +275,8 @@ impl Replicator {
         }
         let name = opts.name.clone().unwrap_or_else(|| location::name_of(&source));
         let loc = location::open(&opts.to)?;
+        // The base copies a killed replicator left beside the database go first.
+        crate::fsutil::sweep_leftovers(&crate::fsutil::parent_dir(&source));
         let mut wal_path = source.clone().into_os_string();
         wal_path.push("-wal");
         let status = ReplicateStatus {
@@ -890,6 +892,36 @@ impl Replicator {
             let _ = t.join();
         }
         !shipper.flags.lost.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every base handed to the shipper thread is written (for at most `deadline`
+    /// when given): a caller that must know the location takes them (the first base, before
+    /// an application starts) fails here with the error that kept one from being written. A
+    /// copied base that could not be backed up is taken again the old way, whose error is the
+    /// one returned.
+    pub fn wait_for_bases(&mut self, deadline: Option<Duration>) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            let Some(flags) = self.shipper.as_ref().map(|s| s.flags.clone()) else {
+                return Ok(());
+            };
+            if flags.bases.load(Ordering::SeqCst) == 0 {
+                if !flags.copy_failed.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                self.poll()?;
+                continue;
+            }
+            let failed =
+                |detail: String| Error::io("write a base to", &self.opts.to, std::io::Error::other(detail));
+            if let Some(e) = self.status().last_error {
+                return Err(failed(e));
+            }
+            if deadline.is_some_and(|d| started.elapsed() > d) {
+                return Err(failed(format!("not written within {:?}", started.elapsed())));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Whether the gathered transactions should be shipped now.

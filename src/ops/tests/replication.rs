@@ -317,3 +317,37 @@ fn bases_hold_no_read_transaction_the_applications_checkpoints_would_wait_for() 
         names(&url)
     );
 }
+
+/// The first base is written by the shipping thread; a caller that must know the location
+/// takes it (the command line, before it starts an application) hears at once why it could
+/// not be written; the base is written once the location takes it.
+#[test]
+fn waiting_for_the_first_base_reports_the_location_refusing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path(), 5);
+    // The application is open, with a -wal: the base is copied, then written by the thread.
+    let app = rusqlite::Connection::open(&db).unwrap();
+    app.execute("INSERT INTO notes VALUES (100, 'in the -wal')", [])
+        .unwrap();
+    let (faulty, url) = faulty_bucket("replication-first-base");
+    faulty.faults().fail_finish = true;
+    let mut rep = replicator(&db, &url);
+    rep.poll().unwrap();
+    let err = rep.wait_for_bases(Some(Duration::from_secs(30))).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("write a base to mem://replication-first-base"),
+        "{err}"
+    );
+    assert_eq!(rep.status().bases, 0);
+    // The shipping thread keeps trying: once the location takes it, the base is written.
+    faulty.faults().fail_finish = false;
+    assert!(rep.flush(Duration::from_secs(30)));
+    assert_eq!(rep.status().bases, 1);
+    assert!(
+        names(&url).iter().any(|n| n.ends_with(".tar.zst")),
+        "{:?}",
+        names(&url)
+    );
+    drop(app);
+}
