@@ -148,14 +148,16 @@ class Tool:
 
 
 class Litevault(Tool):
-    def __init__(self, work, db, binary):
-        super().__init__("litevault", work, db)
+    def __init__(self, work, db, binary, name="litevault", extra=()):
+        super().__init__(name, work, db)
         self.binary = binary
+        self.extra = list(extra)
 
     def start(self):
         env = dict(os.environ, LITEVAULT_STATE_DIR=os.path.join(self.work, "lv-state"))
         self.proc = subprocess.Popen(
-            [self.binary, "--json", "replicate", self.db, "--to", self.replica, "--name", "app", "--interval", "1s"],
+            [self.binary, "--json", "replicate", self.db, "--to", self.replica, "--name", "app", "--interval", "1s"]
+            + self.extra,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
             start_new_session=True)
 
@@ -219,6 +221,12 @@ def fresh_copy(src, dst):
         except FileNotFoundError:
             pass
     shutil.copyfile(src, dst)
+
+
+def rpo_text(r):
+    if r.get("rpo_p50_s") is None:
+        return "-"
+    return f"{r['rpo_p50_s']:.2f} / {r['rpo_max_s']:.2f} s"
 
 
 def busy_and_idle(tool, base_db, args, alone):
@@ -332,6 +340,10 @@ def main():
     bench.log(f"writer alone for {args.seconds} s ...")
     alone = run_writer(db, args.work, args.seconds)
     tools = [Litevault(rep_dir, db, os.path.abspath(args.litevault))]
+    # The same with a new base every 5 s, so that bases are taken while the writer runs (its
+    # RPO is not measured again).
+    rebase = Litevault(rep_dir, db, os.path.abspath(args.litevault), "litevault-base-5s", ["--base-every", "5s"])
+    tools.append(rebase)
     ls = None if args.skip_litestream else litestream_binary(args.work)
     if ls:
         tools.append(Litestream(rep_dir, db, ls))
@@ -340,7 +352,9 @@ def main():
     for tool in tools:
         bench.log(f"{tool.name}: writer for {args.seconds} s, then idle {args.idle_seconds} s ...")
         row = busy_and_idle(tool, base_db, args, alone)
-        ages = rpo(tool, base_db, args, rng)
+        if tool.final:
+            row["bases"], row["gaps"] = tool.final.get("bases"), tool.final.get("gaps")
+        ages = [] if tool is rebase else rpo(tool, base_db, args, rng)
         row["rpo_p50_s"] = statistics.median(ages) if ages else None
         row["rpo_max_s"] = max(ages) if ages else None
         results[tool.name] = row
@@ -356,8 +370,12 @@ def main():
               f"({r['p99_ms'] / max(alone['p99_ms'], 1e-9):.2f}x) | {r['worst_ms']:.1f} ms "
               f"({r['worst_ms'] / max(alone['worst_ms'], 1e-9):.2f}x) | {r['wal_max'] / 2**20:.1f} MiB "
               f"| {r['cpu_s']:.1f} | {r['busy_bytes_per_min'] / 1e6:.1f} | {r['busy_objects_per_min']:.0f} "
-              f"| {r['idle_bytes']} | {r['idle_objects']} | {r['rpo_p50_s']:.2f} / {r['rpo_max_s']:.2f} s "
+              f"| {r['idle_bytes']} | {r['idle_objects']} | {rpo_text(r)} "
               f"| {r['restore_s']:.2f} s{'' if r['restore_ok'] else ' FAILED'} |")
+    for tool in tools:
+        r = results[tool.name]
+        if "bases" in r:
+            print(f"{tool.name}: {r['bases']} bases, {r['gaps']} gaps in the writer run")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2, default=str)
