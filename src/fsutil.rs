@@ -84,14 +84,17 @@ pub fn copy_range(src: &File, dst: &File, offset: u64, len: u64) -> std::io::Res
             0,
         )
     };
-    if n >= 0 {
+    // 0 is the end of `src`, or a file system that copies nothing this way: the buffer says.
+    if n > 0 || (n == 0 && len == 0) {
         return Ok(n as u64);
     }
     let e = std::io::Error::last_os_error();
-    if !matches!(
-        e.raw_os_error(),
-        Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL | libc::EPERM)
-    ) {
+    if n < 0
+        && !matches!(
+            e.raw_os_error(),
+            Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL | libc::EPERM)
+        )
+    {
         return Err(e);
     }
     // Through a buffer, where the kernel cannot.

@@ -96,14 +96,14 @@ impl Builder {
         self.count += 1;
     }
 
-    /// The frames gathered, each a big-endian page number and a page: WAL frames are read
-    /// straight into it ([`crate::sqlite::wal::read_committed`]), then [`Builder::commit`]
-    /// ends each transaction.
+    /// The frames gathered, each a big-endian page number, then the page.
     pub fn frames(&self) -> &[u8] {
         &self.frames
     }
 
-    /// The frames gathered, to append to: each a big-endian page number, then the page.
+    /// The frames gathered, each a big-endian page number and a page: WAL frames are read
+    /// straight into it ([`crate::sqlite::wal::read_committed`]), then [`Builder::commit`]
+    /// ends each transaction.
     pub fn frames_mut(&mut self) -> &mut Vec<u8> {
         &mut self.frames
     }

@@ -17,7 +17,8 @@
 //!   inside a gap cannot be restored; nothing is ever invented;
 //! - a base is a private copy of the database file made without a lock, with the frames of the
 //!   current WAL generation replayed onto it, backed up by the shipper thread (see
-//!   [`Replicator::resync`]): the application's checkpoints never wait for a base.
+//!   [`Replicator::resync`]): the application's checkpoints do not wait for a base (except in
+//!   the fallback cases named there, where a base is read under a read transaction).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -161,7 +162,8 @@ pub struct Replicator {
     basing: bool,
     /// The id of the next stream.
     next_stream: u64,
-    /// The next base is taken the slow way (a copy was overtaken by a gap).
+    /// Bases are taken the slow way until one is (a copy was overtaken by a gap, or could not
+    /// be backed up).
     slow_base: bool,
     /// The buffer the `-wal` is read into.
     scratch: Vec<u8>,
@@ -433,7 +435,12 @@ impl Replicator {
         }
         // At most a segment's worth at a time (stopping at a commit): memory stays bounded, and
         // the next poll reads on.
-        let room = if bounded && !self.basing {
+        let room = if self.basing {
+            // A base's frames wait in memory until the copy is done: at most what may wait.
+            (self.opts.max_pending_bytes as u64)
+                .saturating_sub(self.builder.bytes() as u64)
+                .max(1)
+        } else if bounded {
             (self.opts.max_segment_bytes as u64)
                 .saturating_sub(self.builder.bytes() as u64)
                 .max(1)
@@ -477,7 +484,11 @@ impl Replicator {
             .as_ref()
             .zip(self.opts.base_every)
             .is_some_and(|(s, every)| s.txid > 0 && s.started.elapsed() >= every);
-        if old && self.gap.is_none() && !self.pinned {
+        let base_waiting = self
+            .shipper
+            .as_ref()
+            .is_some_and(|s| s.flags.bases.load(Ordering::SeqCst) > 0);
+        if old && self.gap.is_none() && !self.pinned && !base_waiting {
             self.gap = Some(SCHEDULED.into());
         }
         if self
@@ -493,7 +504,8 @@ impl Replicator {
                 self.gap.get_or_insert(why);
                 return Err(e);
             }
-            return Ok(true);
+            // A base that waits for the previous one is not news.
+            return Ok(self.stream.is_some());
         }
         let Some(cur) = self.cursor else {
             // No WAL generation was readable at the base. While the read transaction taken
@@ -527,6 +539,10 @@ impl Replicator {
         let path = self.wal_path.clone();
         let io = |e| Error::io("read", &path, e);
         let Some((wal, h)) = self.current_wal()? else {
+            if self.basing {
+                // Emptied or gone (a TRUNCATE checkpoint): frames a copy may hold were not read.
+                self.gap = Some("the -wal was emptied while a base was copied".into());
+            }
             return Ok(false);
         };
         let len = wal.metadata().map_err(io)?.len();
@@ -632,11 +648,14 @@ impl Replicator {
             return Ok(());
         }
         let copy_failed = self.shipper().flags.copy_failed.swap(false, Ordering::SeqCst);
-        let slow = std::mem::take(&mut self.slow_base) || copy_failed;
-        if !slow && self.copied_base()? {
+        // After a failed copy, the slow way until a base is written by it.
+        self.slow_base |= copy_failed;
+        if !self.slow_base && self.copied_base()? {
             return Ok(());
         }
-        self.pinned_base()
+        self.pinned_base()?;
+        self.slow_base = false;
+        Ok(())
     }
 
     /// Hands `shipment` to the shipper thread.
@@ -697,9 +716,17 @@ impl Replicator {
             // A gap came first: the next poll takes the base the slow way, which no restart can
             // overtake. Otherwise (the copy failed, or the application wrote more than may wait
             // meanwhile) the slow way now.
-            if self.gap.is_some() {
+            if let Some(why) = self.gap.clone() {
+                // No point between the last stream's end and the next base: a gap.
+                self.update(|s| {
+                    s.gaps += 1;
+                    s.last_gap = Some(format!("{why} (while a base was copied)"));
+                });
                 self.slow_base = true;
                 return Ok(true);
+            }
+            if let Err(e) = copied {
+                self.update(|s| s.last_error = Some(format!("copying a base: {e}")));
             }
             return Ok(false);
         }
@@ -743,26 +770,39 @@ impl Replicator {
         use std::os::unix::fs::FileExt;
         /// Bytes copied between two looks at the WAL.
         const CHUNK: u64 = 4 << 20;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let src = File::open(&self.source).map_err(|e| Error::io("open", &self.source, e))?;
+        let meta = src.metadata().map_err(|e| Error::io("stat", &self.source, e))?;
+        // The base's archive takes the copy's mode: the database's own.
         let out = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(meta.permissions().mode() & 0o777)
             .open(path)
             .map_err(|e| Error::io("create", path, e))?;
-        let len = src
-            .metadata()
-            .map_err(|e| Error::io("stat", &self.source, e))?
-            .len();
+        let len = meta.len();
         let mut done = 0u64;
+        let mut rechecks = 0;
         loop {
             let Some(cur) = self.cursor else {
                 return Ok(false);
             };
             self.follow(cur)?;
-            if self.gap.is_some() || self.builder.bytes() > self.opts.max_pending_bytes {
+            if self.gap.is_some() || self.builder.bytes() >= self.opts.max_pending_bytes {
                 return Ok(false);
             }
             if done >= len {
+                // Every frame a checkpoint could have written into the file before the copy
+                // ended must be read: the last read ended with its generation still the
+                // current one (a restart during it is followed, or is a gap).
+                if !self.generation_unchanged()? {
+                    if rechecks >= 100 {
+                        self.gap = Some("the WAL kept restarting while a base was copied".into());
+                        return Ok(false);
+                    }
+                    rechecks += 1;
+                    continue;
+                }
                 break;
             }
             let n = crate::fsutil::copy_range(&src, &out, done, (len - done).min(CHUNK))
@@ -786,6 +826,15 @@ impl Replicator {
             out.set_len(u64::from(c.db_pages) * ps).map_err(write)?;
         }
         Ok(true)
+    }
+
+    /// Whether the `-wal`'s header still names the generation the cursor reads (SQLite writes a
+    /// new generation's header before any of its frames).
+    fn generation_unchanged(&mut self) -> Result<bool> {
+        let Some(cur) = self.cursor else {
+            return Ok(false);
+        };
+        Ok(self.current_wal()?.is_some_and(|(_, h)| h.salt == cur.salt))
     }
 
     /// Takes a new base (a page-hash incremental of the last one, or a full backup) while the
@@ -857,6 +906,27 @@ impl Replicator {
         if self.builder.is_empty() || self.stream.is_none() {
             return Ok(());
         }
+        // Memory stays bounded when the location (or a base being written) holds the shipper
+        // up: past `max_pending_bytes` waiting, what was read is let go and a new base follows.
+        let waiting = self.shipper().flags.waiting.load(Ordering::SeqCst);
+        if waiting + self.builder.bytes() > self.opts.max_pending_bytes {
+            let n = self.builder.transactions();
+            self.update(|s| {
+                s.pending = s.pending.saturating_sub(n);
+                if s.pending == 0 {
+                    s.oldest_pending_ms = None;
+                }
+            });
+            self.builder = segment::Builder::default();
+            self.stream = None;
+            self.cursor = None;
+            self.gap = Some("the location could not take the segments in time".into());
+            self.update(|s| {
+                s.gaps += 1;
+                s.last_gap = Some("the location could not take the segments in time".into());
+            });
+            return Ok(());
+        }
         let builder = std::mem::take(&mut self.builder);
         let prefix = std::mem::take(&mut self.prefix);
         let Some(stream) = self.stream.as_mut() else {
@@ -891,7 +961,13 @@ impl Replicator {
         if let Some(t) = shipper.thread.take() {
             let _ = t.join();
         }
-        !shipper.flags.lost.load(Ordering::SeqCst)
+        let lost = shipper.flags.lost.load(Ordering::SeqCst);
+        if lost {
+            // Whatever follows needs a new base (the stream given up has a hole).
+            self.gap
+                .get_or_insert_with(|| "the location could not take the segments in time".into());
+        }
+        !lost
     }
 
     /// Waits until every base handed to the shipper thread is written (for at most `deadline`
@@ -905,12 +981,27 @@ impl Replicator {
             let Some(flags) = self.shipper.as_ref().map(|s| s.flags.clone()) else {
                 return Ok(());
             };
+            let thread_gone = self
+                .shipper
+                .as_ref()
+                .is_some_and(|s| s.thread.as_ref().is_none_or(|t| t.is_finished()));
             if flags.bases.load(Ordering::SeqCst) == 0 {
-                if !flags.copy_failed.load(Ordering::SeqCst) {
+                // A base given up, or a copy overtaken by a gap: the next one is taken now.
+                if !flags.copy_failed.load(Ordering::SeqCst) && self.gap.is_none() {
                     return Ok(());
                 }
                 self.poll()?;
+                if deadline.is_some_and(|d| started.elapsed() > d) {
+                    return Err(Error::io(
+                        "write a base to",
+                        &self.opts.to,
+                        std::io::Error::other(format!("not written within {:?}", started.elapsed())),
+                    ));
+                }
                 continue;
+            }
+            if thread_gone {
+                return Err(Error::InvalidOption("the shipping thread stopped".into()));
             }
             let failed =
                 |detail: String| Error::io("write a base to", &self.opts.to, std::io::Error::other(detail));
@@ -1088,9 +1179,16 @@ impl ShipThread {
                                 }
                                 Err(e) => {
                                     self.update(|s| s.last_error = Some(e.to_string()));
-                                    // Damage is not cured by waiting: the next base is taken
-                                    // the slow way, where the poller sees the error.
-                                    if e.class() != crate::error::ErrorClass::Failed || over() {
+                                    // Only the location's failures are waited out; anything
+                                    // else (damage, a copy that cannot be read) is not cured by
+                                    // waiting: the next base is taken the slow way, where the
+                                    // poller sees the error.
+                                    let location = matches!(
+                                        e,
+                                        Error::Remote { .. } | Error::Io { .. } | Error::NoSpace { .. }
+                                    );
+                                    if !location || over() {
+                                        lost.store(true, Ordering::SeqCst);
                                         copy_failed.store(true, Ordering::SeqCst);
                                         break None;
                                     }
@@ -1099,9 +1197,6 @@ impl ShipThread {
                             }
                         },
                     };
-                    if copied {
-                        bases.fetch_sub(1, Ordering::SeqCst);
-                    }
                     if name.is_none() {
                         lost.store(true, Ordering::SeqCst);
                     }
@@ -1112,6 +1207,10 @@ impl ShipThread {
                             w.dropped = Some(stream);
                         }
                     });
+                    // Last: the poller may take the next base once this one is settled.
+                    if copied {
+                        bases.fetch_sub(1, Ordering::SeqCst);
+                    }
                 }
                 Shipment::Segment(mut seg) => {
                     let bytes = seg.builder.bytes();
