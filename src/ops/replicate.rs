@@ -589,12 +589,39 @@ impl Replicator {
                 )));
             }
             let (old, stopped_at) = self.read_frames(wal, &mut cur, false).map_err(io)?;
-            let reached = wal::frame_salts(wal, &cur, stopped_at).map_err(io)? == Some(h.salt);
+            let end = wal::frame_salts(wal, &cur, stopped_at).map_err(io)?;
+            let reached = end == Some(h.salt);
             let again = WalHeader::read(wal).map_err(io)?;
             if reached || again != Some(h) || wal.metadata().map_err(io)?.len() < self.wal_len {
                 return Ok(Err(
                     "the WAL was restarted and overwritten before it was read".into()
                 ));
+            }
+            // The old chain ended at the end of the file: either the old generation ended
+            // there, or the file was emptied (a TRUNCATE checkpoint) and the new generation
+            // grew back to that length, the old frames past what was read gone. Only a frame of
+            // the old generation still standing after the new generation's proves the file was
+            // not emptied.
+            if end.is_none() {
+                let mut probe = Cursor::start(&h);
+                let mut sink = Vec::new();
+                let (_, _, new_end) =
+                    wal::read_committed(wal, &mut probe, u64::MAX, &mut sink, &mut self.scratch)
+                        .map_err(io)?;
+                // Frames of the new generation being written (not valid yet) are passed over.
+                let mut i = new_end;
+                let proven = loop {
+                    match wal::frame_salts(wal, &probe, i).map_err(io)? {
+                        Some(salt) if salt == h.salt => i += 1,
+                        Some(salt) => break salt == cur.salt,
+                        None => break false,
+                    }
+                };
+                if !proven {
+                    return Ok(Err(
+                        "the -wal was emptied and written again before it was read".into()
+                    ));
+                }
             }
             let mut new = Cursor::start(&h);
             let (more, _) = self.read_frames(wal, &mut new, true).map_err(io)?;
