@@ -104,6 +104,39 @@ pub fn copy_range(src: &File, dst: &File, offset: u64, len: u64) -> std::io::Res
     Ok(n as u64)
 }
 
+/// The descriptor of `path` this process keeps open for its lifetime, one per file (by device
+/// and inode), opened read-only or read-write.
+///
+/// Closing any descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+/// included: a database file read by litevault itself (its header, a copy of it) while a
+/// connection of the same process is open on it would lose that connection's locks, and the
+/// application's last close could then checkpoint and delete a `-wal` the connection still
+/// relies on. Every such read goes through a descriptor from here, which is never closed (a
+/// long-running daemon holds one per database, plus one per file replaced since).
+pub fn kept_open(path: &Path, write: bool) -> io::Result<std::sync::Arc<File>> {
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::{Arc, Mutex};
+    /// (device, inode, writable) and the descriptor.
+    type Kept = Vec<((u64, u64, bool), Arc<File>)>;
+    static OPEN: Mutex<Kept> = Mutex::new(Vec::new());
+    let meta = std::fs::metadata(path)?;
+    let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+    let found = |open: &Kept, dev, ino| {
+        open.iter()
+            .find(|((d, i, w), _)| (*d, *i) == (dev, ino) && (*w || !write))
+            .map(|(_, f)| f.clone())
+    };
+    if let Some(f) = found(&open, meta.dev(), meta.ino()) {
+        return Ok(f);
+    }
+    let file = std::fs::OpenOptions::new().read(true).write(write).open(path)?;
+    let meta = file.metadata()?;
+    let file = Arc::new(file);
+    // Kept even when the path was replaced meanwhile by a file already held: it must not close.
+    open.push(((meta.dev(), meta.ino(), write), file.clone()));
+    Ok(file)
+}
+
 /// A new temp directory in `dir`, named with [`temp_prefix`] (removed when dropped).
 pub fn temp_dir_in(dir: &Path) -> Result<tempfile::TempDir> {
     note_temp_dir(dir);

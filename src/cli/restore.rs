@@ -143,22 +143,15 @@ pub(crate) fn run(ctx: &Context, cli: &Globals, args: &Args, progress: &dyn Prog
             // Replicated history, when there is some and it goes further than the archives.
             let mut newest_archive = None;
             if labels.is_empty() {
-                if let Some(point) =
-                    crate::ops::replica::find_point(loc.as_ref(), &name, at_ms, ctx.identities())?
-                {
-                    let newest = crate::ops::chain::latest(ctx, loc.as_ref(), &name, at)?;
-                    let newer_archive = newest
-                        .as_deref()
-                        .and_then(crate::model::naming::parse_backup_name)
-                        .is_some_and(|(_, created)| created * 1000 > point.time_ms);
-                    if newer_archive {
-                        newest_archive = Some(newest);
-                    } else {
+                match crate::ops::replica::newest_state(ctx, loc.as_ref(), &name, at_ms)? {
+                    Some(crate::ops::replica::Newest::Point(point)) => {
                         replay = Some(crate::ops::replica::Replay {
                             location: dir.clone(),
                             point,
                         });
                     }
+                    Some(crate::ops::replica::Newest::Archive(a)) => newest_archive = Some(Some(a)),
+                    None => newest_archive = Some(None),
                 }
             }
             let newest = match (replay.as_ref(), newest_archive) {

@@ -142,6 +142,54 @@ pub fn find_point(
     Ok(None)
 }
 
+/// What a restore of the newest state of a name (at or before a time) reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Newest {
+    /// A replicated transaction: a stream's base and segments.
+    Point(Point),
+    /// An archive (a backup, or a replicator's base with no segment after it yet) at least as
+    /// new as every replicated point.
+    Archive(String),
+}
+
+/// The newest state of `name` in `loc` at or before `at_ms` (any time when `None`): the last
+/// replicated transaction ([`find_point`]), unless the newest archive ([`crate::ops::chain::latest`])
+/// is at least as new. Archives' names give seconds; within the point's second the archive's
+/// manifest (`snapshot_at`) decides, so that a base taken after a gap, with nothing committed
+/// since, is not passed over for the older stream before it.
+pub fn newest_state(
+    ctx: &crate::ops::Context,
+    loc: &dyn Location,
+    name: &str,
+    at_ms: Option<i64>,
+) -> Result<Option<Newest>> {
+    let point = find_point(loc, name, at_ms, ctx.identities())?;
+    let archive = crate::ops::chain::latest(ctx, loc, name, at_ms.map(|ms| ms.div_euclid(1000)))?;
+    let (point, archive) = match (point, archive) {
+        (Some(p), Some(a)) => (p, a),
+        (p, a) => return Ok(p.map(Newest::Point).or(a.map(Newest::Archive))),
+    };
+    let Some((_, created)) = crate::model::naming::parse_backup_name(&archive) else {
+        return Ok(Some(Newest::Point(point)));
+    };
+    let second = point.time_ms.div_euclid(1000);
+    let newer = created > second
+        || (created == second && {
+            // Same second: the instant the archive's state was the database's (one whose
+            // manifest cannot be read counts as the start of its second).
+            let offset_ms = crate::format::dump::read_manifest(&loc.object_path(&archive), ctx.identities())
+                .map(|m| m.snapshot_offset_ns(created) / 1_000_000)
+                .unwrap_or(0);
+            let ms = created * 1000 + offset_ms as i64;
+            ms >= point.time_ms && at_ms.is_none_or(|t| ms <= t)
+        });
+    Ok(Some(if newer {
+        Newest::Archive(archive)
+    } else {
+        Newest::Point(point)
+    }))
+}
+
 /// RFC 3339 UTC with milliseconds.
 pub fn format_time_ms(ms: i64) -> String {
     let secs = crate::model::naming::format_time(ms.div_euclid(1000));

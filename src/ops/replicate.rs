@@ -539,10 +539,14 @@ impl Replicator {
         let path = self.wal_path.clone();
         let io = |e| Error::io("read", &path, e);
         let Some((wal, h)) = self.current_wal()? else {
-            if self.basing {
-                // Emptied or gone (a TRUNCATE checkpoint): frames a copy may hold were not read.
-                self.gap = Some("the -wal was emptied while a base was copied".into());
-            }
+            // Emptied (a TRUNCATE checkpoint) or removed (the last connection's close, which
+            // the replicator's own open connection normally prevents): whatever was committed
+            // past what was read is out of reach, and nothing proves that was nothing.
+            self.gap = Some(if self.basing {
+                "the -wal was emptied while a base was copied".into()
+            } else {
+                "the -wal was emptied or removed before it was read to its end".into()
+            });
             return Ok(false);
         };
         let len = wal.metadata().map_err(io)?.len();
@@ -798,7 +802,11 @@ impl Replicator {
         /// Bytes copied between two looks at the WAL.
         const CHUNK: u64 = 4 << 20;
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let src = File::open(&self.source).map_err(|e| Error::io("open", &self.source, e))?;
+        // Never closed: closing a descriptor of the database would drop the replicator's
+        // SQLite locks on it, and the application's last close would then checkpoint and
+        // delete the -wal under it (frames not read yet lost).
+        let src =
+            crate::fsutil::kept_open(&self.source, false).map_err(|e| Error::io("open", &self.source, e))?;
         let meta = src.metadata().map_err(|e| Error::io("stat", &self.source, e))?;
         // The base's archive takes the copy's mode: the database's own.
         let out = std::fs::OpenOptions::new()

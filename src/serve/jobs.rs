@@ -379,14 +379,16 @@ fn run_hook(db: &DatabaseConfig, work: &Work, outcome: &mut Outcome) {
 
 /// A drill of a replicated database: the newest replicated state (the last transaction
 /// shipped) restored into a temp file with every check of a restore. `None` when nothing was
-/// replicated yet (the newest archive is drilled instead).
+/// replicated yet, or an archive is at least as new (the newest archive is drilled instead).
 fn drill_replica(
     ctx: &crate::ops::Context,
     db: &DatabaseConfig,
     progress: &dyn Progress,
 ) -> crate::error::Result<Option<Outcome>> {
     let loc = crate::location::open(&db.location)?;
-    let Some(point) = crate::ops::replica::find_point(loc.as_ref(), &db.name, None, ctx.identities())? else {
+    let Some(crate::ops::replica::Newest::Point(point)) =
+        crate::ops::replica::newest_state(ctx, loc.as_ref(), &db.name, None)?
+    else {
         return Ok(None);
     };
     let tmp =

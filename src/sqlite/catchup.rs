@@ -27,7 +27,7 @@
 //! Descriptors of the `-shm` and database files opened here are never closed: closing any
 //! descriptor of a file drops every POSIX lock the process holds on it, SQLite's included (a
 //! merge or a restore holds its target's write lock while it backs it up). They are kept open
-//! for the life of the process, one per file (so a long-running daemon holds two per database
+//! for the life of the process, one per file ([`crate::fsutil::kept_open`]; so a long-running daemon holds two per database
 //! it backs up, plus those of files replaced since). The `-wal`, on which SQLite takes no
 //! lock, is opened for each backup and closed after it.
 
@@ -189,8 +189,11 @@ fn prepare(source: &Path) -> Result<Prepared, String> {
     conn.prepare_cached("PRAGMA wal_checkpoint(PASSIVE)")
         .map_err(|e| e.to_string())?;
     let side = |suffix: &str| crate::fsutil::sidecar(source, suffix);
-    let shm = kept_open(&side("-shm"), true)?;
-    let db = kept_open(source, false)?;
+    let kept = |p: &Path, write| {
+        crate::fsutil::kept_open(p, write).map_err(|e| format!("open {}: {e}", p.display()))
+    };
+    let shm = kept(&side("-shm"), true)?;
+    let db = kept(source, false)?;
     let wal = File::open(side("-wal")).ok();
     let wal_writeback = wal
         .as_ref()
@@ -202,31 +205,6 @@ fn prepare(source: &Path) -> Result<Prepared, String> {
         db,
         _wal: wal,
     })
-}
-
-/// The descriptor of `path` this process keeps open for its lifetime (see the module docs), one
-/// per file (by device and inode).
-fn kept_open(path: &Path, write: bool) -> Result<Arc<File>, String> {
-    use std::os::unix::fs::MetadataExt;
-    /// (device, inode) and the descriptor.
-    type Kept = Vec<((u64, u64), Arc<File>)>;
-    static OPEN: Mutex<Kept> = Mutex::new(Vec::new());
-    let err = |e: std::io::Error| format!("open {}: {e}", path.display());
-    let meta = std::fs::metadata(path).map_err(err)?;
-    let key = (meta.dev(), meta.ino());
-    let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, f)) = open.iter().find(|(k, _)| *k == key) {
-        return Ok(f.clone());
-    }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(write)
-        .open(path)
-        .map_err(err)?;
-    let meta = file.metadata().map_err(err)?;
-    let file = Arc::new(file);
-    open.push(((meta.dev(), meta.ino()), file.clone()));
-    Ok(file)
 }
 
 /// Takes (`F_WRLCK`) or drops (`F_UNLCK`) an open-file-description lock on the checkpointer

@@ -16,7 +16,18 @@ fn replicator(db: &Path, url: &Path) -> Replicator {
 /// Restores the latest replicated point of `app` in `url` to `target`.
 fn restore_point(url: &Path, target: &Path, at_ms: Option<i64>) -> crate::Result<crate::RestoreReport> {
     let loc = crate::location::open(url)?;
-    let point = replica::find_point(loc.as_ref(), "app", at_ms, ctx().identities())?.expect("a point");
+    let point = match replica::newest_state(&ctx(), loc.as_ref(), "app", at_ms)?.expect("a state") {
+        replica::Newest::Point(p) => p,
+        replica::Newest::Archive(a) => {
+            return restore(
+                &ctx(),
+                &loc.object_path(&a),
+                target,
+                &RestoreOptions::default(),
+                &NoProgress,
+            )
+        }
+    };
     let opts = RestoreOptions {
         replay: Some(Replay {
             location: url.to_path_buf(),
@@ -446,4 +457,94 @@ fn every_base_is_a_real_state_while_the_application_truncates_the_wal() {
     restore_point(&url, &target, None).unwrap();
     assert_eq!(total(&target), 300_000);
     assert_eq!(total(&db), 300_000);
+}
+
+/// The replicator's connection keeps the application's last close from checkpointing the
+/// `-wal` away, also after a base copied from the database file: a descriptor of that file
+/// closed by the replicator would drop its connection's locks on it (POSIX locks are per
+/// process), and the close would then delete a `-wal` whose last frames were not read yet.
+#[test]
+fn the_applications_last_close_leaves_the_wal_to_the_replicator_after_a_copied_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path(), 20);
+    let url = bucket("replication-close");
+    let mut opts = ReplicateOptions::new(&url);
+    opts.interval = Duration::from_millis(100);
+    opts.base_every = Some(Duration::from_millis(1));
+    let mut rep = Replicator::new(&ctx(), &db, opts).unwrap();
+    rep.poll().unwrap();
+    edit(&db, "INSERT INTO notes VALUES (100, 'a first -wal')");
+    rep.poll().unwrap();
+    // A scheduled base, copied from the file while the WAL is followed.
+    std::thread::sleep(Duration::from_millis(5));
+    rep.poll().unwrap();
+    rep.wait_for_bases(Some(Duration::from_secs(30))).unwrap();
+    let copied = rep.status().bases;
+    assert!(copied >= 2, "{:?}", rep.status());
+    let wal = crate::fsutil::sidecar(&db, "-wal");
+    for i in 0..3 {
+        // The application is another process (SQLite tells the connections of one process
+        // apart itself, without POSIX locks).
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg("import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.execute(sys.argv[2])\nc.commit()\nc.close()")
+            .arg(&db)
+            .arg(format!("INSERT INTO notes VALUES ({}, 'then closed')", 200 + i))
+            .output()
+            .expect("python3 runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(wal.exists(), "the application's close removed the -wal");
+    }
+    rep.sync().unwrap();
+    assert!(rep.flush(Duration::from_secs(10)));
+    assert_eq!(rep.status().gaps, 0, "{:?}", rep.status());
+    let target = dir.path().join("restored.db");
+    restore_point(&url, &target, None).unwrap();
+    assert!(rows(&target) == rows(&db), "{:?}", ids(&target));
+}
+
+/// A `-wal` emptied by the application's `wal_checkpoint(TRUNCATE)` before the replicator read
+/// its last transactions is a gap: a new base takes them in (they were lost at a stop, silently).
+#[test]
+fn a_wal_truncated_before_its_last_frames_were_read_is_a_gap_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path(), 20);
+    let url = bucket("replication-truncated");
+    let mut rep = replicator(&db, &url);
+    rep.poll().unwrap();
+    edit(&db, "INSERT INTO notes VALUES (100, 'read')");
+    rep.poll().unwrap();
+    for i in 0..5 {
+        edit(
+            &db,
+            &format!("INSERT INTO notes VALUES ({}, 'not read yet')", 200 + i),
+        );
+    }
+    edit(&db, "PRAGMA wal_checkpoint(TRUNCATE)");
+    assert_eq!(
+        std::fs::metadata(crate::fsutil::sidecar(&db, "-wal"))
+            .unwrap()
+            .len(),
+        0
+    );
+    rep.sync().unwrap();
+    assert!(rep.flush(Duration::from_secs(10)));
+    let st = rep.status();
+    assert_eq!(st.gaps, 1, "{st:?}");
+    assert!(
+        st.last_gap.as_deref().unwrap_or_default().contains("emptied"),
+        "{st:?}"
+    );
+    let target = dir.path().join("restored.db");
+    restore_point(&url, &target, None).unwrap();
+    assert!(rows(&target) == rows(&db), "{st:?} {:?}", ids(&target));
+}
+
+/// The ids of the notes past the first 20.
+fn ids(db: &Path) -> Vec<i64> {
+    rows(db)
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| *id >= 20)
+        .collect()
 }
