@@ -12,6 +12,7 @@
 //! indexes of a private copy (never of a user's database); [`content_hash`] hashes a
 //! database's logical content independently of its page layout.
 
+use std::io::Read;
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
@@ -34,11 +35,10 @@ pub fn check_header(path: &Path) -> Result<u64> {
         reason,
     };
     let mut head = [0u8; 100];
-    // A descriptor kept open: closing one would drop this process's SQLite locks on the file.
-    let f = crate::fsutil::kept_open(path, false).map_err(|e| Error::io("open", path, e))?;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut n = 0;
     while n < head.len() {
-        match std::os::unix::fs::FileExt::read_at(&*f, &mut head[n..], n as u64) {
+        match f.read(&mut head[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) => return Err(Error::io("read", path, e)),
@@ -335,8 +335,8 @@ impl DbInfo {
     /// read (archived with `--allow-corrupt`). Tables are unknown and left empty.
     pub fn from_header(path: &Path) -> Result<DbInfo> {
         let mut h = [0u8; 100];
-        let f = crate::fsutil::kept_open(path, false).map_err(|e| Error::io("open", path, e))?;
-        std::os::unix::fs::FileExt::read_exact_at(&*f, &mut h, 0)
+        let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+        f.read_exact(&mut h)
             .map_err(|e| Error::io("read header of", path, e))?;
         let len = std::fs::metadata(path)
             .map_err(|e| Error::io("stat", path, e))?
@@ -385,8 +385,8 @@ impl DbInfo {
 /// no other process writes: a live database's header must be read through SQLite.
 pub fn header_write_version(path: &Path) -> Result<u8> {
     let mut head = [0u8; 19];
-    let f = crate::fsutil::kept_open(path, false).map_err(|e| Error::io("open", path, e))?;
-    std::os::unix::fs::FileExt::read_exact_at(&*f, &mut head, 0)
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    f.read_exact(&mut head)
         .map_err(|e| Error::io("read header of", path, e))?;
     Ok(head[18])
 }
