@@ -18,7 +18,8 @@ network) its rows say "skipped". Per replicator, printed as a Markdown table:
 - RPO: --kills times, the replicator is killed (SIGKILL) at a random instant while the writer
   runs, the writer goes on for a second, the location is restored: the age of the last
   restored transaction at the kill instant (0 when nothing committed before it is missing);
-- restore of the latest state (wall time).
+- restore of the latest state, and of the point in the middle of the writer's run (`--at`,
+  Litestream's `-timestamp`), wall time.
 
 Targets (issue "Continuous replication"): writer rate >= 95% of alone, p99 and worst commit
 <= 1.2x alone, -wal no larger than alone; bytes/min <= 0.5x Litestream's; RPO p99 <= 1.5 s;
@@ -165,9 +166,10 @@ class Litevault(Tool):
         # The first base published (not its temp file) and its prefix segment, if any.
         return any(f.endswith(".tar.zst") and not f.startswith(".") for f in os.listdir(self.replica))
 
-    def restore(self, out):
+    def restore(self, out, at=None):
+        when = ["--at", at] if at else []
         return subprocess.run([self.binary, "-q", "restore", "--latest", "--dir", self.replica, "--name", "app",
-                               "--quick", out], capture_output=True, text=True)
+                               "--quick", *when, out], capture_output=True, text=True)
 
 
 class Litestream(Tool):
@@ -191,8 +193,9 @@ class Litestream(Tool):
         n, _ = dir_stats(self.replica)
         return n > 0
 
-    def restore(self, out):
-        return subprocess.run([self.binary, "restore", "-config", self.config, "-o", out, self.db],
+    def restore(self, out, at=None):
+        when = ["-timestamp", at] if at else []
+        return subprocess.run([self.binary, "restore", "-config", self.config, "-o", out, *when, self.db],
                               capture_output=True, text=True)
 
 
@@ -235,6 +238,7 @@ def busy_and_idle(tool, base_db, args, alone):
     tool.start()
     tool.wait_ready()
     n0, b0 = dir_stats(tool.replica)
+    writer_started = time.time()
     w = run_writer(tool.db, args.work, args.seconds)
     time.sleep(2)  # the last interval ships
     n1, b1 = dir_stats(tool.replica)
@@ -254,8 +258,27 @@ def busy_and_idle(tool, base_db, args, alone):
         c = sqlite3.connect(out)
         restored = c.execute("SELECT count(*) FROM ticks").fetchone()[0]
         c.close()
+    # A point back in history: the middle of the writer's run (RFC 3339, milliseconds).
+    mid = writer_started + args.seconds / 2
+    at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(mid)) + f".{int(mid * 1000) % 1000:03d}Z"
+    for s in ("", "-wal", "-shm"):
+        if os.path.exists(out + s):
+            os.remove(out + s)
+    t = time.monotonic()
+    r_at = tool.restore(out, at)
+    restore_at_s = time.monotonic() - t
+    restored_at = None
+    if r_at.returncode == 0:
+        import sqlite3
+        c = sqlite3.connect(out)
+        restored_at = c.execute("SELECT count(*) FROM ticks").fetchone()[0]
+        c.close()
     minutes = (args.seconds + 2) / 60
     return {
+        "restore_at_s": restore_at_s,
+        "restore_at_ok": r_at.returncode == 0,
+        "restore_at_error": (r_at.stderr or "")[-300:] if r_at.returncode else None,
+        "restored_at_rows": restored_at,
         "rate_ratio": w["rate"] / alone["rate"],
         "rate": w["rate"],
         "p99_ms": w["p99_ms"],
@@ -362,8 +385,8 @@ def main():
     print(f"Database {facts.get('bytes', 0) / 2**20:.0f} MiB; writer alone: {alone['rate']:.0f} commits/s, "
           f"p99 {alone['p99_ms']:.2f} ms, worst {alone['worst_ms']:.1f} ms, -wal max {alone['wal_max'] / 2**20:.1f} MiB\n")
     print("| replicator | writer rate | p99 commit | worst commit | -wal max | CPU s | busy MB/min | busy objects/min "
-          "| idle bytes | idle objects | RPO p50 / max | restore latest |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| idle bytes | idle objects | RPO p50 / max | restore latest | restore mid-run point |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for tool in tools:
         r = results[tool.name]
         print(f"| {tool.name} | {r['rate']:.0f}/s ({r['rate_ratio']:.2f}x) | {r['p99_ms']:.2f} ms "
@@ -371,11 +394,16 @@ def main():
               f"({r['worst_ms'] / max(alone['worst_ms'], 1e-9):.2f}x) | {r['wal_max'] / 2**20:.1f} MiB "
               f"| {r['cpu_s']:.1f} | {r['busy_bytes_per_min'] / 1e6:.1f} | {r['busy_objects_per_min']:.0f} "
               f"| {r['idle_bytes']} | {r['idle_objects']} | {rpo_text(r)} "
-              f"| {r['restore_s']:.2f} s{'' if r['restore_ok'] else ' FAILED'} |")
+              f"| {r['restore_s']:.2f} s{'' if r['restore_ok'] else ' FAILED'} "
+              f"| {r['restore_at_s']:.2f} s{'' if r['restore_at_ok'] else ' FAILED'} |")
     for tool in tools:
         r = results[tool.name]
         if "bases" in r:
             print(f"{tool.name}: {r['bases']} bases, {r['gaps']} gaps in the writer run")
+    for tool in tools:
+        r = results[tool.name]
+        print(f"{tool.name}: restored {r['restored_rows']} rows latest, {r['restored_at_rows']} at the mid-run point"
+              + (f" ({r['restore_at_error'].strip()})" if r['restore_at_error'] else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2, default=str)

@@ -134,6 +134,9 @@ struct Stream {
     started: Instant,
     next_seq: u64,
     txid: u64,
+    /// `txid` when the base was settled: the transactions the base itself holds (the current
+    /// WAL generation's, read from its start). A scheduled new base waits for one after them.
+    base_txid: u64,
     page_size: u32,
 }
 
@@ -483,7 +486,7 @@ impl Replicator {
             .stream
             .as_ref()
             .zip(self.opts.base_every)
-            .is_some_and(|(s, every)| s.txid > 0 && s.started.elapsed() >= every);
+            .is_some_and(|(s, every)| s.txid > s.base_txid && s.started.elapsed() >= every);
         let base_waiting = self
             .shipper
             .as_ref()
@@ -725,6 +728,7 @@ impl Replicator {
             started: Instant::now(),
             next_seq: 0,
             txid: 0,
+            base_txid: 0,
             page_size: h.page_size,
         });
         self.cursor = Some(Cursor::start(&h));
@@ -760,6 +764,9 @@ impl Replicator {
                 self.update(|s| s.last_error = Some(format!("copying a base: {e}")));
             }
             return Ok(false);
+        }
+        if let Some(stream) = self.stream.as_mut() {
+            stream.base_txid = stream.txid;
         }
         // The copy is the database as of the last transaction read: its name and times say so.
         let at_ms = self.builder.last().map_or_else(now_ms, |c| c.time_ms);
@@ -904,6 +911,7 @@ impl Replicator {
                 id,
                 next_seq: 0,
                 txid: 0,
+                base_txid: 0,
                 page_size,
             });
             let path = self.wal_path.clone();
@@ -916,6 +924,9 @@ impl Replicator {
             self.read_frames(&wal, &mut cur, false).map_err(io)?;
             self.wal_len = wal.metadata().map_err(io)?.len();
             self.cursor = Some(cur);
+            if let Some(stream) = self.stream.as_mut() {
+                stream.base_txid = stream.txid;
+            }
             Ok(())
         })();
         // Without a WAL generation to start from, the read transaction stays until one

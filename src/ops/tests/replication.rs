@@ -548,3 +548,46 @@ fn ids(db: &Path) -> Vec<i64> {
         .filter(|id| *id >= 20)
         .collect()
 }
+
+/// A scheduled new base needs a transaction committed after the last base's state: the
+/// frames a base itself holds (its WAL generation's, read from the start) do not count, so an
+/// idle database costs no base (it cost one every `base_every`, measured: 12 bases in 30 idle
+/// seconds with a base every 5 s).
+#[test]
+fn an_idle_database_gets_no_scheduled_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path(), 20);
+    let url = bucket("replication-idle-bases");
+    let mut opts = ReplicateOptions::new(&url);
+    opts.interval = Duration::from_millis(100);
+    opts.base_every = Some(Duration::from_millis(30));
+    let mut rep = Replicator::new(&ctx(), &db, opts).unwrap();
+    rep.poll().unwrap();
+    edit(&db, "INSERT INTO notes VALUES (100, 'one')");
+    rep.poll().unwrap();
+    // Old enough and written since: a new base (a copy, whose stream starts with the frames
+    // of the current generation).
+    std::thread::sleep(Duration::from_millis(40));
+    rep.poll().unwrap();
+    rep.wait_for_bases(Some(Duration::from_secs(30))).unwrap();
+    let bases = rep.status().bases;
+    assert!(bases >= 2, "{:?}", rep.status());
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(40));
+        rep.poll().unwrap();
+        rep.wait_for_bases(Some(Duration::from_secs(30))).unwrap();
+    }
+    assert_eq!(rep.status().bases, bases, "{:?}", rep.status());
+    // Written again: the next one is due.
+    edit(&db, "INSERT INTO notes VALUES (101, 'two')");
+    rep.poll().unwrap();
+    std::thread::sleep(Duration::from_millis(40));
+    rep.poll().unwrap();
+    rep.wait_for_bases(Some(Duration::from_secs(30))).unwrap();
+    assert_eq!(rep.status().bases, bases + 1, "{:?}", rep.status());
+    rep.sync().unwrap();
+    assert!(rep.flush(Duration::from_secs(10)));
+    let target = dir.path().join("restored.db");
+    restore_point(&url, &target, None).unwrap();
+    assert!(rows(&target) == rows(&db), "{:?}", ids(&target));
+}
