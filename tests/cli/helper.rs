@@ -50,6 +50,15 @@ pub fn spawn(role: &str, db: &Path, dir: &Path) -> Helper {
 }
 
 /// Waits until `file` exists (the helper's signal), panicking after `secs`.
+/// Writes `contents` to `path` whole at once (a temp file renamed into place): a test that
+/// waits for the file to appear reads all of it, never an empty or half-written file.
+fn publish(path: std::path::PathBuf, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
+    let mut tmp = path.clone().into_os_string();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, &path)
+}
+
 pub fn wait_for(file: &Path, secs: u64) {
     let start = Instant::now();
     while !file.exists() {
@@ -103,10 +112,10 @@ fn writer(db: &Path, dir: &Path) {
         worst = worst.max(t.elapsed());
         commits += 1;
         if commits == 1 {
-            std::fs::write(dir.join("writer-ready"), b"").unwrap();
+            publish(dir.join("writer-ready"), b"").unwrap();
         }
     }
-    std::fs::write(
+    publish(
         dir.join("writer.json"),
         format!("{{\"commits\": {commits}, \"worst_ms\": {}}}", worst.as_millis()),
     )
@@ -120,7 +129,7 @@ fn holder(db: &Path, dir: &Path) {
     let c = Connection::open(db).unwrap();
     c.busy_timeout(Duration::from_secs(30)).unwrap();
     let before: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
-    std::fs::write(dir.join("ready"), before.to_string()).unwrap();
+    publish(dir.join("ready"), before.to_string()).unwrap();
     wait_for(&dir.join("go"), 120);
     let after: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
     let tables: String = c
@@ -135,7 +144,7 @@ fn holder(db: &Path, dir: &Path) {
         [],
     )
     .unwrap();
-    std::fs::write(
+    publish(
         dir.join("holder.json"),
         serde_json::json!({"before": before, "after": after, "tables": tables}).to_string(),
     )
