@@ -527,9 +527,9 @@ const SHM_DMS_BYTE: i64 = 128;
 /// Describes the SQLite locks that other processes (or other open files of this process) hold on
 /// a database, or `None` when none are seen.
 ///
-/// Advisory only: an idle rollback-journal connection holds no lock and cannot be seen. The probe
-/// opens and closes the files, which drops this process's own POSIX locks on them, so an
-/// application must not call it on a database it has open itself.
+/// Advisory only: an idle rollback-journal connection holds no lock and cannot be seen. The
+/// files are read through descriptors kept open ([`kept_open`]), so the probe does not drop this
+/// process's own SQLite locks on them.
 pub fn lock_holders(db: &Path) -> Option<String> {
     let mut seen = Vec::new();
     if let Some(pid) = probe_lock(db, PENDING_BYTE, LOCK_RANGE_LEN) {
@@ -560,7 +560,9 @@ fn pid_note(pid: i32) -> String {
 /// overlaps `[start, start+len)` in `path`.
 fn probe_lock(path: &Path, start: i64, len: i64) -> Option<i32> {
     use std::os::unix::io::AsRawFd;
-    let f = File::open(path).ok()?;
+    // Kept open: closing it would drop this process's own SQLite locks on the file (a daemon
+    // that replicates the database a restore probes holds some).
+    let f = kept_open(path, false).ok()?;
     // SAFETY: flock is a plain C struct; zeroed is a valid value (l_pid must be 0 for OFD locks).
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = libc::F_WRLCK as _;
@@ -733,5 +735,34 @@ mod tests {
             ensure_space(dir.path(), u64::MAX),
             Err(Error::NoSpace { .. })
         ));
+    }
+
+    /// Probing a database for other processes' locks keeps this process's own: a connection
+    /// held here (a replicator in a daemon) still keeps another process's last close from
+    /// deleting the `-wal`. (Closing a probed descriptor dropped every POSIX lock of this
+    /// process on the file.)
+    #[test]
+    fn probing_for_lock_holders_keeps_this_processs_own_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let ours = rusqlite::Connection::open(&db).unwrap();
+        ours.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let _ = lock_holders(&db);
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg("import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.execute('INSERT INTO t VALUES (2)')\nc.commit()\nc.close()")
+            .arg(&db)
+            .output()
+            .expect("python3 runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            sidecar(&db, "-wal").exists(),
+            "the other process's close removed the -wal"
+        );
+        let n: i64 = ours
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
     }
 }

@@ -952,9 +952,9 @@ fn restore_live(
     manifest: &Manifest,
     before: &mut dyn FnMut() -> Result<()>,
 ) -> Result<Check> {
-    // Declared first so it is closed last: closing any descriptor of the target drops this
-    // process's POSIX locks on it, so it must outlive every SQLite connection below.
-    let raw = std::fs::File::open(target).map_err(|e| Error::io("open", target, e))?;
+    // Never closed: closing any descriptor of the target drops this process's POSIX locks on
+    // it, those of the connections below and of any other (a daemon replicating it).
+    let raw = crate::fsutil::kept_open(target, false).map_err(|e| Error::io("open", target, e))?;
     let src = db::open_private(verified, false)?;
     let mut dst = Connection::open_with_flags(
         target,
