@@ -99,7 +99,7 @@ class Weed:
 
     def env(self) -> dict:
         e = dict(os.environ)
-        for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE"):
             e.pop(k, None)
         e.update(AWS_ACCESS_KEY_ID=self.key, AWS_SECRET_ACCESS_KEY=self.secret,
                  AWS_REGION="us-east-1", AWS_ENDPOINT_URL=f"http://127.0.0.1:{self.port}",
