@@ -738,16 +738,7 @@ impl Replicator {
         self.basing = false;
         if !matches!(copied, Ok(true)) {
             // Nothing of it is shipped: what it read is read again by the next base.
-            let n = self.builder.transactions();
-            self.update(|s| {
-                s.pending = s.pending.saturating_sub(n);
-                if s.pending == 0 {
-                    s.oldest_pending_ms = None;
-                }
-            });
-            self.builder = segment::Builder::default();
-            self.stream = None;
-            self.cursor = None;
+            self.let_go();
             // A gap came first: the next poll takes the base the slow way, which no restart can
             // overtake. Otherwise (the copy failed, or the application wrote more than may wait
             // meanwhile) the slow way now.
@@ -946,6 +937,21 @@ impl Replicator {
         Ok(())
     }
 
+    /// Lets go of what was read and not shipped, and of the stream: nothing of it will be
+    /// shipped (a new base takes it in).
+    fn let_go(&mut self) {
+        let n = self.builder.transactions();
+        self.update(|s| {
+            s.pending = s.pending.saturating_sub(n);
+            if s.pending == 0 {
+                s.oldest_pending_ms = None;
+            }
+        });
+        self.builder = segment::Builder::default();
+        self.stream = None;
+        self.cursor = None;
+    }
+
     /// Hands the transactions gathered to the shipper thread as the stream's next segment.
     pub fn ship(&mut self) -> Result<()> {
         self.last_ship = Instant::now();
@@ -956,16 +962,7 @@ impl Replicator {
         // up: past `max_pending_bytes` waiting, what was read is let go and a new base follows.
         let waiting = self.shipper().flags.waiting.load(Ordering::SeqCst);
         if waiting + self.builder.bytes() > self.opts.max_pending_bytes {
-            let n = self.builder.transactions();
-            self.update(|s| {
-                s.pending = s.pending.saturating_sub(n);
-                if s.pending == 0 {
-                    s.oldest_pending_ms = None;
-                }
-            });
-            self.builder = segment::Builder::default();
-            self.stream = None;
-            self.cursor = None;
+            self.let_go();
             self.gap = Some("the location could not take the segments in time".into());
             self.update(|s| {
                 s.gaps += 1;

@@ -459,6 +459,27 @@ fn every_base_is_a_real_state_while_the_application_truncates_the_wal() {
     assert_eq!(total(&db), 300_000);
 }
 
+/// A replicator of a new 20-row database in `dir` to bucket `name`, with a base every
+/// `base_every_ms`, that has taken its first base, read a transaction, and then taken a
+/// scheduled base (copied from the file while the WAL is followed: its stream starts with the
+/// frames of the current generation).
+fn after_a_copied_base(dir: &Path, name: &str, base_every_ms: u64) -> (PathBuf, PathBuf, Replicator) {
+    let db = make_db(dir, 20);
+    let url = bucket(name);
+    let mut opts = ReplicateOptions::new(&url);
+    opts.interval = Duration::from_millis(100);
+    opts.base_every = Some(Duration::from_millis(base_every_ms));
+    let mut rep = Replicator::new(&ctx(), &db, opts).unwrap();
+    rep.poll().unwrap();
+    edit(&db, "INSERT INTO notes VALUES (100, 'a first -wal')");
+    rep.poll().unwrap();
+    std::thread::sleep(Duration::from_millis(base_every_ms + 10));
+    rep.poll().unwrap();
+    rep.wait_for_bases(Some(Duration::from_secs(30))).unwrap();
+    assert!(rep.status().bases >= 2, "{:?}", rep.status());
+    (db, url, rep)
+}
+
 /// The replicator's connection keeps the application's last close from checkpointing the
 /// `-wal` away, also after a base copied from the database file: a descriptor of that file
 /// closed by the replicator would drop its connection's locks on it (POSIX locks are per
@@ -466,21 +487,7 @@ fn every_base_is_a_real_state_while_the_application_truncates_the_wal() {
 #[test]
 fn the_applications_last_close_leaves_the_wal_to_the_replicator_after_a_copied_base() {
     let dir = tempfile::tempdir().unwrap();
-    let db = make_db(dir.path(), 20);
-    let url = bucket("replication-close");
-    let mut opts = ReplicateOptions::new(&url);
-    opts.interval = Duration::from_millis(100);
-    opts.base_every = Some(Duration::from_millis(1));
-    let mut rep = Replicator::new(&ctx(), &db, opts).unwrap();
-    rep.poll().unwrap();
-    edit(&db, "INSERT INTO notes VALUES (100, 'a first -wal')");
-    rep.poll().unwrap();
-    // A scheduled base, copied from the file while the WAL is followed.
-    std::thread::sleep(Duration::from_millis(5));
-    rep.poll().unwrap();
-    rep.wait_for_bases(Some(Duration::from_secs(30))).unwrap();
-    let copied = rep.status().bases;
-    assert!(copied >= 2, "{:?}", rep.status());
+    let (db, url, mut rep) = after_a_copied_base(dir.path(), "replication-close", 1);
     let wal = crate::fsutil::sidecar(&db, "-wal");
     for i in 0..3 {
         // The application is another process (SQLite tells the connections of one process
@@ -556,22 +563,8 @@ fn ids(db: &Path) -> Vec<i64> {
 #[test]
 fn an_idle_database_gets_no_scheduled_base() {
     let dir = tempfile::tempdir().unwrap();
-    let db = make_db(dir.path(), 20);
-    let url = bucket("replication-idle-bases");
-    let mut opts = ReplicateOptions::new(&url);
-    opts.interval = Duration::from_millis(100);
-    opts.base_every = Some(Duration::from_millis(30));
-    let mut rep = Replicator::new(&ctx(), &db, opts).unwrap();
-    rep.poll().unwrap();
-    edit(&db, "INSERT INTO notes VALUES (100, 'one')");
-    rep.poll().unwrap();
-    // Old enough and written since: a new base (a copy, whose stream starts with the frames
-    // of the current generation).
-    std::thread::sleep(Duration::from_millis(40));
-    rep.poll().unwrap();
-    rep.wait_for_bases(Some(Duration::from_secs(30))).unwrap();
+    let (db, url, mut rep) = after_a_copied_base(dir.path(), "replication-idle-bases", 30);
     let bases = rep.status().bases;
-    assert!(bases >= 2, "{:?}", rep.status());
     for _ in 0..5 {
         std::thread::sleep(Duration::from_millis(40));
         rep.poll().unwrap();
