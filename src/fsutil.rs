@@ -108,11 +108,11 @@ pub fn copy_range(src: &File, dst: &File, offset: u64, len: u64) -> std::io::Res
 /// and inode), opened read-only or read-write.
 ///
 /// Closing any descriptor of a file drops every POSIX lock the process holds on it, SQLite's
-/// included: a database file read by litevault itself (its header, a copy of it) while a
-/// connection of the same process is open on it would lose that connection's locks, and the
-/// application's last close could then checkpoint and delete a `-wal` the connection still
-/// relies on. Every such read of a live database (a replicator's copy of it, the backup's
-/// catch-up checkpoint) goes through a descriptor from here, which is never closed (a
+/// included: a database file opened by litevault itself while a connection of the same
+/// process is open on it would lose that connection's locks, and the application's last close
+/// could then checkpoint and delete a `-wal` the connection still relies on. Every such open of
+/// a live database (a replicator's copy of it, the backup's catch-up checkpoint, the restore's
+/// lock probe and live write) goes through a descriptor from here, which is never closed (a
 /// long-running daemon holds one per database, plus one per file replaced since). Files that
 /// litevault wrote itself and nobody else opens (snapshots, extracted archives) are opened and
 /// closed as usual: a descriptor kept for one of those would keep a deleted file's space.
