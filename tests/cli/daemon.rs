@@ -200,6 +200,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn get(&self, path: &str) -> Answer {
         request(self.addr, "GET", path, self.token.as_deref(), None)
     }

@@ -709,6 +709,133 @@ fn the_daemon_replicates_every_database_a_pattern_matches_and_picks_up_new_ones(
     }
 }
 
+/// The names of a process's threads that start with `prefix` (Linux truncates names to 15
+/// bytes).
+fn threads_named(pid: u32, prefix: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        if let Ok(name) = std::fs::read_to_string(task.path().join("comm")) {
+            if name.starts_with(prefix) {
+                names.push(name.trim().to_string());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn many_databases_in_one_daemon_share_a_few_threads_and_each_is_replicated_whole() {
+    use crate::daemon::{Daemon, TOKEN};
+    const DATABASES: i64 = 24;
+    let env = Env::new();
+    std::fs::create_dir(env.path("tenants")).unwrap();
+    std::fs::create_dir(env.path("replica")).unwrap();
+    for i in 0..DATABASES {
+        wal_db(&env.path(&format!("tenants/t{i:02}.db")));
+    }
+    let config = "[[databases]]\nname = \"{stem}\"\npath = \"tenants/*.db\"\nlocation = \"replica\"\nreplicate = \"200ms\"\n";
+    let mut d = Daemon::start(env.dir.path(), config, Some(TOKEN), &[]);
+    d.wait_log("replicate.start", DATABASES as usize, 60);
+    let shipped = |d: &Daemon| -> Vec<u64> {
+        d.get("/api/backup/status").json()["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["replication"]["status"]["shipped"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    d.wait_for(60, "every first base written", |d| {
+        let st = d.get("/api/backup/status").json();
+        let all = st["databases"].as_array().unwrap();
+        (all.len() == DATABASES as usize
+            && all.iter().all(|x| x["replication"]["status"]["base"].is_string()))
+        .then_some(())
+    });
+    // Every database written, in turns, while the threads are counted (a base's backup has
+    // helper threads of its own for a while, named after the thread that starts them: the
+    // first bases are written before the count starts).
+    let conns: Vec<Connection> = (0..DATABASES)
+        .map(|i| {
+            let c = Connection::open(env.path(&format!("tenants/t{i:02}.db"))).unwrap();
+            c.busy_timeout(Duration::from_secs(10)).unwrap();
+            c
+        })
+        .collect();
+    let mut most = Vec::new();
+    let count = |most: &mut Vec<String>| {
+        let now = threads_named(d.pid(), "replicate");
+        if now.len() > most.len() {
+            *most = now;
+        }
+    };
+    for n in 1..=30i64 {
+        for c in &conns {
+            c.execute(
+                "INSERT INTO t VALUES (?1, ?2, ?3)",
+                rusqlite::params![n, now_ms(), "x".repeat(300)],
+            )
+            .unwrap();
+        }
+        count(&mut most);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.wait_for(60, "30 transactions of every database shipped", |d| {
+        let s = shipped(d);
+        (s.len() == DATABASES as usize && s.iter().all(|&n| n >= 30)).then_some(())
+    });
+    // While written: two polling threads, at most eight shipping ones, each with at most one
+    // helper at a time (a segment's fsync runs beside its hashing), not two per database.
+    assert!(
+        most.len() <= 2 + 2 * 8,
+        "replication threads for {DATABASES} databases: {most:?}"
+    );
+    // Once all is shipped and quiet, the helpers are gone.
+    std::thread::sleep(Duration::from_millis(500));
+    let quiet = threads_named(d.pid(), "replicate");
+    let polling = quiet.iter().filter(|n| *n == "replicate-poll").count();
+    assert!((1..=2).contains(&polling), "{quiet:?}");
+    assert!(quiet.len() <= 2 + 8, "{quiet:?}");
+    drop(conns);
+    // Written just before the stop: every database ships its last on the way out.
+    for i in 0..DATABASES {
+        write(
+            &env.path(&format!("tenants/t{i:02}.db")),
+            31,
+            5,
+            Duration::ZERO,
+            &mut |_, _| {},
+        );
+    }
+    let (code, _) = d.terminate();
+    assert_eq!(code, 0, "{}", d.log());
+    assert_eq!(
+        d.log().matches("replicate.stop").count(),
+        DATABASES as usize,
+        "{}",
+        d.log()
+    );
+    for i in 0..DATABASES {
+        let name = format!("t{i:02}");
+        let target = env.path(&format!("{name}.restored.db"));
+        env.run(&[
+            "restore",
+            "--latest",
+            "--dir",
+            s(&env.path("replica")),
+            "--name",
+            &name,
+            s(&target),
+        ])
+        .ok();
+        assert_eq!(prefix_len(&target), 35, "{name}");
+        assert_eq!(
+            content_hash(&target),
+            content_hash(&env.path(&format!("tenants/{name}.db"))),
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn the_daemon_counts_its_s3_requests_and_an_idle_database_costs_no_put() {
     use crate::daemon::{Daemon, TOKEN};

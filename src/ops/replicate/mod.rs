@@ -16,18 +16,17 @@
 //!   base (a page-hash incremental of the last one) and starts a new stream from it. A point
 //!   inside a gap cannot be restored; nothing is ever invented;
 //! - a base is a private copy of the database file made without a lock, with the frames of the
-//!   current WAL generation replayed onto it, backed up by the shipper thread (see
+//!   current WAL generation replayed onto it, backed up by the shipping pool (see
 //!   [`Replicator::resync`]): the application's checkpoints do not wait for a base (except in
 //!   the fallback cases named there, where a base is read under a read transaction).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::format::segment;
@@ -36,6 +35,13 @@ use crate::ops::backup::{self, ArchiveOptions, BackupOptions, Destination, Forma
 use crate::ops::Context;
 use crate::progress::NoProgress;
 use crate::sqlite::wal::{self, Cursor, WalHeader};
+
+mod ship;
+mod status;
+
+pub use status::ReplicateStatus;
+
+use ship::{NewBase, Sealed, Shipment, Shipper, Written};
 
 /// Why a new base is taken when the stream is old enough (not a gap).
 const SCHEDULED: &str = "a scheduled new base";
@@ -77,51 +83,6 @@ impl ReplicateOptions {
             encrypt: None,
             base_every: Some(Duration::from_secs(600)),
         }
-    }
-}
-
-/// What the replicator has done so far.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ReplicateStatus {
-    /// The database.
-    pub source: PathBuf,
-    /// The location.
-    pub location: String,
-    /// The base archive of the current stream.
-    pub base: Option<String>,
-    /// Bases taken (the first one and one per gap).
-    pub bases: u64,
-    /// Gaps found (frames that could not be read before the WAL moved on).
-    pub gaps: u64,
-    /// Why the last gap happened.
-    pub last_gap: Option<String>,
-    /// Transactions read.
-    pub transactions: u64,
-    /// Transactions shipped (durable in the location).
-    pub shipped: u64,
-    /// The last transaction shipped in the current stream.
-    pub last_txid: u64,
-    /// Segments written.
-    pub segments: u64,
-    /// Bytes of pages shipped.
-    pub bytes: u64,
-    /// When the last shipped transaction was read (ms since the epoch).
-    pub last_shipped_ms: Option<i64>,
-    /// Transactions read and not shipped yet.
-    pub pending: u64,
-    /// The last error shipping met (cleared by the next success).
-    pub last_error: Option<String>,
-    /// While transactions wait: when the oldest of them was read, or a little earlier (ms
-    /// since the epoch). The lag is the time since.
-    pub oldest_pending_ms: Option<i64>,
-}
-
-impl ReplicateStatus {
-    /// Seconds the oldest transaction read and not shipped yet has waited (0 when none waits).
-    pub fn lag_secs(&self, now_ms: i64) -> f64 {
-        self.oldest_pending_ms
-            .filter(|_| self.pending > 0)
-            .map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0)
     }
 }
 
@@ -170,75 +131,15 @@ pub struct Replicator {
     slow_base: bool,
     /// The buffer the `-wal` is read into.
     scratch: Vec<u8>,
+    /// Looks in a row that found nothing new (the pause before the next grows with it).
+    idle: u32,
+    /// The last error [`Replicator::tick`] reported (each is said once).
+    said: Option<String>,
     last_ship: Instant,
     status: Arc<Mutex<ReplicateStatus>>,
     shipper: Option<Shipper>,
-    /// The streams as the shipper threads left them (a thread started after a flush goes on).
+    /// The streams as the shippers left them (a queue made after a flush goes on).
     written: Arc<Mutex<Written>>,
-}
-
-/// Which stream the shipper writes, and which it gave up.
-#[derive(Debug, Default)]
-struct Written {
-    /// The stream being written and its base's name.
-    current: Option<(u64, String)>,
-    /// A stream given up (its sequence would have a hole).
-    dropped: Option<u64>,
-}
-
-/// What the poller hands the shipper thread, in order.
-enum Shipment {
-    /// A stream's base.
-    Base { stream: u64, base: NewBase },
-    /// A segment of the stream whose base came last.
-    Segment(Sealed),
-}
-
-/// A stream's base, as the shipper gets it.
-enum NewBase {
-    /// Written already (under the poller's read transaction): its archive's name.
-    Written(String),
-    /// A private copy of the database at one transaction, to be backed up as the base.
-    Copy {
-        /// The copy's directory, removed once it is backed up (or given up).
-        _dir: tempfile::TempDir,
-        path: PathBuf,
-        of: backup::CopyOf,
-    },
-}
-
-/// A segment sealed by the poller, waiting for the shipper thread.
-struct Sealed {
-    builder: segment::Builder,
-    stream: u64,
-    seq: u64,
-    page_size: u32,
-    prefix: bool,
-    transactions: u64,
-}
-
-/// The thread that writes bases and sealed segments to the location, in order, retrying each
-/// until it is written: the poller never waits for the network or an fsync.
-struct Shipper {
-    queue: Option<std::sync::mpsc::Sender<Shipment>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    flags: Arc<ShipFlags>,
-}
-
-/// What the poller and the shipper thread tell each other.
-#[derive(Default)]
-struct ShipFlags {
-    /// Bytes sealed and not written yet.
-    waiting: AtomicUsize,
-    /// Copied bases handed over and not written (or given up) yet.
-    bases: AtomicUsize,
-    /// Set when waiting segments were dropped (the location failed too long): a gap.
-    lost: AtomicBool,
-    /// Set to make the thread give up retrying (at the end of a run, after a deadline).
-    give_up: AtomicBool,
-    /// Set when a copied base could not be backed up: the next base is taken the slow way
-    /// (under a read transaction), whose error the poller sees.
-    copy_failed: AtomicBool,
 }
 
 /// Milliseconds since the epoch (0 before it): the clock of transactions' read times.
@@ -309,6 +210,8 @@ impl Replicator {
             next_stream: 0,
             slow_base: false,
             scratch: Vec::new(),
+            idle: 0,
+            said: None,
             last_ship: Instant::now(),
             status: Arc::new(Mutex::new(status)),
             shipper: None,
@@ -352,36 +255,26 @@ impl Replicator {
         }
     }
 
-    /// Starts the shipper thread (once).
+    /// This replicator's queue of shipments (made at the first use, and again after a flush).
     fn shipper(&mut self) -> &Shipper {
-        let ship = ShipThread {
-            ctx: self.ctx.clone(),
-            loc: self.loc.clone(),
-            name: self.name.clone(),
-            status: self.status.clone(),
-            written: self.written.clone(),
-            max: self.opts.max_pending_bytes,
-            enc: self.opts.encrypt.clone(),
-            base_opts: self.base_options(),
-            retry: self
-                .opts
-                .interval
-                .clamp(Duration::from_millis(100), Duration::from_secs(5)),
+        let shipper = match self.shipper.take() {
+            Some(shipper) => shipper,
+            None => Shipper::new(ship::Job {
+                ctx: self.ctx.clone(),
+                loc: self.loc.clone(),
+                name: self.name.clone(),
+                status: self.status.clone(),
+                written: self.written.clone(),
+                max: self.opts.max_pending_bytes,
+                enc: self.opts.encrypt.clone(),
+                base_opts: self.base_options(),
+                retry: self
+                    .opts
+                    .interval
+                    .clamp(Duration::from_millis(100), Duration::from_secs(5)),
+            }),
         };
-        self.shipper.get_or_insert_with(|| {
-            let (tx, rx) = std::sync::mpsc::channel::<Shipment>();
-            let flags = Arc::new(ShipFlags::default());
-            let theirs = flags.clone();
-            let thread = std::thread::Builder::new()
-                .name("replicate-ship".into())
-                .spawn(move || ship.run(rx, &theirs))
-                .ok();
-            Shipper {
-                queue: Some(tx),
-                thread,
-                flags,
-            }
-        })
+        self.shipper.insert(shipper)
     }
 
     /// The `-wal` file, opened again when it was replaced; `None` when there is none.
@@ -653,7 +546,7 @@ impl Replicator {
     /// The base is taken from a private copy of the database file, made without any lock while
     /// the WAL is followed as usual, with every frame of the current generation read from its
     /// start replayed onto it ([`Replicator::copied_base`]): the application's checkpoints and
-    /// WAL restarts go on meanwhile, and the shipper thread backs the copy up. When that cannot
+    /// WAL restarts go on meanwhile, and the shipping pool backs the copy up. When that cannot
     /// be done (no WAL generation, no room for the copy, the last copy could not be backed up
     /// or was overtaken by a gap), the base is a backup of the database itself under the
     /// replicator's read transaction ([`Replicator::pinned_base`]), which keeps the WAL from
@@ -692,12 +585,9 @@ impl Replicator {
         Ok(())
     }
 
-    /// Hands `shipment` to the shipper thread.
+    /// Hands `shipment` to the shipper.
     fn send(&mut self, shipment: Shipment) -> Result<()> {
-        match self.shipper().queue.as_ref().map(|q| q.send(shipment)) {
-            Some(Ok(())) => Ok(()),
-            _ => Err(Error::InvalidOption("the shipping thread stopped".into())),
-        }
+        self.shipper().send(shipment)
     }
 
     /// Starts a new stream whose base is a private copy of the database (see
@@ -952,7 +842,7 @@ impl Replicator {
         self.cursor = None;
     }
 
-    /// Hands the transactions gathered to the shipper thread as the stream's next segment.
+    /// Hands the transactions gathered to the shipper as the stream's next segment.
     pub fn ship(&mut self) -> Result<()> {
         self.last_ship = Instant::now();
         if self.builder.is_empty() || self.stream.is_none() {
@@ -992,18 +882,15 @@ impl Replicator {
     /// Waits until every sealed segment is written, for at most `deadline`; then the ones
     /// left are given up. Returns whether all were written.
     pub fn flush(&mut self, deadline: Duration) -> bool {
-        let Some(mut shipper) = self.shipper.take() else {
+        let Some(shipper) = self.shipper.take() else {
             return true;
         };
-        drop(shipper.queue.take());
         let started = Instant::now();
         while shipper.flags.busy() && started.elapsed() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
         shipper.flags.give_up.store(true, Ordering::SeqCst);
-        if let Some(t) = shipper.thread.take() {
-            let _ = t.join();
-        }
+        shipper.wait_settled();
         let lost = shipper.flags.lost.load(Ordering::SeqCst);
         if lost {
             // Whatever follows needs a new base (the stream given up has a hole).
@@ -1013,7 +900,7 @@ impl Replicator {
         !lost
     }
 
-    /// Waits until every base handed to the shipper thread is written (for at most `deadline`
+    /// Waits until every base handed to the shipper is written (for at most `deadline`
     /// when given): a caller that must know the location takes them (the first base, before
     /// an application starts) fails here with the error that kept one from being written. A
     /// copied base that could not be backed up is taken again the old way, whose error is the
@@ -1024,10 +911,7 @@ impl Replicator {
             let Some(flags) = self.shipper.as_ref().map(|s| s.flags.clone()) else {
                 return Ok(());
             };
-            let thread_gone = self
-                .shipper
-                .as_ref()
-                .is_some_and(|s| s.thread.as_ref().is_none_or(|t| t.is_finished()));
+            let thread_gone = self.shipper.as_ref().is_some_and(Shipper::dead);
             if flags.bases.load(Ordering::SeqCst) == 0 {
                 // A base given up, or a copy overtaken by a gap: the next one is taken now.
                 if !flags.copy_failed.load(Ordering::SeqCst) && self.gap.is_none() {
@@ -1075,44 +959,58 @@ impl Replicator {
         final_deadline: Duration,
         on_error: &mut dyn FnMut(&str),
     ) -> Result<ReplicateStatus> {
-        let mut idle = 0u32;
-        let mut said: Option<String> = None;
         while !stop.load(Ordering::SeqCst) {
-            let busy = match self.poll() {
-                Ok(busy) => busy,
-                Err(e) => {
-                    on_error(&e.to_string());
-                    std::thread::sleep(self.opts.interval.max(Duration::from_millis(500)));
-                    false
-                }
-            };
-            if self.due() {
-                if let Err(e) = self.ship() {
-                    on_error(&e.to_string());
-                }
-            }
-            let last_error = self.status.lock().ok().and_then(|s| s.last_error.clone());
-            if last_error.is_some() && last_error != said {
-                on_error(last_error.as_deref().unwrap_or_default());
-            }
-            said = last_error;
-            idle = if busy { 0 } else { idle.saturating_add(1) };
-            // A burst's large read buffer is not kept through a quiet spell.
-            if idle == 50 && self.scratch.capacity() > 256 << 10 {
-                self.scratch = Vec::new();
-            }
-            // Quick polls while the application writes (a restarted WAL is read before the new
-            // generation overwrites the old one), slower ones as it stays idle: 2 ms for the
-            // first 50 quiet looks, 20 ms up to about a second, then 100 ms (an idle database
-            // costs a few syscalls ten times a second; a restart missed meanwhile is a gap,
-            // recorded and resynchronised, never a hole).
-            let pause = match idle {
-                0..50 => 2,
-                50..100 => 20,
-                _ => 100,
-            };
-            std::thread::sleep(Duration::from_millis(pause));
+            let pause = self.tick(on_error);
+            std::thread::sleep(pause);
         }
+        self.finish(final_deadline)
+    }
+
+    /// One step of [`Replicator::run`]: a look at the WAL, and a shipment when one is due.
+    /// Returns how long to wait before the next step: quick looks while the application
+    /// writes, slower ones as it stays idle. A caller driving many replicators on one thread
+    /// calls this for each in turn, each when its pause is over.
+    pub fn tick(&mut self, on_error: &mut dyn FnMut(&str)) -> Duration {
+        let mut pause = None;
+        let busy = match self.poll() {
+            Ok(busy) => busy,
+            Err(e) => {
+                on_error(&e.to_string());
+                pause = Some(self.opts.interval.max(Duration::from_millis(500)));
+                false
+            }
+        };
+        if self.due() {
+            if let Err(e) = self.ship() {
+                on_error(&e.to_string());
+            }
+        }
+        let last_error = self.status.lock().ok().and_then(|s| s.last_error.clone());
+        if last_error.is_some() && last_error != self.said {
+            on_error(last_error.as_deref().unwrap_or_default());
+        }
+        self.said = last_error;
+        self.idle = if busy { 0 } else { self.idle.saturating_add(1) };
+        // A burst's large read buffer is not kept through a quiet spell.
+        if self.idle == 50 && self.scratch.capacity() > 256 << 10 {
+            self.scratch = Vec::new();
+        }
+        // Quick looks while the application writes (a restarted WAL is read before the new
+        // generation overwrites the old one), slower ones as it stays idle: 2 ms for the first
+        // 50 quiet looks, 20 ms up to about a second, then 100 ms (an idle database costs a few
+        // syscalls ten times a second; a restart missed meanwhile is a gap, recorded and
+        // resynchronised, never a hole).
+        pause.unwrap_or(Duration::from_millis(match self.idle {
+            0..50 => 2,
+            50..100 => 20,
+            _ => 100,
+        }))
+    }
+
+    /// The end of a run: reads and ships what was committed last, waiting up to
+    /// `final_deadline` for the location; what it cannot take by then is given up (a gap the
+    /// next run starts with).
+    pub fn finish(&mut self, final_deadline: Duration) -> Result<ReplicateStatus> {
         let synced = self.sync();
         self.flush(final_deadline);
         synced?;
@@ -1137,188 +1035,5 @@ impl Replicator {
             self.poll()?;
         }
         self.ship()
-    }
-}
-
-/// What the shipper thread needs.
-struct ShipThread {
-    ctx: Context,
-    loc: Arc<dyn Location>,
-    name: String,
-    status: Arc<Mutex<ReplicateStatus>>,
-    written: Arc<Mutex<Written>>,
-    /// Bytes waiting past which the waiting stream is given up.
-    max: usize,
-    enc: Option<crate::format::crypt::Encryption>,
-    base_opts: BackupOptions,
-    retry: Duration,
-}
-
-impl ShipFlags {
-    /// Something handed over is not written yet.
-    fn busy(&self) -> bool {
-        self.waiting.load(Ordering::SeqCst) > 0 || self.bases.load(Ordering::SeqCst) > 0
-    }
-}
-
-impl ShipThread {
-    fn update(&self, f: impl FnOnce(&mut ReplicateStatus)) {
-        if let Ok(mut s) = self.status.lock() {
-            f(&mut s);
-        }
-    }
-
-    /// Transactions that will not be shipped are no longer waiting.
-    fn forget(&self, transactions: u64) {
-        self.update(|s| {
-            s.pending = s.pending.saturating_sub(transactions);
-            if s.pending == 0 {
-                s.oldest_pending_ms = None;
-            }
-        });
-    }
-
-    /// Writes bases and segments in order, retrying each until it is written; a stream whose
-    /// base or segment had to be given up (too much waiting, or told to) is dropped whole (its
-    /// sequence would have a hole) and `lost` is set: the poller takes a new base.
-    fn run(self, rx: std::sync::mpsc::Receiver<Shipment>, flags: &ShipFlags) {
-        let ShipFlags {
-            waiting,
-            bases,
-            lost,
-            give_up,
-            copy_failed,
-        } = flags;
-        // Compression and uploads yield to the poller (and to the application): the poller
-        // must read the WAL before it moves on; shipping can wait.
-        crate::priority::lower();
-        let over = || waiting.load(Ordering::SeqCst) > self.max || give_up.load(Ordering::SeqCst);
-        let written = |f: &mut dyn FnMut(&mut Written)| {
-            if let Ok(mut w) = self.written.lock() {
-                f(&mut w);
-            }
-        };
-        for shipment in rx {
-            match shipment {
-                Shipment::Base { stream, base } => {
-                    let copied = matches!(base, NewBase::Copy { .. });
-                    let mut name = match base {
-                        NewBase::Written(name) => Some(name),
-                        NewBase::Copy { _dir, path, of } => loop {
-                            match backup::backup_as(&self.ctx, &path, Some(&of), &self.base_opts, &NoProgress)
-                            {
-                                Ok(report) => {
-                                    let name = report
-                                        .archive
-                                        .file_name()
-                                        .map(|n| n.to_string_lossy().into_owned())
-                                        .unwrap_or_default();
-                                    self.update(|s| {
-                                        s.bases += 1;
-                                        s.base = Some(name.clone());
-                                        s.last_error = None;
-                                    });
-                                    break Some(name);
-                                }
-                                Err(e) => {
-                                    self.update(|s| s.last_error = Some(e.to_string()));
-                                    // Only the location's failures are waited out; anything
-                                    // else (damage, a copy that cannot be read) is not cured by
-                                    // waiting: the next base is taken the slow way, where the
-                                    // poller sees the error.
-                                    let location = matches!(
-                                        e,
-                                        Error::Remote { .. } | Error::Io { .. } | Error::NoSpace { .. }
-                                    );
-                                    if !location || over() {
-                                        lost.store(true, Ordering::SeqCst);
-                                        copy_failed.store(true, Ordering::SeqCst);
-                                        break None;
-                                    }
-                                    std::thread::sleep(self.retry);
-                                }
-                            }
-                        },
-                    };
-                    if name.is_none() {
-                        lost.store(true, Ordering::SeqCst);
-                    }
-                    written(&mut |w| match name.take() {
-                        Some(name) => w.current = Some((stream, name)),
-                        None => {
-                            w.current = None;
-                            w.dropped = Some(stream);
-                        }
-                    });
-                    // Last: the poller may take the next base once this one is settled.
-                    if copied {
-                        bases.fetch_sub(1, Ordering::SeqCst);
-                    }
-                }
-                Shipment::Segment(mut seg) => {
-                    let bytes = seg.builder.bytes();
-                    let mut base = None;
-                    written(&mut |w| {
-                        base = w
-                            .current
-                            .as_ref()
-                            .filter(|(id, _)| *id == seg.stream && w.dropped != Some(seg.stream))
-                            .map(|(_, name)| name.clone());
-                    });
-                    match base {
-                        Some(base) => {
-                            if !self.write(&mut seg, &base, &over) {
-                                written(&mut |w| w.dropped = Some(seg.stream));
-                                lost.store(true, Ordering::SeqCst);
-                                self.forget(seg.transactions);
-                            }
-                        }
-                        None => self.forget(seg.transactions),
-                    }
-                    waiting.fetch_sub(bytes, Ordering::SeqCst);
-                }
-            }
-        }
-    }
-
-    /// Writes one segment, retrying until it is written (true) or `over` says to give up.
-    fn write(&self, seg: &mut Sealed, base: &str, over: &dyn Fn() -> bool) -> bool {
-        let bytes = seg.builder.bytes();
-        let last = seg.builder.last().cloned();
-        loop {
-            match seg.builder.write(
-                self.loc.as_ref(),
-                &self.name,
-                base,
-                seg.seq,
-                seg.page_size,
-                seg.prefix,
-                self.enc.as_ref(),
-            ) {
-                Ok(_) => {
-                    self.update(|s| {
-                        if let Some(c) = &last {
-                            s.last_txid = c.txid;
-                            s.last_shipped_ms = Some(c.time_ms);
-                        }
-                        s.shipped += seg.transactions;
-                        s.pending = s.pending.saturating_sub(seg.transactions);
-                        // What still waits was read after this segment's last.
-                        s.oldest_pending_ms = (s.pending > 0).then(|| last.as_ref().map_or(0, |c| c.time_ms));
-                        s.segments += 1;
-                        s.bytes += bytes as u64;
-                        s.last_error = None;
-                    });
-                    return true;
-                }
-                Err(e) => {
-                    self.update(|s| s.last_error = Some(e.to_string()));
-                    if over() {
-                        return false;
-                    }
-                    std::thread::sleep(self.retry);
-                }
-            }
-        }
     }
 }
