@@ -236,8 +236,9 @@ fn accepted(id: u64, extra: Value) -> Response {
     reply(StatusCode::ACCEPTED, body)
 }
 
-/// Health: every database has a backup younger than twice its schedule's interval and, when it
-/// has drills, its newest drill passed.
+/// Health: every database has a backup younger than twice its schedule's interval (a replicated
+/// one without a scheduled backup yet: its replicator's base) and, when it has drills, its
+/// newest drill passed.
 pub(crate) fn health(shared: &Shared) -> (bool, Vec<String>) {
     let config = shared.config();
     let dbs = shared.dbs();
@@ -246,7 +247,17 @@ pub(crate) fn health(shared: &Shared) -> (bool, Vec<String>) {
     for db in &config.databases {
         let st = dbs.get(&db.name).cloned().unwrap_or_default();
         let interval = db.schedule.interval(t) as i64;
+        // A replicated database's first scheduled backup is a period away: its replicator's
+        // base, written at start, is its backup until then.
+        let based = || {
+            db.replicate.is_some()
+                && shared
+                    .replicas
+                    .view(&db.name)
+                    .is_some_and(|v| v.status.is_some_and(|s| s.base.is_some()))
+        };
         match &st.last_success {
+            None if based() => {}
             None => reasons.push(format!("{}: no successful backup yet", db.name)),
             Some(b) if t - b.time > 2 * interval => reasons.push(format!(
                 "{}: the newest successful backup is {} s old, more than twice the schedule's interval ({} s)",

@@ -41,8 +41,15 @@ async fn run(shared: Arc<Shared>, db: DatabaseConfig, mut stop: watch::Receiver<
         st.last_success.as_ref().map(|b| b.time)
     };
     let start = now();
-    // A slot that passed while the daemon was down (or no backup at all) is due now.
-    let mut next_backup = last_backup.map_or(start, |t| db.schedule.next_after(t).max(start));
+    // A slot that passed while the daemon was down (or no backup at all) is due now; except
+    // for a replicated database without a backup: its replicator's first base, taken now, is
+    // one (a backup beside it would read the database twice, and its catch-up checkpoint
+    // would restart the WAL under the replicator), so the first slot is one period away.
+    let mut next_backup = match last_backup {
+        Some(t) => db.schedule.next_after(t).max(start),
+        None if db.replicate.is_some() => db.schedule.next_after(start),
+        None => start,
+    };
     let last_verify = shared
         .dbs()
         .get(&db.name)

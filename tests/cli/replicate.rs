@@ -542,6 +542,10 @@ fn the_daemon_replicates_and_reports_lag_shipped_and_health_then_ships_the_last_
     let status = d.get("/api/backup/status").json();
     let rep = &status["databases"][0]["replication"];
     assert!(rep["lag_seconds"].as_f64().unwrap() < 30.0, "{status}");
+    // Its daily backup (no schedule given) is a day away: the replicator's first base is the
+    // backup of the start, not a second read of the database beside it.
+    assert!(!d.log().contains("job.start"), "{}", d.log());
+    assert!(status["databases"][0]["next_backup"].is_string(), "{status}");
     assert_eq!(status["healthy"], true, "{status}");
     let metrics = d.get("/metrics").body;
     let line = metrics

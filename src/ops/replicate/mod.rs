@@ -375,6 +375,13 @@ impl Replicator {
     /// One look at the `-wal`: reads what was committed since the last look (or takes a new base
     /// when a gap was found). Returns whether anything new was read.
     pub fn poll(&mut self) -> Result<bool> {
+        if self.shipper.as_ref().is_some_and(Shipper::dead) {
+            // Its queue stopped on an internal error (what it held is given up): a new queue,
+            // and a new base for it.
+            self.shipper = None;
+            self.gap
+                .get_or_insert_with(|| "the shipping stopped on an internal error".into());
+        }
         let old = self
             .stream
             .as_ref()
