@@ -311,6 +311,8 @@ impl Job {
                 if name.is_none() {
                     flags.lost.store(true, Ordering::SeqCst);
                 }
+                // The copy is removed before the poller may start the next one beside it.
+                drop(_dir);
                 self.written(|w| match name {
                     Some(name) => w.current = Some((stream, name)),
                     None => {
