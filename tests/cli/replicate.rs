@@ -141,6 +141,12 @@ fn restore_latest(env: &Env, loc: &Path, target: &Path, at: Option<&str>) -> ser
     env.run(&args).ok().json()
 }
 
+/// `restore --latest` of the backups named `name` in `loc` into `target` (it must succeed).
+fn restore_named(env: &Env, loc: &Path, name: &str, target: &Path) {
+    env.run(&["restore", "--latest", "--dir", s(loc), "--name", name, s(target)])
+        .ok();
+}
+
 #[test]
 fn every_transaction_is_shipped_and_any_instant_restores_to_one_transaction() {
     let env = Env::new();
@@ -695,16 +701,7 @@ fn the_daemon_replicates_every_database_a_pattern_matches_and_picks_up_new_ones(
     assert_eq!(code, 0, "{}", d.log());
     for (name, file, rows) in [("t-acme", "acme.db", 50), ("t-globex", "globex.db", 40)] {
         let target = env.path(&format!("{name}.restored.db"));
-        env.run(&[
-            "restore",
-            "--latest",
-            "--dir",
-            s(&env.path("replica")),
-            "--name",
-            name,
-            s(&target),
-        ])
-        .ok();
+        restore_named(&env, &env.path("replica"), name, &target);
         assert_eq!(prefix_len(&target), rows);
         assert_eq!(
             content_hash(&target),
@@ -821,16 +818,7 @@ fn many_databases_in_one_daemon_share_a_few_threads_and_each_is_replicated_whole
     for i in 0..DATABASES {
         let name = format!("t{i:02}");
         let target = env.path(&format!("{name}.restored.db"));
-        env.run(&[
-            "restore",
-            "--latest",
-            "--dir",
-            s(&env.path("replica")),
-            "--name",
-            &name,
-            s(&target),
-        ])
-        .ok();
+        restore_named(&env, &env.path("replica"), &name, &target);
         assert_eq!(prefix_len(&target), 35, "{name}");
         assert_eq!(
             content_hash(&target),
