@@ -162,7 +162,7 @@ impl Shipper {
         if !st.scheduled {
             st.scheduled = true;
             drop(st);
-            pool().schedule(self.queue.clone(), None);
+            pool().schedule(self.queue.clone());
         }
         Ok(())
     }
@@ -412,13 +412,10 @@ fn pool() -> &'static Pool {
 }
 
 impl Pool {
-    /// Puts `queue` in line, now or at `at`; starts a thread when none is free for it.
-    fn schedule(&'static self, queue: Arc<Queue>, at: Option<Instant>) {
+    /// Puts `queue` in line; starts a thread when none is free for it.
+    fn schedule(&'static self, queue: Arc<Queue>) {
         let mut st = lock(&self.state);
-        match at {
-            Some(at) if at > Instant::now() => st.later.push((at, queue)),
-            _ => st.ready.push_back(queue),
-        }
+        st.ready.push_back(queue);
         if st.idle == 0 && st.workers < WORKERS {
             let started = std::thread::Builder::new()
                 .name("replicate-ship".into())
