@@ -2,6 +2,7 @@
 """S3 location benchmark: litevault backups to a real S3 server on loopback against local ones.
 
     python3 bench/s3.py [--size-mb 300] [--repeat 3] [--archives 100] [--work DIR] [--json [PATH]]
+                        [--far RTT_MS,MBPS] [--litevault PATH] [--compare PATH]
 
 Uses the application database of bench/run.py (same generator, same cache, WAL mode), starts
 SeaweedFS (`weed mini`, installed by `bash .ci/s3-setup.sh` into target/s3-venv) on loopback
@@ -12,6 +13,12 @@ time, CPU time, peak RSS polled from /proc):
   restore  litevault restore s3://.../x.tar.zst new.db --quick (download | decompress | hash | write)
   verify   litevault verify s3://.../x.tar.zst --quick
   list     litevault list --dir s3://bucket/many  with --archives objects there
+  restore far   the same restore through bench/shape.py, a proxy that gives each connection a
+           round trip of RTT_MS and MBPS megabytes a second (`--far`, default 20,40: a bucket in
+           another region), where reading the archive in several ranges at once pays
+
+`--compare PATH` runs the restores with a second litevault build too, interleaved (an A/B of
+two builds in one run); `--litevault PATH` measures that build instead of building this tree.
 
 Issue 11's targets: the S3 backup within 1.5x of the local one in the same run; list of 100 remote
 archives within 2 s; peak RSS of every command at most 100 MB.
@@ -161,10 +168,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=run.DEFAULT_SEED)
     ap.add_argument("--work", default=os.path.join(HERE, "work"))
     ap.add_argument("--json", nargs="?", const="-", default=None)
+    ap.add_argument("--far", default="20,40", help="RTT_MS,MBPS of the far restore ('' for none)")
+    ap.add_argument("--litevault", default=None, help="the build to measure (default: build this tree)")
+    ap.add_argument("--compare", default=None, help="a second build whose restores are measured too")
     args = ap.parse_args(argv)
     os.makedirs(args.work, exist_ok=True)
-    lv = os.path.join(REPO, "target/release/litevault")
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
+    lv = args.litevault or os.path.join(REPO, "target/release/litevault")
+    if not args.litevault:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
     db, marker = run.ensure_db(args.work, args.size_mb, args.seed)
     run.log(f"database {db}: {os.path.getsize(db) / MIB:.1f} MiB")
     weed = Weed(args.work)
@@ -172,10 +183,22 @@ def main(argv=None) -> int:
     local = os.path.join(args.work, "s3bench-local")
     rows = {"backup local": [], "backup s3": [], "restore s3 --quick": [], "verify s3 --quick": [],
             "list s3": []}
+    far_env, shaper = None, None
+    if args.far:
+        rtt, mbps = (float(x) for x in args.far.split(","))
+        shaper = subprocess.Popen([sys.executable, os.path.join(HERE, "shape.py"), "--to",
+                                   f"127.0.0.1:{weed.port}", "--rtt-ms", str(rtt), "--mbps", str(mbps)],
+                                  stdout=subprocess.PIPE, text=True)
+        far_env = dict(env, AWS_ENDPOINT_URL=f"http://127.0.0.1:{shaper.stdout.readline().strip()}")
+        rows[f"restore far ({rtt:g} ms, {mbps:g} MB/s a connection)"] = []
+    builds = [("", lv)] + ([(" [compare]", args.compare)] if args.compare else [])
+    for tag, _ in builds[1:]:
+        for k in [k for k in rows if k.startswith("restore")]:
+            rows[k + tag] = []
     facts = {}
     try:
-        def lv_run(name, argv):
-            r = run.measure([lv] + argv + ["--json"], env=env)
+        def lv_run(name, argv, exe=lv, run_env=env):
+            r = run.measure([exe] + argv + ["--json"], env=run_env)
             if r.rc != 0:
                 raise SystemExit(f"{name} failed: {r.error_line()}")
             rows[name].append({"wall": r.wall, "cpu": r.cpu, "peak_mib": (r.peak_kib or 0) / 1024})
@@ -190,8 +213,11 @@ def main(argv=None) -> int:
             rep = lv_run("backup s3", ["backup", db, "--dir", f"s3://{weed.bucket}/bench"])
             last_remote = rep["archive"]
             out = os.path.join(args.work, "s3bench-restored.db")
-            run.remove(out, out + "-wal", out + "-shm")
-            lv_run("restore s3 --quick", ["restore", last_remote, out, "--quick"])
+            for tag, exe in builds:
+                for name, e in [("restore s3 --quick", env)] + (
+                        [(next(k for k in rows if k.startswith("restore far")), far_env)] if far_env else []):
+                    run.remove(out, out + "-wal", out + "-shm")
+                    lv_run(name + tag, ["restore", last_remote, out, "--quick"], exe, e)
             run.remove(out, out + "-wal", out + "-shm")
             lv_run("verify s3 --quick", ["verify", last_remote, "--quick"])
         # Many archives: one small real archive under N names.
@@ -210,6 +236,8 @@ def main(argv=None) -> int:
             listed = lv_run("list s3", ["list", "--dir", f"s3://{weed.bucket}/many"])
             facts["listed"] = len(listed)
     finally:
+        if shaper:
+            shaper.kill()
         weed.stop()
 
     med = {k: statistics.median(x["wall"] for x in v) for k, v in rows.items() if v}

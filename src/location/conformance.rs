@@ -87,6 +87,20 @@ pub fn check(loc: &dyn Location) -> Result<(), String> {
     if all != small {
         return Err("read_stream returned other bytes".into());
     }
+    // An empty object reads back empty (a range read of it has no byte 0).
+    let w = loc
+        .create("e.tar.zst", &CreateOptions::default())
+        .map_err(|e| fail("create (empty)", e))?;
+    w.finish(None).map_err(|e| fail("finish (empty)", e))?;
+    let mut all = Vec::new();
+    loc.read_stream("e.tar.zst")
+        .map_err(|e| fail("read_stream (empty)", e))?
+        .read_to_end(&mut all)
+        .map_err(|e| format!("read_stream (empty): {e}"))?;
+    if !all.is_empty() {
+        return Err(format!("an empty object read back {} bytes", all.len()));
+    }
+    loc.delete("e.tar.zst").map_err(|e| fail("delete", e))?;
 
     // Never replaced: refused at create, and at finish when taken meanwhile.
     match loc.create("a.tar.zst", &CreateOptions::default()) {

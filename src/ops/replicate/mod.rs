@@ -17,7 +17,7 @@
 //!   inside a gap cannot be restored; nothing is ever invented;
 //! - a base is a private copy of the database file made without a lock, with the frames of the
 //!   current WAL generation replayed onto it, backed up by the shipping pool (see
-//!   [`Replicator::resync`]): the application's checkpoints do not wait for a base (except in
+//!   `Replicator::resync`): the application's checkpoints do not wait for a base (except in
 //!   the fallback cases named there, where a base is read under a read transaction).
 
 use std::fs::File;

@@ -17,9 +17,14 @@
 //! upload is aborted ([`abort_active_uploads`]); a `kill -9` leaves an incomplete upload, never
 //! an object, and `prune` aborts those of litevault's that are older than a day.
 //!
+//! Reads: a whole object is fetched in ranges, several at once, and handed to the reader in
+//! order (the `download` module); heads and segments are single range reads.
+//!
 //! Faults: the SDK's standard retry mode (exponential backoff with jitter) retries throttling
 //! (429, SlowDown), 5xx, timeouts and broken connections; attempts and timeouts are bounded so
 //! that a dead server fails within two minutes, with an error naming the endpoint.
+
+mod download;
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -62,6 +67,34 @@ fn parts_in_flight() -> usize {
             .unwrap_or(3)
     })
 }
+/// Bytes of each range a large object is read in (`LITEVAULT_S3_READ_PART_MIB`, 1-64; 4 by
+/// default: with 4 in flight, a read holds 24 MiB ahead at most, and a 4 MiB range keeps a
+/// connection busy far longer than its round trip).
+fn read_part_size() -> u64 {
+    static SIZE: OnceLock<u64> = OnceLock::new();
+    *SIZE.get_or_init(|| {
+        std::env::var("LITEVAULT_S3_READ_PART_MIB")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|m| (1..=64).contains(m))
+            .unwrap_or(4)
+            << 20
+    })
+}
+
+/// Ranges of one object being read at once (`LITEVAULT_S3_READS_IN_FLIGHT`, 1-16; 4 by
+/// default).
+fn reads_in_flight() -> usize {
+    static N: OnceLock<usize> = OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("LITEVAULT_S3_READS_IN_FLIGHT")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| (1..=16).contains(n))
+            .unwrap_or(4)
+    })
+}
+
 /// Attempts per request (the first and its retries).
 const MAX_ATTEMPTS: u32 = 7;
 
@@ -564,8 +597,26 @@ impl Location for S3Location {
     fn read_stream(&self, name: &str) -> Result<Box<dyn Read + Send>> {
         let key = self.key(name)?;
         let c = self.client.clone();
-        let first =
-            c.rt.block_on(c.s3.get_object().bucket(&self.bucket).key(&key).send());
+        let part = read_part_size();
+        // The first range is asked for at once: its answer says the object's size (and a
+        // missing object is NotFound here, not an error of a later read).
+        let first = c.rt.block_on(
+            c.s3.get_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .range(format!("bytes=0-{}", part - 1))
+                .send(),
+        );
+        let first = match first {
+            // An empty object has no byte 0: read it whole.
+            Err(e)
+                if e.code() == Some("InvalidRange")
+                    || e.raw_response().and_then(|r| r.http_status()) == Some(416) =>
+            {
+                c.rt.block_on(c.s3.get_object().bucket(&self.bucket).key(&key).send())
+            }
+            other => other,
+        };
         let o = match first {
             Ok(o) => o,
             Err(e) if is_not_found(&e) => {
@@ -575,66 +626,27 @@ impl Location for S3Location {
             }
             Err(e) => return Err(self.remote_err("read", name, e)),
         };
-        let size = o.content_length().unwrap_or(-1);
-        let etag = o.e_tag().map(str::to_string);
-        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
-        let bucket = self.bucket.clone();
-        let s3 = c.s3.clone();
-        // The body is pulled by a task on the runtime and handed over in chunks; a connection
-        // that breaks mid-way is resumed (up to 3 times) with a range request for the same
-        // object version (If-Match on its ETag).
-        c.rt.spawn(async move {
-            let mut body = o.body;
-            let mut at: i64 = 0;
-            let mut resumes = 0;
-            loop {
-                match body.next().await {
-                    Some(Ok(chunk)) => {
-                        at += chunk.len() as i64;
-                        if tx.send(Ok(chunk)).await.is_err() {
-                            return; // the reader went away
-                        }
-                    }
-                    None if size < 0 || at >= size => return,
-                    next => {
-                        let why = match next {
-                            Some(Err(e)) => e.to_string(),
-                            _ => format!("stream ended at byte {at} of {size}"),
-                        };
-                        if resumes >= 3 {
-                            let _ = tx
-                                .send(Err(io::Error::other(DownloadError(format!(
-                                    "download broke off: {why}"
-                                )))))
-                                .await;
-                            return;
-                        }
-                        resumes += 1;
-                        tokio::time::sleep(Duration::from_millis(200 << resumes)).await;
-                        let mut req = s3
-                            .get_object()
-                            .bucket(&bucket)
-                            .key(&key)
-                            .range(format!("bytes={at}-"));
-                        if let Some(t) = &etag {
-                            req = req.if_match(t);
-                        }
-                        match req.send().await {
-                            Ok(o) => body = o.body,
-                            Err(e) => {
-                                let _ = tx
-                                    .send(Err(io::Error::other(DownloadError(format!(
-                                        "download broke off ({why}) and could not resume: {}",
-                                        DisplayErrorContext(&e)
-                                    )))))
-                                    .await;
-                                return;
-                            }
-                        }
-                    }
-                }
-            }
+        let src = Arc::new(download::Source {
+            s3: c.s3.clone(),
+            bucket: self.bucket.clone(),
+            key,
+            etag: o.e_tag().map(str::to_string),
         });
+        let rx = match download::total_of(o.content_range()) {
+            Some(total) => {
+                // Each message is a whole range: one waits in the channel at most.
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                c.rt.spawn(download::ranges(src, o.body, total, part, reads_in_flight(), tx));
+                rx
+            }
+            None => {
+                // The server sent the whole object (it ignores ranges, or the object is empty).
+                let size = o.content_length().and_then(|n| u64::try_from(n).ok());
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                c.rt.spawn(download::whole(src, o.body, size, tx));
+                rx
+            }
+        };
         Ok(Box::new(ChannelReader {
             rx,
             chunk: bytes::Bytes::new(),
