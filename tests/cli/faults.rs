@@ -11,18 +11,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// This process's-style temp entries (`.litevault-...`) in `dir`.
-fn temps_in(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(".litevault-"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Waits until a temp entry exists in one of `dirs` (the command is mid-work), then sends
 /// `sig`; returns the exit code and stderr.
 fn interrupt(mut child: Child, dirs: &[PathBuf], sig: i32) -> (Option<i32>, String) {
@@ -129,27 +117,6 @@ fn sigint_during_verify_and_a_dump_restore_removes_their_temp_files() {
         "{:?}",
         temps_in(env.dir.path())
     );
-}
-
-/// A small tmpfs mounted in the workspace (root only), unmounted when dropped: a real full disk.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(at: PathBuf, mib: u32) -> Option<SmallDisk> {
-        std::fs::create_dir_all(&at).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-            .arg(&at)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(SmallDisk(at))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
 }
 
 #[test]

@@ -881,3 +881,134 @@ fn the_daemon_counts_its_s3_requests_and_an_idle_database_costs_no_put() {
         "{after:?} -> {more:?}"
     );
 }
+
+/// A tmpfs of `mib` MiB at `at`, or `None` off CI where this process may not mount (CI runs as
+/// root and must).
+fn small_disk(at: std::path::PathBuf, mib: u32) -> Option<SmallDisk> {
+    let disk = SmallDisk::mount(at, mib);
+    if disk.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and must mount a tmpfs"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+    }
+    disk
+}
+
+/// Fills the file system of `dir` up: a file written until the disk refuses more.
+fn fill_up(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![7u8; 64 << 10];
+    while f.write_all(&chunk).and_then(|_| f.sync_all()).is_ok() {}
+    filler
+}
+
+#[test]
+fn a_full_location_disk_holds_transactions_until_space_returns_and_loses_none() {
+    let env = Env::new();
+    let Some(disk) = small_disk(env.path("small"), 16) else {
+        return;
+    };
+    let loc = disk.0.join("replica");
+    let db = env.path("app.db");
+    wal_db(&db);
+    let rep = start(&env, &db, &loc, &[]);
+    write(&db, 1, 200, Duration::from_millis(1), &mut |_, _| {});
+    std::thread::sleep(Duration::from_millis(800));
+    // The disk fills up: nothing more can be written there, and the replicator waits.
+    let filler = fill_up(&disk.0);
+    let segments = |loc: &Path| {
+        std::fs::read_dir(loc)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".lvwal"))
+            .count()
+    };
+    let before = segments(&loc);
+    write(&db, 201, 800, Duration::from_millis(1), &mut |_, _| {});
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut rep = rep;
+    assert!(
+        rep.try_wait().unwrap().is_none(),
+        "the replicator gave up on a full disk"
+    );
+    assert_eq!(segments(&loc), before, "a segment was written to a full disk");
+    assert!(temps_in(&loc).is_empty(), "{:?}", temps_in(&loc));
+    // Space comes back: what waited goes out, and what follows too.
+    std::fs::remove_file(&filler).unwrap();
+    write(&db, 1001, 100, Duration::from_millis(1), &mut |_, _| {});
+    let t = Instant::now();
+    while segments(&loc) == before {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "nothing was shipped after space came back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(&rep, libc::SIGTERM);
+    let out = rep.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "replicate failed: {stderr}");
+    assert!(
+        stderr.to_lowercase().contains("no space left"),
+        "the full disk was not reported: {stderr}"
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["pending"], 0, "{status}");
+    assert_eq!(status["gaps"], 0, "{status}");
+    assert_eq!(status["shipped"], status["transactions"], "{status}");
+    assert!(temps_in(&loc).is_empty(), "{:?}", temps_in(&loc));
+
+    let latest = env.path("latest.db");
+    restore_latest(&env, &loc, &latest, None);
+    assert_eq!(prefix_len(&latest), 1100);
+    assert_eq!(content_hash(&latest), content_hash(&db));
+}
+
+#[test]
+fn a_database_on_a_disk_without_room_for_a_copy_still_gets_its_bases() {
+    let env = Env::new();
+    let Some(disk) = small_disk(env.path("small"), 24) else {
+        return;
+    };
+    // A base is a copy of the database beside it when there is room (its size + 25% + 64
+    // MiB): here there is not, and bases are read under a read transaction instead.
+    let db = disk.0.join("app.db");
+    wal_db(&db);
+    let loc = env.path("replica");
+    let rep = start(&env, &db, &loc, &["--base-every", "1s"]);
+    // The application stays open: its WAL (a generation to copy beside) outlives each burst.
+    let app = Connection::open(&db).unwrap();
+    app.query_row("SELECT count(*) FROM t", [], |_| Ok(())).unwrap();
+    write(&db, 1, 300, Duration::from_millis(2), &mut |_, _| {});
+    std::thread::sleep(Duration::from_millis(1500));
+    write(&db, 301, 300, Duration::from_millis(2), &mut |c, n| {
+        if n % 100 == 0 {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&rep, libc::SIGTERM);
+    let out = rep.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "replicate failed: {stderr}");
+    // No room for a copy is not a failure: nothing to report, the other way is taken at once.
+    assert!(stderr.trim().is_empty(), "{stderr}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    drop(app);
+    assert!(status["bases"].as_u64().unwrap() >= 2, "{status}");
+    assert_eq!(status["pending"], 0, "{status}");
+    assert!(
+        temps_in(&disk.0).is_empty(),
+        "a copy was left: {:?}",
+        temps_in(&disk.0)
+    );
+    let latest = env.path("latest.db");
+    restore_latest(&env, &loc, &latest, None);
+    assert_eq!(prefix_len(&latest), 600);
+    assert_eq!(content_hash(&latest), content_hash(&db));
+}

@@ -223,3 +223,37 @@ pub fn pages_masked(path: &Path) -> Vec<u8> {
     }
     b
 }
+
+/// This process's-style temp entries (`.litevault-...`) in `dir`.
+pub fn temps_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".litevault-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A small tmpfs mounted in the workspace (root only), unmounted when dropped: a real full disk.
+pub struct SmallDisk(pub PathBuf);
+
+impl SmallDisk {
+    /// Mounts a `mib` MiB tmpfs at `at` (created); `None` when this process may not mount.
+    pub fn mount(at: PathBuf, mib: u32) -> Option<SmallDisk> {
+        std::fs::create_dir_all(&at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk(at))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
