@@ -1,5 +1,6 @@
 //! A loopback TCP proxy that injects faults between a client (litevault) and a server (the S3
-//! test server): connection resets, `503 Slow Down` answers, and a dead server.
+//! test server): connection resets, `503 Slow Down` answers, answers cut off part-way, a dead
+//! server, and a bandwidth cap per connection (a far-away server).
 //!
 //! Faults are injected per CONNECTION, not per request: an HTTP client keeps connections alive
 //! and sends many requests over one, so "the next connection" is the next one the client opens,
@@ -50,12 +51,22 @@ struct Shared {
 struct Plan {
     reset: usize,
     fail_503: usize,
+    /// Connections still to cut, and after how many bytes of the server's answer.
+    cut: usize,
+    cut_after: u64,
     broken: bool,
+    /// Bytes a second of each connection's answers (0: no cap).
+    rate: u64,
 }
 
 #[derive(Clone, Copy)]
 enum Action {
-    Forward,
+    /// Forward, the answers at most `rate` bytes a second (0: as fast as they come) and cut
+    /// off with a reset after `limit` bytes (`None`: whole).
+    Forward {
+        rate: u64,
+        limit: Option<u64>,
+    },
     Reset,
     SlowDown,
 }
@@ -108,6 +119,20 @@ impl FaultProxy {
     pub fn break_all(&self) {
         self.plan().broken = true;
         self.shared.cut_live();
+    }
+
+    /// The next `n` forwarded connections get `bytes` of the server's answers, then a reset
+    /// (an answer cut off part-way: its head arrived, its body breaks). Counted as injected.
+    pub fn cut_next_after(&self, n: usize, bytes: u64) {
+        let mut p = self.plan();
+        p.cut += n;
+        p.cut_after = bytes;
+    }
+
+    /// Caps the answers of every connection accepted from now on at `bytes_per_sec` (0: none),
+    /// as a far-away server does: a client reading one stream at a time gets that much.
+    pub fn throttle(&self, bytes_per_sec: u64) {
+        self.plan().rate = bytes_per_sec;
     }
 
     /// Undoes [`FaultProxy::break_all`] (resets and 503s planned with `*_next` stay planned).
@@ -167,10 +192,19 @@ impl Shared {
         } else if plan.fail_503 > 0 {
             plan.fail_503 -= 1;
             Action::SlowDown
+        } else if plan.cut > 0 {
+            plan.cut -= 1;
+            Action::Forward {
+                rate: plan.rate,
+                limit: Some(plan.cut_after),
+            }
         } else {
-            Action::Forward
+            Action::Forward {
+                rate: plan.rate,
+                limit: None,
+            }
         };
-        if !matches!(action, Action::Forward) {
+        if !matches!(action, Action::Forward { limit: None, .. }) {
             self.injected.fetch_add(1, Ordering::SeqCst);
         }
         action
@@ -196,7 +230,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             .spawn(move || match action {
                 Action::Reset => reset(client),
                 Action::SlowDown => slow_down(client),
-                Action::Forward => forward(client, &sh),
+                Action::Forward { rate, limit } => forward(client, &sh, rate, limit),
             });
     }
 }
@@ -289,7 +323,7 @@ fn slow_down(mut client: TcpStream) {
     }
 }
 
-fn forward(client: TcpStream, shared: &Arc<Shared>) {
+fn forward(client: TcpStream, shared: &Arc<Shared>, rate: u64, limit: Option<u64>) {
     let Ok(upstream) = TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(5)) else {
         // Upstream down: the client sees what it would see from a dead server.
         set_linger_zero(&client);
@@ -317,7 +351,13 @@ fn forward(client: TcpStream, shared: &Arc<Shared>) {
     };
     let back = std::thread::Builder::new()
         .name("faultproxy-down".into())
-        .spawn(move || pipe(upstream, client))
+        .spawn(move || {
+            if rate == 0 && limit.is_none() {
+                pipe(upstream, client)
+            } else {
+                pipe_shaped(upstream, client, rate, limit)
+            }
+        })
         .ok();
     pipe(client_r, upstream_w);
     if let Some(t) = back {
@@ -337,6 +377,44 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
             let _ = to.shutdown(Shutdown::Both);
         }
     }
+}
+
+/// Copies `from` to `to` at most `rate` bytes a second (0: no cap); after `limit` bytes (if
+/// any) both are cut with a reset.
+fn pipe_shaped(mut from: TcpStream, mut to: TcpStream, rate: u64, limit: Option<u64>) {
+    // When the link is free again: idle time earns no burst.
+    let mut free_at = Instant::now();
+    let mut sent: u64 = 0;
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let room = limit.map_or(buf.len() as u64, |l| (l - sent).min(buf.len() as u64));
+        if room == 0 {
+            set_linger_zero(&to);
+            let _ = to.shutdown(Shutdown::Both);
+            let _ = from.shutdown(Shutdown::Both);
+            return;
+        }
+        let n = match from.read(&mut buf[..room as usize]) {
+            Ok(0) => {
+                let _ = to.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(n) => n,
+            Err(_) => break,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        sent += n as u64;
+        if rate > 0 {
+            free_at = free_at.max(Instant::now()) + Duration::from_secs_f64(n as f64 / rate as f64);
+            if let Some(wait) = free_at.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
 }
 
 /// SO_LINGER {on, 0}: closing the socket then sends a RST instead of a FIN.

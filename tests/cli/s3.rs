@@ -560,7 +560,7 @@ fn resets_and_503s_are_retried() {
 }
 
 #[test]
-fn a_large_object_is_read_in_ranges_several_at_once_and_survives_resets() {
+fn a_large_object_is_read_in_ranges_at_once_resumed_where_cut_and_never_short() {
     use litevault::location::{CreateOptions, Location};
     use std::io::{Read, Write};
     let srv = S3Server::start();
@@ -576,56 +576,69 @@ fn a_large_object_is_read_in_ranges_several_at_once_and_survives_resets() {
     }
     w.finish(None).unwrap();
 
-    // Through the proxy, with a client of its own (a fresh connection pool): one GET at a time
-    // would use one connection; the ranges in flight open one each.
     let proxy = FaultProxy::start(srv.s3_addr());
     let mut via = settings(&srv);
     via.endpoint_url = Some(proxy.endpoint());
-    let loc = litevault::location::s3::S3Location::open_with(&url, &via).unwrap();
-    let mut all = Vec::new();
-    loc.read_stream("big.tar.zst")
-        .unwrap()
-        .read_to_end(&mut all)
-        .unwrap();
-    assert!(
-        all == big,
-        "the object reads back different ({} bytes)",
-        all.len()
-    );
-    assert!(
-        proxy.accepted() >= 4,
-        "ranges were not read at once: {} connection(s)",
-        proxy.accepted()
-    );
+    let read_all = |what: &str| {
+        // A client of its own each time: a fresh connection pool.
+        let loc = litevault::location::s3::S3Location::open_with(&url, &via).unwrap();
+        let mut all = Vec::new();
+        loc.read_stream("big.tar.zst")
+            .unwrap()
+            .read_to_end(&mut all)
+            .unwrap();
+        assert!(
+            all == big,
+            "{what}: the object reads back different ({} bytes)",
+            all.len()
+        );
+    };
 
-    // Connections reset while ranges are being fetched: each range is asked for again, and
-    // the stream is still the object, byte for byte.
-    let loc = litevault::location::s3::S3Location::open_with(&url, &via).unwrap();
-    let mut r = loc.read_stream("big.tar.zst").unwrap();
-    proxy.reset_next(3);
-    let mut all = Vec::new();
-    r.read_to_end(&mut all).unwrap();
-    assert_eq!(proxy.injected(), 3, "every reset was met");
+    // A far server (20 MB/s a connection): the first answer takes 0.2 s to arrive, while the
+    // next three ranges are asked for on connections of their own. One GET at a time would
+    // use one connection and 2.6 s.
+    proxy.throttle(20_000_000);
+    let before = proxy.accepted();
+    let started = Instant::now();
+    read_all("throttled");
+    let took = started.elapsed();
     assert!(
-        all == big,
-        "the object reads back different after resets ({} bytes)",
-        all.len()
+        proxy.accepted() - before >= 4,
+        "ranges were not read at once: {} connection(s) in {took:?}",
+        proxy.accepted() - before
     );
+    proxy.throttle(0);
 
-    // A server gone for good mid-read: an error from read, never a short object.
+    // Answers cut off part-way (the head and 1 MiB arrived, then a reset): each range is
+    // asked for again from the byte where it stopped, and the stream is still the object.
+    proxy.cut_next_after(3, 1 << 20);
+    read_all("answers cut");
+    assert_eq!(proxy.injected(), 3, "every cut was met");
+
+    // A server gone for good mid-read: an error from read, never a short object. Reading
+    // ahead is bounded (4 ranges fetched or held, one in the channel, one being read: 24 MiB),
+    // so the rest cannot have been fetched before the server went.
     let loc = litevault::location::s3::S3Location::open_with(&url, &via).unwrap();
     let mut r = loc.read_stream("big.tar.zst").unwrap();
     let mut head = vec![0u8; 1 << 20];
     r.read_exact(&mut head).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     proxy.break_all();
-    // Reading ahead is bounded (ranges in flight, one in the channel, one being read: 24 MiB
-    // at most), so the last ranges cannot have been fetched before the server went.
     let mut rest = Vec::new();
     let e = r
         .read_to_end(&mut rest)
         .expect_err("the read went on without the server");
     assert!(e.to_string().contains("download broke off"), "{e}");
-    assert!(head.len() + rest.len() < big.len());
+    assert!(
+        head.len() + rest.len() <= 24 << 20,
+        "read {} bytes ahead",
+        head.len() + rest.len()
+    );
+    // The error stays: a later read does not look like the end of the object.
+    assert!(
+        r.read(&mut head).is_err(),
+        "a read after the error returned the end"
+    );
 }
 
 #[test]

@@ -65,9 +65,13 @@ impl Source {
     }
 }
 
-/// The total size an answer's `Content-Range` (`bytes 0-8388607/52428800`) gives, if it has one.
-pub(super) fn total_of(content_range: Option<&str>) -> Option<u64> {
-    content_range?.rsplit_once('/')?.1.trim().parse().ok()
+/// The first byte, last byte and total size an answer's `Content-Range` gives
+/// (`bytes 0-4194303/52428800`), when it has all three.
+pub(super) fn content_range(header: Option<&str>) -> Option<(u64, u64, u64)> {
+    let (range, total) = header?.trim().strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let (first, last, total) = (first.parse().ok()?, last.parse().ok()?, total.parse().ok()?);
+    (first <= last && last < total).then_some((first, last, total))
 }
 
 fn broke(why: String) -> io::Error {
@@ -96,15 +100,23 @@ pub(super) async fn ranges(
             let start = next * part;
             let end = (start + part).min(total) - 1;
             let body = if next == 0 { first.take() } else { None };
-            pending.push_back(tokio::spawn(fetch(src.clone(), start, end, body)));
+            let range = Range { start, end, total };
+            pending.push_back(tokio::spawn(fetch(src.clone(), range, body)));
             next += 1;
         }
-        let Some(task) = pending.pop_front() else {
+        let Some(mut task) = pending.pop_front() else {
             break;
         };
-        let got = match task.await {
-            Ok(r) => r,
-            Err(e) => Err(broke(format!("download task ended: {e}"))),
+        // A reader that went away stops the downloads at once, not at the next range.
+        let got = tokio::select! {
+            r = &mut task => match r {
+                Ok(r) => r,
+                Err(e) => Err(broke(format!("download task ended: {e}"))),
+            },
+            _ = tx.closed() => {
+                task.abort();
+                break;
+            }
         };
         let failed = got.is_err();
         // Waits while the reader is behind: no new range starts meanwhile.
@@ -117,16 +129,25 @@ pub(super) async fn ranges(
     }
 }
 
-/// Bytes `start..=end`, whole: from `body` when the request was already made, resumed from
-/// where it broke off.
-async fn fetch(src: Arc<Source>, start: u64, end: u64, body: Option<ByteStream>) -> io::Result<Bytes> {
-    let want = (end - start + 1) as usize;
+/// Bytes `start..=end` of an object of `total` bytes.
+#[derive(Clone, Copy)]
+struct Range {
+    start: u64,
+    end: u64,
+    total: u64,
+}
+
+/// The bytes of `r`, whole: from `body` when the request was already made, asked for again from
+/// where a broken connection stopped.
+async fn fetch(src: Arc<Source>, r: Range, body: Option<ByteStream>) -> io::Result<Bytes> {
+    let want = (r.end - r.start + 1) as usize;
     let mut buf = BytesMut::with_capacity(want);
     let mut body = body;
     let mut resumes = 0;
     let mut why = String::new();
     loop {
         if let Some(b) = body.as_mut() {
+            let had = buf.len();
             loop {
                 match b.next().await {
                     Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
@@ -136,28 +157,36 @@ async fn fetch(src: Arc<Source>, start: u64, end: u64, body: Option<ByteStream>)
                     }
                     None => {
                         why = format!(
-                            "range ended at byte {} of {start}-{end}",
-                            start + buf.len() as u64
+                            "range {}-{} ended at byte {}",
+                            r.start,
+                            r.end,
+                            r.start + buf.len() as u64
                         );
                         break;
                     }
                 }
-                if buf.len() >= want {
-                    break;
+                if buf.len() > want {
+                    return Err(broke(format!(
+                        "the server sent more than bytes {}-{} it was asked for",
+                        r.start, r.end
+                    )));
                 }
             }
-            if buf.len() >= want {
-                buf.truncate(want);
+            if buf.len() == want {
                 return Ok(buf.freeze());
             }
-            if resumes >= RESUMES {
-                return Err(broke(format!("download broke off: {why}")));
+            // A connection that broke before sending anything counts against the resumes; one
+            // that sent part of its range (a server capping its answers) does not.
+            if buf.len() == had {
+                if resumes >= RESUMES {
+                    return Err(broke(format!("download broke off: {why}")));
+                }
+                resumes += 1;
+                tokio::time::sleep(Duration::from_millis(200 << resumes)).await;
             }
-            resumes += 1;
-            tokio::time::sleep(Duration::from_millis(200 << resumes)).await;
         }
-        let at = start + buf.len() as u64;
-        let o = src.get(at, Some(end)).await.map_err(|e| {
+        let at = r.start + buf.len() as u64;
+        let o = src.get(at, Some(r.end)).await.map_err(|e| {
             let what = if why.is_empty() {
                 String::new()
             } else {
@@ -165,14 +194,18 @@ async fn fetch(src: Arc<Source>, start: u64, end: u64, body: Option<ByteStream>)
             };
             broke(format!("download broke off{what} and could not resume: {e}"))
         })?;
-        // The server must answer with the range asked for: bytes from elsewhere would be
-        // spliced in unnoticed.
-        let expect = format!("bytes {at}-");
-        if !o.content_range().is_some_and(|r| r.starts_with(&expect)) {
-            return Err(broke(format!(
-                "asked for bytes {at}-{end}, the server answered {:?}",
-                o.content_range().unwrap_or("the whole object")
-            )));
+        // The server must answer with the range asked for, of the same object: bytes from
+        // elsewhere would be spliced in unnoticed.
+        match content_range(o.content_range()) {
+            Some((first, _, total)) if first == at && total == r.total => {}
+            _ => {
+                return Err(broke(format!(
+                    "asked for bytes {at}-{} of {}, the server answered {:?}",
+                    r.end,
+                    r.total,
+                    o.content_range().unwrap_or("the whole object")
+                )))
+            }
         }
         body = Some(o.body);
     }
@@ -197,7 +230,15 @@ pub(super) async fn whole(
                     return; // the reader went away
                 }
             }
-            None if size.is_none_or(|s| at >= s) => return,
+            None if size.is_none_or(|s| at == s) => return,
+            None if size.is_some_and(|s| at > s) => {
+                let why = format!(
+                    "the server sent {at} bytes of a {}-byte object",
+                    size.unwrap_or(0)
+                );
+                let _ = tx.send(Err(broke(why))).await;
+                return;
+            }
             next => {
                 let why = match next {
                     Some(Err(e)) => e.to_string(),
@@ -210,7 +251,19 @@ pub(super) async fn whole(
                 resumes += 1;
                 tokio::time::sleep(Duration::from_millis(200 << resumes)).await;
                 match src.get(at, None).await {
-                    Ok(o) => body = o.body,
+                    // The rest of the object, from where it stopped (a server that ignores the
+                    // range would send it all again from byte 0).
+                    Ok(o) if content_range(o.content_range()).is_some_and(|(first, _, _)| first == at) => {
+                        body = o.body
+                    }
+                    Ok(o) => {
+                        let why = format!(
+                            "download broke off at byte {at} and the server could not resume it (it answered {:?})",
+                            o.content_range().unwrap_or("the whole object")
+                        );
+                        let _ = tx.send(Err(broke(why))).await;
+                        return;
+                    }
                     Err(e) => {
                         let _ = tx
                             .send(Err(broke(format!(
@@ -227,14 +280,27 @@ pub(super) async fn whole(
 
 #[cfg(test)]
 mod tests {
-    use super::total_of;
+    use super::content_range;
 
     #[test]
-    fn content_range_gives_the_total() {
-        assert_eq!(total_of(Some("bytes 0-8388607/52428800")), Some(52_428_800));
-        assert_eq!(total_of(Some("bytes 0-9/10")), Some(10));
-        assert_eq!(total_of(Some("bytes */0")), Some(0));
-        assert_eq!(total_of(Some("bytes 0-9/*")), None);
-        assert_eq!(total_of(None), None);
+    fn content_range_gives_first_last_and_total() {
+        assert_eq!(
+            content_range(Some("bytes 0-4194303/52428800")),
+            Some((0, 4_194_303, 52_428_800))
+        );
+        assert_eq!(content_range(Some("bytes 0-9/10")), Some((0, 9, 10)));
+        // Unknown totals, unsatisfied ranges, nonsense: none.
+        for bad in [
+            "bytes */0",
+            "bytes 0-9/*",
+            "bytes 0-10/10",
+            "bytes 9-0/10",
+            "0-9/10",
+            "bytes a-9/10",
+            "",
+        ] {
+            assert_eq!(content_range(Some(bad)), None, "{bad}");
+        }
+        assert_eq!(content_range(None), None);
     }
 }

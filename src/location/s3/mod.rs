@@ -617,39 +617,55 @@ impl Location for S3Location {
             }
             other => other,
         };
-        let o = match first {
-            Ok(o) => o,
-            Err(e) if is_not_found(&e) => {
-                return Err(Error::NotFound {
-                    path: self.object_path(name),
-                })
-            }
-            Err(e) => return Err(self.remote_err("read", name, e)),
+        let not_found = |e| match e {
+            e if is_not_found(&e) => Error::NotFound {
+                path: self.object_path(name),
+            },
+            e => self.remote_err("read", name, e),
         };
+        let mut o = first.map_err(not_found)?;
+        // The ranges in flight need the first answer's range, whole: `bytes 0-<part or
+        // less>/<total>`. A server that sent the object whole (it ignores ranges) is streamed;
+        // one whose range cannot be used (no total, another range) is asked for it all.
+        let plan = match (o.content_range(), download::content_range(o.content_range())) {
+            (Some(_), Some((0, last, total))) if last + 1 == part.min(total) => Some(total),
+            (None, _) => None,
+            (Some(_), _) => {
+                o =
+                    c.rt.block_on(c.s3.get_object().bucket(&self.bucket).key(&key).send())
+                        .map_err(not_found)?;
+                None
+            }
+        };
+        // A weak ETag (`W/"..."`) cannot be matched with If-Match.
+        let etag = o.e_tag().filter(|t| !t.starts_with("W/")).map(str::to_string);
         let src = Arc::new(download::Source {
             s3: c.s3.clone(),
             bucket: self.bucket.clone(),
             key,
-            etag: o.e_tag().map(str::to_string),
+            etag,
         });
-        let rx = match download::total_of(o.content_range()) {
+        let (rx, expect) = match plan {
             Some(total) => {
                 // Each message is a whole range: one waits in the channel at most.
                 let (tx, rx) = tokio::sync::mpsc::channel(1);
                 c.rt.spawn(download::ranges(src, o.body, total, part, reads_in_flight(), tx));
-                rx
+                (rx, Some(total))
             }
             None => {
-                // The server sent the whole object (it ignores ranges, or the object is empty).
                 let size = o.content_length().and_then(|n| u64::try_from(n).ok());
                 let (tx, rx) = tokio::sync::mpsc::channel(4);
                 c.rt.spawn(download::whole(src, o.body, size, tx));
-                rx
+                (rx, size)
             }
         };
         Ok(Box::new(ChannelReader {
             rx,
             chunk: bytes::Bytes::new(),
+            got: 0,
+            expect,
+            failed: None,
+            _client: c,
         }))
     }
 
@@ -755,24 +771,47 @@ impl Location for S3Location {
 /// How many names (`name`, `name-2` ... ) a backup published under a generated name tries.
 const MAX_NUMBERED: usize = 10_000;
 
-/// Reads the chunks a download task sends.
+/// Reads the chunks a download task sends. The channel closing early (the task gone) is an
+/// error, not the end of the object, when its size is known; an error stays an error.
 struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>,
     chunk: bytes::Bytes,
+    /// Bytes handed out so far.
+    got: u64,
+    /// The object's size, when the server said it.
+    expect: Option<u64>,
+    /// The error that ended the read, for every later call.
+    failed: Option<String>,
+    /// The client's runtime runs the download: it lives as long as the reader.
+    _client: Arc<Client>,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if let Some(why) = &self.failed {
+            return Err(io::Error::other(DownloadError(why.clone())));
+        }
         while self.chunk.is_empty() {
             match self.rx.blocking_recv() {
                 Some(Ok(c)) => self.chunk = c,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
+                Some(Err(e)) => {
+                    self.failed = Some(e.to_string());
+                    return Err(e);
+                }
+                None => match self.expect {
+                    Some(size) if self.got != size => {
+                        let why = format!("download ended at byte {} of {size}", self.got);
+                        self.failed = Some(why.clone());
+                        return Err(io::Error::other(DownloadError(why)));
+                    }
+                    _ => return Ok(0),
+                },
             }
         }
         let n = out.len().min(self.chunk.len());
         out[..n].copy_from_slice(&self.chunk[..n]);
         bytes::Buf::advance(&mut self.chunk, n);
+        self.got += n as u64;
         Ok(n)
     }
 }
