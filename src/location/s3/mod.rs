@@ -41,58 +41,49 @@ use super::store::{CreateOptions, Location, NewObject, ObjectMeta, Published};
 use crate::error::{Error, Result};
 use crate::model::hex;
 
+/// `var` read once per process: its value when it is a number within `range`, else `default`.
+fn knob(
+    cell: &'static OnceLock<usize>,
+    var: &str,
+    range: std::ops::RangeInclusive<usize>,
+    default: usize,
+) -> usize {
+    *cell.get_or_init(|| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| range.contains(n))
+            .unwrap_or(default)
+    })
+}
+
 /// Bytes of each part of a multipart upload (the last may be smaller); `LITEVAULT_S3_PART_MIB`
 /// (5-64) overrides it. With at most 10,000 parts, an archive can be up to ~50 GB at the default.
 fn part_size() -> usize {
-    static SIZE: OnceLock<usize> = OnceLock::new();
-    *SIZE.get_or_init(|| {
-        std::env::var("LITEVAULT_S3_PART_MIB")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|m| (5..=64).contains(m))
-            .unwrap_or(5)
-            << 20
-    })
+    static MIB: OnceLock<usize> = OnceLock::new();
+    knob(&MIB, "LITEVAULT_S3_PART_MIB", 5..=64, 5) << 20
 }
 
 /// Parts uploading at once (besides the one being filled); `LITEVAULT_S3_PARTS_IN_FLIGHT`
 /// (1-16) overrides it.
 fn parts_in_flight() -> usize {
     static N: OnceLock<usize> = OnceLock::new();
-    *N.get_or_init(|| {
-        std::env::var("LITEVAULT_S3_PARTS_IN_FLIGHT")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|n| (1..=16).contains(n))
-            .unwrap_or(3)
-    })
+    knob(&N, "LITEVAULT_S3_PARTS_IN_FLIGHT", 1..=16, 3)
 }
+
 /// Bytes of each range a large object is read in (`LITEVAULT_S3_READ_PART_MIB`, 1-64; 4 by
 /// default: with 4 in flight, a read holds 24 MiB ahead at most, and a 4 MiB range keeps a
 /// connection busy far longer than its round trip).
 fn read_part_size() -> u64 {
-    static SIZE: OnceLock<u64> = OnceLock::new();
-    *SIZE.get_or_init(|| {
-        std::env::var("LITEVAULT_S3_READ_PART_MIB")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|m| (1..=64).contains(m))
-            .unwrap_or(4)
-            << 20
-    })
+    static MIB: OnceLock<usize> = OnceLock::new();
+    (knob(&MIB, "LITEVAULT_S3_READ_PART_MIB", 1..=64, 4) as u64) << 20
 }
 
 /// Ranges of one object being read at once (`LITEVAULT_S3_READS_IN_FLIGHT`, 1-16; 4 by
 /// default).
 fn reads_in_flight() -> usize {
     static N: OnceLock<usize> = OnceLock::new();
-    *N.get_or_init(|| {
-        std::env::var("LITEVAULT_S3_READS_IN_FLIGHT")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|n| (1..=16).contains(n))
-            .unwrap_or(4)
-    })
+    knob(&N, "LITEVAULT_S3_READS_IN_FLIGHT", 1..=16, 4)
 }
 
 /// Attempts per request (the first and its retries).
