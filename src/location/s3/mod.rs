@@ -456,6 +456,12 @@ fn is_not_found<E: ProvideErrorMetadata, R: HasStatus>(e: &SdkError<E, R>) -> bo
         || e.raw_response().and_then(|r| r.http_status()) == Some(404)
 }
 
+/// A range the object does not have (416 `InvalidRange`: past its end, or any range of an
+/// empty object).
+fn is_invalid_range<E: ProvideErrorMetadata, R: HasStatus>(e: &SdkError<E, R>) -> bool {
+    e.code() == Some("InvalidRange") || e.raw_response().and_then(|r| r.http_status()) == Some(416)
+}
+
 fn is_precondition_failed<E: ProvideErrorMetadata, R: HasStatus>(e: &SdkError<E, R>) -> bool {
     e.code() == Some("PreconditionFailed") || e.raw_response().and_then(|r| r.http_status()) == Some(412)
 }
@@ -565,12 +571,7 @@ impl Location for S3Location {
                 })
             }
             // Past the end of the object.
-            Err(e)
-                if e.code() == Some("InvalidRange")
-                    || e.raw_response().and_then(|r| r.http_status()) == Some(416) =>
-            {
-                return Ok(Vec::new())
-            }
+            Err(e) if is_invalid_range(&e) => return Ok(Vec::new()),
             Err(e) => return Err(self.remote_err("read", name, e)),
         };
         let body =
@@ -598,23 +599,22 @@ impl Location for S3Location {
                 .range(format!("bytes=0-{}", part - 1))
                 .send(),
         );
-        let first = match first {
-            // An empty object has no byte 0: read it whole.
-            Err(e)
-                if e.code() == Some("InvalidRange")
-                    || e.raw_response().and_then(|r| r.http_status()) == Some(416) =>
-            {
-                c.rt.block_on(c.s3.get_object().bucket(&self.bucket).key(&key).send())
-            }
-            other => other,
-        };
         let not_found = |e| match e {
             e if is_not_found(&e) => Error::NotFound {
                 path: self.object_path(name),
             },
             e => self.remote_err("read", name, e),
         };
-        let mut o = first.map_err(not_found)?;
+        // One GET of the whole object.
+        let whole = || {
+            c.rt.block_on(c.s3.get_object().bucket(&self.bucket).key(&key).send())
+                .map_err(not_found)
+        };
+        let mut o = match first {
+            // An empty object has no byte 0: read it whole.
+            Err(e) if is_invalid_range(&e) => whole()?,
+            other => other.map_err(not_found)?,
+        };
         // The ranges in flight need the first answer's range, whole: `bytes 0-<part or
         // less>/<total>`. A server that sent the object whole (it ignores ranges) is streamed;
         // one whose range cannot be used (no total, another range) is asked for it all.
@@ -622,9 +622,7 @@ impl Location for S3Location {
             (Some(_), Some((0, last, total))) if last + 1 == part.min(total) => Some(total),
             (None, _) => None,
             (Some(_), _) => {
-                o =
-                    c.rt.block_on(c.s3.get_object().bucket(&self.bucket).key(&key).send())
-                        .map_err(not_found)?;
+                o = whole()?;
                 None
             }
         };
