@@ -18,7 +18,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc::Sender;
@@ -61,7 +61,16 @@ impl Source {
         if let Some(t) = &self.etag {
             req = req.if_match(t);
         }
-        req.send().await.map_err(|e| DisplayErrorContext(&e).to_string())
+        req.send().await.map_err(|e| {
+            let status = e.raw_response().map(|r| r.status().as_u16());
+            match (e.code(), status) {
+                (Some("NoSuchKey" | "PreconditionFailed"), _) | (_, Some(404 | 412)) => {
+                    "the object was deleted or replaced while it was read".to_string()
+                }
+                (Some(code), _) => format!("{code}: {}", e.message().unwrap_or("")),
+                _ => DisplayErrorContext(&e).to_string(),
+            }
+        })
     }
 }
 
